@@ -1,0 +1,213 @@
+"""`spbu` command line. Errors are one clear line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from agent import __version__
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CliError(Exception):
+    pass
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    if args.pumps < 1 or args.pumps > 16:
+        raise CliError("--pumps must be between 1 and 16")
+    return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
+                    json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _cmd_agent_run(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.station import Station
+
+    config = load_config(args.config)
+    station = Station(config)
+    stop = _stop_on_signals()
+    station.start()
+    try:
+        station.run(stop)
+    finally:
+        station.close()
+    return 0
+
+
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.signing import key_id, public_key_hex, save_private_key
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    private = args.out / f"{args.name}.key"
+    if private.exists() and not args.force:
+        raise CliError(f"{private} exists; use --force to replace it")
+    key = Ed25519PrivateKey.generate()
+    save_private_key(key, private)
+    public = args.out / f"{args.name}.pub"
+    public.write_text(public_key_hex(key.public_key()) + "\n")
+    print(f"key id {key_id(key.public_key())}\nprivate {private}\npublic  {public}")
+    return 0
+
+
+def _cmd_token_issue(args: argparse.Namespace) -> int:
+    from agent.tokens import TokenError, encode_token
+
+    try:
+        print(encode_token(args.vehicle_id))
+    except TokenError as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
+    from simulators.relay_board import RelayBoardSim
+
+    board = RelayBoardSim(channels=args.channels, flow_lps=args.flow_lps)
+    board.start()
+    print(f"relay board on {board.path} ({args.channels} channels); Ctrl-C to stop", flush=True)
+    stop = _stop_on_signals()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        board.close()
+    return 0
+
+
+def _cmd_sim_scanner(args: argparse.Namespace) -> int:
+    from simulators.scanner import ScannerSim
+
+    scanner = ScannerSim()
+    print(f"scanner on {scanner.path}; type one code per line, Ctrl-D to stop", flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip():
+                scanner.scan(line.strip())
+    finally:
+        scanner.close()
+    return 0
+
+
+def _cmd_sim_hq(args: argparse.Namespace) -> int:
+    from agent.signing import load_private_key
+    from simulators.hq import HeadquartersSim, synthetic_registry
+
+    key = load_private_key(args.key) if args.key else None
+    hq = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key)
+    hq.start()
+    hq.publish_documents()
+    print(f"headquarters on {args.host}:{args.port}: key {hq.key_id} ({hq.public_key_hex}),"
+          f" {len(hq.registry)} vehicles published; collecting transactions", flush=True)
+    stop = _stop_on_signals()
+    seen = 0
+    try:
+        while not stop.wait(1.0):
+            txs = hq.transactions()
+            for tx in txs[seen:]:
+                print(f"{tx['tx_id']} pump {tx['pump']} {tx['product']} {tx['dispensed_ml']} ml", flush=True)
+            seen = len(txs)
+    finally:
+        hq.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spbu", description="SPBU edge agent: offline subsidised-fuel "
+                                     "eligibility, pump control, journal and sync.")
+    parser.add_argument("--version", action="version", version=f"spbu-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = sub.add_parser("demo", help="run a whole simulated station on a private broker")
+    demo.add_argument("--pumps", type=int, default=2, help="fuelling points (default 2)")
+    demo.add_argument("--customers", type=int, default=12, help="scripted customers (default 12)")
+    demo.add_argument("--lang", choices=("id", "en"), default="id", help="attendant language")
+    demo.add_argument("--json", type=Path, help="write the reconciliation summary here")
+    demo.add_argument("--flow-lps", type=float, default=25.0,
+                      help="simulated flow in litres per second (sped up; a real nozzle gives ~0.67)")
+    demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
+    demo.set_defaults(func=_cmd_demo)
+
+    agent = sub.add_parser("agent", help="the station agent")
+    agent_sub = agent.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+    run = agent_sub.add_parser("run", help="run the agent with a station config")
+    run.add_argument("--config", type=Path, required=True, help="station TOML config")
+    run.set_defaults(func=_cmd_agent_run)
+
+    keys = sub.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    gen = keys_sub.add_parser("generate", help="generate an Ed25519 key pair")
+    gen.add_argument("--out", type=Path, required=True, help="directory for NAME.key and NAME.pub")
+    gen.add_argument("--name", default="hq-signing", help="file name stem")
+    gen.add_argument("--force", action="store_true", help="replace an existing key")
+    gen.set_defaults(func=_cmd_keys_generate)
+
+    token = sub.add_parser("token", help="QR tokens")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    issue = token_sub.add_parser("issue", help="print the QR text for a vehicle id")
+    issue.add_argument("--vehicle-id", type=int, required=True)
+    issue.set_defaults(func=_cmd_token_issue)
+
+    sim = sub.add_parser("sim", help="device and headquarters simulators")
+    sim_sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)
+    board = sim_sub.add_parser("relay-board", help="relay board and dispensers on a pseudo-terminal")
+    board.add_argument("--channels", type=int, default=2)
+    board.add_argument("--flow-lps", type=float, default=0.67, help="litres per second while flowing")
+    board.set_defaults(func=_cmd_sim_relay_board)
+    scanner = sim_sub.add_parser("scanner", help="serial QR scanner on a pseudo-terminal, fed from stdin")
+    scanner.set_defaults(func=_cmd_sim_scanner)
+    hq = sim_sub.add_parser("hq", help="headquarters: publish signed list and policy, collect transactions")
+    hq.add_argument("--host", default="127.0.0.1")
+    hq.add_argument("--port", type=int, default=1883)
+    hq.add_argument("--key", type=Path, help="signing key (PEM); a new one if omitted")
+    hq.add_argument("--vehicles", type=int, default=1200)
+    hq.set_defaults(func=_cmd_sim_hq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    from agent.config import ConfigError
+    from agent.signing import SignatureError
+    from simulators.broker import BrokerError
+
+    try:
+        return func(args)
+    except (CliError, ConfigError, SignatureError, BrokerError, TimeoutError) as exc:
+        print(f"spbu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, CliError | ConfigError) else EXIT_FAILURE
+    except OSError as exc:
+        print(f"spbu: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+

@@ -1,0 +1,182 @@
+"""Station configuration (TOML), validated on load: a bad file is one clear error, not a crash."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.domain import PRODUCTS, ZONES
+from agent.messages import LANGUAGES
+from agent.signing import SignatureError, load_public_key_hex
+
+STATION_ID = re.compile(r"^\d{2}\.\d{3}\.\d{2}$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PumpConfig:
+    number: int
+    product: str
+    channel: int  # relay-board channel wired to this fuelling point
+    scanner_port: str
+    pulses_per_litre: int = 100
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    scan_to_nozzle_s: float = 120.0
+    no_flow_s: float = 60.0
+    max_fill_s: float = 600.0
+    stop_confirm_s: float = 10.0
+    duplicate_scan_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    station_id: str
+    zone: str
+    data_dir: Path
+    broker_host: str
+    broker_port: int
+    trusted_keys: dict[str, str]  # key id -> Ed25519 public key, hex
+    relay_board_port: str
+    pumps: tuple[PumpConfig, ...]
+    lang: str = "id"
+    relay_board_baud: int = 115200
+    scanner_baud: int = 9600
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def pump(self, number: int) -> PumpConfig:
+        for pump in self.pumps:
+            if pump.number == number:
+                return pump
+        raise KeyError(number)
+
+
+def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: missing {key!r}")
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{where}: {key!r} must be {kind.__name__}")
+    return value
+
+
+def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
+    station = _get(data, "station", dict, "config")
+    station_id = _get(station, "id", str, "[station]")
+    if not STATION_ID.match(station_id):
+        raise ConfigError(f"[station]: id {station_id!r} must look like 34.401.01")
+    zone = station.get("zone", "WIB")
+    if zone not in ZONES:
+        raise ConfigError(f"[station]: zone must be one of {', '.join(ZONES)}")
+    lang = station.get("lang", "id")
+    if lang not in LANGUAGES:
+        raise ConfigError(f"[station]: lang must be one of {', '.join(LANGUAGES)}")
+    data_dir = base / _get(station, "data_dir", str, "[station]")
+
+    mqtt = _get(data, "mqtt", dict, "config")
+    port = _get(mqtt, "port", int, "[mqtt]")
+    if not 0 < port < 65536:
+        raise ConfigError("[mqtt]: port out of range")
+
+    trust = _get(data, "trust", dict, "config")
+    keys = _get(trust, "keys", dict, "[trust]")
+    for kid, hexkey in keys.items():
+        try:
+            load_public_key_hex(str(hexkey))
+        except SignatureError as exc:
+            raise ConfigError(f"[trust]: key {kid}: {exc}") from exc
+    if not keys:
+        raise ConfigError("[trust]: at least one signing key is needed")
+
+    board = _get(data, "relay_board", dict, "config")
+    pumps_raw = _get(data, "pumps", list, "config")
+    pumps = []
+    for index, raw in enumerate(pumps_raw):
+        where = f"[[pumps]] #{index + 1}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table")
+        product = _get(raw, "product", str, where)
+        if product not in PRODUCTS:
+            raise ConfigError(f"{where}: unknown product {product!r}")
+        pumps.append(PumpConfig(
+            number=_get(raw, "number", int, where),
+            product=product,
+            channel=_get(raw, "channel", int, where),
+            scanner_port=_get(raw, "scanner", str, where),
+            pulses_per_litre=int(raw.get("pulses_per_litre", 100)),
+        ))
+    if not pumps:
+        raise ConfigError("config: at least one [[pumps]] entry is needed")
+    if len({p.number for p in pumps}) != len(pumps) or len({p.channel for p in pumps}) != len(pumps):
+        raise ConfigError("[[pumps]]: numbers and channels must be unique")
+    timeouts = Timeouts(**{k: float(v) for k, v in data.get("timeouts", {}).items()
+                           if k in Timeouts.__dataclass_fields__})
+    return StationConfig(
+        station_id=station_id,
+        zone=zone,
+        data_dir=data_dir,
+        broker_host=str(mqtt.get("host", "127.0.0.1")),
+        broker_port=port,
+        trusted_keys={str(k): str(v) for k, v in keys.items()},
+        relay_board_port=_get(board, "port", str, "[relay_board]"),
+        relay_board_baud=int(board.get("baud", 115200)),
+        pumps=tuple(pumps),
+        lang=lang,
+        timeouts=timeouts,
+    )
+
+
+def load_config(path: Path) -> StationConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_config(data, path.parent)
+
+
+def render_config(cfg: StationConfig) -> str:
+    """TOML for a config, as the demo and provisioning write it."""
+    lines = [
+        "[station]",
+        f'id = "{cfg.station_id}"',
+        f'zone = "{cfg.zone}"',
+        f'lang = "{cfg.lang}"',
+        f'data_dir = "{cfg.data_dir}"',
+        "",
+        "[mqtt]",
+        f'host = "{cfg.broker_host}"',
+        f"port = {cfg.broker_port}",
+        "",
+        "[trust.keys]",
+        *[f'"{kid}" = "{key}"' for kid, key in cfg.trusted_keys.items()],
+        "",
+        "[relay_board]",
+        f'port = "{cfg.relay_board_port}"',
+        f"baud = {cfg.relay_board_baud}",
+        "",
+        "[timeouts]",
+        *[f"{name} = {getattr(cfg.timeouts, name)}" for name in Timeouts.__dataclass_fields__],
+    ]
+    for pump in cfg.pumps:
+        lines += [
+            "",
+            "[[pumps]]",
+            f"number = {pump.number}",
+            f'product = "{pump.product}"',
+            f"channel = {pump.channel}",
+            f'scanner = "{pump.scanner_port}"',
+            f"pulses_per_litre = {pump.pulses_per_litre}",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,95 @@
+"""Eligibility and preset decision: pure logic, no I/O.
+
+Preset = min(requested, remaining daily quota). Remaining counts both litres already
+dispensed today and litres reserved by sessions still open, so two pumps can never
+spend the same quota.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from agent.documents import AllowList, QuotaPolicy, Vehicle
+from agent.domain import STATUS_SUSPENDED, ZONES
+from agent.tokens import TokenError, decode_token
+
+# Refusal reasons (codes are stable; agent/messages.py words them for the attendant).
+UNKNOWN_QR = "unknown_qr"
+NOT_REGISTERED = "not_registered"
+SUSPENDED = "suspended"
+WRONG_PRODUCT = "wrong_product"
+QUOTA_EXHAUSTED = "quota_exhausted"
+NO_LIST = "no_list"
+LIST_EXPIRED = "list_expired"
+PUMP_BUSY = "pump_busy"
+VEHICLE_BUSY = "vehicle_busy"
+PUMP_UNAVAILABLE = "pump_unavailable"
+
+# The smallest preset worth opening a relay for (one pulse at 100 pulses/L is 10 ml).
+MIN_PRESET_ML = 100
+
+
+@dataclass(frozen=True)
+class Decision:
+    ok: bool
+    reason: str  # "" when ok
+    vehicle: Vehicle | None = None
+    vehicle_id: int | None = None
+    limit_ml: int = 0
+    used_ml: int = 0  # dispensed plus reserved today
+    preset_ml: int = 0
+
+    @property
+    def remaining_ml(self) -> int:
+        return max(0, self.limit_ml - self.used_ml)
+
+
+def quota_day(now_utc: dt.datetime, zone: str) -> str:
+    """The station's local calendar day (WIB/WITA/WIT) for a UTC instant."""
+    offset = dt.timedelta(hours=ZONES[zone])
+    return (now_utc.astimezone(dt.UTC) + offset).date().isoformat()
+
+
+def parse_vehicle(text: str) -> int | None:
+    try:
+        return decode_token(text)
+    except TokenError:
+        return None
+
+
+def decide(
+    vehicle_id: int | None,
+    product: str,
+    allowlist: AllowList | None,
+    policy: QuotaPolicy | None,
+    used_ml: int,
+    requested_ml: int | None,
+    now_utc: dt.datetime,
+) -> Decision:
+    if vehicle_id is None:
+        return Decision(False, UNKNOWN_QR)
+    if allowlist is None or policy is None:
+        return Decision(False, NO_LIST, vehicle_id=vehicle_id)
+    if now_utc >= allowlist.expires or now_utc >= policy.expires:
+        return Decision(False, LIST_EXPIRED, vehicle_id=vehicle_id)
+    vehicle = allowlist.lookup(vehicle_id)
+    if vehicle is None:
+        limit = policy.unregistered_ml.get(product, 0)
+        if limit <= 0:
+            return Decision(False, NOT_REGISTERED, vehicle_id=vehicle_id)
+        category_limit = limit
+    else:
+        if vehicle.status == STATUS_SUSPENDED:
+            return Decision(False, SUSPENDED, vehicle, vehicle_id)
+        if not vehicle.allows(product):
+            return Decision(False, WRONG_PRODUCT, vehicle, vehicle_id)
+        category_limit = policy.limit_ml(product, vehicle.category)
+        if category_limit <= 0:
+            return Decision(False, WRONG_PRODUCT, vehicle, vehicle_id)
+    remaining = category_limit - used_ml
+    want = policy.max_fill_ml if requested_ml is None else requested_ml
+    preset = min(want, remaining)
+    if preset < MIN_PRESET_ML:
+        return Decision(False, QUOTA_EXHAUSTED, vehicle, vehicle_id, category_limit, used_ml)
+    return Decision(True, "", vehicle, vehicle_id, category_limit, used_ml, preset)

@@ -1,0 +1,254 @@
+"""Crash-safe journal: SQLite in WAL mode with synchronous=FULL.
+
+Every state change is committed (and fsynced) before its effect becomes visible: a
+session row and its quota reservation before the relay closes; the closed session, the
+quota actually used and the outbox row that reports it, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx_id TEXT UNIQUE NOT NULL,
+    pump INTEGER NOT NULL,
+    vehicle_id INTEGER NOT NULL,
+    plate TEXT NOT NULL,
+    product TEXT NOT NULL,
+    quota_day TEXT NOT NULL,
+    limit_ml INTEGER NOT NULL,
+    quota_before_ml INTEGER NOT NULL,
+    preset_ml INTEGER NOT NULL,
+    reserved_ml INTEGER NOT NULL,
+    price_idr INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    dispensed_ml INTEGER NOT NULL DEFAULT 0,
+    amount_idr INTEGER NOT NULL DEFAULT 0,
+    end_reason TEXT NOT NULL DEFAULT '',
+    opened_at REAL NOT NULL,
+    closed_at REAL
+);
+CREATE INDEX IF NOT EXISTS sessions_open ON sessions(state) WHERE state != 'closed';
+CREATE TABLE IF NOT EXISTS quota (
+    vehicle_id INTEGER NOT NULL,
+    product TEXT NOT NULL,
+    day TEXT NOT NULL,
+    used_ml INTEGER NOT NULL DEFAULT 0,
+    reserved_ml INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (vehicle_id, product, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT UNIQUE NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+STATE_AUTHORISED = "authorised"
+
+
+def to_db_id(vehicle_id: int) -> int:
+    """Unsigned 64-bit vehicle id -> SQLite's signed 64-bit INTEGER (two's complement)."""
+    return vehicle_id - (1 << 64) if vehicle_id >= 1 << 63 else vehicle_id
+
+
+def from_db_id(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+STATE_FUELLING = "fuelling"
+STATE_CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    seq: int
+    tx_id: str
+    pump: int
+    vehicle_id: int
+    plate: str
+    product: str
+    quota_day: str
+    limit_ml: int
+    quota_before_ml: int
+    preset_ml: int
+    reserved_ml: int
+    price_idr: int
+    state: str
+    opened_at: float
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    msg_id: str
+    topic: str
+    payload: bytes
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def pragma(self, name: str) -> Any:
+        return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- quota -------------------------------------------------------------------------
+
+    def quota_used(self, vehicle_id: int, product: str, day: str) -> tuple[int, int]:
+        """(dispensed ml, reserved ml) for a vehicle, product and local day."""
+        row = self._db.execute(
+            "SELECT used_ml, reserved_ml FROM quota WHERE vehicle_id=? AND product=? AND day=?",
+            (to_db_id(vehicle_id), product, day),
+        ).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
+    # --- sessions ----------------------------------------------------------------------
+
+    def open_session(
+        self,
+        station: str,
+        pump: int,
+        vehicle_id: int,
+        plate: str,
+        product: str,
+        day: str,
+        limit_ml: int,
+        quota_before_ml: int,
+        preset_ml: int,
+        price_idr: int,
+    ) -> SessionRow:
+        """Journal a session and reserve its preset against the day's quota, atomically."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO sessions (tx_id, pump, vehicle_id, plate, product, quota_day, limit_ml,"
+                " quota_before_ml, preset_ml, reserved_ml, price_idr, state, opened_at)"
+                " VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (pump, to_db_id(vehicle_id), plate, product, day, limit_ml, quota_before_ml, preset_ml,
+                 preset_ml, price_idr, STATE_AUTHORISED, now),
+            )
+            seq = int(cur.lastrowid or 0)
+            tx_id = f"{station}-{seq:08d}"
+            db.execute("UPDATE sessions SET tx_id=? WHERE seq=?", (tx_id, seq))
+            db.execute(
+                "INSERT INTO quota (vehicle_id, product, day, reserved_ml) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET reserved_ml = reserved_ml + excluded.reserved_ml",
+                (to_db_id(vehicle_id), product, day, preset_ml),
+            )
+        return SessionRow(seq, tx_id, pump, vehicle_id, plate, product, day, limit_ml,
+                          quota_before_ml, preset_ml, preset_ml, price_idr, STATE_AUTHORISED, now)
+
+    def mark_fuelling(self, seq: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET state=? WHERE seq=?", (STATE_FUELLING, seq))
+
+    def close_session(
+        self,
+        session: SessionRow,
+        dispensed_ml: int,
+        amount_idr: int,
+        end_reason: str,
+        outbox: tuple[str, str, dict[str, Any]] | None,
+    ) -> None:
+        """Close a session: record litres, move quota from reserved to used, queue its report."""
+        with self._tx() as db:
+            updated = db.execute(
+                "UPDATE sessions SET state=?, dispensed_ml=?, amount_idr=?, end_reason=?, closed_at=?"
+                " WHERE seq=? AND state != ?",
+                (STATE_CLOSED, dispensed_ml, amount_idr, end_reason, time.time(), session.seq,
+                 STATE_CLOSED),
+            ).rowcount
+            if updated != 1:
+                raise ValueError(f"session {session.tx_id} is not open")
+            db.execute(
+                "UPDATE quota SET used_ml = used_ml + ?, reserved_ml = reserved_ml - ?"
+                " WHERE vehicle_id=? AND product=? AND day=?",
+                (dispensed_ml, session.reserved_ml, to_db_id(session.vehicle_id), session.product,
+                 session.quota_day),
+            )
+            if outbox is not None:
+                msg_id, topic, payload = outbox
+                db.execute(
+                    "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+                    (msg_id, topic, json.dumps(payload, separators=(",", ":")).encode(),
+                     time.time()),
+                )
+
+    def open_sessions(self) -> list[SessionRow]:
+        rows = self._db.execute(
+            "SELECT seq, tx_id, pump, vehicle_id, plate, product, quota_day, limit_ml,"
+            " quota_before_ml, preset_ml, reserved_ml, price_idr, state, opened_at"
+            " FROM sessions WHERE state != ? ORDER BY seq",
+            (STATE_CLOSED,),
+        ).fetchall()
+        return [SessionRow(row[0], row[1], row[2], from_db_id(row[3]), *row[4:]) for row in rows]
+
+    def dispensed_by_pump(self) -> dict[int, int]:
+        rows = self._db.execute(
+            "SELECT pump, SUM(dispensed_ml) FROM sessions WHERE state=? GROUP BY pump",
+            (STATE_CLOSED,),
+        ).fetchall()
+        return {int(pump): int(total) for pump, total in rows}
+
+    # --- outbox ------------------------------------------------------------------------
+
+    def outbox_pending(self, after_seq: int = 0, limit: int = 100) -> list[OutboxRow]:
+        rows = self._db.execute(
+            "SELECT seq, msg_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [OutboxRow(int(s), str(m), str(t), bytes(p)) for s, m, t, p in rows]
+
+    def outbox_depth(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def outbox_ack(self, msg_ids: list[str]) -> int:
+        with self._tx() as db:
+            return sum(
+                db.execute("DELETE FROM outbox WHERE msg_id=?", (mid,)).rowcount for mid in msg_ids
+            )
+
+    # --- meta --------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT DO UPDATE SET value=excluded.value",
+                (key, value),
+            )

@@ -1,0 +1,73 @@
+"""Attendant-facing wording, Bahasa Indonesia first, English available."""
+
+from __future__ import annotations
+
+from agent.domain import PRODUCT_LABELS, format_litres, format_rupiah
+
+_TEXT: dict[str, dict[str, str]] = {
+    "id": {
+        "ok": "BOLEH ISI  pompa {pump}  {plate}  {product}  sisa kuota {remaining} L, preset {preset} L",
+        "done": "SELESAI    pompa {pump}  {plate}  {product}  {litres} L  {amount}",
+        "unknown_qr": "DITOLAK    pompa {pump}  QR tidak dikenal",
+        "not_registered": "DITOLAK    pompa {pump}  kendaraan tidak terdaftar",
+        "suspended": "DITOLAK    pompa {pump}  {plate}  kendaraan diblokir",
+        "wrong_product": "DITOLAK    pompa {pump}  {plate}  tidak berhak membeli {product}",
+        "quota_exhausted": "DITOLAK    pompa {pump}  {plate}  kuota harian {product} habis "
+        "(terpakai {used} dari {limit} L)",
+        "no_list": "DITOLAK    pompa {pump}  daftar kendaraan belum diterima",
+        "list_expired": "DITOLAK    pompa {pump}  daftar kendaraan kedaluwarsa",
+        "pump_busy": "DITOLAK    pompa {pump}  pompa sedang dipakai",
+        "vehicle_busy": "DITOLAK    pompa {pump}  {plate}  sedang mengisi di pompa lain",
+        "pump_unavailable": "DITOLAK    pompa {pump}  pompa tidak tersedia",
+        "internal_error": "DITOLAK    pompa {pump}  gangguan sistem, silakan pindai ulang",
+        "duplicate": "",
+    },
+    "en": {
+        "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
+        "done": "DONE      pump {pump}  {plate}  {product}  {litres} L  {amount}",
+        "unknown_qr": "REFUSED   pump {pump}  unknown QR code",
+        "not_registered": "REFUSED   pump {pump}  vehicle not registered",
+        "suspended": "REFUSED   pump {pump}  {plate}  vehicle suspended",
+        "wrong_product": "REFUSED   pump {pump}  {plate}  not entitled to {product}",
+        "quota_exhausted": "REFUSED   pump {pump}  {plate}  daily {product} quota used up "
+        "({used} of {limit} L)",
+        "no_list": "REFUSED   pump {pump}  vehicle list not received yet",
+        "list_expired": "REFUSED   pump {pump}  vehicle list expired",
+        "pump_busy": "REFUSED   pump {pump}  pump in use",
+        "vehicle_busy": "REFUSED   pump {pump}  {plate}  already fuelling at another pump",
+        "pump_unavailable": "REFUSED   pump {pump}  pump unavailable",
+        "internal_error": "REFUSED   pump {pump}  system fault, please scan again",
+        "duplicate": "",
+    },
+}
+
+LANGUAGES = tuple(_TEXT)
+
+
+def attendant_line(
+    lang: str,
+    key: str,
+    *,
+    pump: int,
+    plate: str = "",
+    product: str = "",
+    remaining_ml: int = 0,
+    preset_ml: int = 0,
+    used_ml: int = 0,
+    limit_ml: int = 0,
+    litres_ml: int = 0,
+    amount_idr: int = 0,
+) -> str:
+    table = _TEXT.get(lang, _TEXT["id"])
+    template = table.get(key, table["unknown_qr"])
+    return template.format(
+        pump=pump,
+        plate=plate or "-",
+        product=PRODUCT_LABELS.get(product, product),
+        remaining=format_litres(remaining_ml, lang),
+        preset=format_litres(preset_ml, lang),
+        used=format_litres(used_ml, lang),
+        limit=format_litres(limit_ml, lang),
+        litres=format_litres(litres_ml, lang),
+        amount=format_rupiah(amount_idr, lang),
+    ).rstrip()

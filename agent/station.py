@@ -1,0 +1,435 @@
+"""The station agent: one event loop that owns every decision.
+
+Device drivers and the MQTT link run in their own threads and only put events on the
+queue; this loop decides, journals, then acts. Nothing here waits on the network: a scan
+is answered from the local allow-list, policy and journal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import __version__, topics
+from agent.config import PumpConfig, StationConfig
+from agent.docstore import DocumentStore, UpdateResult
+from agent.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.domain import amount_idr, mask_plate
+from agent.eligibility import (
+    PUMP_BUSY,
+    PUMP_UNAVAILABLE,
+    VEHICLE_BUSY,
+    Decision,
+    decide,
+    parse_vehicle,
+    quota_day,
+)
+from agent.journal import Journal, SessionRow
+from agent.messages import attendant_line
+from agent.mqtt_link import Incoming, LinkState, MqttLink
+from agent.outbox import OutboxSender
+from hal.relay_board import (
+    BoardEnd,
+    BoardEvent,
+    BoardFault,
+    BoardHello,
+    BoardLink,
+    BoardStatus,
+    CommandLost,
+    NozzleChange,
+    RelayBoard,
+)
+from hal.scanner import ScanError, ScannerEvent, ScannerState, ScanRead, SerialScanner
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class PumpScan:
+    pump: int
+    event: ScannerEvent
+
+
+@dataclass
+class PumpRuntime:
+    config: PumpConfig
+    session: SessionRow | None = None
+    opened_mono: float = 0.0
+    nozzle_up: bool = False
+    fuelling: bool = False
+    pulses: int = 0
+    last_flow_mono: float = 0.0
+    stop_sent_mono: float = 0.0
+    last_scan: tuple[str, float] = ("", 0.0)
+    scanner_connected: bool = False
+    alerts: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.session is None:
+            return "idle"
+        if self.stop_sent_mono:
+            return "stopping"
+        return "fuelling" if self.fuelling else "authorised"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Station:
+    def __init__(
+        self,
+        config: StationConfig,
+        on_line: Callable[[str], None] | None = None,
+        listeners: list[Listener] | None = None,
+    ) -> None:
+        self.config = config
+        self.events: queue.Queue[object] = queue.Queue()
+        self.on_line = on_line or (lambda text: print(text, flush=True))
+        self.listeners = listeners or []
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(config.data_dir / "journal.sqlite")
+        self.docs = DocumentStore(config.data_dir, config.trusted_keys)
+        self.outbox = OutboxSender(self.journal)
+        self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
+        self._by_channel = {p.channel: p.number for p in config.pumps}
+        self.board = RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
+        self.scanners = [
+            SerialScanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud)
+            for p in config.pumps
+        ]
+        self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)
+        self.board_connected = False
+        self.ready = threading.Event()
+
+    def _scanner_sink(self, pump: int) -> Callable[[ScannerEvent], None]:
+        return lambda event: self.events.put(PumpScan(pump, event))
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        for result in self.docs.load_saved():
+            self._report_update(result)
+        self._recover()
+        self.board.start()
+        for scanner in self.scanners:
+            scanner.start()
+        self.link.start()
+        self.ready.set()
+
+    def close(self) -> None:
+        self.link.close(offline_state={"state": "offline", "at": utc_now().isoformat()})
+        for scanner in self.scanners:
+            scanner.close()
+        self.board.close()
+        self.journal.close()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step(timeout_s=0.1)
+
+    def step(self, timeout_s: float = 0.1) -> None:
+        self.board.keep_alive()
+        try:
+            event = self.events.get(timeout=timeout_s)
+        except queue.Empty:
+            event = None
+        if event is not None:
+            try:
+                self._dispatch(event)
+            except Exception:  # a bug in one event must not stop the station
+                log.exception("event %r failed", event)
+        self._timers(time.monotonic())
+        self.outbox.pump(time.monotonic(), self.link.publish)
+
+    # --- recovery ----------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Sessions left open by a crash are closed as interrupted; nothing is re-authorised.
+
+        The board stops every fill when the host says hello, so the relay is open before
+        any scan is taken."""
+        for session in self.journal.open_sessions():
+            self._close(session, 0, "interrupted_by_restart", notify=False)
+
+    # --- dispatch ----------------------------------------------------------------------
+
+    def _dispatch(self, event: object) -> None:
+        if isinstance(event, PumpScan):
+            try:
+                self._scanner_event(event.pump, event.event)
+            except Exception:
+                # Never leave the attendant without an answer; nothing was authorised.
+                log.exception("scan on pump %d failed", event.pump)
+                self._refuse(self.pumps[event.pump], Decision(False, "internal_error"))
+        elif isinstance(event, Incoming):
+            self._incoming(event)
+        elif isinstance(event, LinkState):
+            if event.connected:
+                self.outbox.restart()
+                self._publish_state()
+        elif isinstance(event, BoardEvent):
+            self._board_event(event)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        event.setdefault("station", self.config.station_id)
+        event.setdefault("at", utc_now().isoformat())
+        for listener in self.listeners:
+            listener(event)
+        self.link.publish(topics.event(self.config.station_id), json.dumps(event).encode(), qos=0)
+
+    def _say(self, key: str, pump: int, **kw: Any) -> None:
+        self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
+
+    # --- scans -------------------------------------------------------------------------
+
+    def _scanner_event(self, pump_no: int, event: ScannerEvent) -> None:
+        pump = self.pumps[pump_no]
+        if isinstance(event, ScannerState):
+            pump.scanner_connected = event.connected
+            return
+        if isinstance(event, ScanError):
+            self._refuse(pump, Decision(False, "unknown_qr"), f"scanner:{event.reason}")
+            return
+        assert isinstance(event, ScanRead)
+        now = time.monotonic()
+        last_text, last_at = pump.last_scan
+        pump.last_scan = (event.text, now)
+        if event.text == last_text and now - last_at < self.config.timeouts.duplicate_scan_s:
+            return  # the same code read twice in a row: one scan, not two
+        self.scan(pump_no, event.text)
+
+    def scan(self, pump_no: int, text: str, requested_ml: int | None = None) -> Decision:
+        pump = self.pumps[pump_no]
+        product = pump.config.product
+        vehicle_id = parse_vehicle(text)
+        if pump.session is not None:
+            return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
+        if not self.board_connected:
+            return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
+        if vehicle_id is not None:
+            for other in self.pumps.values():
+                if other.session is not None and other.session.vehicle_id == vehicle_id:
+                    vehicle = self.docs.allowlist.lookup(vehicle_id) if self.docs.allowlist else None
+                    return self._refuse(pump, Decision(False, VEHICLE_BUSY, vehicle, vehicle_id))
+        now = utc_now()
+        day = quota_day(now, self.config.zone)
+        used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
+        decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
+                          used + reserved, requested_ml, now)
+        if not decision.ok:
+            return self._refuse(pump, decision)
+        assert self.docs.policy is not None and decision.vehicle_id is not None
+        plate = decision.vehicle.plate if decision.vehicle else "UNREGISTERED"
+        preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
+        preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
+        # Journal first (fsync), relay second: a crash between the two leaves a session
+        # that recovery closes, never fuel that no record knows of.
+        session = self.journal.open_session(
+            self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
+            decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
+        )
+        pump.session = session
+        pump.opened_mono = time.monotonic()
+        pump.fuelling = False
+        pump.pulses = 0
+        pump.stop_sent_mono = 0.0
+        self.board.authorize(pump.config.channel, session.seq, preset_pulses)
+        self._say("ok", pump_no, plate=plate, product=product,
+                  remaining_ml=decision.remaining_ml, preset_ml=preset_ml)
+        self._emit({"type": "decision", "pump": pump_no, "ok": True, "reason": "",
+                    "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
+                    "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
+        return decision
+
+    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "") -> Decision:
+        vehicle = decision.vehicle
+        self._say(decision.reason, pump.config.number, plate=vehicle.plate if vehicle else "",
+                  product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml)
+        self._emit({"type": "decision", "pump": pump.config.number, "ok": False,
+                    "reason": decision.reason, "detail": detail,
+                    "plate": mask_plate(vehicle.plate) if vehicle else "",
+                    "product": pump.config.product, "preset_ml": 0,
+                    "remaining_ml": decision.remaining_ml})
+        return decision
+
+    # --- board -------------------------------------------------------------------------
+
+    def _pump_for_channel(self, channel: int) -> PumpRuntime | None:
+        number = self._by_channel.get(channel)
+        return None if number is None else self.pumps[number]
+
+    def _board_event(self, event: BoardEvent) -> None:
+        if isinstance(event, BoardLink):
+            self.board_connected = event.connected
+            return
+        if isinstance(event, BoardHello):
+            # The board (re)booted with every relay open; fills it was running are over.
+            for running in self.pumps.values():
+                if running.session is not None:
+                    self._close(running.session, self._ml(running, running.pulses), "board_reset")
+            return
+        if isinstance(event, CommandLost):
+            lost_on = self._pump_for_channel(event.channel)
+            if lost_on is not None and lost_on.session is not None and not lost_on.stop_sent_mono:
+                self._request_stop(lost_on)
+            return
+        pump = self._pump_for_channel(event.channel)
+        if pump is None:
+            return
+        if isinstance(event, NozzleChange):
+            pump.nozzle_up = event.up
+            if event.up and pump.session is not None and not pump.fuelling:
+                pump.fuelling = True
+                pump.last_flow_mono = time.monotonic()
+                self.journal.mark_fuelling(pump.session.seq)
+        elif isinstance(event, BoardStatus):
+            if pump.session is not None and event.auth_id == pump.session.seq:
+                if event.pulses != pump.pulses:
+                    pump.last_flow_mono = time.monotonic()
+                pump.pulses = event.pulses
+        elif isinstance(event, BoardEnd):
+            if pump.session is not None and event.auth_id == pump.session.seq:
+                self._close(pump.session, self._ml(pump, event.pulses), event.reason)
+            else:
+                log.warning("END for unknown authorisation %d on channel %d (%d pulses)",
+                            event.auth_id, event.channel, event.pulses)
+        elif isinstance(event, BoardFault):
+            self.on_line(f"ALARM pompa {pump.config.number}: aliran tanpa otorisasi (kode {event.code})")
+            self._emit({"type": "alert", "pump": pump.config.number, "alert": "unauthorised_flow",
+                        "code": event.code})
+
+    @staticmethod
+    def _ml(pump: PumpRuntime, pulses: int) -> int:
+        return pulses * 1000 // pump.config.pulses_per_litre
+
+    def _request_stop(self, pump: PumpRuntime) -> None:
+        pump.stop_sent_mono = time.monotonic()
+        self.board.stop(pump.config.channel)
+
+    def _timers(self, now: float) -> None:
+        t = self.config.timeouts
+        for pump in self.pumps.values():
+            if pump.session is None:
+                continue
+            if pump.stop_sent_mono:
+                if now - pump.stop_sent_mono > t.stop_confirm_s:
+                    # The board never confirmed: its own dead-man has dropped the relay by now.
+                    self._close(pump.session, self._ml(pump, pump.pulses), "board_unreachable")
+                continue
+            waited = now - pump.opened_mono
+            no_nozzle = not pump.fuelling and waited > t.scan_to_nozzle_s
+            no_flow = pump.fuelling and now - pump.last_flow_mono > t.no_flow_s
+            if no_nozzle or no_flow or waited > t.max_fill_s:
+                self._request_stop(pump)
+
+    # --- closing -----------------------------------------------------------------------
+
+    def _close(self, session: SessionRow, dispensed_ml: int, reason: str, notify: bool = True) -> None:
+        amount = amount_idr(dispensed_ml, session.price_idr)
+        closed = utc_now()
+        record = self._tx_record(session, dispensed_ml, amount, reason, closed)
+        self.journal.close_session(session, dispensed_ml, amount, reason,
+                                   (session.tx_id, topics.tx(self.config.station_id), record))
+        pump = self.pumps.get(session.pump)
+        if pump is not None and pump.session is not None and pump.session.seq == session.seq:
+            pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
+            pump.session = None
+            pump.fuelling = False
+            pump.stop_sent_mono = 0.0
+        if notify:
+            self._say("done", session.pump, plate=session.plate, product=session.product,
+                      litres_ml=dispensed_ml, amount_idr=amount)
+        self._emit({"type": "transaction", "pump": session.pump, "tx_id": session.tx_id,
+                    "dispensed_ml": dispensed_ml, "amount_idr": amount, "end_reason": reason,
+                    "product": session.product, "plate": mask_plate(session.plate)})
+
+    def _clock_trusted(self, now: dt.datetime) -> bool:
+        # A Pi without RTC may boot in 1970 or at its last saved time; a clock earlier than
+        # the newest signed document is known wrong.
+        newest = max((d.created for d in (self.docs.allowlist, self.docs.policy) if d is not None),
+                     default=None)
+        return newest is not None and now >= newest - dt.timedelta(minutes=5)
+
+    def _tx_record(self, s: SessionRow, dispensed_ml: int, amount: int, reason: str,
+                   closed: dt.datetime) -> dict[str, Any]:
+        opened = dt.datetime.fromtimestamp(s.opened_at, dt.UTC)
+        pump = self.pumps.get(s.pump)
+        duration = time.monotonic() - pump.opened_mono if pump and pump.session == s else None
+        if reason in ("nozzle_hung", "preset_reached"):
+            final = "completed"
+        elif dispensed_ml == 0:
+            final = "cancelled"
+        else:
+            final = "interrupted"
+        return {
+            "schema": "spbu.tx/1",
+            "tx_id": s.tx_id,
+            "station": self.config.station_id,
+            "pump": s.pump,
+            "vehicle_id": str(s.vehicle_id),
+            "plate_masked": mask_plate(s.plate),
+            "product": s.product,
+            "dispensed_ml": dispensed_ml,
+            "preset_ml": s.preset_ml,
+            "unit_price_idr": s.price_idr,
+            "amount_idr": amount,
+            "payment": {"method": "cash", "status": "due"},
+            "quota": {"day": s.quota_day, "limit_ml": s.limit_ml, "before_ml": s.quota_before_ml,
+                      "after_ml": s.quota_before_ml + dispensed_ml},
+            "times": {"opened_at": opened.isoformat(), "closed_at": closed.isoformat(),
+                      "duration_s": None if duration is None else round(duration, 3),
+                      "clock_trusted": self._clock_trusted(closed)},
+            "end_reason": reason,
+            "final_state": final,
+            "allowlist_version": self.docs.allowlist.version if self.docs.allowlist else 0,
+            "policy_version": self.docs.policy.version if self.docs.policy else 0,
+        }
+
+    # --- headquarters ------------------------------------------------------------------
+
+    def _incoming(self, message: Incoming) -> None:
+        if message.topic == topics.ALLOWLIST:
+            self._report_update(self.docs.offer(ALLOWLIST_KIND, message.payload))
+        elif message.topic == topics.POLICY:
+            self._report_update(self.docs.offer(POLICY_KIND, message.payload))
+        elif message.topic == topics.ack(self.config.station_id):
+            try:
+                body = json.loads(message.payload)
+                ids = [str(i) for i in body["ids"]]
+            except (ValueError, KeyError, TypeError):
+                log.warning("malformed acknowledgement ignored")
+                return
+            self.outbox.on_ack(ids)
+
+    def _report_update(self, result: UpdateResult) -> None:
+        if result.accepted:
+            log.info("%s version %d installed", result.kind, result.version)
+            self._emit({"type": "document", "kind": result.kind, "accepted": True,
+                        "version": result.version, "detail": result.detail})
+        elif result.detail != "already current":
+            log.warning("%s rejected: %s", result.kind, result.detail)
+            self._emit({"type": "alert", "alert": f"{result.kind}_rejected", "detail": result.detail})
+
+    def _publish_state(self) -> None:
+        state = {
+            "state": "online",
+            "version": __version__,
+            "at": utc_now().isoformat(),
+            "allowlist_version": self.docs.allowlist.version if self.docs.allowlist else 0,
+            "policy_version": self.docs.policy.version if self.docs.policy else 0,
+            "outbox_depth": self.journal.outbox_depth(),
+            "pumps": {str(n): p.state for n, p in self.pumps.items()},
+        }
+        self.link.publish(topics.state(self.config.station_id), json.dumps(state).encode(),
+                          qos=1, retain=True)

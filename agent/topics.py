@@ -1,0 +1,30 @@
+"""MQTT topic names. Station to headquarters under spbu/v1/<station>/, the reverse under hq/v1/."""
+
+from __future__ import annotations
+
+ALLOWLIST = "hq/v1/allowlist"
+POLICY = "hq/v1/policy"
+TX_ALL = "spbu/v1/+/tx"
+
+
+def tx(station: str) -> str:
+    return f"spbu/v1/{station}/tx"
+
+
+def state(station: str) -> str:
+    return f"spbu/v1/{station}/state"
+
+
+def event(station: str) -> str:
+    return f"spbu/v1/{station}/event"
+
+
+def ack(station: str) -> str:
+    return f"hq/v1/ack/{station}"
+
+
+def station_of(topic: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) == 4 and parts[0] == "spbu" and parts[1] == "v1":
+        return parts[2]
+    return None

@@ -1,0 +1,1 @@
+"""Hardware abstraction: device drivers and the sans-IO wire-protocol codecs they share with simulators."""

@@ -1,0 +1,176 @@
+"""Pi-side driver for the relay board (relay + pulser + nozzle switch per fuelling point).
+
+Heartbeats keep the board's dead-man timer fed only while the agent's main loop says it
+is alive (`keep_alive`), so a hung agent drops every relay within the board's watchdog.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hal import relay_proto as rp
+from hal.serial_link import SerialPortThread
+
+
+@dataclass(frozen=True)
+class BoardStatus:
+    channel: int
+    relay: bool
+    nozzle: bool
+    estop: bool
+    fault: bool
+    auth_id: int
+    pulses: int
+    totaliser: int
+
+
+@dataclass(frozen=True)
+class BoardEnd:
+    channel: int
+    auth_id: int
+    pulses: int
+    reason: str
+    totaliser: int
+
+
+@dataclass(frozen=True)
+class NozzleChange:
+    channel: int
+    up: bool
+
+
+@dataclass(frozen=True)
+class BoardFault:
+    channel: int
+    code: int
+    pulses: int
+
+
+@dataclass(frozen=True)
+class BoardHello:
+    firmware: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class BoardLink:
+    connected: bool
+
+
+@dataclass(frozen=True)
+class CommandLost:
+    """A reliable command was never acknowledged (board off, cable out)."""
+
+    kind: str
+    channel: int
+    auth_id: int
+
+
+BoardEvent = BoardStatus | BoardEnd | NozzleChange | BoardFault | BoardHello | BoardLink | CommandLost
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def decode_event(mtype: int, values: tuple[int, ...]) -> BoardEvent | None:
+    if mtype == rp.STATUS:
+        ch, flags, auth_id, pulses, total = values
+        return BoardStatus(ch, bool(flags & rp.FLAG_RELAY), bool(flags & rp.FLAG_NOZZLE),
+                           bool(flags & rp.FLAG_ESTOP), bool(flags & rp.FLAG_FAULT),
+                           auth_id, pulses, total)
+    if mtype == rp.END:
+        ch, auth_id, pulses, reason, total = values
+        return BoardEnd(ch, auth_id, pulses, rp.END_REASONS.get(reason, f"code_{reason}"), total)
+    if mtype == rp.NOZZLE:
+        return NozzleChange(values[0], bool(values[1]))
+    if mtype == rp.FAULT:
+        return BoardFault(values[0], values[1], values[2])
+    if mtype == rp.BOARD_HELLO:
+        return BoardHello(values[0], values[1])
+    return None
+
+
+class RelayBoard:
+    def __init__(
+        self,
+        port: str,
+        on_event: Callable[[BoardEvent], None],
+        baudrate: int = 115200,
+        heartbeat_ms: int = 200,
+        alive_window_s: float = 1.0,
+    ) -> None:
+        self._on_event = on_event
+        self._link = rp.Link()
+        self._lock = threading.Lock()
+        self._heartbeat_ms = heartbeat_ms
+        self._alive_window_s = alive_window_s
+        self._alive_at = time.monotonic()
+        self._last_heartbeat = 0
+        self._port = SerialPortThread(
+            port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=0.02,
+            on_idle=self._tick, name=f"relay-board:{port}",
+        )
+
+    def start(self) -> None:
+        self._port.start()
+
+    def close(self) -> None:
+        self._port.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._port.connected
+
+    def keep_alive(self) -> None:
+        self._alive_at = time.monotonic()
+
+    def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None:
+        self._send(rp.AUTHORIZE, (channel, auth_id, preset_pulses))
+
+    def stop(self, channel: int) -> None:
+        self._send(rp.STOP, (channel,))
+
+    def query(self, channel: int) -> None:
+        self._send(rp.QUERY, (channel,))
+
+    def _send(self, mtype: int, values: tuple[int, ...]) -> None:
+        with self._lock:
+            self._link.send(mtype, values, _now_ms())
+            out = self._link.take_output()
+        self._port.write(out)
+
+    def _state(self, connected: bool) -> None:
+        if connected:
+            # A (re)connected host announces itself: the board stops any fill it still runs.
+            self._send(rp.HOST_HELLO, (rp.VERSION,))
+        self._on_event(BoardLink(connected))
+
+    def _bytes(self, data: bytes) -> None:
+        with self._lock:
+            messages = self._link.feed(data, _now_ms())
+            out = self._link.take_output()
+        self._port.write(out)
+        for mtype, values in messages:
+            event = decode_event(mtype, values)
+            if event is not None:
+                self._on_event(event)
+
+    def _tick(self) -> None:
+        now = _now_ms()
+        with self._lock:
+            lost = self._link.poll(now)
+            if (now - self._last_heartbeat >= self._heartbeat_ms
+                    and time.monotonic() - self._alive_at <= self._alive_window_s):
+                self._link.send(rp.HEARTBEAT, (), now)
+                self._last_heartbeat = now
+            out = self._link.take_output()
+        self._port.write(out)
+        for mtype, values in lost:
+            if mtype in (rp.AUTHORIZE, rp.STOP):
+                auth_id = values[1] if mtype == rp.AUTHORIZE else 0
+                kind = "authorize" if mtype == rp.AUTHORIZE else "stop"
+                self._on_event(CommandLost(kind, values[0], auth_id))

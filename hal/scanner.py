@@ -1,0 +1,58 @@
+"""Serial QR scanner driver (USB CDC or RS-232): lines in, scan events out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hal.scanner_proto import MAX_LEN, ScanLineDecoder
+from hal.serial_link import SerialPortThread
+
+
+@dataclass(frozen=True)
+class ScanRead:
+    text: str
+    symbology: str
+
+
+@dataclass(frozen=True)
+class ScanError:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScannerState:
+    connected: bool
+
+
+ScannerEvent = ScanRead | ScanError | ScannerState
+
+
+class SerialScanner:
+    def __init__(
+        self,
+        port: str,
+        on_event: Callable[[ScannerEvent], None],
+        baudrate: int = 9600,
+        suffix: bytes = b"",
+        max_len: int = MAX_LEN,
+    ) -> None:
+        self._decoder = ScanLineDecoder(max_len=max_len, suffix=suffix)
+        self._on_event = on_event
+        self._port = SerialPortThread(
+            port, self._bytes, lambda up: on_event(ScannerState(up)), baudrate=baudrate,
+            name=f"scanner:{port}",
+        )
+
+    def start(self) -> None:
+        self._port.start()
+
+    def close(self) -> None:
+        self._port.close()
+
+    def _bytes(self, data: bytes) -> None:
+        for event in self._decoder.feed(data):
+            if event[0] == "scan":
+                self._on_event(ScanRead(event[1], event[2]))
+            else:
+                self._on_event(ScanError(event[1]))

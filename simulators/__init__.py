@@ -1,0 +1,1 @@
+"""Device and headquarters simulators a field technician can run; they speak the real wire protocols."""

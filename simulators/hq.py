@@ -1,0 +1,177 @@
+"""Headquarters simulator: signs and publishes the allow-list and quota policy, collects
+transactions (idempotently, by id) and acknowledges them at application level."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent import topics
+from agent.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
+from agent.signing import key_id, public_key_hex, sign_document
+
+log = logging.getLogger(__name__)
+
+PERTALITE = PRODUCTS["pertalite"]
+SOLAR = PRODUCTS["solar"]
+REGIONS = ("B", "D", "F", "L", "N", "AB", "AD", "BK", "DK", "KT")
+
+# Litres per local day (BPH Migas 04/P3JBT/BPH MIGAS/KOM/2020 for Solar; Pertalite at the
+# station systems' default). Distributed signed, never built into the agent.
+DEFAULT_LIMITS_L: dict[str, dict[str, int]] = {
+    "solar": {"private_car": 60, "public_passenger_4w": 80, "goods_4w": 80, "public_6w_plus": 200},
+    "pertalite": {"motorcycle": 10, "private_car": 120, "public_passenger_4w": 120, "goods_4w": 120},
+}
+DEFAULT_PRICES = {"pertalite": 10_000, "solar": 6_800}
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    vehicle_id: int
+    category: str
+    products: int
+    status: str
+    plate: str
+
+    def as_list(self) -> list[Any]:
+        return [self.vehicle_id, self.category, self.products, self.status, self.plate]
+
+
+def synthetic_registry(count: int, seed: int = 7) -> list[RegistryEntry]:
+    """A registry across categories: ids are random 64-bit, like hashed registration numbers."""
+    rng = random.Random(seed)
+    weights = {"motorcycle": 30, "private_car": 45, "public_passenger_4w": 8, "goods_4w": 12,
+               "public_6w_plus": 5}
+    entries: list[RegistryEntry] = []
+    ids: set[int] = set()
+    plates: set[str] = set()
+    while len(entries) < count:
+        vid = rng.getrandbits(64)
+        if vid == 0 or vid in ids:
+            continue
+        category = rng.choices(list(weights), weights=list(weights.values()))[0]
+        if category == "motorcycle":
+            products = PERTALITE
+        elif category == "private_car":
+            products = SOLAR if rng.random() < 0.3 else PERTALITE
+        elif category == "public_passenger_4w":
+            products = PERTALITE | SOLAR
+        else:
+            products = SOLAR
+        suffix = "".join(rng.choices("ABCDEFGHJKLMNPRSTUVWXYZ", k=rng.randint(1, 3)))
+        plate = f"{rng.choice(REGIONS)} {rng.randint(1, 9999)} {suffix}"
+        if plate in plates:
+            continue
+        status = STATUS_SUSPENDED if rng.random() < 0.01 else STATUS_ACTIVE
+        ids.add(vid)
+        plates.add(plate)
+        entries.append(RegistryEntry(vid, category, products, status, plate))
+    assert {e.category for e in entries} <= set(CATEGORIES)
+    return entries
+
+
+class HeadquartersSim:
+    def __init__(self, host: str, port: int, registry: list[RegistryEntry],
+                 key: Ed25519PrivateKey | None = None, validity_days: int = 14) -> None:
+        self.host = host
+        self.port = port
+        self.registry = registry
+        self.key = key or Ed25519PrivateKey.generate()
+        self.validity = dt.timedelta(days=validity_days)
+        self.received: dict[str, dict[str, Any]] = {}
+        self.duplicates = 0
+        self.rejected = 0
+        self.allowlist_version = 0
+        self.policy_version = 0
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="spbu-hq-collector",
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *args: self._connected.clear()
+        self.client.on_message = self._on_message
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.key.public_key())
+
+    @property
+    def public_key_hex(self) -> str:
+        return public_key_hex(self.key.public_key())
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=15)
+        self.client.loop_start()
+        if not self._connected.wait(timeout_s):
+            raise RuntimeError(f"headquarters could not reach the broker at {self.host}:{self.port}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- documents ---------------------------------------------------------------------
+
+    def _times(self) -> tuple[str, str]:
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        return now.isoformat(), (now + self.validity).isoformat()
+
+    def signed_allowlist(self, version: int) -> bytes:
+        created, expires = self._times()
+        body = {"version": version, "created": created, "expires": expires,
+                "entries": [e.as_list() for e in self.registry]}
+        return sign_document(ALLOWLIST_KIND, body, self.key)
+
+    def signed_policy(self, version: int) -> bytes:
+        created, expires = self._times()
+        body = {"version": version, "created": created, "expires": expires,
+                "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
+                "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
+        return sign_document(POLICY_KIND, body, self.key)
+
+    def publish_documents(self) -> None:
+        self.allowlist_version += 1
+        self.policy_version += 1
+        for topic, data in ((topics.ALLOWLIST, self.signed_allowlist(self.allowlist_version)),
+                            (topics.POLICY, self.signed_policy(self.policy_version))):
+            self.client.publish(topic, data, qos=1, retain=True).wait_for_publish(timeout=10)
+
+    # --- collector ---------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not reason.is_failure:
+            client.subscribe(topics.TX_ALL, qos=1)
+            self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        station = topics.station_of(message.topic)
+        try:
+            record = json.loads(message.payload)
+            tx_id = str(record["tx_id"])
+            if record.get("station") != station:
+                raise ValueError("station mismatch")
+        except (ValueError, KeyError, TypeError):
+            with self._lock:
+                self.rejected += 1
+            return
+        with self._lock:
+            if tx_id in self.received:
+                self.duplicates += 1
+            else:
+                self.received[tx_id] = record
+        # Acknowledge after storing: the station may then forget it. Repeats are acked again.
+        client.publish(topics.ack(station or ""), json.dumps({"ids": [tx_id]}), qos=1)
+
+    def transactions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.received.values())

@@ -1,0 +1,41 @@
+"""A pseudo-terminal standing in for a serial device: the agent opens `path` exactly as it
+would open /dev/ttyACM0; the simulator reads and writes the master side."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import tty
+
+
+class PtyDevice:
+    def __init__(self) -> None:
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no CR/LF translation: a byte-clean line
+        self.path = os.ttyname(self._slave)
+        os.set_blocking(self.master, False)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.master, view)
+            except BlockingIOError:
+                select.select([], [self.master], [], 0.05)
+                continue
+            view = view[written:]
+
+    def read(self, timeout_s: float) -> bytes:
+        ready, _, _ = select.select([self.master], [], [], timeout_s)
+        if not ready:
+            return b""
+        try:
+            return os.read(self.master, 4096)
+        except (BlockingIOError, OSError):
+            return b""
+
+    def close(self) -> None:
+        for fd in (self.master, self._slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
