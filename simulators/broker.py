@@ -7,6 +7,7 @@ port so tests can take the broker away under a running agent.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -20,6 +21,13 @@ from types import TracebackType
 
 class BrokerError(RuntimeError):
     pass
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the parent dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def find_mosquitto() -> str:
@@ -66,6 +74,7 @@ class MosquittoBroker:
             stderr=subprocess.DEVNULL,
             # Own process group: a Ctrl-C in the terminal reaches us, and we stop it in order.
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

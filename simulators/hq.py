@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,8 @@ def synthetic_registry(count: int, seed: int = 7) -> list[RegistryEntry]:
 
 class HeadquartersSim:
     def __init__(self, host: str, port: int, registry: list[RegistryEntry],
-                 key: Ed25519PrivateKey | None = None, validity_days: int = 14) -> None:
+                 key: Ed25519PrivateKey | None = None, validity_days: int = 14,
+                 client_id: str | None = None) -> None:
         self.host = host
         self.port = port
         self.registry = registry
@@ -95,7 +97,10 @@ class HeadquartersSim:
         self.policy_version = 0
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="spbu-hq-collector",
+        # A fixed client id keeps the collector's subscription across its reconnects; runs
+        # that must not inherit each other's queued messages pass their own.
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"spbu-hq-collector-{uuid.uuid4().hex[:8]}",
                                   clean_session=False, protocol=mqtt.MQTTv311)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.on_connect = self._on_connect

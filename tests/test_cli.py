@@ -1,0 +1,132 @@
+"""The `spbu` command line: every command has --help; errors are one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.cli import build_parser, main
+from agent.tokens import decode_token
+
+ROOT = Path(__file__).resolve().parent.parent
+SPBU = [sys.executable, "-m", "agent"]
+
+
+def all_command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += all_command_paths(sub, (*prefix, name))
+    return paths
+
+
+@pytest.mark.parametrize("path", all_command_paths(build_parser()), ids=lambda p: " ".join(p) or "spbu")
+def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*path, "--help"])
+    assert exc.value.code == 0
+    assert "usage: spbu" in capsys.readouterr().out
+
+
+def test_contract_commands_exist() -> None:
+    names = {p[0] for p in all_command_paths(build_parser()) if p}
+    assert {"demo", "agent", "keys", "token", "sim"} <= names
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SPBU, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_python_m_agent_is_the_same_entry_point() -> None:
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("spbu-edge ")
+
+
+@pytest.mark.parametrize("content", [None, "not [valid toml", "[station]\nid = 'X'\n"])
+def test_bad_config_is_one_clear_line(tmp_path: Path, content: str | None) -> None:
+    config = tmp_path / "station.toml"
+    if content is not None:
+        config.write_text(content)
+    result = run("agent", "run", "--config", str(config))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spbu: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_keys_generate_and_token_issue(tmp_path: Path) -> None:
+    result = run("keys", "generate", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hq-signing.key").stat().st_mode & 0o777 == 0o600
+    assert len((tmp_path / "hq-signing.pub").read_text().strip()) == 64
+    again = run("keys", "generate", "--out", str(tmp_path))
+    assert again.returncode == 2 and "exists" in again.stderr
+    token = run("token", "issue", "--vehicle-id", "18446744073709551615")
+    assert token.returncode == 0 and decode_token(token.stdout.strip()) == 2**64 - 1
+    bad = run("token", "issue", "--vehicle-id", "0")
+    assert bad.returncode == 2 and bad.stderr.startswith("spbu: error:")
+
+
+def mosquitto_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"mosquitto" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_demo_exits_zero_with_reconciled_json(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "summary.json"
+    result = run("demo", "--customers", "12", "--json", str(out), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["ok"] is True
+    for row in summary["pumps"].values():
+        assert row["totaliser_ml"] == row["journal_ml"] == row["hq_ml"] > 0
+    reasons = {c["reason"] for c in summary["customers"]}
+    assert {"quota_exhausted", "unknown_qr", "wrong_product"} <= reasons
+    assert "BOLEH ISI" in result.stdout and "DITOLAK" in result.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_broker_or_simulator_behind() -> None:
+    before = mosquitto_pids()
+    proc = subprocess.Popen([*SPBU, "demo", "--customers", "40"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if "BOLEH ISI" in line:
+                break
+        else:
+            pytest.fail("the demo never authorised a pump")
+        assert mosquitto_pids() - before, "the demo's broker should be running"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 5
+    while mosquitto_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (mosquitto_pids() - before), "a mosquitto outlived the demo"
