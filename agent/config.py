@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.domain import PRODUCTS, ZONES
 from agent.messages import LANGUAGES
-from agent.signing import SignatureError, load_public_key_hex
+from agent.signing import SignatureError, key_id, load_public_key_hex
 
 STATION_ID = re.compile(r"^\d{2}\.\d{3}\.\d{2}$")
 
@@ -92,9 +92,11 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
     keys = _get(trust, "keys", dict, "[trust]")
     for kid, hexkey in keys.items():
         try:
-            load_public_key_hex(str(hexkey))
-        except SignatureError as exc:
+            actual = key_id(load_public_key_hex(str(hexkey)))
+        except (SignatureError, ValueError) as exc:
             raise ConfigError(f"[trust]: key {kid}: {exc}") from exc
+        if actual != kid:
+            raise ConfigError(f"[trust]: key id {kid} does not match its key (that key's id is {actual})")
     if not keys:
         raise ConfigError("[trust]: at least one signing key is needed")
 

@@ -184,7 +184,7 @@ def reconcile(pumps: dict[int, str], totaliser: dict[int, int], journal: dict[in
     per_pump: dict[str, dict[str, Any]] = {}
     per_product: dict[str, dict[str, int]] = {}
     for number, product in pumps.items():
-        row = {"product": product, "totaliser_ml": totaliser.get(number, 0),
+        row: dict[str, Any] = {"product": product, "totaliser_ml": totaliser.get(number, 0),
                "journal_ml": journal.get(number, 0), "hq_ml": hq.get(number, 0)}
         per_pump[str(number)] = row
         if not row["totaliser_ml"] == row["journal_ml"] == row["hq_ml"]:

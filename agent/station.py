@@ -71,12 +71,16 @@ class PumpRuntime:
     stop_sent_mono: float = 0.0
     last_scan: tuple[str, float] = ("", 0.0)
     scanner_connected: bool = False
+    recovering: bool = False  # a session from before a restart, awaiting the board's count
+    last_query_mono: float = 0.0
     alerts: list[str] = field(default_factory=list)
 
     @property
     def state(self) -> str:
         if self.session is None:
             return "idle"
+        if self.recovering:
+            return "recovering"
         if self.stop_sent_mono:
             return "stopping"
         return "fuelling" if self.fuelling else "authorised"
@@ -155,12 +159,34 @@ class Station:
     # --- recovery ----------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Sessions left open by a crash are closed as interrupted; nothing is re-authorised.
+        """Sessions a crash left open are closed as interrupted, with the litres the board
+        counted for them; nothing is re-authorised.
 
-        The board stops every fill when the host says hello, so the relay is open before
-        any scan is taken."""
+        The board ends every running fill when the host says hello (so the relay is open
+        before any scan is taken) and keeps the last authorisation's pulse count, which
+        the agent asks for with QUERY until it has it."""
         for session in self.journal.open_sessions():
-            self._close(session, 0, "interrupted_by_restart", notify=False)
+            pump = self.pumps.get(session.pump)
+            if pump is None or pump.session is not None:
+                self._close(session, 0, "interrupted_pump_removed", notify=False)
+                continue
+            pump.session = session
+            pump.recovering = True
+            pump.opened_mono = time.monotonic()
+
+    def _query_recovering(self, now: float) -> None:
+        for pump in self.pumps.values():
+            if pump.recovering and self.board_connected and now - pump.last_query_mono >= 1.0:
+                pump.last_query_mono = now
+                self.board.query(pump.config.channel)
+
+    def _recovered(self, pump: PumpRuntime, status: BoardStatus) -> None:
+        assert pump.session is not None
+        if status.active:
+            return  # the board is still ending that fill; its END closes the session
+        pulses = status.pulses if status.auth_id == pump.session.seq else 0
+        pump.recovering = False
+        self._close(pump.session, self._ml(pump, pulses), "interrupted_by_restart")
 
     # --- dispatch ----------------------------------------------------------------------
 
@@ -277,6 +303,8 @@ class Station:
             # The board (re)booted with every relay open; fills it was running are over.
             for running in self.pumps.values():
                 if running.session is not None:
+                    # Counts after the last STATUS died with the board: flagged, not guessed.
+                    running.recovering = False
                     self._close(running.session, self._ml(running, running.pulses), "board_reset")
             return
         if isinstance(event, CommandLost):
@@ -294,13 +322,17 @@ class Station:
                 pump.last_flow_mono = time.monotonic()
                 self.journal.mark_fuelling(pump.session.seq)
         elif isinstance(event, BoardStatus):
-            if pump.session is not None and event.auth_id == pump.session.seq:
+            if pump.recovering and pump.session is not None:
+                self._recovered(pump, event)
+            elif pump.session is not None and event.auth_id == pump.session.seq:
                 if event.pulses != pump.pulses:
                     pump.last_flow_mono = time.monotonic()
                 pump.pulses = event.pulses
         elif isinstance(event, BoardEnd):
             if pump.session is not None and event.auth_id == pump.session.seq:
-                self._close(pump.session, self._ml(pump, event.pulses), event.reason)
+                reason = "interrupted_by_restart" if pump.recovering else event.reason
+                pump.recovering = False
+                self._close(pump.session, self._ml(pump, event.pulses), reason)
             else:
                 log.warning("END for unknown authorisation %d on channel %d (%d pulses)",
                             event.auth_id, event.channel, event.pulses)
@@ -319,8 +351,9 @@ class Station:
 
     def _timers(self, now: float) -> None:
         t = self.config.timeouts
+        self._query_recovering(now)
         for pump in self.pumps.values():
-            if pump.session is None:
+            if pump.session is None or pump.recovering:
                 continue
             if pump.stop_sent_mono:
                 if now - pump.stop_sent_mono > t.stop_confirm_s:
@@ -344,6 +377,7 @@ class Station:
         pump = self.pumps.get(session.pump)
         if pump is not None and pump.session is not None and pump.session.seq == session.seq:
             pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
+            pump.recovering = False
             pump.session = None
             pump.fuelling = False
             pump.stop_sent_mono = 0.0
@@ -417,6 +451,8 @@ class Station:
             log.info("%s version %d installed", result.kind, result.version)
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
+            if self.link.connected:
+                self._publish_state()
         elif result.detail != "already current":
             log.warning("%s rejected: %s", result.kind, result.detail)
             self._emit({"type": "alert", "alert": f"{result.kind}_rejected", "detail": result.detail})

@@ -22,6 +22,7 @@ class BoardStatus:
     nozzle: bool
     estop: bool
     fault: bool
+    active: bool  # the fill for auth_id is running or settling; END will follow
     auth_id: int
     pulses: int
     totaliser: int
@@ -81,6 +82,7 @@ def decode_event(mtype: int, values: tuple[int, ...]) -> BoardEvent | None:
         ch, flags, auth_id, pulses, total = values
         return BoardStatus(ch, bool(flags & rp.FLAG_RELAY), bool(flags & rp.FLAG_NOZZLE),
                            bool(flags & rp.FLAG_ESTOP), bool(flags & rp.FLAG_FAULT),
+                           bool(flags & rp.FLAG_ACTIVE),
                            auth_id, pulses, total)
     if mtype == rp.END:
         ch, auth_id, pulses, reason, total = values

@@ -44,6 +44,7 @@ FLAG_RELAY = 0x01
 FLAG_NOZZLE = 0x02
 FLAG_ESTOP = 0x04
 FLAG_FAULT = 0x08
+FLAG_ACTIVE = 0x10  # a fill is running or settling: its END is still to come
 
 # END reasons
 END_NOZZLE_HUNG = 1

@@ -50,12 +50,15 @@ class Recorder:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-recorder")
-        self.client.on_connect = lambda c, *a: (c.subscribe([("spbu/v1/#", 1), ("hq/v1/#", 1)]),
-                                                self._ready.set())
+        self.client.on_connect = self._connected
         self.client.on_message = self._message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         assert self._ready.wait(5)
+
+    def _connected(self, client: mqtt.Client, *args: Any) -> None:
+        client.subscribe([("spbu/v1/#", 1), ("hq/v1/#", 1)])
+        self._ready.set()
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -126,7 +129,7 @@ def test_demo_flow_reconciles_and_decides(mosquitto: MosquittoBroker, tmp_path: 
         for event in recorder.on("/event"):
             validate("event", event)
         states = recorder.on("/state")
-        assert states and states[0]["state"] == "online"
+        assert any(s["state"] == "online" for s in states)
         for state in states:
             validate("state", state)
         for ack in recorder.on(f"ack/{demo.config().station_id}"):

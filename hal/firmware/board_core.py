@@ -130,6 +130,8 @@ class BoardCore:
             flags |= rp.FLAG_ESTOP
         if ch.fault:
             flags |= rp.FLAG_FAULT
+        if ch.state != IDLE:
+            flags |= rp.FLAG_ACTIVE
         self.link.send(rp.STATUS, (index, flags, ch.auth_id, ch.pulses, ch.totaliser), now)
 
     # --- internals ----------------------------------------------------------------------
