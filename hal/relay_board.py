@@ -6,6 +6,7 @@ is alive (`keep_alive`), so a hung agent drops every relay within the board's wa
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -148,7 +149,7 @@ class RelayBoard:
     def _state(self, connected: bool) -> None:
         if connected:
             # A (re)connected host announces itself: the board stops any fill it still runs.
-            self._send(rp.HOST_HELLO, (rp.VERSION,))
+            self._send(rp.HOST_HELLO, (rp.VERSION, int.from_bytes(os.urandom(4), "big")))
         self._on_event(BoardLink(connected))
 
     def _bytes(self, data: bytes) -> None:

@@ -5,9 +5,12 @@ Frame (all integers big-endian):
     SYNC(0xA5) LEN VER SEQ TYPE PAYLOAD... CRC16
 
 LEN counts VER+SEQ+TYPE+PAYLOAD; the CRC-16/CCITT-FALSE covers LEN through PAYLOAD.
-Reliable messages (RELIABLE) are acknowledged with ACK(seq) and retransmitted until
-acknowledged or `max_tries` is spent; the receiver drops duplicates by sequence number.
-HELLO announces a (re)boot of either side and resets the peer's duplicate filter.
+Reliable messages (RELIABLE) carry sequence numbers 1..255 of their own, are acknowledged
+with ACK(seq) and retransmitted until acknowledged or `max_tries` is spent; the receiver
+drops duplicates by sequence number. Unreliable frames and ACKs carry sequence 0, so
+heartbeats never wrap the reliable numbering. HELLO announces a (re)boot of either side
+with a boot id: a new boot id resets the peer's duplicate filter, a repeated one is a
+retransmission and is not delivered again.
 
 Written in the MicroPython-compatible subset: struct, time-free, no typing at run time.
 Times are integer milliseconds passed in by the caller.
@@ -71,12 +74,12 @@ _FORMATS = {
     AUTHORIZE: ">BII",  # pump, auth_id, preset_pulses
     STOP: ">B",  # pump
     QUERY: ">B",  # pump
-    HOST_HELLO: ">B",  # protocol version
+    HOST_HELLO: ">BI",  # protocol version, boot id
     STATUS: ">BBIII",  # pump, flags, auth_id, pulses, totaliser pulses
     END: ">BIIBI",  # pump, auth_id, pulses, reason, totaliser pulses
     NOZZLE: ">BB",  # pump, up
     FAULT: ">BBI",  # pump, code, pulses
-    BOARD_HELLO: ">BBB",  # firmware version, pump count, flags
+    BOARD_HELLO: ">BBBI",  # firmware version, pump count, flags, boot id
 }
 
 
@@ -135,7 +138,8 @@ class FrameDecoder:
             if len(buf) < 2:
                 break
             length = buf[1]
-            if length < HEADER_LEN or length > HEADER_LEN + MAX_PAYLOAD:
+            bad_version = len(buf) >= 3 and buf[2] != VERSION  # reject early, do not wait for LEN bytes
+            if length < HEADER_LEN or length > HEADER_LEN + MAX_PAYLOAD or bad_version:
                 self.rejected += 1
                 buf[:] = buf[1:]
                 continue
@@ -173,6 +177,7 @@ class Link:
         self._waiting: list = []  # type: ignore[type-arg]
         self._recent = [-1] * 32  # sequence numbers of recently delivered reliable frames
         self._recent_pos = 0
+        self._peer_boot = -1  # boot id of the peer's last HELLO
         self._out = bytearray()
         self.invalid = 0  # well-framed messages whose payload did not decode
 
@@ -193,7 +198,7 @@ class Link:
     def send(self, mtype: int, values: tuple, now: int) -> None:  # type: ignore[type-arg]
         payload = encode_payload(mtype, values)
         if mtype not in RELIABLE:
-            self._out.extend(encode_frame(self._next_seq(), mtype, payload))
+            self._out.extend(encode_frame(0, mtype, payload))
             return
         if len(self._pending) >= self.window:
             self._waiting.append((mtype, values))
@@ -220,8 +225,11 @@ class Link:
                     self._fill_window(now)
                 continue
             if mtype in RELIABLE:
-                self._out.extend(encode_frame(self._next_seq(), ACK, bytes([seq])))
+                self._out.extend(encode_frame(0, ACK, bytes([seq])))
                 if mtype in HELLOS:
+                    if values[-1] == self._peer_boot:
+                        continue  # the same HELLO again: its ACK was lost
+                    self._peer_boot = values[-1]
                     self._recent = [-1] * len(self._recent)
                 elif seq in self._recent:
                     continue  # a retransmission of something already delivered

@@ -46,7 +46,10 @@ class ScanLineDecoder:
 def _line_event(line: bytes) -> tuple:  # type: ignore[type-arg]
     symbology = ""
     if len(line) >= 3 and line[0] == 0x5D:  # "]" starts an AIM identifier: ]Cm
-        symbology = line[:3].decode("ascii", "replace")
+        code, modifier = line[1], line[2]
+        if not (_is_alpha(code) and (_is_alpha(modifier) or 0x30 <= modifier <= 0x39)):
+            return ("error", ERR_NOT_TEXT)
+        symbology = line[:3].decode("ascii")
         line = line[3:]
     for byte in line:
         if byte < 0x20 or byte > 0x7E:
@@ -54,3 +57,7 @@ def _line_event(line: bytes) -> tuple:  # type: ignore[type-arg]
     if not line:
         return ("error", ERR_NOT_TEXT)
     return ("scan", line.decode("ascii"), symbology)
+
+
+def _is_alpha(byte: int) -> bool:
+    return 0x41 <= byte <= 0x5A or 0x61 <= byte <= 0x7A

@@ -61,7 +61,7 @@ class RelayBoardSim:
 
     def start(self) -> None:
         with self._lock:
-            self.core.boot(self._now())
+            self.core.boot(self._now(), boot_id=self._rng.getrandbits(32))
         self._thread.start()
 
     def close(self) -> None:

@@ -51,11 +51,12 @@ class BoardCore:
 
     # --- inputs -------------------------------------------------------------------------
 
-    def boot(self, now: int) -> None:
+    def boot(self, now: int, boot_id: int = 0) -> None:
+        """boot_id must differ from the previous boot's (firmware: a free-running timer)."""
         for ch in self.channels:
             ch.relay = False
             ch.state = IDLE
-        self.link.send(rp.BOARD_HELLO, (FIRMWARE_VERSION, len(self.channels), 0), now)
+        self.link.send(rp.BOARD_HELLO, (FIRMWARE_VERSION, len(self.channels), 0, boot_id), now)
 
     def feed(self, data: bytes, now: int) -> None:
         for mtype, values in self.link.feed(data, now):
