@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from agent.domain import PRODUCTS, ZONES
 from agent.messages import LANGUAGES
 from agent.signing import SignatureError, key_id, load_public_key_hex
 
-STATION_ID = re.compile(r"^\d{2}\.\d{3}\.\d{2}$")
+STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
 
 class ConfigError(ValueError):
@@ -59,8 +60,10 @@ class StationConfig:
         raise KeyError(number)
 
 
-def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+def _get(table: dict[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
     if key not in table:
+        if default is not None:
+            return default
         raise ConfigError(f"{where}: missing {key!r}")
     value = table[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -73,12 +76,12 @@ def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
 def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
     station = _get(data, "station", dict, "config")
     station_id = _get(station, "id", str, "[station]")
-    if not STATION_ID.match(station_id):
+    if not STATION_ID.fullmatch(station_id):
         raise ConfigError(f"[station]: id {station_id!r} must look like 34.401.01")
-    zone = station.get("zone", "WIB")
+    zone = _get(station, "zone", str, "[station]", "WIB")
     if zone not in ZONES:
         raise ConfigError(f"[station]: zone must be one of {', '.join(ZONES)}")
-    lang = station.get("lang", "id")
+    lang = _get(station, "lang", str, "[station]", "id")
     if lang not in LANGUAGES:
         raise ConfigError(f"[station]: lang must be one of {', '.join(LANGUAGES)}")
     data_dir = base / _get(station, "data_dir", str, "[station]")
@@ -110,28 +113,45 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         product = _get(raw, "product", str, where)
         if product not in PRODUCTS:
             raise ConfigError(f"{where}: unknown product {product!r}")
-        pumps.append(PumpConfig(
+        pump = PumpConfig(
             number=_get(raw, "number", int, where),
             product=product,
             channel=_get(raw, "channel", int, where),
             scanner_port=_get(raw, "scanner", str, where),
-            pulses_per_litre=int(raw.get("pulses_per_litre", 100)),
-        ))
+            pulses_per_litre=_get(raw, "pulses_per_litre", int, where, 100),
+        )
+        if not 1 <= pump.number <= 64:
+            raise ConfigError(f"{where}: number must be 1..64")
+        if not 0 <= pump.channel <= 255:
+            raise ConfigError(f"{where}: channel must be 0..255")
+        if not 1 <= pump.pulses_per_litre <= 100_000:
+            raise ConfigError(f"{where}: pulses_per_litre must be 1..100000")
+        pumps.append(pump)
     if not pumps:
         raise ConfigError("config: at least one [[pumps]] entry is needed")
     if len({p.number for p in pumps}) != len(pumps) or len({p.channel for p in pumps}) != len(pumps):
         raise ConfigError("[[pumps]]: numbers and channels must be unique")
-    timeouts = Timeouts(**{k: float(v) for k, v in data.get("timeouts", {}).items()
-                           if k in Timeouts.__dataclass_fields__})
+    timeouts_raw = _get(data, "timeouts", dict, "config", {}) or {}
+    timeout_values: dict[str, float] = {}
+    for name in timeouts_raw:
+        if name not in Timeouts.__dataclass_fields__:
+            raise ConfigError(f"[timeouts]: unknown setting {name!r}")
+        seconds = _get(timeouts_raw, name, float, "[timeouts]")
+        if not 0 < seconds <= 86_400:
+            raise ConfigError(f"[timeouts]: {name} must be between 0 and 86400 seconds")
+        timeout_values[name] = seconds
+    timeouts = Timeouts(**timeout_values)
     return StationConfig(
         station_id=station_id,
         zone=zone,
         data_dir=data_dir,
-        broker_host=str(mqtt.get("host", "127.0.0.1")),
+        broker_host=_get(mqtt, "host", str, "[mqtt]", "127.0.0.1"),
         broker_port=port,
         trusted_keys={str(k): str(v) for k, v in keys.items()},
         relay_board_port=_get(board, "port", str, "[relay_board]"),
-        relay_board_baud=int(board.get("baud", 115200)),
+        relay_board_baud=_get(board, "baud", int, "[relay_board]", 115200),
+        scanner_baud=_get(data.get("scanners", {}) if isinstance(data.get("scanners"), dict) else {},
+                          "baud", int, "[scanners]", 9600),
         pumps=tuple(pumps),
         lang=lang,
         timeouts=timeouts,
@@ -148,25 +168,33 @@ def load_config(path: Path) -> StationConfig:
     return parse_config(data, path.parent)
 
 
+def _q(text: str) -> str:
+    """A TOML basic string: JSON's escapes (backslash, quote, control characters) are valid TOML."""
+    return json.dumps(text)
+
+
 def render_config(cfg: StationConfig) -> str:
     """TOML for a config, as the demo and provisioning write it."""
     lines = [
         "[station]",
-        f'id = "{cfg.station_id}"',
-        f'zone = "{cfg.zone}"',
-        f'lang = "{cfg.lang}"',
-        f'data_dir = "{cfg.data_dir}"',
+        f"id = {_q(cfg.station_id)}",
+        f"zone = {_q(cfg.zone)}",
+        f"lang = {_q(cfg.lang)}",
+        f"data_dir = {_q(str(cfg.data_dir))}",
         "",
         "[mqtt]",
-        f'host = "{cfg.broker_host}"',
+        f"host = {_q(cfg.broker_host)}",
         f"port = {cfg.broker_port}",
         "",
         "[trust.keys]",
-        *[f'"{kid}" = "{key}"' for kid, key in cfg.trusted_keys.items()],
+        *[f"{_q(kid)} = {_q(key)}" for kid, key in cfg.trusted_keys.items()],
         "",
         "[relay_board]",
-        f'port = "{cfg.relay_board_port}"',
+        f"port = {_q(cfg.relay_board_port)}",
         f"baud = {cfg.relay_board_baud}",
+        "",
+        "[scanners]",
+        f"baud = {cfg.scanner_baud}",
         "",
         "[timeouts]",
         *[f"{name} = {getattr(cfg.timeouts, name)}" for name in Timeouts.__dataclass_fields__],
@@ -176,9 +204,9 @@ def render_config(cfg: StationConfig) -> str:
             "",
             "[[pumps]]",
             f"number = {pump.number}",
-            f'product = "{pump.product}"',
+            f"product = {_q(pump.product)}",
             f"channel = {pump.channel}",
-            f'scanner = "{pump.scanner_port}"',
+            f"scanner = {_q(pump.scanner_port)}",
             f"pulses_per_litre = {pump.pulses_per_litre}",
         ]
     return "\n".join(lines) + "\n"

@@ -32,6 +32,10 @@ class Vehicle:
         return bool(self.products & PRODUCTS[product])
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
+
+
 def _int(body: dict[str, Any], name: str, minimum: int = 0) -> int:
     value = body.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -70,11 +74,11 @@ class AllowList:
             if not (isinstance(entry, list) and len(entry) == 5):
                 raise DocumentError(f"entry {index} must be [id, category, products, status, plate]")
             vid, category, products, status, plate = entry
-            if not isinstance(vid, int) or not 0 < vid < 2**64:
+            if not _is_int(vid) or not 0 < vid < 2**64:
                 raise DocumentError(f"entry {index}: vehicle id must be a 64-bit integer")
             if category not in CATEGORIES:
                 raise DocumentError(f"entry {index}: unknown category {category!r}")
-            if not isinstance(products, int) or products & ~all_products:
+            if not _is_int(products) or products & ~all_products:
                 raise DocumentError(f"entry {index}: bad product mask")
             if status not in (STATUS_ACTIVE, STATUS_SUSPENDED):
                 raise DocumentError(f"entry {index}: bad status {status!r}")

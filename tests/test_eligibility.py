@@ -102,10 +102,17 @@ def test_no_list(allowlist: AllowList | None, policy: QuotaPolicy | None) -> Non
 
 
 def test_list_expired_at_the_instant_of_expiry() -> None:
-    assert run(MOTORCYCLE, now=EXPIRES - dt.timedelta(microseconds=1)).ok
-    d = run(MOTORCYCLE, now=EXPIRES)
+    later_policy = make_policy(expires="2026-01-01T00:00:00+00:00")
+    assert run(MOTORCYCLE, now=EXPIRES - dt.timedelta(microseconds=1), policy=later_policy).ok
+    d = run(MOTORCYCLE, now=EXPIRES, policy=later_policy)
     assert (d.ok, d.reason, d.vehicle_id) == (False, el.LIST_EXPIRED, MOTORCYCLE)
     assert run(MOTORCYCLE, now=EXPIRES + dt.timedelta(days=30)).reason == el.LIST_EXPIRED
+
+
+def test_policy_expired_at_the_instant_of_expiry() -> None:
+    later_list = make_allowlist(expires="2026-01-01T00:00:00+00:00")
+    assert run(MOTORCYCLE, now=EXPIRES - dt.timedelta(microseconds=1), allowlist=later_list).ok
+    assert run(MOTORCYCLE, now=EXPIRES, allowlist=later_list).reason == el.LIST_EXPIRED
 
 
 def test_expired_policy_alone_also_refuses() -> None:

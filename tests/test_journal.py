@@ -296,6 +296,27 @@ def test_outbox_stops_when_publish_refuses(journal: Journal) -> None:
     assert sender.in_flight == 5
 
 
+def test_outbox_keeps_order_when_one_publish_fails(journal: Journal) -> None:
+    """A refusal in the middle stops the batch: nothing later overtakes the refused message."""
+    ids = fill(journal, 4)
+    sender = OutboxSender(journal, window=16)
+    sent: list[str] = []
+    refused: list[str] = []
+
+    def refuse_m1_once(topic: str, payload: bytes) -> bool:
+        msg_id = json.loads(payload)["id"]
+        if msg_id == "m1" and not refused:
+            refused.append(msg_id)
+            return False
+        sent.append(msg_id)
+        return True
+
+    assert sender.pump(0.0, refuse_m1_once) == 1
+    assert sent == ["m0"]
+    assert sender.pump(1.0, refuse_m1_once) == 3
+    assert sent == ids
+
+
 def test_outbox_resends_everything_after_restart(journal: Journal) -> None:
     ids = fill(journal, 4)
     sender = OutboxSender(journal, window=3)

@@ -361,11 +361,6 @@ def test_allowlist_rejects_bad_entries(entries: list[Any], message: str) -> None
         pytest.param(2, True, id="product-mask-true"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AllowList.from_body checks vehicle id and product mask with isinstance(x, int), which "
-    "accepts JSON true/false (bool is an int subclass); _int() in the same module excludes bool",
-)
 def test_allowlist_rejects_booleans_for_numbers(field: int, value: object) -> None:
     with pytest.raises(DocumentError):
         AllowList.from_body(allowlist_body(entries=[_entry(field, value)]))
