@@ -26,6 +26,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.pumps < 1 or args.pumps > 16:
         raise CliError("--pumps must be between 1 and 16")
+    if args.customers < 1 or args.customers > 1000:
+        raise CliError("--customers must be between 1 and 1000")
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and SIGTERM both unwind through the demo's clean-up, even when the shell
+    # that started us had set SIGINT to be ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
                     json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -61,6 +62,8 @@ class MosquittoBroker:
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             "max_queued_messages 10000\n"
+            # Stay the user we are: a credential change would clear the parent-death signal.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
         )
         return conf
 
