@@ -206,12 +206,13 @@ def print_summary(result: DemoResult, lang: str) -> None:
     head = ("Ringkasan", "pompa", "produk", "totalisator", "jurnal", "kantor pusat") if lang == "id" \
         else ("Summary", "pump", "product", "totaliser", "journal", "headquarters")
     print(f"\n{head[0]} ({head[3]} / {head[4]} / {head[5]}, L)")
+    keys = ("totaliser_ml", "journal_ml", "hq_ml")
     for number, row in result.summary["pumps"].items():
-        print(f"  {head[1]} {number:>2}  {PRODUCT_LABELS[row['product']]:<10} "
-              + " / ".join(format_litres(row[k], lang) for k in ("totaliser_ml", "journal_ml", "hq_ml")))
+        label = f"{head[1]} {number} {PRODUCT_LABELS[row['product']]}"
+        print(f"  {label:<22}" + " / ".join(format_litres(row[k], lang) for k in keys))
     for product, row in result.summary["products"].items():
-        print(f"  {head[2]} {PRODUCT_LABELS[product]:<13} "
-              + " / ".join(format_litres(row[k], lang) for k in ("totaliser_ml", "journal_ml", "hq_ml")))
+        label = f"{head[2]} {PRODUCT_LABELS[product]}"
+        print(f"  {label:<22}" + " / ".join(format_litres(row[k], lang) for k in keys))
     tx = result.summary["transactions"]
     print(f"  transaksi: jurnal {tx['journal']}, kantor pusat {tx['hq']}, belum dikonfirmasi {tx['unacked']}"
           if lang == "id" else

@@ -65,3 +65,16 @@ def schema(name: str) -> dict[str, Any]:
 
 def validate(name: str, payload: Any) -> None:
     jsonschema.validate(payload, schema(name), format_checker=jsonschema.FormatChecker())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failing test that used a broker gets the broker's log in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        for name in ("mosquitto", "fresh_broker"):
+            broker = funcargs.get(name)
+            if isinstance(broker, MosquittoBroker):
+                report.sections.append((f"{name} log ({broker.log_path})", broker.log_tail(40)))
