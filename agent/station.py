@@ -32,6 +32,7 @@ from agent.eligibility import (
     quota_day,
 )
 from agent.journal import Journal, SessionRow
+from agent.killpoints import killpoint
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
@@ -154,7 +155,8 @@ class Station:
             except Exception:  # a bug in one event must not stop the station
                 log.exception("event %r failed", event)
         self._timers(time.monotonic())
-        self.outbox.pump(time.monotonic(), self.link.publish)
+        if self.outbox.pump(time.monotonic(), self.link.publish):
+            killpoint("published")
 
     # --- recovery ----------------------------------------------------------------------
 
@@ -270,7 +272,9 @@ class Station:
         pump.fuelling = False
         pump.pulses = 0
         pump.stop_sent_mono = 0.0
+        killpoint("session_journaled")
         self.board.authorize(pump.config.channel, session.seq, preset_pulses)
+        killpoint("authorize_sent")
         self._say("ok", pump_no, plate=plate, product=product,
                   remaining_ml=decision.remaining_ml, preset_ml=preset_ml)
         self._emit({"type": "decision", "pump": pump_no, "ok": True, "reason": "",
@@ -321,6 +325,7 @@ class Station:
                 pump.fuelling = True
                 pump.last_flow_mono = time.monotonic()
                 self.journal.mark_fuelling(pump.session.seq)
+                killpoint("fuelling_journaled")
         elif isinstance(event, BoardStatus):
             if pump.recovering and pump.session is not None:
                 self._recovered(pump, event)
@@ -348,6 +353,7 @@ class Station:
     def _request_stop(self, pump: PumpRuntime) -> None:
         pump.stop_sent_mono = time.monotonic()
         self.board.stop(pump.config.channel)
+        killpoint("stop_requested")
 
     def _timers(self, now: float) -> None:
         t = self.config.timeouts
@@ -372,8 +378,10 @@ class Station:
         amount = amount_idr(dispensed_ml, session.price_idr)
         closed = utc_now()
         record = self._tx_record(session, dispensed_ml, amount, reason, closed)
+        killpoint("before_close")
         self.journal.close_session(session, dispensed_ml, amount, reason,
                                    (session.tx_id, topics.tx(self.config.station_id), record))
+        killpoint("close_journaled")
         pump = self.pumps.get(session.pump)
         if pump is not None and pump.session is not None and pump.session.seq == session.seq:
             pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
@@ -444,7 +452,8 @@ class Station:
             except (ValueError, KeyError, TypeError):
                 log.warning("malformed acknowledgement ignored")
                 return
-            self.outbox.on_ack(ids)
+            if self.outbox.on_ack(ids):
+                killpoint("ack_applied")
 
     def _report_update(self, result: UpdateResult) -> None:
         if result.accepted:

@@ -42,6 +42,9 @@ class SerialScanner:
         self._port = SerialPortThread(
             port, self._bytes, lambda up: on_event(ScannerState(up)), baudrate=baudrate,
             name=f"scanner:{port}",
+            # A code read while the agent was down is stale: it must not authorise a pump
+            # minutes later when nobody is waiting at it.
+            flush_on_open=True,
         )
 
     def start(self) -> None:

@@ -25,6 +25,7 @@ class SerialPortThread:
         on_idle: Callable[[], None] | None = None,
         name: str = "serial",
         serial_kwargs: dict[str, object] | None = None,
+        flush_on_open: bool = False,
     ) -> None:
         self.port = port
         self._on_bytes = on_bytes
@@ -34,6 +35,7 @@ class SerialPortThread:
         self._read_timeout_s = read_timeout_s
         self._reopen_s = reopen_s
         self._serial_kwargs = serial_kwargs or {}
+        self._flush_on_open = flush_on_open
         self._serial: serial.Serial | None = None
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,6 +81,9 @@ class SerialPortThread:
         except (serial.SerialException, OSError, ValueError) as exc:
             log.debug("cannot open %s: %s", self.port, exc)
             return False
+        if self._flush_on_open:
+            with contextlib.suppress(serial.SerialException, OSError):
+                port.reset_input_buffer()
         with self._write_lock:
             self._serial = port
         self.connected = True

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 
+from hal import relay_proto as rp
 from hal.firmware.board_core import BoardCore
 from simulators.pty_device import PtyDevice
 
@@ -31,6 +32,26 @@ class Dispenser:
         return self.totaliser_pulses * 1000 // self.pulses_per_litre
 
 
+class RecordingBoardCore(BoardCore):
+    """The board core plus a record of what it was told, for tests and the crash campaign."""
+
+    def __init__(self, channels: int, watchdog_ms: int) -> None:
+        super().__init__(channels, watchdog_ms=watchdog_ms)
+        self.accepted: list[tuple[int, int, int]] = []  # (channel, auth id, preset) started
+        self.host_hellos = 0
+
+    def _handle(self, mtype: int, values: tuple, now: int) -> None:  # type: ignore[type-arg]
+        if mtype == rp.HOST_HELLO:
+            self.host_hellos += 1
+        super()._handle(mtype, values, now)
+
+    def _authorize(self, index: int, auth_id: int, preset: int, now: int) -> None:
+        super()._authorize(index, auth_id, preset, now)
+        if 0 <= index < len(self.channels) and self.channels[index].auth_id == auth_id \
+                and self.channels[index].relay:
+            self.accepted.append((index, auth_id, preset))
+
+
 class RelayBoardSim:
     def __init__(
         self,
@@ -42,7 +63,7 @@ class RelayBoardSim:
         seed: int = 1,
     ) -> None:
         self.device = PtyDevice()
-        self.core = BoardCore(channels, watchdog_ms=watchdog_ms)
+        self.core = RecordingBoardCore(channels, watchdog_ms=watchdog_ms)
         self.dispensers = [Dispenser(flow_lps, pulses_per_litre) for _ in range(channels)]
         self.max_overrun_pulses = max_overrun_pulses
         self._rng = random.Random(seed)
@@ -85,6 +106,14 @@ class RelayBoardSim:
     def press_estop(self) -> None:
         with self._lock:
             self.core.estop(self._now())
+
+    def accepted(self) -> list[tuple[int, int, int]]:
+        with self._lock:
+            return list(self.core.accepted)
+
+    def host_hellos(self) -> int:
+        with self._lock:
+            return self.core.host_hellos
 
     def relay_closed(self, channel: int) -> bool:
         with self._lock:

@@ -1,0 +1,369 @@
+"""Crash campaign: SIGKILL the agent at many instants across the whole lifecycle and check,
+after every kill, what the principles promise.
+
+    python tests/reliability/crash_campaign.py --kills N [--seed S] [--json OUT]
+
+The agent runs as a real process (`python -m agent agent run`) against a private
+mosquitto, a relay board with dispensers and serial scanners on pseudo-terminals, and a
+headquarters simulator; customers scan, lift and hang nozzles all the time. Half of the
+kills land at random instants; the other half at named points between two steps
+(agent/killpoints.py), cycling through all of them. After each kill:
+
+  - every relay opens by itself within the board's heartbeat timeout;
+  - the restarted agent closes every session the crash left open and re-authorises none;
+  - dispensers' totalisers = litres in the journal, per pump;
+  - quota used = litres dispensed, per vehicle, product and day; nothing left reserved.
+At the end every journaled transaction must be at headquarters exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from agent.config import PumpConfig, StationConfig, Timeouts, render_config  # noqa: E402
+from agent.killpoints import POINTS  # noqa: E402
+from agent.tokens import encode_token  # noqa: E402
+from simulators.broker import MosquittoBroker  # noqa: E402
+from simulators.hq import HeadquartersSim, synthetic_registry  # noqa: E402
+from simulators.relay_board import RelayBoardSim  # noqa: E402
+from simulators.scanner import ScannerSim  # noqa: E402
+
+STATION = "31.171.02"
+RELAY_DROP_LIMIT_S = 1.5  # board watchdog 0.75 s + heartbeat period + scheduling slack
+
+
+@dataclass
+class Violation:
+    kill: int
+    instant: str
+    check: str
+    detail: str
+
+
+@dataclass
+class CampaignResult:
+    kills: int = 0
+    killpoint_kills: dict[str, int] = field(default_factory=dict)
+    random_kills: int = 0
+    idle_kills: int = 0
+    sessions: int = 0
+    litres_ml: int = 0
+    hq_duplicates: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return predicate()
+
+
+class Customers:
+    """One customer thread per pump, always busy unless paused."""
+
+    def __init__(self, board: RelayBoardSim, scanners: dict[int, ScannerSim], tokens: dict[int, list[str]],
+                 seed: int) -> None:
+        self.board = board
+        self.scanners = scanners
+        self.tokens = tokens
+        self.rng = random.Random(seed)
+        self.paused = threading.Event()
+        self.stopped = threading.Event()
+        self.idle = {n: threading.Event() for n in scanners}
+        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in scanners]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def pause(self) -> None:
+        self.paused.set()
+        for event in self.idle.values():
+            event.wait(10)
+
+    def resume(self) -> None:
+        for event in self.idle.values():
+            event.clear()
+        self.paused.clear()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.paused.set()
+        for thread in self.threads:
+            thread.join(5)
+
+    def _run(self, pump: int) -> None:
+        channel = pump - 1
+        rng = random.Random(self.rng.random())
+        while not self.stopped.is_set():
+            if self.paused.is_set():
+                self.board.hang_nozzle(channel)
+                self.idle[pump].set()
+                time.sleep(0.02)
+                continue
+            self.scanners[pump].scan(rng.choice(self.tokens[pump]))
+            if not wait_until(lambda: self.board.relay_closed(channel) or self.paused.is_set(), 1.5):
+                time.sleep(0.1)
+                continue
+            self.board.lift_nozzle(channel)
+            wait_until(lambda: not self.board.relay_closed(channel) or self.paused.is_set(),
+                       rng.uniform(0.05, 1.2))
+            self.board.hang_nozzle(channel)
+            time.sleep(rng.uniform(0.05, 0.3))
+
+
+class Campaign:
+    def __init__(self, workdir: Path, pumps: int = 2, seed: int = 1, vehicles: int = 2000) -> None:
+        self.workdir = workdir
+        self.rng = random.Random(seed)
+        self.broker = MosquittoBroker(workdir=workdir / "broker")
+        (workdir / "broker").mkdir(parents=True, exist_ok=True)
+        self.registry = synthetic_registry(vehicles, seed=seed)
+        self.board = RelayBoardSim(channels=pumps, flow_lps=10.0, seed=seed)
+        self.scanners = {n: ScannerSim() for n in range(1, pumps + 1)}
+        self.products = {n: ("pertalite", "solar")[(n - 1) % 2] for n in self.scanners}
+        bits = {"pertalite": 0x01, "solar": 0x02}
+        tokens = {n: [encode_token(e.vehicle_id) for e in self.registry
+                      if e.products & bits[p] and e.status == "active"][:40]
+                  for n, p in self.products.items()}
+        self.customers = Customers(self.board, self.scanners, tokens, seed)
+        self.hq: HeadquartersSim | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.config_path = workdir / "station.toml"
+        self.journal = workdir / "data" / "journal.sqlite"
+        self.log = workdir / "agent.log"
+        self.start_totals: dict[int, int] = {}
+
+    def start(self) -> None:
+        self.broker.start()
+        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry)
+        self.hq.start()
+        self.hq.publish_documents()
+        self.board.start()
+        self.start_totals = {n: self.board.totaliser_ml(n - 1) for n in self.scanners}
+        config = StationConfig(
+            station_id=STATION, zone="WIB", data_dir=self.workdir / "data",
+            broker_host=self.broker.host, broker_port=self.broker.port,
+            trusted_keys={self.hq.key_id: self.hq.public_key_hex}, relay_board_port=self.board.path,
+            pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
+            timeouts=Timeouts(scan_to_nozzle_s=5, no_flow_s=5, duplicate_scan_s=0.5),
+        )
+        self.config_path.write_text(render_config(config))
+
+    def close(self) -> None:
+        self.customers.stop()
+        self.kill_agent()
+        if self.hq is not None:
+            self.hq.close()
+        self.board.close()
+        for scanner in self.scanners.values():
+            scanner.close()
+        self.broker.close()
+
+    # --- the agent process ---------------------------------------------------------------
+
+    def start_agent(self, killpoint: str | None = None) -> bool:
+        env = dict(os.environ)
+        env.pop("SPBU_KILLPOINT", None)
+        if killpoint:
+            env["SPBU_KILLPOINT"] = killpoint
+        hellos = self.board.host_hellos()
+        with open(self.log, "ab") as log:
+            self.agent = subprocess.Popen(
+                [sys.executable, "-m", "agent", "agent", "run", "--config", str(self.config_path)],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        # Ready for the campaign once it has said hello to the relay board.
+        return wait_until(lambda: self.board.host_hellos() > hellos, 10)
+
+    def kill_agent(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGKILL)
+        if self.agent is not None:
+            self.agent.wait(10)
+
+    # --- checks --------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=5)
+
+    def open_sessions(self) -> int:
+        if not self.journal.exists():
+            return 0
+        db = self._db()
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM sessions WHERE state != 'closed'").fetchone()[0])
+        finally:
+            db.close()
+
+    def check_quiescent(self, kill: int, instant: str, result: CampaignResult,
+                        accepted_before: int) -> None:
+        def fail(check: str, detail: str) -> None:
+            result.violations.append(Violation(kill, instant, check, detail))
+
+        if not wait_until(lambda: self.open_sessions() == 0, 10, 0.05):
+            fail("recovery", f"{self.open_sessions()} sessions still open 10 s after restart")
+        accepted = self.board.accepted()
+        ids = [a[1] for a in accepted]
+        if len(set(ids)) != len(ids) or ids != sorted(ids):
+            fail("no_reauthorisation", f"authorisation ids repeated or out of order: {ids[-6:]}")
+        if len(accepted) != accepted_before:
+            fail("no_reauthorisation", f"{len(accepted) - accepted_before} authorisations after restart "
+                 "with no customer scanning")
+        if any(self.board.relay_closed(n - 1) for n in self.scanners):
+            fail("no_reauthorisation", "a relay is closed after restart with no customer scanning")
+        time.sleep(0.05)
+        db = self._db()
+        try:
+            journal = dict(db.execute("SELECT pump, SUM(dispensed_ml) FROM sessions GROUP BY pump").fetchall())
+            quota = db.execute("SELECT vehicle_id, product, day, used_ml, reserved_ml FROM quota").fetchall()
+            dispensed = {(v, p, d): int(ml) for v, p, d, ml in db.execute(
+                "SELECT vehicle_id, product, quota_day, SUM(dispensed_ml) FROM sessions"
+                " WHERE state='closed' GROUP BY vehicle_id, product, quota_day")}
+        finally:
+            db.close()
+        for number in self.scanners:
+            totaliser = self.board.totaliser_ml(number - 1) - self.start_totals[number]
+            if totaliser != int(journal.get(number, 0) or 0):
+                fail("litres", f"pump {number}: totaliser {totaliser} ml, journal {journal.get(number, 0)} ml")
+        for vehicle, product, day, used, reserved in quota:
+            if used != dispensed.get((vehicle, product, day), 0) or reserved != 0:
+                fail("quota", f"vehicle {vehicle} {product} {day}: used {used} ml, reserved {reserved} ml,"
+                     f" dispensed {dispensed.get((vehicle, product, day), 0)} ml")
+
+    def check_delivery(self, result: CampaignResult) -> None:
+        assert self.hq is not None
+        db = self._db()
+        try:
+            rows = db.execute("SELECT tx_id, dispensed_ml FROM sessions WHERE state='closed'").fetchall()
+        finally:
+            db.close()
+        journal = dict(rows)
+        hq_at = self.hq
+        if not wait_until(lambda: set(journal) <= {t["tx_id"] for t in hq_at.transactions()}, 60, 0.1):
+            missing = set(journal) - {t["tx_id"] for t in self.hq.transactions()}
+            result.violations.append(Violation(-1, "end", "delivery", f"{len(missing)} transactions never "
+                                               f"reached headquarters: {sorted(missing)[:5]}"))
+        received = {t["tx_id"]: t for t in self.hq.transactions()}
+        extra = set(received) - set(journal)
+        if extra:
+            result.violations.append(Violation(-1, "end", "delivery", f"headquarters holds unknown {extra}"))
+        for tx_id, ml in journal.items():
+            if tx_id in received and received[tx_id]["dispensed_ml"] != ml:
+                result.violations.append(Violation(-1, "end", "delivery", f"{tx_id}: {ml} ml journaled, "
+                                                   f"{received[tx_id]['dispensed_ml']} ml at headquarters"))
+        result.hq_duplicates = self.hq.duplicates
+        result.sessions = len(journal)
+        result.litres_ml = sum(journal.values())
+
+    # --- the campaign --------------------------------------------------------------------
+
+    def run(self, kills: int, deadline_s: float) -> CampaignResult:
+        result = CampaignResult()
+        started = time.monotonic()
+        self.customers.start()
+        for kill in range(1, kills + 1):
+            if time.monotonic() - started > deadline_s:
+                break
+            point = POINTS[(kill // 2) % len(POINTS)] if kill % 2 == 0 else None
+            if not self.start_agent(f"{point}:{self.rng.randint(1, 3)}" if point else None):
+                result.violations.append(Violation(kill, "start", "start", "agent never said hello"))
+                break
+            self.customers.resume()
+            assert self.agent is not None
+            if point is not None:
+                exited = wait_until(lambda: self.agent is not None and self.agent.poll() is not None, 8, 0.005)
+                instant = point if exited else f"{point} (not reached; random)"
+            else:
+                time.sleep(self.rng.uniform(0.05, 2.5))
+                instant = "random"
+            self.kill_agent()
+            if point is not None and instant == point:
+                result.killpoint_kills[point] = result.killpoint_kills.get(point, 0) + 1
+            else:
+                result.random_kills += 1
+            killed_at = time.monotonic()
+            if not wait_until(lambda: not any(self.board.relay_closed(n - 1) for n in self.scanners),
+                              RELAY_DROP_LIMIT_S, 0.002):
+                result.violations.append(Violation(kill, instant, "relay_drop",
+                                                   f"a relay still closed {RELAY_DROP_LIMIT_S} s after the kill"))
+            result.kills += 1
+            self.customers.pause()
+            wait_until(lambda: time.monotonic() - killed_at > 0.4, 1)  # settling fills end on the board
+            accepted_before = len(self.board.accepted())
+            if not self.start_agent():
+                result.violations.append(Violation(kill, instant, "start", "agent never said hello"))
+                break
+            self.check_quiescent(kill, instant, result, accepted_before)
+            self.kill_agent()  # an idle instant: nothing open, nothing may change
+            result.idle_kills += 1
+        self.customers.stop()
+        self.start_agent()
+        self.check_delivery(result)
+        self.kill_agent()
+        result.duration_s = round(time.monotonic() - started, 1)
+        return result
+
+
+def run_campaign(kills: int, seed: int = 1, deadline_s: float = 3600.0,
+                 workdir: Path | None = None) -> CampaignResult:
+    tmp = workdir or Path(tempfile.mkdtemp(prefix="spbu-crash-"))
+    campaign = Campaign(tmp, seed=seed)
+    try:
+        campaign.start()
+        return campaign.run(kills, deadline_s)
+    finally:
+        campaign.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--deadline", type=float, default=3600.0, help="stop starting new kills after this")
+    args = parser.parse_args(argv)
+    result = run_campaign(args.kills, args.seed, args.deadline)
+    report: dict[str, Any] = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version()},
+        "params": {"kills": args.kills, "seed": args.seed},
+        "results": {"kills": result.kills, "random_kills": result.random_kills,
+                    "killpoint_kills": result.killpoint_kills, "idle_kills": result.idle_kills,
+                    "sessions": result.sessions, "litres": result.litres_ml / 1000,
+                    "hq_duplicate_deliveries_dropped": result.hq_duplicates,
+                    "violations": len(result.violations), "duration_s": result.duration_s},
+        "violations": [v.__dict__ for v in result.violations],
+        "targets": {"violations": {"measured": len(result.violations), "target": 0,
+                                   "met": not result.violations}},
+    }
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0 if not result.violations else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""A short crash campaign as part of `make test`; the long one is run by hand (see its docstring)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.crash_campaign import run_campaign
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_twenty_kills_no_violation(tmp_path: Path) -> None:
+    result = run_campaign(kills=20, seed=3, deadline_s=240, workdir=tmp_path)
+    assert result.kills == 20
+    assert result.violations == []
+    assert result.sessions > 0 and result.litres_ml > 0  # the campaign really fuelled
+    assert result.killpoint_kills, "no named kill point was hit"
