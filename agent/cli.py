@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a whole simulated station on a private broker")
     demo.add_argument("--pumps", type=int, default=2, help="fuelling points (default 2)")
-    demo.add_argument("--customers", type=int, default=12, help="scripted customers (default 12; the required cases always run)")
+    demo.add_argument("--customers", type=int, default=12,
+                      help="scripted customers (default 12; the required cases always run)")
     demo.add_argument("--lang", choices=("id", "en"), default="id", help="attendant language")
     demo.add_argument("--json", type=Path, help="write the reconciliation summary here")
     demo.add_argument("--flow-lps", type=float, default=25.0,

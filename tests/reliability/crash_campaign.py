@@ -127,6 +127,9 @@ class Customers:
             if not wait_until(lambda: self.board.relay_closed(channel) or self.paused.is_set(), 1.5):
                 time.sleep(0.1)
                 continue
+            if rng.random() < 0.1:
+                time.sleep(rng.uniform(0.5, 2.0))  # walked away: the scan-to-nozzle timeout ends it
+                continue
             self.board.lift_nozzle(channel)
             wait_until(lambda: not self.board.relay_closed(channel) or self.paused.is_set(),
                        rng.uniform(0.05, 1.2))
@@ -168,7 +171,7 @@ class Campaign:
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={self.hq.key_id: self.hq.public_key_hex}, relay_board_port=self.board.path,
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
-            timeouts=Timeouts(scan_to_nozzle_s=5, no_flow_s=5, duplicate_scan_s=0.5),
+            timeouts=Timeouts(scan_to_nozzle_s=1.0, no_flow_s=5, duplicate_scan_s=0.5),
         )
         self.config_path.write_text(render_config(config))
 
@@ -310,7 +313,7 @@ class Campaign:
                                                    f"a relay still closed {RELAY_DROP_LIMIT_S} s after the kill"))
             result.kills += 1
             self.customers.pause()
-            wait_until(lambda: time.monotonic() - killed_at > 0.4, 1)  # settling fills end on the board
+            time.sleep(max(0.0, 0.4 - (time.monotonic() - killed_at)))  # settling fills end on the board
             accepted_before = len(self.board.accepted())
             if not self.start_agent():
                 result.violations.append(Violation(kill, instant, "start", "agent never said hello"))
