@@ -102,6 +102,8 @@ class QuotaPolicy:
     unregistered_ml: dict[str, int]  # product -> ml per day for vehicles not on the list
     prices_idr: dict[str, int]  # product -> Rupiah per litre
     max_fill_ml: int  # preset when the customer asks for a full tank
+    offline_after_s: float = 48 * 3600  # allow-list older than this: offline caps apply
+    offline_caps_ml: dict[str, int] | None = None  # product -> ml per vehicle per day when offline
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> QuotaPolicy:
@@ -139,6 +141,8 @@ class QuotaPolicy:
             unregistered_ml=unregistered_ml,
             prices_idr=prices_idr,
             max_fill_ml=_litres(body.get("max_fill_l", 200), "max_fill_l"),
+            offline_after_s=_hours(body.get("offline_after_h", 48), "offline_after_h") * 3600,
+            offline_caps_ml=_caps(body.get("offline_caps_l", {})),
         )
 
     def limit_ml(self, product: str, category: str) -> int:
@@ -149,3 +153,20 @@ def _litres(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10_000:
         raise DocumentError(f"{name} must be litres between 0 and 10000")
     return round(value * 1000)
+
+
+def _hours(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 365:
+        raise DocumentError(f"{name} must be hours between 0 and 8760")
+    return float(value)
+
+
+def _caps(value: object) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise DocumentError("offline_caps_l must be an object")
+    caps = {}
+    for product, litres in value.items():
+        if product not in PRODUCTS:
+            raise DocumentError(f"offline_caps_l: unknown product {product!r}")
+        caps[product] = _litres(litres, f"offline_caps_l.{product}")
+    return caps

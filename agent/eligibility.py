@@ -39,6 +39,7 @@ class Decision:
     limit_ml: int = 0
     used_ml: int = 0  # dispensed plus reserved today
     preset_ml: int = 0
+    offline: bool = False  # the list is stale: the policy's offline caps applied
 
     @property
     def remaining_ml(self) -> int:
@@ -87,9 +88,14 @@ def decide(
         category_limit = policy.limit_ml(product, vehicle.category)
         if category_limit <= 0:
             return Decision(False, WRONG_PRODUCT, vehicle, vehicle_id)
+    # A list that has not been refreshed for long may miss revocations: serve, but within
+    # the policy's offline caps (never unchecked).
+    offline = (now_utc - allowlist.created).total_seconds() > policy.offline_after_s
+    if offline and policy.offline_caps_ml and product in policy.offline_caps_ml:
+        category_limit = min(category_limit, policy.offline_caps_ml[product])
     remaining = category_limit - used_ml
     want = policy.max_fill_ml if requested_ml is None else requested_ml
     preset = min(want, remaining)
     if preset < MIN_PRESET_ML:
-        return Decision(False, QUOTA_EXHAUSTED, vehicle, vehicle_id, category_limit, used_ml)
-    return Decision(True, "", vehicle, vehicle_id, category_limit, used_ml, preset)
+        return Decision(False, QUOTA_EXHAUSTED, vehicle, vehicle_id, category_limit, used_ml, offline=offline)
+    return Decision(True, "", vehicle, vehicle_id, category_limit, used_ml, preset, offline)

@@ -180,6 +180,7 @@ class Journal:
         amount_idr: int,
         end_reason: str,
         outbox: tuple[str, str, dict[str, Any]] | None,
+        meta: dict[str, str] | None = None,
     ) -> None:
         """Close a session: record litres, move quota from reserved to used, queue its report."""
         with self._tx() as db:
@@ -197,6 +198,9 @@ class Journal:
                 (dispensed_ml, session.reserved_ml, to_db_id(session.vehicle_id), session.product,
                  session.quota_day),
             )
+            for key, value in (meta or {}).items():
+                db.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
+                           " ON CONFLICT DO UPDATE SET value=excluded.value", (key, value))
             if outbox is not None:
                 msg_id, topic, payload = outbox
                 db.execute(

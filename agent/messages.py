@@ -7,13 +7,17 @@ from agent.domain import PRODUCT_LABELS, format_litres, format_rupiah
 _TEXT: dict[str, dict[str, str]] = {
     "id": {
         "ok": "BOLEH ISI  pompa {pump}  {plate}  {product}  sisa kuota {remaining} L, preset {preset} L",
+        "ok_capped": "BOLEH ISI  pompa {pump}  {plate}  {product}  DIBATASI KUOTA: maks {preset} L",
+        "ok_offline": "BOLEH ISI  pompa {pump}  {plate}  {product}  MODE OFFLINE: maks {preset} L",
         "done": "SELESAI    pompa {pump}  {plate}  {product}  {litres} L  {amount}",
         "unknown_qr": "DITOLAK    pompa {pump}  QR tidak dikenal",
+        "pump_closed": "DITOLAK    pompa {pump}  pompa ditutup oleh pengelola",
+        "clock_untrusted": "PERINGATAN jam sistem tidak dapat dipercaya; kuota memakai hari {day}",
         "not_registered": "DITOLAK    pompa {pump}  kendaraan tidak terdaftar",
         "suspended": "DITOLAK    pompa {pump}  {plate}  kendaraan diblokir",
         "wrong_product": "DITOLAK    pompa {pump}  {plate}  tidak berhak membeli {product}",
         "quota_exhausted": "DITOLAK    pompa {pump}  {plate}  kuota harian {product} habis "
-        "(terpakai {used} dari {limit} L)",
+        "(terpakai {used} dari {limit} L), kembali pukul 00.00 {zone}",
         "no_list": "DITOLAK    pompa {pump}  daftar kendaraan belum diterima",
         "list_expired": "DITOLAK    pompa {pump}  daftar kendaraan kedaluwarsa",
         "pump_busy": "DITOLAK    pompa {pump}  pompa sedang dipakai",
@@ -24,13 +28,17 @@ _TEXT: dict[str, dict[str, str]] = {
     },
     "en": {
         "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
+        "ok_capped": "GO AHEAD  pump {pump}  {plate}  {product}  LIMITED BY QUOTA: max {preset} L",
+        "ok_offline": "GO AHEAD  pump {pump}  {plate}  {product}  OFFLINE MODE: max {preset} L",
         "done": "DONE      pump {pump}  {plate}  {product}  {litres} L  {amount}",
         "unknown_qr": "REFUSED   pump {pump}  unknown QR code",
+        "pump_closed": "REFUSED   pump {pump}  pump closed by the manager",
+        "clock_untrusted": "WARNING   system clock not trusted; quota uses day {day}",
         "not_registered": "REFUSED   pump {pump}  vehicle not registered",
         "suspended": "REFUSED   pump {pump}  {plate}  vehicle suspended",
         "wrong_product": "REFUSED   pump {pump}  {plate}  not entitled to {product}",
         "quota_exhausted": "REFUSED   pump {pump}  {plate}  daily {product} quota used up "
-        "({used} of {limit} L)",
+        "({used} of {limit} L), resets at 00:00 {zone}",
         "no_list": "REFUSED   pump {pump}  vehicle list not received yet",
         "list_expired": "REFUSED   pump {pump}  vehicle list expired",
         "pump_busy": "REFUSED   pump {pump}  pump in use",
@@ -57,6 +65,8 @@ def attendant_line(
     limit_ml: int = 0,
     litres_ml: int = 0,
     amount_idr: int = 0,
+    zone: str = "WIB",
+    day: str = "",
 ) -> str:
     table = _TEXT.get(lang, _TEXT["id"])
     template = table.get(key, table["unknown_qr"])
@@ -70,4 +80,6 @@ def attendant_line(
         limit=format_litres(limit_ml, lang),
         litres=format_litres(litres_ml, lang),
         amount=format_rupiah(amount_idr, lang),
+        zone=zone,
+        day=day,
     ).rstrip()

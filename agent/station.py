@@ -14,10 +14,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agent import __version__, topics
+from agent import session as ps
+from agent.clock import ClockGuard, ClockReading
 from agent.config import PumpConfig, StationConfig
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
@@ -29,7 +31,6 @@ from agent.eligibility import (
     Decision,
     decide,
     parse_vehicle,
-    quota_day,
 )
 from agent.journal import Journal, SessionRow
 from agent.killpoints import killpoint
@@ -64,27 +65,15 @@ class PumpScan:
 class PumpRuntime:
     config: PumpConfig
     session: SessionRow | None = None
+    state: str = ps.INOPERATIVE  # until the relay board answers
     opened_mono: float = 0.0
     nozzle_up: bool = False
-    fuelling: bool = False
     pulses: int = 0
     last_flow_mono: float = 0.0
     stop_sent_mono: float = 0.0
     last_scan: tuple[str, float] = ("", 0.0)
     scanner_connected: bool = False
-    recovering: bool = False  # a session from before a restart, awaiting the board's count
     last_query_mono: float = 0.0
-    alerts: list[str] = field(default_factory=list)
-
-    @property
-    def state(self) -> str:
-        if self.session is None:
-            return "idle"
-        if self.recovering:
-            return "recovering"
-        if self.stop_sent_mono:
-            return "stopping"
-        return "fuelling" if self.fuelling else "authorised"
 
 
 def utc_now() -> dt.datetime:
@@ -115,6 +104,8 @@ class Station:
         ]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)
         self.board_connected = False
+        self.clock = ClockGuard(config.zone)
+        self._clock_trusted = True
         self.ready = threading.Event()
 
     def _scanner_sink(self, pump: int) -> Callable[[ScannerEvent], None]:
@@ -123,6 +114,10 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        floor = self.journal.get_meta("wall_floor")
+        if floor:
+            self.clock.observe(dt.datetime.fromisoformat(floor))
+        self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
         for result in self.docs.load_saved():
             self._report_update(result)
         self._recover()
@@ -173,12 +168,12 @@ class Station:
                 self._close(session, 0, "interrupted_pump_removed", notify=False)
                 continue
             pump.session = session
-            pump.recovering = True
+            self._set_state(pump, ps.RECOVERING)
             pump.opened_mono = time.monotonic()
 
     def _query_recovering(self, now: float) -> None:
         for pump in self.pumps.values():
-            if pump.recovering and self.board_connected and now - pump.last_query_mono >= 1.0:
+            if pump.state == ps.RECOVERING and self.board_connected and now - pump.last_query_mono >= 1.0:
                 pump.last_query_mono = now
                 self.board.query(pump.config.channel)
 
@@ -187,7 +182,6 @@ class Station:
         if status.active:
             return  # the board is still ending that fill; its END closes the session
         pulses = status.pulses if status.auth_id == pump.session.seq else 0
-        pump.recovering = False
         self._close(pump.session, self._ml(pump, pulses), "interrupted_by_restart")
 
     # --- dispatch ----------------------------------------------------------------------
@@ -219,6 +213,29 @@ class Station:
     def _say(self, key: str, pump: int, **kw: Any) -> None:
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
+    def _set_state(self, pump: PumpRuntime, new: str) -> bool:
+        if new == pump.state:
+            return True
+        try:
+            ps.check_transition(pump.state, new)
+        except ps.IllegalTransition:
+            log.error("pump %d: illegal transition %s -> %s refused", pump.config.number, pump.state, new)
+            return False
+        pump.state = new
+        self._emit({"type": "pump_state", "pump": pump.config.number, "state": new})
+        return True
+
+    def _read_clock(self) -> ClockReading:
+        reading = self.clock.read(utc_now())
+        if reading.trusted != self._clock_trusted:
+            self._clock_trusted = reading.trusted
+            if not reading.trusted:
+                self.on_line(attendant_line(self.config.lang, "clock_untrusted", pump=0,
+                                            day=reading.quota_day))
+            self._emit({"type": "alert", "alert": "clock_untrusted" if not reading.trusted else "clock_trusted",
+                        "detail": f"wall clock {reading.now.isoformat()}, floor {self.clock.floor.isoformat()}"})
+        return reading
+
     # --- scans -------------------------------------------------------------------------
 
     def _scanner_event(self, pump_no: int, event: ScannerEvent) -> None:
@@ -241,20 +258,22 @@ class Station:
         pump = self.pumps[pump_no]
         product = pump.config.product
         vehicle_id = parse_vehicle(text)
-        if pump.session is not None:
+        if pump.session is not None or pump.state in ps.WITH_SESSION:
             return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
-        if not self.board_connected:
+        if not self.board_connected or pump.state == ps.INOPERATIVE:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
+        if pump.state == ps.CLOSED:
+            return self._refuse(pump, Decision(False, "pump_closed", vehicle_id=vehicle_id))
         if vehicle_id is not None:
             for other in self.pumps.values():
                 if other.session is not None and other.session.vehicle_id == vehicle_id:
                     vehicle = self.docs.allowlist.lookup(vehicle_id) if self.docs.allowlist else None
                     return self._refuse(pump, Decision(False, VEHICLE_BUSY, vehicle, vehicle_id))
-        now = utc_now()
-        day = quota_day(now, self.config.zone)
+        clock = self._read_clock()
+        day = clock.quota_day
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
-                          used + reserved, requested_ml, now)
+                          used + reserved, requested_ml, clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision)
         assert self.docs.policy is not None and decision.vehicle_id is not None
@@ -268,16 +287,18 @@ class Station:
             decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
         )
         pump.session = session
+        self._set_state(pump, ps.AUTHORISED)
         pump.opened_mono = time.monotonic()
-        pump.fuelling = False
         pump.pulses = 0
         pump.stop_sent_mono = 0.0
         killpoint("session_journaled")
         self.board.authorize(pump.config.channel, session.seq, preset_pulses)
         killpoint("authorize_sent")
-        self._say("ok", pump_no, plate=plate, product=product,
+        wanted = self.docs.policy.max_fill_ml if requested_ml is None else requested_ml
+        code = "ok_offline" if decision.offline else "ok_capped" if preset_ml < wanted else "ok"
+        self._say(code, pump_no, plate=plate, product=product,
                   remaining_ml=decision.remaining_ml, preset_ml=preset_ml)
-        self._emit({"type": "decision", "pump": pump_no, "ok": True, "reason": "",
+        self._emit({"type": "decision", "pump": pump_no, "ok": True, "reason": "", "code": code,
                     "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
                     "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
         return decision
@@ -285,9 +306,10 @@ class Station:
     def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "") -> Decision:
         vehicle = decision.vehicle
         self._say(decision.reason, pump.config.number, plate=vehicle.plate if vehicle else "",
-                  product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml)
+                  product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
+                  zone=self.config.zone)
         self._emit({"type": "decision", "pump": pump.config.number, "ok": False,
-                    "reason": decision.reason, "detail": detail,
+                    "reason": decision.reason, "code": decision.reason, "detail": detail,
                     "plate": mask_plate(vehicle.plate) if vehicle else "",
                     "product": pump.config.product, "preset_ml": 0,
                     "remaining_ml": decision.remaining_ml})
@@ -302,18 +324,22 @@ class Station:
     def _board_event(self, event: BoardEvent) -> None:
         if isinstance(event, BoardLink):
             self.board_connected = event.connected
+            for each in self.pumps.values():
+                if event.connected and each.state == ps.INOPERATIVE:
+                    self._set_state(each, ps.after_session(each.nozzle_up))
+                elif not event.connected and each.state in (ps.IDLE, ps.CALLING):
+                    self._set_state(each, ps.INOPERATIVE)
             return
         if isinstance(event, BoardHello):
             # The board (re)booted with every relay open; fills it was running are over.
             for running in self.pumps.values():
                 if running.session is not None:
                     # Counts after the last STATUS died with the board: flagged, not guessed.
-                    running.recovering = False
                     self._close(running.session, self._ml(running, running.pulses), "board_reset")
             return
         if isinstance(event, CommandLost):
             lost_on = self._pump_for_channel(event.channel)
-            if lost_on is not None and lost_on.session is not None and not lost_on.stop_sent_mono:
+            if lost_on is not None and lost_on.state in (ps.AUTHORISED, ps.FUELLING):
                 self._request_stop(lost_on)
             return
         pump = self._pump_for_channel(event.channel)
@@ -321,13 +347,17 @@ class Station:
             return
         if isinstance(event, NozzleChange):
             pump.nozzle_up = event.up
-            if event.up and pump.session is not None and not pump.fuelling:
-                pump.fuelling = True
-                pump.last_flow_mono = time.monotonic()
+            if event.up and pump.state == ps.AUTHORISED and pump.session is not None:
                 self.journal.mark_fuelling(pump.session.seq)
+                self._set_state(pump, ps.FUELLING)
+                pump.last_flow_mono = time.monotonic()
                 killpoint("fuelling_journaled")
+            elif event.up and pump.state == ps.IDLE:
+                self._set_state(pump, ps.CALLING)
+            elif not event.up and pump.state == ps.CALLING:
+                self._set_state(pump, ps.IDLE)
         elif isinstance(event, BoardStatus):
-            if pump.recovering and pump.session is not None:
+            if pump.state == ps.RECOVERING and pump.session is not None:
                 self._recovered(pump, event)
             elif pump.session is not None and event.auth_id == pump.session.seq:
                 if event.pulses != pump.pulses:
@@ -335,8 +365,7 @@ class Station:
                 pump.pulses = event.pulses
         elif isinstance(event, BoardEnd):
             if pump.session is not None and event.auth_id == pump.session.seq:
-                reason = "interrupted_by_restart" if pump.recovering else event.reason
-                pump.recovering = False
+                reason = "interrupted_by_restart" if pump.state == ps.RECOVERING else event.reason
                 self._close(pump.session, self._ml(pump, event.pulses), reason)
             else:
                 log.warning("END for unknown authorisation %d on channel %d (%d pulses)",
@@ -351,6 +380,7 @@ class Station:
         return pulses * 1000 // pump.config.pulses_per_litre
 
     def _request_stop(self, pump: PumpRuntime) -> None:
+        self._set_state(pump, ps.STOPPING)
         pump.stop_sent_mono = time.monotonic()
         self.board.stop(pump.config.channel)
         killpoint("stop_requested")
@@ -359,16 +389,16 @@ class Station:
         t = self.config.timeouts
         self._query_recovering(now)
         for pump in self.pumps.values():
-            if pump.session is None or pump.recovering:
+            if pump.session is None or pump.state == ps.RECOVERING:
                 continue
-            if pump.stop_sent_mono:
+            if pump.state == ps.STOPPING:
                 if now - pump.stop_sent_mono > t.stop_confirm_s:
                     # The board never confirmed: its own dead-man has dropped the relay by now.
                     self._close(pump.session, self._ml(pump, pump.pulses), "board_unreachable")
                 continue
             waited = now - pump.opened_mono
-            no_nozzle = not pump.fuelling and waited > t.scan_to_nozzle_s
-            no_flow = pump.fuelling and now - pump.last_flow_mono > t.no_flow_s
+            no_nozzle = pump.state == ps.AUTHORISED and waited > t.scan_to_nozzle_s
+            no_flow = pump.state == ps.FUELLING and now - pump.last_flow_mono > t.no_flow_s
             if no_nozzle or no_flow or waited > t.max_fill_s:
                 self._request_stop(pump)
 
@@ -376,19 +406,21 @@ class Station:
 
     def _close(self, session: SessionRow, dispensed_ml: int, reason: str, notify: bool = True) -> None:
         amount = amount_idr(dispensed_ml, session.price_idr)
-        closed = utc_now()
-        record = self._tx_record(session, dispensed_ml, amount, reason, closed)
+        clock = self._read_clock()
+        record = self._tx_record(session, dispensed_ml, amount, reason, clock)
+        meta = {"last_trusted_day": self.clock.last_trusted_day or clock.quota_day}
+        if clock.trusted:
+            meta["wall_floor"] = clock.now.isoformat()
         killpoint("before_close")
         self.journal.close_session(session, dispensed_ml, amount, reason,
-                                   (session.tx_id, topics.tx(self.config.station_id), record))
+                                   (session.tx_id, topics.tx(self.config.station_id), record), meta)
         killpoint("close_journaled")
         pump = self.pumps.get(session.pump)
         if pump is not None and pump.session is not None and pump.session.seq == session.seq:
             pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
-            pump.recovering = False
             pump.session = None
-            pump.fuelling = False
             pump.stop_sent_mono = 0.0
+            self._set_state(pump, ps.after_session(pump.nozzle_up))
         if notify:
             self._say("done", session.pump, plate=session.plate, product=session.product,
                       litres_ml=dispensed_ml, amount_idr=amount)
@@ -396,15 +428,8 @@ class Station:
                     "dispensed_ml": dispensed_ml, "amount_idr": amount, "end_reason": reason,
                     "product": session.product, "plate": mask_plate(session.plate)})
 
-    def _clock_trusted(self, now: dt.datetime) -> bool:
-        # A Pi without RTC may boot in 1970 or at its last saved time; a clock earlier than
-        # the newest signed document is known wrong.
-        newest = max((d.created for d in (self.docs.allowlist, self.docs.policy) if d is not None),
-                     default=None)
-        return newest is not None and now >= newest - dt.timedelta(minutes=5)
-
     def _tx_record(self, s: SessionRow, dispensed_ml: int, amount: int, reason: str,
-                   closed: dt.datetime) -> dict[str, Any]:
+                   clock: ClockReading) -> dict[str, Any]:
         opened = dt.datetime.fromtimestamp(s.opened_at, dt.UTC)
         pump = self.pumps.get(s.pump)
         duration = time.monotonic() - pump.opened_mono if pump and pump.session == s else None
@@ -429,9 +454,9 @@ class Station:
             "payment": {"method": "cash", "status": "due"},
             "quota": {"day": s.quota_day, "limit_ml": s.limit_ml, "before_ml": s.quota_before_ml,
                       "after_ml": s.quota_before_ml + dispensed_ml},
-            "times": {"opened_at": opened.isoformat(), "closed_at": closed.isoformat(),
+            "times": {"opened_at": opened.isoformat(), "closed_at": clock.now.isoformat(),
                       "duration_s": None if duration is None else round(duration, 3),
-                      "clock_trusted": self._clock_trusted(closed)},
+                      "clock_trusted": clock.trusted},
             "end_reason": reason,
             "final_state": final,
             "allowlist_version": self.docs.allowlist.version if self.docs.allowlist else 0,
@@ -458,6 +483,9 @@ class Station:
     def _report_update(self, result: UpdateResult) -> None:
         if result.accepted:
             log.info("%s version %d installed", result.kind, result.version)
+            for doc in (self.docs.allowlist, self.docs.policy):
+                if doc is not None:
+                    self.clock.observe(doc.created)  # signed by headquarters: surely past
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
             if self.link.connected:

@@ -352,10 +352,10 @@ def test_quota_exhausted_line_shows_used_and_limit() -> None:
     assert d.reason == el.QUOTA_EXHAUSTED
     line = attendant_line("id", d.reason, pump=3, plate="B 1234 XYZ", product="pertalite",
                           used_ml=d.used_ml, limit_ml=d.limit_ml)
-    assert line.endswith("kuota harian Pertalite habis (terpakai 9,95 dari 10,00 L)")
+    assert line.endswith("kuota harian Pertalite habis (terpakai 9,95 dari 10,00 L), kembali pukul 00.00 WIB")
     line = attendant_line("en", d.reason, pump=3, plate="B 1234 XYZ", product="pertalite",
                           used_ml=d.used_ml, limit_ml=d.limit_ml)
-    assert line.endswith("daily Pertalite quota used up (9.95 of 10.00 L)")
+    assert line.endswith("daily Pertalite quota used up (9.95 of 10.00 L), resets at 00:00 WIB")
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
