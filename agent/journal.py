@@ -213,10 +213,12 @@ class Journal:
         rows = self._db.execute(
             "SELECT seq, tx_id, pump, vehicle_id, plate, product, quota_day, limit_ml,"
             " quota_before_ml, preset_ml, reserved_ml, price_idr, state, opened_at"
-            " FROM sessions WHERE state != ? ORDER BY seq",
-            (STATE_CLOSED,),
+            # The literal (not a parameter) and no ORDER BY let SQLite answer from the
+            # partial index of open sessions: start-up never reads the history.
+            " FROM sessions WHERE state != 'closed'",
         ).fetchall()
-        return [SessionRow(row[0], row[1], row[2], from_db_id(row[3]), *row[4:]) for row in rows]
+        return sorted((SessionRow(row[0], row[1], row[2], from_db_id(row[3]), *row[4:]) for row in rows),
+                      key=lambda s: s.seq)
 
     def dispensed_by_pump(self) -> dict[int, int]:
         rows = self._db.execute(

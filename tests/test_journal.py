@@ -366,3 +366,19 @@ def test_outbox_empty(journal: Journal) -> None:
     pub = Publisher()
     assert sender.pump(0.0, pub) == 0
     assert pub.sent == [] and sender.in_flight == 0
+
+
+def test_open_sessions_is_answered_from_the_partial_index(tmp_path: Path) -> None:
+    """Start-up must not read the history: the query open_sessions() really runs is
+    planned on the partial index of open sessions, not a scan of the table."""
+    journal = Journal(tmp_path / "j.sqlite")
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    journal.open_sessions()
+    journal._db.set_trace_callback(None)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1
+    plan = journal._db.execute("EXPLAIN QUERY PLAN " + selects[0]).fetchall()
+    assert any("sessions_open" in str(row) for row in plan), plan
+    assert not any("TEMP B-TREE" in str(row) for row in plan), plan
+    journal.close()

@@ -1,0 +1,34 @@
+"""Tiny-size runs of the benchmarks, so `make test` keeps them working and their JSON in shape.
+The real sizes are run by hand; their figures are in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def run_bench(name: str, out: Path, *args: str) -> dict[str, object]:
+    subprocess.run([sys.executable, str(ROOT / "tests" / "bench" / f"{name}.py"), *args, "--json", str(out)],
+                   check=True, capture_output=True, timeout=300, cwd=ROOT)
+    report: dict[str, object] = json.loads(out.read_text())
+    assert {"machine", "params", "results", "targets"} <= set(report)
+    return report
+
+
+def test_startup_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("startup", tmp_path / "startup.json", "--transactions", "3000", "--runs", "2")
+    results = report["results"]
+    assert isinstance(results, dict)
+    assert set(results) == {"empty_journal", "history_journal"}
+    assert results["history_journal"]["journal_mb"] > results["empty_journal"]["journal_mb"]
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["ready_s_with_history"]["target"] == 1.5
