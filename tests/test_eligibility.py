@@ -375,3 +375,45 @@ def test_missing_plate_shows_dash_and_unknown_key_falls_back() -> None:
     assert attendant_line("en", el.SUSPENDED, pump=4) == "REFUSED   pump 4  -  vehicle suspended"
     assert attendant_line("id", "no_such_reason", pump=4) == attendant_line("id", el.UNKNOWN_QR, pump=4)
     assert attendant_line("id", "duplicate", pump=4) == ""
+
+
+# --- offline caps ----------------------------------------------------------------------------
+
+
+def test_fresh_list_is_not_offline_and_uncapped() -> None:
+    policy = make_policy(offline_after_h=24 * 30, offline_caps_l={"pertalite": 20})
+    d = run(CAR_PERTALITE, requested_ml=None, policy=policy)
+    assert d.ok and not d.offline
+    assert d.preset_ml == 50_000  # max fill, the 120 L limit not touched
+
+
+def test_stale_list_serves_under_the_offline_cap_never_unchecked() -> None:
+    policy = make_policy(offline_after_h=48, offline_caps_l={"pertalite": 20})
+    d = run(CAR_PERTALITE, requested_ml=None, used_ml=5_000, policy=policy)  # list is 4 days old
+    assert d.ok and d.offline
+    assert d.limit_ml == 20_000 and d.preset_ml == 15_000
+    refused = run(CAR_PERTALITE, used_ml=20_000, policy=policy)
+    assert not refused.ok and refused.reason == el.QUOTA_EXHAUSTED and refused.offline
+    # the other checks still apply while offline
+    assert run(SUSPENDED_CAR, policy=policy).reason == el.SUSPENDED
+    assert run(MOTORCYCLE, "solar", policy=policy).reason == el.WRONG_PRODUCT
+
+
+def test_offline_cap_of_zero_stops_sales_of_that_product() -> None:
+    policy = make_policy(offline_after_h=48, offline_caps_l={"solar": 0})
+    d = run(CAR_SOLAR, "solar", policy=policy)
+    assert not d.ok and d.reason == el.QUOTA_EXHAUSTED
+
+
+def test_offline_cap_never_raises_a_lower_category_limit() -> None:
+    policy = make_policy(offline_after_h=48, offline_caps_l={"pertalite": 60})
+    d = run(MOTORCYCLE, requested_ml=None, policy=policy)
+    assert d.limit_ml == 10_000 and d.preset_ml == 10_000
+
+
+@pytest.mark.parametrize("bad", [{"diesel": 5}, {"solar": -1}, [], {"solar": True}])
+def test_bad_offline_caps_are_rejected(bad: object) -> None:
+    from agent.documents import DocumentError
+
+    with pytest.raises(DocumentError, match="offline_caps_l"):
+        make_policy(offline_caps_l=bad)
