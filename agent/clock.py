@@ -2,7 +2,8 @@
 
 A Pi without RTC boots at 1970 or at the last time fake-hwclock saved, and NTP may never
 come (the station is offline). The wall clock is trusted only if it is not earlier than
-the newest of: the software's build date, the last journal entry, and the newest signed
+the newest of: the software's build date, the last journal entry, headquarters' time in its
+latest acknowledgement, and the newest signed
 document's creation time (each a moment that certainly passed). An untrusted clock never
 resets quotas: the quota day stays at the last trusted day, and expiry checks use that
 floor instead of the clock. Durations never use the wall clock (monotonic only).

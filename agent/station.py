@@ -474,9 +474,14 @@ class Station:
             try:
                 body = json.loads(message.payload)
                 ids = [str(i) for i in body["ids"]]
+                hq_time = dt.datetime.fromisoformat(body["at"]) if "at" in body else None
             except (ValueError, KeyError, TypeError):
                 log.warning("malformed acknowledgement ignored")
                 return
+            if hq_time is not None and hq_time.tzinfo is not None:
+                # Headquarters' clock is a moment that has surely passed: it raises the floor
+                # an offline-booted Pi compares its own clock with.
+                self.clock.observe(hq_time)
             if self.outbox.on_ack(ids):
                 killpoint("ack_applied")
 

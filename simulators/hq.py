@@ -175,7 +175,8 @@ class HeadquartersSim:
             else:
                 self.received[tx_id] = record
         # Acknowledge after storing: the station may then forget it. Repeats are acked again.
-        client.publish(topics.ack(station or ""), json.dumps({"ids": [tx_id]}), qos=1)
+        ack = {"ids": [tx_id], "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        client.publish(topics.ack(station or ""), json.dumps(ack), qos=1)
 
     def transactions(self) -> list[dict[str, Any]]:
         with self._lock:
