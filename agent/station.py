@@ -74,6 +74,7 @@ class PumpRuntime:
     last_scan: tuple[str, float] = ("", 0.0)
     scanner_connected: bool = False
     last_query_mono: float = 0.0
+    verify_after_hello: bool = False  # the board rebooted: does it still know this session?
 
 
 def utc_now() -> dt.datetime:
@@ -173,7 +174,8 @@ class Station:
 
     def _query_recovering(self, now: float) -> None:
         for pump in self.pumps.values():
-            if pump.state == ps.RECOVERING and self.board_connected and now - pump.last_query_mono >= 1.0:
+            asking = pump.state == ps.RECOVERING or pump.verify_after_hello
+            if asking and self.board_connected and now - pump.last_query_mono >= 1.0:
                 pump.last_query_mono = now
                 self.board.query(pump.config.channel)
 
@@ -331,11 +333,13 @@ class Station:
                     self._set_state(each, ps.INOPERATIVE)
             return
         if isinstance(event, BoardHello):
-            # The board (re)booted with every relay open; fills it was running are over.
+            # The board (re)booted with every relay open. A HELLO can also be read late
+            # (it waited in the UART buffer), so ask the board which sessions it still
+            # knows instead of closing them on sight.
             for running in self.pumps.values():
-                if running.session is not None:
-                    # Counts after the last STATUS died with the board: flagged, not guessed.
-                    self._close(running.session, self._ml(running, running.pulses), "board_reset")
+                if running.session is not None and running.state != ps.RECOVERING:
+                    running.verify_after_hello = True
+                    running.last_query_mono = 0.0
             return
         if isinstance(event, CommandLost):
             lost_on = self._pump_for_channel(event.channel)
@@ -359,6 +363,11 @@ class Station:
         elif isinstance(event, BoardStatus):
             if pump.state == ps.RECOVERING and pump.session is not None:
                 self._recovered(pump, event)
+            elif pump.verify_after_hello and pump.session is not None:
+                pump.verify_after_hello = False
+                if event.auth_id != pump.session.seq:
+                    # Counts after the last STATUS died with the board: flagged, not guessed.
+                    self._close(pump.session, self._ml(pump, pump.pulses), "board_reset")
             elif pump.session is not None and event.auth_id == pump.session.seq:
                 if event.pulses != pump.pulses:
                     pump.last_flow_mono = time.monotonic()
@@ -420,6 +429,7 @@ class Station:
             pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
             pump.session = None
             pump.stop_sent_mono = 0.0
+            pump.verify_after_hello = False
             self._set_state(pump, ps.after_session(pump.nozzle_up))
         if notify:
             self._say("done", session.pump, plate=session.plate, product=session.product,

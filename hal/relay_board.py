@@ -116,6 +116,9 @@ class RelayBoard:
         self._port = SerialPortThread(
             port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=0.02,
             on_idle=self._tick, name=f"relay-board:{port}",
+            # Frames queued before we opened the port belong to a previous host; the board
+            # repeats what matters (STATUS on QUERY) to this one.
+            flush_on_open=True,
         )
 
     def start(self) -> None:

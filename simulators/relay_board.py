@@ -1,9 +1,11 @@
 """Relay board plus the dispensers it is wired to, on a pseudo-terminal.
 
-The board runs the same safety core as the firmware (hal/firmware/board_core.py). Each
-dispenser has a nozzle the simulated customer lifts and hangs, a flow that runs only
-while the board's relay is closed and the nozzle is up, a pulser, and its own
-totaliser: the physical truth the agent's journal must match.
+The board *is* the firmware: hal/firmware/main.py runs unchanged against
+simulators/machine_stub.py, its UART bound to the pty and its pins to the dispensers.
+Each dispenser has a nozzle the simulated customer lifts and hangs, a solenoid valve that
+opens only while the board's relay output is high and the nozzle is up, a pulser that
+fires the firmware's pin interrupt once per pulse, and its own totaliser: the physical
+truth the agent's journal must match.
 """
 
 from __future__ import annotations
@@ -14,22 +16,10 @@ import threading
 import time
 
 from hal import relay_proto as rp
+from hal.firmware import main as firmware
 from hal.firmware.board_core import BoardCore
+from simulators.machine_stub import CPythonClock, FakeMachine
 from simulators.pty_device import PtyDevice
-
-
-class Dispenser:
-    def __init__(self, flow_lps: float, pulses_per_litre: int) -> None:
-        self.flow_lps = flow_lps
-        self.pulses_per_litre = pulses_per_litre
-        self.nozzle_up = False
-        self.totaliser_pulses = 0
-        self.flowing = False
-        self.fraction = 0.0
-        self.overrun_due = 0
-
-    def totaliser_ml(self) -> int:
-        return self.totaliser_pulses * 1000 // self.pulses_per_litre
 
 
 class RecordingBoardCore(BoardCore):
@@ -52,6 +42,20 @@ class RecordingBoardCore(BoardCore):
             self.accepted.append((index, auth_id, preset))
 
 
+class Dispenser:
+    def __init__(self, flow_lps: float, pulses_per_litre: int) -> None:
+        self.flow_lps = flow_lps
+        self.pulses_per_litre = pulses_per_litre
+        self.nozzle_up = False
+        self.totaliser_pulses = 0
+        self.flowing = False
+        self.fraction = 0.0
+        self.overrun_due = 0
+
+    def totaliser_ml(self) -> int:
+        return self.totaliser_pulses * 1000 // self.pulses_per_litre
+
+
 class RelayBoardSim:
     def __init__(
         self,
@@ -62,11 +66,17 @@ class RelayBoardSim:
         max_overrun_pulses: int = 2,
         seed: int = 1,
     ) -> None:
+        if not 1 <= channels <= len(firmware.RELAY_PINS):
+            raise ValueError(f"the relay board has 1..{len(firmware.RELAY_PINS)} channels")
         self.device = PtyDevice()
+        self.machine = FakeMachine(self.device.master)
         self.core = RecordingBoardCore(channels, watchdog_ms=watchdog_ms)
+        self.channels = channels
         self.dispensers = [Dispenser(flow_lps, pulses_per_litre) for _ in range(channels)]
         self.max_overrun_pulses = max_overrun_pulses
         self._rng = random.Random(seed)
+        self._watchdog_ms = watchdog_ms
+        self.firmware: firmware.Firmware | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="relay-board-sim", daemon=True)
@@ -82,7 +92,10 @@ class RelayBoardSim:
 
     def start(self) -> None:
         with self._lock:
-            self.core.boot(self._now(), boot_id=self._rng.getrandbits(32))
+            self.firmware = firmware.Firmware(self.machine, self.channels, boot_id=self._rng.getrandbits(32),
+                                              clock=CPythonClock, core=self.core,
+                                              watchdog_ms=self._watchdog_ms)
+            self.machine.pins[firmware.ESTOP_PIN].drive(0)  # the E-stop loop is closed: not pressed
         self._thread.start()
 
     def close(self) -> None:
@@ -96,28 +109,36 @@ class RelayBoardSim:
     def lift_nozzle(self, channel: int) -> None:
         with self._lock:
             self.dispensers[channel].nozzle_up = True
-            self.core.nozzle(channel, True, self._now())
+            self.machine.pins[firmware.NOZZLE_PINS[channel]].drive(0)
+            self._step()
 
     def hang_nozzle(self, channel: int) -> None:
         with self._lock:
             self.dispensers[channel].nozzle_up = False
-            self.core.nozzle(channel, False, self._now())
+            self.machine.pins[firmware.NOZZLE_PINS[channel]].drive(1)
+            self._step()
 
     def press_estop(self) -> None:
         with self._lock:
-            self.core.estop(self._now())
+            self.machine.pins[firmware.ESTOP_PIN].drive(1)
+            self._step()
 
-    def accepted(self) -> list[tuple[int, int, int]]:
+    def release_estop(self) -> None:
         with self._lock:
-            return list(self.core.accepted)
+            self.machine.pins[firmware.ESTOP_PIN].drive(0)
 
-    def host_hellos(self) -> int:
+    def press_reset(self) -> None:
         with self._lock:
-            return self.core.host_hellos
+            self.machine.pins[firmware.RESET_PIN].drive(0)
+            self._step()
+            self.machine.pins[firmware.RESET_PIN].drive(1)
 
     def relay_closed(self, channel: int) -> bool:
         with self._lock:
-            return self.core.relay(channel)
+            return self._relay(channel)
+
+    def _relay(self, channel: int) -> bool:
+        return self.machine.pins[firmware.RELAY_PINS[channel]].value() == 1
 
     def totaliser_ml(self, channel: int) -> int:
         with self._lock:
@@ -127,38 +148,47 @@ class RelayBoardSim:
         with self._lock:
             return self.dispensers[channel].flowing
 
+    def accepted(self) -> list[tuple[int, int, int]]:
+        with self._lock:
+            return list(self.core.accepted)
+
+    def host_hellos(self) -> int:
+        with self._lock:
+            return self.core.host_hellos
+
     # --- the board's loop ---------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            data = self.device.read(0.01)
             with self._lock:
-                now = self._now()
-                if data:
-                    self.core.feed(data, now)
-                self._flow(now)
-                self.core.tick(now)
-                out = self.core.take_output()
-            if out:
+                self._flow(self._now())
                 with contextlib.suppress(OSError):
-                    self.device.write(out)
+                    self._step()
+            self._stop.wait(0.005)
+
+    def _step(self) -> None:
+        if self.firmware is not None:
+            self.firmware.step()
+
+    def _pulse(self, channel: int) -> None:
+        self.dispensers[channel].totaliser_pulses += 1
+        self.machine.pins[firmware.PULSER_PINS[channel]].falling_edge()
 
     def _flow(self, now: int) -> None:
         dt_s = max(0, now - self._last) / 1000
         self._last = now
         for index, disp in enumerate(self.dispensers):
-            valve_open = disp.nozzle_up and self.core.relay(index)
+            valve_open = disp.nozzle_up and self._relay(index)
             if valve_open:
                 disp.flowing = True
                 disp.fraction += disp.flow_lps * disp.pulses_per_litre * dt_s
                 count = int(disp.fraction)
                 disp.fraction -= count
                 for _ in range(count):
-                    if not self.core.relay(index):
-                        break  # the board opened the relay mid-tick
-                    disp.totaliser_pulses += 1
-                    self.core.pulse(index, now)
-                valve_open = self.core.relay(index)
+                    if not self._relay(index):
+                        break  # the firmware cut the relay on the preset pulse
+                    self._pulse(index)
+                valve_open = self._relay(index)
             if disp.flowing and not valve_open:
                 disp.flowing = False
                 disp.fraction = 0.0
@@ -167,5 +197,4 @@ class RelayBoardSim:
                     disp.overrun_due = self._rng.randint(0, self.max_overrun_pulses)
             if disp.overrun_due and not valve_open:
                 disp.overrun_due -= 1
-                disp.totaliser_pulses += 1
-                self.core.pulse(index, now)
+                self._pulse(index)

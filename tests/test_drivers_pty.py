@@ -62,13 +62,14 @@ def test_serial_scanner_reads_codes_and_reports_garbage() -> None:
 
 def test_relay_board_authorises_meters_and_ends_on_nozzle_hang() -> None:
     board = RelayBoardSim(channels=2, flow_lps=20.0)
-    board.start()
     events: queue.Queue[Any] = queue.Queue()
     driver = RelayBoard(board.path, events.put)
     driver.start()
     try:
         wait_for(events, lambda e: isinstance(e, BoardLink) and e.connected)
-        wait_for(events, lambda e: isinstance(e, BoardHello))
+        board.start()  # power on with the host already listening: it announces its boot
+        hello = wait_for(events, lambda e: isinstance(e, BoardHello))
+        assert hello.channels == 2
         time.sleep(0.3)  # heartbeats reach the board before it accepts an authorisation
         driver.keep_alive()
         driver.authorize(1, 77, preset_pulses=10_000)
@@ -96,7 +97,7 @@ def test_relay_drops_by_itself_when_the_agent_stops_saying_it_is_alive() -> None
     driver = RelayBoard(board.path, events.put, alive_window_s=0.5)
     driver.start()
     try:
-        wait_for(events, lambda e: isinstance(e, BoardHello))
+        wait_for(events, lambda e: isinstance(e, BoardLink) and e.connected)
         time.sleep(0.3)
         driver.keep_alive()
         driver.authorize(0, 5, preset_pulses=100_000)
