@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest mosquitto venv clean
+.PHONY: demo test lint typecheck pytest mosquitto node venv clean
+MP_TESTS := tests/micropython
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,20 @@ mosquitto:
 		echo "mosquitto is missing; run: sudo apt-get install mosquitto" >&2; exit 1; \
 	fi
 
+# Node.js runs the MicroPython WebAssembly interpreter for the firmware tests.
+node:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "installing Debian's nodejs and npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	else \
+		echo "node is missing (MicroPython tests will skip); run: sudo apt-get install nodejs npm" >&2; \
+	fi
+
+$(MP_TESTS)/node_modules/.package-lock.json: $(MP_TESTS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd $(MP_TESTS) && npm ci --no-audit --no-fund --loglevel=error; fi
+
 demo: $(STAMP) mosquitto
 	$(BIN)/spbu demo $(DEMO_ARGS)
 
@@ -34,7 +49,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) mosquitto
+pytest: $(STAMP) mosquitto node
+	@$(MAKE) --no-print-directory $(MP_TESTS)/node_modules/.package-lock.json
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
