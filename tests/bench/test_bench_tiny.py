@@ -32,3 +32,15 @@ def test_startup_benchmark_tiny(tmp_path: Path) -> None:
     targets = report["targets"]
     assert isinstance(targets, dict)
     assert targets["ready_s_with_history"]["target"] == 1.5
+
+
+def test_safety_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("safety", tmp_path / "safety.json", "--runs", "3")
+    results = report["results"]
+    assert isinstance(results, dict)
+    firmware = results["firmware"]
+    assert firmware["death_to_relay_open_s"]["runs"] == 3
+    # The dead-man cannot fire before the last heartbeat's age reaches the watchdog.
+    assert 0.5 <= firmware["death_to_relay_open_s"]["median"] <= 1.0
+    assert firmware["estop_loop_passes"]["worst"] >= 1
+    assert "baseline_host_enforced_preset" in results
