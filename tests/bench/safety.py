@@ -108,7 +108,7 @@ def overshoot_runs(runs: int) -> tuple[list[float], list[float]]:
     pulse_interval_ms = 60_000 / (FLOW_LPM * PULSES_PER_LITRE)  # 15 ms at 40 L/min
     rng = random.Random(1)
     for run in range(runs):
-        firmware, machine, clock, host, read_fd, write_fd = firmware_rig(run)
+        firmware, machine, clock, _host, read_fd, write_fd = firmware_rig(run)
         preset = rng.randint(200, 2000)  # 2..20 L
         firmware.core.last_heartbeat = clock.t  # as if heartbeats flow
         firmware.core._authorize(0, 1, preset, clock.t)
@@ -142,7 +142,7 @@ def estop_runs(runs: int) -> list[int]:
     passes = []
     rng = random.Random(2)
     for run in range(runs):
-        firmware, machine, clock, host, read_fd, write_fd = firmware_rig(run)
+        firmware, machine, clock, _host, read_fd, write_fd = firmware_rig(run)
         firmware.core.last_heartbeat = clock.t
         firmware.core._authorize(0, 1, 100_000, clock.t)
         firmware.step()
