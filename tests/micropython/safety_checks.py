@@ -6,6 +6,7 @@ check ("PASS name" / "FAIL name: detail") and a final "N passed, M failed" line.
 
 import machine
 
+from hal import dart_proto as dart
 from hal import relay_proto as rp
 from hal.crc16 import crc16_ccitt
 from hal.firmware import main as fw
@@ -52,6 +53,16 @@ a.poll(a.retry_ms)
 got = b.feed(a.take_output(), a.retry_ms)
 a.feed(b.take_output(), a.retry_ms)
 check("retransmitted_once_delivered", got == [(rp.AUTHORIZE, (0, 9, 100))] and a.in_flight == 0, got)
+
+# --- DART codec ---------------------------------------------------------------------------
+
+captured = bytes([0x50, 0x30, 0x01, 0x01, 0x00, 0x9F, 0x5C, 0x03, 0xFA])
+check("dart_captured_frame", dart.encode_frame(0x50, dart.DATA, dart.cmd(dart.CMD_RETURN_STATUS)) == captured)
+events = dart.LineDecoder().feed(captured)
+check("dart_decode", events == [("frame", 0x50, 0x30, bytes([1, 1, 0]))], events)
+reply = dart.encode_frame(0x50, dart.DATA | 1, dart.status(dart.ST_FILLING) + dart.filled(1234, 125500))
+fields = [dart.decode_transaction(c, x, True) for c, x in dart.split_transactions(dart.LineDecoder().feed(reply)[0][3])]
+check("dart_reply_fields", fields == [("status", 4), ("filled", 1234, 125500)], fields)
 
 # --- firmware safety logic on the fake machine --------------------------------------------
 
