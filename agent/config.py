@@ -51,6 +51,10 @@ class StationConfig:
     lang: str = "id"
     relay_board_baud: int = 115200
     scanner_baud: int = 9600
+    # kind "gpio": one pump on the Pi's own header (relay, pulser, nozzle, E-stop or None)
+    relay_board_kind: str = "uart"
+    relay_gpio: tuple[int, int, int, int | None] | None = None
+    relay_active_high: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     def pump(self, number: int) -> PumpConfig:
@@ -104,6 +108,19 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         raise ConfigError("[trust]: at least one signing key is needed")
 
     board = _get(data, "relay_board", dict, "config")
+    kind = _get(board, "kind", str, "[relay_board]", "uart")
+    if kind not in ("uart", "gpio"):
+        raise ConfigError("[relay_board]: kind must be uart or gpio")
+    gpio: tuple[int, int, int, int | None] | None = None
+    if kind == "gpio":
+        pins = [_get(board, name, int, "[relay_board]") for name in ("relay_gpio", "pulser_gpio", "nozzle_gpio")]
+        estop = board.get("estop_gpio")
+        if estop is not None and (not isinstance(estop, int) or isinstance(estop, bool)):
+            raise ConfigError("[relay_board]: 'estop_gpio' must be int")
+        for number in [*pins, estop]:
+            if number is not None and not 0 <= number <= 27:
+                raise ConfigError("[relay_board]: GPIO numbers are BCM 0..27")
+        gpio = (pins[0], pins[1], pins[2], estop)
     pumps_raw = _get(data, "pumps", list, "config")
     pumps = []
     for index, raw in enumerate(pumps_raw):
@@ -131,6 +148,8 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         raise ConfigError("config: at least one [[pumps]] entry is needed")
     if len({p.number for p in pumps}) != len(pumps) or len({p.channel for p in pumps}) != len(pumps):
         raise ConfigError("[[pumps]]: numbers and channels must be unique")
+    if kind == "gpio" and (len(pumps) != 1 or pumps[0].channel != 0):
+        raise ConfigError("[relay_board]: kind gpio drives exactly one pump, on channel 0")
     timeouts_raw = _get(data, "timeouts", dict, "config", {}) or {}
     timeout_values: dict[str, float] = {}
     for name in timeouts_raw:
@@ -148,7 +167,10 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         broker_host=_get(mqtt, "host", str, "[mqtt]", "127.0.0.1"),
         broker_port=port,
         trusted_keys={str(k): str(v) for k, v in keys.items()},
-        relay_board_port=_get(board, "port", str, "[relay_board]"),
+        relay_board_port=_get(board, "port", str, "[relay_board]", "gpio" if kind == "gpio" else None),
+        relay_board_kind=kind,
+        relay_gpio=gpio,
+        relay_active_high=_get(board, "active_high", bool, "[relay_board]", True),
         relay_board_baud=_get(board, "baud", int, "[relay_board]", 115200),
         scanner_baud=_get(data.get("scanners", {}) if isinstance(data.get("scanners"), dict) else {},
                           "baud", int, "[scanners]", 9600),
@@ -190,8 +212,13 @@ def render_config(cfg: StationConfig) -> str:
         *[f"{_q(kid)} = {_q(key)}" for kid, key in cfg.trusted_keys.items()],
         "",
         "[relay_board]",
+        f"kind = {_q(cfg.relay_board_kind)}",
         f"port = {_q(cfg.relay_board_port)}",
         f"baud = {cfg.relay_board_baud}",
+        f"active_high = {'true' if cfg.relay_active_high else 'false'}",
+        *([f"{name} = {pin}" for name, pin in zip(("relay_gpio", "pulser_gpio", "nozzle_gpio", "estop_gpio"),
+                                                   cfg.relay_gpio, strict=True) if pin is not None]
+          if cfg.relay_gpio else []),
         "",
         "[scanners]",
         f"baud = {cfg.scanner_baud}",

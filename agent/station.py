@@ -98,7 +98,7 @@ class Station:
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
-        self.board = RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
+        self.board = self._make_board(config)
         self.scanners = [
             SerialScanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud)
             for p in config.pumps
@@ -108,6 +108,15 @@ class Station:
         self.clock = ClockGuard(config.zone)
         self._clock_trusted = True
         self.ready = threading.Event()
+
+    def _make_board(self, config: StationConfig) -> RelayBoard:
+        if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
+            from hal.gpio_relay import GpioRelayBoard  # gpiozero: the [pi] extra
+
+            relay, pulser, nozzle, estop = config.relay_gpio
+            return GpioRelayBoard(self.events.put, relay, pulser, nozzle, estop,
+                                  active_high=config.relay_active_high)
+        return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
 
     def _scanner_sink(self, pump: int) -> Callable[[ScannerEvent], None]:
         return lambda event: self.events.put(PumpScan(pump, event))
