@@ -94,11 +94,21 @@ def _cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
+    from hal.firmware.main import __file__ as FIRMWARE
+    from simulators.dispenser import Faults
     from simulators.relay_board import RelayBoardSim
 
-    board = RelayBoardSim(channels=args.channels, flow_lps=args.flow_lps)
+    faults = Faults(no_flow="no_flow" in args.fault, stuck_valve="stuck_valve" in args.fault,
+                    pulser_noise_hz=5.0 if "pulser_noise" in args.fault else 0.0,
+                    overrun_pulses=20 if "overrun" in args.fault else 0)
+    try:
+        board = RelayBoardSim(channels=args.channels, flow_lps=args.flow_lpm / 60, ramp_s=args.ramp_s,
+                              pulses_per_litre=args.pulses_per_litre, faults=faults, port=args.port)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     board.start()
-    print(f"relay board on {board.path} ({args.channels} channels); Ctrl-C to stop", flush=True)
+    print(f"relay board (firmware {FIRMWARE}) on {board.path}, {args.channels} channels,"
+          f" {args.flow_lpm:g} L/min, faults: {', '.join(args.fault) or 'none'}; Ctrl-C to stop", flush=True)
     stop = _stop_on_signals()
     try:
         while not stop.wait(1.0):
@@ -185,9 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="device and headquarters simulators")
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)
-    board = sim_sub.add_parser("relay-board", help="relay board and dispensers on a pseudo-terminal")
+    board = sim_sub.add_parser("relay-board", help="relay board (its real firmware) and dispensers, on a "
+                               "pseudo-terminal or a serial port")
     board.add_argument("--channels", type=int, default=2)
-    board.add_argument("--flow-lps", type=float, default=0.67, help="litres per second while flowing")
+    board.add_argument("--port", help="serial device to serve on (default: a new pseudo-terminal)")
+    board.add_argument("--flow-lpm", type=float, default=40.0, help="nominal flow, litres per minute")
+    board.add_argument("--ramp-s", type=float, default=1.0, help="seconds for the flow to reach nominal")
+    board.add_argument("--pulses-per-litre", type=int, default=100)
+    board.add_argument("--fault", action="append", default=[],
+                       choices=("no_flow", "stuck_valve", "pulser_noise", "overrun"),
+                       help="inject a dispenser fault (repeatable)")
     board.set_defaults(func=_cmd_sim_relay_board)
     scanner = sim_sub.add_parser("scanner", help="serial QR scanner on a pseudo-terminal, fed from stdin")
     scanner.set_defaults(func=_cmd_sim_scanner)

@@ -11,15 +11,16 @@ truth the agent's journal must match.
 from __future__ import annotations
 
 import contextlib
-import random
+import os
 import threading
 import time
 
 from hal import relay_proto as rp
 from hal.firmware import main as firmware
 from hal.firmware.board_core import BoardCore
+from simulators.dispenser import Dispenser, Faults
 from simulators.machine_stub import CPythonClock, FakeMachine
-from simulators.pty_device import PtyDevice
+from simulators.pty_device import PtyDevice, SerialDevice
 
 
 class RecordingBoardCore(BoardCore):
@@ -42,20 +43,6 @@ class RecordingBoardCore(BoardCore):
             self.accepted.append((index, auth_id, preset))
 
 
-class Dispenser:
-    def __init__(self, flow_lps: float, pulses_per_litre: int) -> None:
-        self.flow_lps = flow_lps
-        self.pulses_per_litre = pulses_per_litre
-        self.nozzle_up = False
-        self.totaliser_pulses = 0
-        self.flowing = False
-        self.fraction = 0.0
-        self.overrun_due = 0
-
-    def totaliser_ml(self) -> int:
-        return self.totaliser_pulses * 1000 // self.pulses_per_litre
-
-
 class RelayBoardSim:
     def __init__(
         self,
@@ -65,16 +52,18 @@ class RelayBoardSim:
         watchdog_ms: int = 750,
         max_overrun_pulses: int = 2,
         seed: int = 1,
+        ramp_s: float = 0.0,
+        faults: Faults | None = None,
+        port: str | None = None,
     ) -> None:
         if not 1 <= channels <= len(firmware.RELAY_PINS):
             raise ValueError(f"the relay board has 1..{len(firmware.RELAY_PINS)} channels")
-        self.device = PtyDevice()
+        self.device: PtyDevice | SerialDevice = SerialDevice(port) if port else PtyDevice()
         self.machine = FakeMachine(self.device.master)
         self.core = RecordingBoardCore(channels, watchdog_ms=watchdog_ms)
         self.channels = channels
-        self.dispensers = [Dispenser(flow_lps, pulses_per_litre) for _ in range(channels)]
-        self.max_overrun_pulses = max_overrun_pulses
-        self._rng = random.Random(seed)
+        self.dispensers = [Dispenser(flow_lps, pulses_per_litre, ramp_s, max_overrun_pulses, seed + i,
+                                     faults or Faults()) for i in range(channels)]
         self._watchdog_ms = watchdog_ms
         self.firmware: firmware.Firmware | None = None
         self._lock = threading.Lock()
@@ -92,7 +81,7 @@ class RelayBoardSim:
 
     def start(self) -> None:
         with self._lock:
-            self.firmware = firmware.Firmware(self.machine, self.channels, boot_id=self._rng.getrandbits(32),
+            self.firmware = firmware.Firmware(self.machine, self.channels, boot_id=int.from_bytes(os.urandom(4), "big"),
                                               clock=CPythonClock, core=self.core,
                                               watchdog_ms=self._watchdog_ms)
             self.machine.pins[firmware.ESTOP_PIN].drive(0)  # the E-stop loop is closed: not pressed
@@ -178,23 +167,17 @@ class RelayBoardSim:
         dt_s = max(0, now - self._last) / 1000
         self._last = now
         for index, disp in enumerate(self.dispensers):
-            valve_open = disp.nozzle_up and self._relay(index)
-            if valve_open:
+            relay = self._relay(index)
+            for _ in range(disp.noise_pulses(dt_s)):
+                self.machine.pins[firmware.PULSER_PINS[index]].falling_edge()  # not fuel: no totaliser
+            count = disp.fuel_pulses(dt_s, relay)
+            if count:
                 disp.flowing = True
-                disp.fraction += disp.flow_lps * disp.pulses_per_litre * dt_s
-                count = int(disp.fraction)
-                disp.fraction -= count
-                for _ in range(count):
-                    if not self._relay(index):
-                        break  # the firmware cut the relay on the preset pulse
-                    self._pulse(index)
-                valve_open = self._relay(index)
-            if disp.flowing and not valve_open:
-                disp.flowing = False
-                disp.fraction = 0.0
-                if disp.nozzle_up:
-                    # the relay cut the flow; the solenoid valve does not shut instantly
-                    disp.overrun_due = self._rng.randint(0, self.max_overrun_pulses)
-            if disp.overrun_due and not valve_open:
-                disp.overrun_due -= 1
+            for _ in range(count):
+                if not disp.valve_open(self._relay(index)):
+                    break  # the firmware cut the relay on the preset pulse
+                self._pulse(index)
+            if disp.flowing and not disp.valve_open(self._relay(index)):
+                disp.valve_closed()
+            if not disp.valve_open(self._relay(index)) and disp.overrun_pulse():
                 self._pulse(index)
