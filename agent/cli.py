@@ -155,6 +155,12 @@ def _cmd_sim_hq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hw_test(args: argparse.Namespace) -> int:
+    from agent.hwtest import run_hw_test
+
+    return run_hw_test(args.port, args.channel, interactive=not args.no_prompt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spbu", description="SPBU edge agent: offline subsidised-fuel "
                                      "eligibility, pump control, journal and sync.")
@@ -192,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     issue = token_sub.add_parser("issue", help="print the QR text for a vehicle id")
     issue.add_argument("--vehicle-id", type=int, required=True)
     issue.set_defaults(func=_cmd_token_issue)
+
+    hw = sub.add_parser("hw", help="hardware checks for field technicians")
+    hw_sub = hw.add_subparsers(dest="hw_command", metavar="ACTION", required=True)
+    hwtest = hw_sub.add_parser("test", help="step-by-step check of a relay board: link, relay, nozzle, pulser, "
+                               "dead-man, E-stop")
+    hwtest.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/spbu-relay")
+    hwtest.add_argument("--channel", type=int, default=0, help="fuelling point on the board (default 0)")
+    hwtest.add_argument("--no-prompt", action="store_true", help="skip the steps that need a person")
+    hwtest.set_defaults(func=_cmd_hw_test)
 
     sim = sub.add_parser("sim", help="device and headquarters simulators")
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)

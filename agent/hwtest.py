@@ -1,0 +1,146 @@
+"""`spbu hw test`: a field technician's step-by-step check of a relay board (real or
+simulated): link and firmware, relay on and off, nozzle switch, pulser, dead-man, E-stop.
+Each step prints PASS or FAIL with what was seen; steps that need a person ask for it."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from hal.relay_board import BoardEnd, BoardHello, BoardLink, BoardStatus, NozzleChange, RelayBoard
+
+TEST_AUTH_ID = 0xFFFF0000  # far above any session id the agent uses
+
+
+@dataclass
+class Step:
+    name: str
+    passed: bool | None  # None: skipped
+    detail: str
+
+
+class BoardTester:
+    def __init__(self, port: str, channel: int, out: TextIO, ask: Callable[[str], bool]) -> None:
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.board = RelayBoard(port, self.events.put)
+        self.channel = channel
+        self.out = out
+        self.ask = ask
+        self.steps: list[Step] = []
+        self.status: BoardStatus | None = None
+
+    def _pump(self, seconds: float, until: Callable[[Any], bool] | None = None) -> Any:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.board.keep_alive()
+            try:
+                event = self.events.get(timeout=min(left, 0.05))
+            except queue.Empty:
+                continue
+            if isinstance(event, BoardStatus) and event.channel == self.channel:
+                self.status = event
+            if until is not None and until(event):
+                return event
+        return None
+
+    def _query(self) -> BoardStatus | None:
+        self.status = None
+        self.board.query(self.channel)
+        self._pump(1.0, lambda e: isinstance(e, BoardStatus) and e.channel == self.channel)
+        return self.status
+
+    def record(self, name: str, passed: bool | None, detail: str) -> bool:
+        self.steps.append(Step(name, passed, detail))
+        word = "SKIP" if passed is None else "PASS" if passed else "FAIL"
+        print(f"{word:4}  {name}: {detail}", file=self.out, flush=True)
+        return bool(passed)
+
+    def run(self) -> bool:
+        self.board.start()
+        try:
+            self._run()
+        finally:
+            self.board.stop(self.channel)
+            self._pump(0.2)
+            self.board.close()
+        failed = [s for s in self.steps if s.passed is False]
+        print(f"{len(self.steps) - len(failed)} passed, {len(failed)} failed", file=self.out, flush=True)
+        return not failed
+
+    def _run(self) -> None:
+        link = self._pump(3.0, lambda e: isinstance(e, BoardLink) and e.connected)
+        if not self.record("serial port", link is not None, f"{self.board._port.port} opened" if link else
+                           "cannot open the port"):
+            return
+        self._pump(0.3)  # heartbeats reach the board
+        status = self._query()
+        if status is None:
+            self.record("board answers", False, "no answer to QUERY within 1 s (wiring, baud?)")
+            return
+        self.record("board answers", True, "STATUS received")
+        self.record("E-stop loop closed", not status.estop, "E-stop latched: release it and press the board's "
+                    "reset button" if status.estop else "not latched")
+        self.board.authorize(self.channel, TEST_AUTH_ID, 1_000_000)
+        self._pump(0.3)
+        status = self._query()
+        self.record("relay closes on AUTHORIZE", bool(status and status.relay),
+                    "relay reported closed" if status and status.relay else "relay did not close")
+        if self.ask(f"Lift the nozzle on channel {self.channel}"):
+            event = self._pump(15.0, lambda e: isinstance(e, NozzleChange) and e.channel == self.channel and e.up)
+            self.record("nozzle switch", event is not None, "nozzle up seen" if event else "no nozzle-up in 15 s")
+            before = self.status.pulses if self.status else 0
+            self._pump(2.0)
+            status = self._query()
+            pulses = (status.pulses if status else 0) - before
+            self.record("pulser", pulses > 0, f"{pulses} pulses in 2 s of flow")
+        else:
+            self.record("nozzle switch", None, "needs a person at the pump")
+            self.record("pulser", None, "needs a person at the pump")
+        self.board.stop(self.channel)
+        end = self._pump(3.0, lambda e: isinstance(e, BoardEnd) and e.auth_id == TEST_AUTH_ID)
+        status = self._query()
+        self.record("relay opens on STOP", end is not None and bool(status and not status.relay),
+                    f"ended ({end.reason}), {end.pulses} pulses" if end else "no END after STOP")
+        if end is not None and self.ask(f"Hang the nozzle on channel {self.channel}"):
+            self._pump(1.0)
+        # Dead-man: authorise, then say nothing; the board must drop the relay by itself.
+        self.board.authorize(self.channel, TEST_AUTH_ID + 1, 1_000_000)
+        self._pump(0.3)
+        start = time.monotonic()
+        self.board._alive_window_s = 0.0  # stop heartbeats, as if the agent had died
+        end = self._pump(3.0, lambda e: isinstance(e, BoardEnd) and e.auth_id == TEST_AUTH_ID + 1)
+        self.board._alive_window_s = 1.0
+        waited = time.monotonic() - start
+        self.record("dead-man drops the relay", end is not None and end.reason == "heartbeat_lost",
+                    f"fill ended {waited:.2f} s after the last heartbeat" if end else "relay never dropped")
+        if self.ask("Press the E-stop (leave it pressed)"):
+            self.board.authorize(self.channel, TEST_AUTH_ID + 2, 1_000_000)
+            self._pump(0.5)
+            status = self._query()
+            ok = bool(status and status.estop and not status.relay)
+            self.record("E-stop", ok, "latched, relay refused" if ok else "E-stop not seen or relay closed")
+            self.ask("Release the E-stop and press the board's reset button")
+            self._pump(0.5)
+        else:
+            self.record("E-stop", None, "needs a person at the board")
+        hello = [e for e in list(self.events.queue) if isinstance(e, BoardHello)]
+        if hello:
+            self.record("firmware", True, f"version {hello[0].firmware}, {hello[0].channels} channels")
+
+
+def prompt_stdin(message: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> bool:
+    if stdin.closed:
+        return False
+    print(f"....  {message}, then press Enter (or type s and Enter to skip)", file=out, flush=True)
+    answer = stdin.readline()
+    return answer != "" and answer.strip().lower() != "s"
+
+
+def run_hw_test(port: str, channel: int, interactive: bool) -> int:
+    ask = prompt_stdin if interactive else (lambda message: False)
+    ok = BoardTester(port, channel, sys.stdout, ask).run()
+    return 0 if ok else 1

@@ -1,0 +1,62 @@
+"""`spbu hw test` against the simulated board over a pty, with a technician answering the
+prompts; and against a port with nothing behind it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from simulators.pty_device import PtyDevice
+from simulators.relay_board import RelayBoardSim
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_technician_walks_through_every_step() -> None:
+    board = RelayBoardSim(channels=2, flow_lps=1.0)
+    board.start()
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "hw", "test", "--port", board.path, "--channel", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdin is not None and proc.stdout is not None
+    lines = []
+    def release_and_reset() -> None:
+        board.release_estop()
+        board.press_reset()
+
+    actions: dict[str, Callable[[], None]] = {
+        "Lift the nozzle": lambda: board.lift_nozzle(1), "Hang the nozzle": lambda: board.hang_nozzle(1),
+        "Press the E-stop": board.press_estop, "Release the E-stop": release_and_reset}
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            for prompt, act in actions.items():
+                if prompt in line:
+                    act()
+                    proc.stdin.write("\n")
+                    proc.stdin.flush()
+        assert proc.wait(30) == 0, "\n".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        board.close()
+    passed = {line.split(":")[0][6:] for line in lines if line.startswith("PASS")}
+    assert {"board answers", "relay closes on AUTHORIZE", "nozzle switch", "pulser", "relay opens on STOP",
+            "dead-man drops the relay", "E-stop"} <= passed
+    assert lines[-1] == f"{len(passed)} passed, 0 failed"
+
+
+def test_no_board_behind_the_port_fails_clearly() -> None:
+    empty = PtyDevice()
+    try:
+        result = subprocess.run([sys.executable, "-m", "agent", "hw", "test", "--port", empty.path, "--no-prompt"],
+                                capture_output=True, text=True, timeout=30, cwd=ROOT)
+    finally:
+        empty.close()
+    assert result.returncode == 1
+    assert "FAIL  board answers" in result.stdout
+    assert result.stdout.strip().endswith("1 passed, 1 failed")
