@@ -14,7 +14,6 @@ that pin low (config.txt `gpio=<pin>=op,dl`). Prefer the relay board wherever po
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from gpiozero import DigitalInputDevice, OutputDevice
 
 from hal.firmware import main as firmware
 from hal.relay_board import BoardEvent, RelayBoard
+from hal.ticks import CPythonTicks
 
 
 class _MemoryUART:
@@ -42,22 +42,6 @@ class _MemoryUART:
         with self.lock:
             self.tx.extend(data)
         return len(data)
-
-
-class _Clock:
-    """time.ticks_ms and friends, as MicroPython has them."""
-
-    @staticmethod
-    def ticks_ms() -> int:
-        return int(time.monotonic() * 1000)
-
-    @staticmethod
-    def ticks_diff(a: int, b: int) -> int:
-        return a - b
-
-    @staticmethod
-    def sleep_ms(ms: int) -> None:
-        time.sleep(ms / 1000)
 
 
 class _NoWDT:
@@ -149,7 +133,7 @@ class _InProcessPort:
     def __init__(self, machine: GpioMachine, on_bytes: Callable[[bytes], None], on_state: Callable[[bool], None],
                  on_idle: Callable[[], None], loop_ms: int = 2) -> None:
         self.machine = machine
-        self.firmware = firmware.Firmware(machine, channels=1, clock=_Clock)
+        self.firmware = firmware.Firmware(machine, channels=1, clock=CPythonTicks)
         self._on_bytes = on_bytes
         self._on_state = on_state
         self._on_idle = on_idle

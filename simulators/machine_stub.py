@@ -10,21 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hal.ticks import CPythonTicks
 
-class CPythonClock:
-    """time.ticks_ms / ticks_diff / sleep_ms as MicroPython has them."""
-
-    @staticmethod
-    def ticks_ms() -> int:
-        return int(time.monotonic() * 1000)
-
-    @staticmethod
-    def ticks_diff(a: int, b: int) -> int:
-        return a - b
-
-    @staticmethod
-    def sleep_ms(ms: int) -> None:
-        time.sleep(ms / 1000)
+CPythonClock = CPythonTicks  # the name the simulator and benchmarks use
 
 
 class StubPin:

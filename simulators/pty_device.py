@@ -9,52 +9,11 @@ import select
 import tty
 
 
-class PtyDevice:
-    def __init__(self) -> None:
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no echo, no CR/LF translation: a byte-clean line
-        self.path = os.ttyname(self._slave)
-        os.set_blocking(self.master, False)
+class FdDevice:
+    """Reads and writes a raw file descriptor without blocking the simulator."""
 
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.master, view)
-            except BlockingIOError:
-                select.select([], [self.master], [], 0.05)
-                continue
-            view = view[written:]
-
-    def read(self, timeout_s: float) -> bytes:
-        ready, _, _ = select.select([self.master], [], [], timeout_s)
-        if not ready:
-            return b""
-        try:
-            return os.read(self.master, 4096)
-        except (BlockingIOError, OSError):
-            return b""
-
-    def close(self) -> None:
-        for fd in (self.master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-class SerialDevice:
-    """A real serial port (e.g. a USB-serial adapter cabled to the Pi) in raw mode, so a
-    simulator can stand in for a device on actual wiring. Same interface as PtyDevice."""
-
-    def __init__(self, path: str, baudrate: int = 115200) -> None:
-        import termios
-
-        self.path = path
-        self.master = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        tty.setraw(self.master)
-        attrs = termios.tcgetattr(self.master)
-        speed = getattr(termios, f"B{baudrate}")
-        attrs[4] = attrs[5] = speed
-        termios.tcsetattr(self.master, termios.TCSANOW, attrs)
+    master: int
+    path: str
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -72,6 +31,35 @@ class SerialDevice:
             return os.read(self.master, 4096)
         except (BlockingIOError, OSError):
             return b""
+
+
+class PtyDevice(FdDevice):
+    def __init__(self) -> None:
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no CR/LF translation: a byte-clean line
+        self.path = os.ttyname(self._slave)
+        os.set_blocking(self.master, False)
+
+    def close(self) -> None:
+        for fd in (self.master, self._slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class SerialDevice(FdDevice):
+    """A real serial port (e.g. a USB-serial adapter cabled to the Pi) in raw mode, so a
+    simulator can stand in for a device on actual wiring. Same interface as PtyDevice."""
+
+    def __init__(self, path: str, baudrate: int = 115200) -> None:
+        import termios
+
+        self.path = path
+        self.master = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.master)
+        attrs = termios.tcgetattr(self.master)
+        speed = getattr(termios, f"B{baudrate}")
+        attrs[4] = attrs[5] = speed
+        termios.tcsetattr(self.master, termios.TCSANOW, attrs)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from simulators.broker import MosquittoBroker
 from simulators.hq import HeadquartersSim, synthetic_registry
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,13 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 STATION = "12.345.67"
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -14,6 +14,7 @@ from hal.relay_board import BoardEnd, BoardHello, BoardLink, NozzleChange, Relay
 from hal.scanner import ScanError, ScannerState, ScanRead, SerialScanner
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +31,6 @@ def wait_for(events: queue.Queue[Any], match: Callable[[Any], bool], timeout_s: 
     raise AssertionError("expected event did not arrive")
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_serial_scanner_reads_codes_and_reports_garbage() -> None:

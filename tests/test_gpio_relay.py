@@ -13,17 +13,11 @@ from gpiozero.pins.mock import MockFactory
 
 from hal.gpio_relay import GpioRelayBoard
 from hal.relay_board import BoardEnd, BoardHello, NozzleChange
+from tests.helpers import wait_until
 
 RELAY, PULSER, NOZZLE = 17, 27, 22
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 def next_event(events: queue.Queue[Any], kind: type, timeout_s: float = 3.0) -> Any:
