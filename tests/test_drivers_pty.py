@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,21 +13,11 @@ from hal.relay_board import BoardEnd, BoardHello, BoardLink, NozzleChange, Relay
 from hal.scanner import ScanError, ScannerState, ScanRead, SerialScanner
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
-from tests.helpers import wait_until
+from tests.helpers import wait_for, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for(events: queue.Queue[Any], match: Callable[[Any], bool], timeout_s: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            event = events.get(timeout=left)
-        except queue.Empty:
-            break
-        if match(event):
-            return event
-    raise AssertionError("expected event did not arrive")
 
 
 

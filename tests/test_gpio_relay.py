@@ -13,23 +13,13 @@ from gpiozero.pins.mock import MockFactory
 
 from hal.gpio_relay import GpioRelayBoard
 from hal.relay_board import BoardEnd, BoardHello, NozzleChange
-from tests.helpers import wait_until
+from tests.helpers import wait_for, wait_until
 
 RELAY, PULSER, NOZZLE = 17, 27, 22
 
 
 
 
-def next_event(events: queue.Queue[Any], kind: type, timeout_s: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            event = events.get(timeout=left)
-        except queue.Empty:
-            break
-        if isinstance(event, kind):
-            return event
-    raise AssertionError(f"no {kind.__name__}")
 
 
 class Rig:
@@ -72,31 +62,31 @@ def rig() -> Iterator[Rig]:
 
 def test_relay_off_at_start_then_a_preset_fill_stops_on_the_exact_pulse(rig: Rig) -> None:
     assert not rig.relay_on()
-    next_event(rig.events, BoardHello)
+    wait_for(rig.events, lambda e: isinstance(e, BoardHello))
     rig.keep_alive_for(0.3)
     rig.board.authorize(0, 11, 250)
     assert wait_until(lambda: alive_and(rig, rig.relay_on))
     rig.factory.pin(NOZZLE).drive_low()  # nozzle lifted
-    assert next_event(rig.events, NozzleChange).up
+    assert wait_for(rig.events, lambda e: isinstance(e, NozzleChange)).up
     rig.pulses(249)
     rig.board.keep_alive()
     assert rig.relay_on()
     rig.pulses(1)
     assert not rig.relay_on(), "the 250th pulse must cut the relay at once"
     rig.keep_alive_for(0.5)
-    end = next_event(rig.events, BoardEnd)
+    end = wait_for(rig.events, lambda e: isinstance(e, BoardEnd))
     assert (end.auth_id, end.pulses, end.reason) == (11, 250, "preset_reached")
 
 
 def test_relay_drops_when_the_agent_loop_stops_keeping_alive(rig: Rig) -> None:
-    next_event(rig.events, BoardHello)
+    wait_for(rig.events, lambda e: isinstance(e, BoardHello))
     rig.keep_alive_for(0.3)
     rig.board.authorize(0, 12, 100_000)
     assert wait_until(lambda: alive_and(rig, rig.relay_on))
     stopped = time.monotonic()
     assert wait_until(lambda: not rig.relay_on(), 3.0)
     assert time.monotonic() - stopped < 2.5  # alive window 0.5 s + dead-man 0.75 s + slack
-    assert next_event(rig.events, BoardEnd).reason == "heartbeat_lost"
+    assert wait_for(rig.events, lambda e: isinstance(e, BoardEnd)).reason == "heartbeat_lost"
 
 
 def test_active_low_relay_module_is_off_at_start_and_on_when_authorised() -> None:
@@ -104,7 +94,7 @@ def test_active_low_relay_module_is_off_at_start_and_on_when_authorised() -> Non
     r.board.start()
     try:
         assert r.factory.pin(RELAY).state, "active-low: off means the pin is high"
-        next_event(r.events, BoardHello)
+        wait_for(r.events, lambda e: isinstance(e, BoardHello))
         r.keep_alive_for(0.3)
         r.board.authorize(0, 13, 100)
         assert wait_until(lambda: alive_and(r, lambda: not r.factory.pin(RELAY).state))

@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from simulators.broker import MosquittoBroker  # noqa: E402
 from simulators.hq import HeadquartersSim, synthetic_registry  # noqa: E402
 from simulators.relay_board import RelayBoardSim  # noqa: E402
 from simulators.scanner import ScannerSim  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
 
 STATION = "31.171.02"
 RELAY_DROP_LIMIT_S = 1.5  # board watchdog 0.75 s + heartbeat period + scheduling slack
@@ -71,13 +71,6 @@ class CampaignResult:
     duration_s: float = 0.0
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return predicate()
 
 
 class Customers:
