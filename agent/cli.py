@@ -37,7 +37,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
-                    json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout)
+                    json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--flow-lps", type=float, default=25.0,
                       help="simulated flow in litres per second (sped up; a real nozzle gives ~0.67)")
     demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
+    demo.add_argument("--pump", choices=("relay", "dart"), default="relay",
+                      help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
     demo.set_defaults(func=_cmd_demo)
 
     agent = sub.add_parser("agent", help="the station agent")

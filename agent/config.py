@@ -109,8 +109,8 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
 
     board = _get(data, "relay_board", dict, "config")
     kind = _get(board, "kind", str, "[relay_board]", "uart")
-    if kind not in ("uart", "gpio"):
-        raise ConfigError("[relay_board]: kind must be uart or gpio")
+    if kind not in ("uart", "gpio", "dart"):
+        raise ConfigError("[relay_board]: kind must be uart, gpio or dart")
     gpio: tuple[int, int, int, int | None] | None = None
     if kind == "gpio":
         pins = [_get(board, name, int, "[relay_board]") for name in ("relay_gpio", "pulser_gpio", "nozzle_gpio")]
@@ -150,6 +150,11 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         raise ConfigError("[[pumps]]: numbers and channels must be unique")
     if kind == "gpio" and (len(pumps) != 1 or pumps[0].channel != 0):
         raise ConfigError("[relay_board]: kind gpio drives exactly one pump, on channel 0")
+    # DART: channel i is the pump at address 0x50 + i, and volumes are 0.01 L
+    dart_ok = sorted(p.channel for p in pumps) == list(range(len(pumps))) and all(
+        p.pulses_per_litre == 100 for p in pumps)
+    if kind == "dart" and not dart_ok:
+        raise ConfigError("[relay_board]: kind dart needs channels 0..n-1 and pulses_per_litre = 100")
     timeouts_raw = _get(data, "timeouts", dict, "config", {}) or {}
     timeout_values: dict[str, float] = {}
     for name in timeouts_raw:

@@ -27,6 +27,7 @@ from agent.domain import PRODUCT_LABELS, format_litres
 from agent.station import Station
 from agent.tokens import encode_token
 from simulators.broker import MosquittoBroker
+from simulators.dart_pump import DartPumpSim
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
@@ -138,7 +139,7 @@ class DecisionTracker:
         return None
 
 
-def serve_customers(customers: list[Customer], scanner: ScannerSim, board: RelayBoardSim,
+def serve_customers(customers: list[Customer], scanner: ScannerSim, board: RelayBoardSim | DartPumpSim,
                     channel: int, tracker: DecisionTracker, outcomes: list[Outcome],
                     stop: threading.Event) -> None:
     for customer in customers:
@@ -229,14 +230,18 @@ class DemoStation:
 
     def __init__(self, pumps: int = 2, flow_lps: float = 25.0, lang: str = "id",
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
-                 workdir: Path | None = None, quiet: bool = False) -> None:
+                 workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay") -> None:
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
         self._own_broker = broker is None
         self.broker = broker or MosquittoBroker()
         self.registry = synthetic_registry(vehicles)
-        self.board = RelayBoardSim(channels=pumps, flow_lps=flow_lps)
+        # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
+        self.pump_kind = pump_kind
+        self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps)
+                                                   if pump_kind == "dart" else
+                                                   RelayBoardSim(channels=pumps, flow_lps=flow_lps))
         self.scanners = {n: ScannerSim() for n in self.products}
         self.tracker = DecisionTracker(list(self.products))
         self.lines: list[str] = []
@@ -260,6 +265,8 @@ class DemoStation:
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={self.hq.key_id: self.hq.public_key_hex},
             relay_board_port=self.board.path,
+            relay_board_kind="dart" if self.pump_kind == "dart" else "uart",
+            relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
         )
@@ -348,9 +355,9 @@ class DemoStation:
 
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
-             flow_lps: float = 25.0, timeout_s: float = 60.0) -> int:
+             flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay") -> int:
     started = time.monotonic()
-    demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang)
+    demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0

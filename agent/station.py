@@ -46,6 +46,7 @@ from hal.relay_board import (
     BoardStatus,
     CommandLost,
     NozzleChange,
+    PumpController,
     RelayBoard,
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerState, ScanRead, SerialScanner
@@ -109,13 +110,18 @@ class Station:
         self._clock_trusted = True
         self.ready = threading.Event()
 
-    def _make_board(self, config: StationConfig) -> RelayBoard:
+    def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
             from hal.gpio_relay import GpioRelayBoard  # gpiozero: the [pi] extra
 
             relay, pulser, nozzle, estop = config.relay_gpio
             return GpioRelayBoard(self.events.put, relay, pulser, nozzle, estop,
                                   active_high=config.relay_active_high)
+        if config.relay_board_kind == "dart":
+            from hal.dart_pump import DartPumps
+
+            return DartPumps(config.relay_board_port, self.events.put, channels=len(config.pumps),
+                             baudrate=config.relay_board_baud)
         return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
 
     def _scanner_sink(self, pump: int) -> Callable[[ScannerEvent], None]:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from hal import relay_proto as rp
 from hal.serial_link import SerialPortThread
@@ -95,6 +96,17 @@ def decode_event(mtype: int, values: tuple[int, ...]) -> BoardEvent | None:
     if mtype == rp.BOARD_HELLO:
         return BoardHello(values[0], values[1])
     return None
+
+
+class PumpController(Protocol):
+    """What the agent needs from whatever authorises and meters its pumps."""
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def keep_alive(self) -> None: ...
+    def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None: ...
+    def stop(self, channel: int) -> None: ...
+    def query(self, channel: int) -> None: ...
 
 
 class RelayBoard:

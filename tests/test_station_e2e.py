@@ -92,9 +92,10 @@ def assert_reconciled(demo: DemoStation, start_totals: dict[int, int]) -> list[d
     return rows
 
 
-def test_demo_flow_reconciles_and_decides(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pump_kind", ["relay", "dart"])
+def test_demo_flow_reconciles_and_decides(mosquitto: MosquittoBroker, tmp_path: Path, pump_kind: str) -> None:
     recorder = Recorder(mosquitto)
-    demo = DemoStation(pumps=2, broker=mosquitto, workdir=tmp_path / "demo", quiet=True)
+    demo = DemoStation(pumps=2, broker=mosquitto, workdir=tmp_path / "demo", quiet=True, pump_kind=pump_kind)
     try:
         demo.start()
         start_totals = {n: demo.board.totaliser_ml(n - 1) for n in demo.products}

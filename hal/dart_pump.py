@@ -1,0 +1,137 @@
+"""Pi-side driver for Wayne DART pumps on one RS-485 line, with the relay board's
+interface and events, so the agent drives a protocol pump exactly as a relay-board pump.
+
+Channel i is the pump at address 0x50 + i. "Pulses" are the pump's volume unit, 0.01 L,
+so configure such pumps with pulses_per_litre = 100. Authorising sends RESET, the volume
+preset and AUTHORIZE in one DATA frame; the end of a fill is the pump's status 5 (filling
+completed) or 6 (preset reached) followed by its filled volume.
+
+Dead-man: the line is polled only while the agent's loop keeps the driver alive; a DART
+pump head stops a fill by itself when its controller stops polling.
+
+Not yet: recovering a fill that ended while the agent was down needs the pump's totals
+journaled at authorisation; until then such a session closes with the volume only if the
+pump still reports it as the current authorisation (see docs/protocols/dart.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import serial
+
+from hal import dart_proto as d
+from hal.dart_master import DartMaster
+from hal.relay_board import BoardEnd, BoardEvent, BoardLink, BoardStatus, NozzleChange
+from hal.serial_link import SerialPortThread
+
+
+class _Channel:
+    def __init__(self) -> None:
+        self.auth_id = 0
+        self.status = -1
+        self.volume = 0
+        self.nozzle_up = False
+        self.stop_requested = False
+        self.ending: str | None = None
+
+
+class DartPumps:
+    def __init__(self, port: str, on_event: Callable[[BoardEvent], None], channels: int = 1,
+                 baudrate: int = 9600, alive_window_s: float = 1.0) -> None:
+        self._on_event = on_event
+        self._master = DartMaster([d.ADDR_MIN + i for i in range(channels)])
+        self._channels = [_Channel() for _ in range(channels)]
+        self._lock = threading.Lock()
+        self._alive_at = time.monotonic()
+        self._alive_window_s = alive_window_s
+        self._port = SerialPortThread(
+            port, self._bytes, lambda up: on_event(BoardLink(up)), baudrate=baudrate, read_timeout_s=0.005,
+            on_idle=self._tick, name=f"dart:{port}", serial_kwargs={"parity": serial.PARITY_ODD},
+            flush_on_open=True)
+
+    def start(self) -> None:
+        self._port.start()
+
+    def close(self) -> None:
+        self._port.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._port.connected
+
+    def keep_alive(self) -> None:
+        self._alive_at = time.monotonic()
+
+    def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None:
+        with self._lock:
+            ch = self._channels[channel]
+            ch.auth_id, ch.volume, ch.stop_requested, ch.ending = auth_id, 0, False, None
+            self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RESET) + d.preset_volume(preset_pulses)
+                              + d.cmd(d.CMD_AUTHORIZE))
+
+    def stop(self, channel: int) -> None:
+        with self._lock:
+            self._channels[channel].stop_requested = True
+            self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_STOP))
+
+    def query(self, channel: int) -> None:
+        with self._lock:
+            self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RETURN_STATUS) + d.cmd(d.CMD_RETURN_FILLING_INFO))
+
+    @staticmethod
+    def _now() -> int:
+        return int(time.monotonic() * 1000)
+
+    def _tick(self) -> None:
+        if time.monotonic() - self._alive_at > self._alive_window_s:
+            return  # the agent's loop is stuck: stop polling, the pumps stop by themselves
+        with self._lock:
+            frame = self._master.due(self._now())
+        if frame:
+            self._port.write(frame)
+
+    def _bytes(self, data: bytes) -> None:
+        with self._lock:
+            events = self._master.feed(data, self._now())
+            out = []
+            for event in events:
+                if event[0] == "reply":
+                    out += self._reply(event[1] - d.ADDR_MIN, event[2])
+        for board_event in out:
+            self._on_event(board_event)
+
+    def _reply(self, channel: int, transactions: list[tuple[int, bytes]]) -> list[BoardEvent]:
+        ch = self._channels[channel]
+        events: list[BoardEvent] = []
+        for code, data in transactions:
+            try:
+                fields = d.decode_transaction(code, data, from_pump=True)
+            except d.DartError:
+                continue
+            if fields[0] == "nozzle" and fields[3] != ch.nozzle_up:
+                ch.nozzle_up = fields[3]
+                events.append(NozzleChange(channel, ch.nozzle_up))
+            elif fields[0] == "status":
+                ch.status = fields[1]
+                if ch.status in (d.ST_FILLING_COMPLETED, d.ST_MAX_REACHED) and ch.auth_id:
+                    ch.ending = ("preset_reached" if ch.status == d.ST_MAX_REACHED
+                                 else "host_stop" if ch.stop_requested else "nozzle_hung")
+                events.append(self._status_event(channel))
+            elif fields[0] == "filled":
+                ch.volume = fields[1]
+                if ch.ending is not None:
+                    events.append(BoardEnd(channel, ch.auth_id, ch.volume, ch.ending, 0))
+                    ch.auth_id, ch.ending = 0, None
+                else:
+                    events.append(self._status_event(channel))
+        return events
+
+    def _status_event(self, channel: int) -> BoardStatus:
+        ch = self._channels[channel]
+        running = ch.status in (d.ST_AUTHORISED, d.ST_FILLING)
+        return BoardStatus(channel, relay=running, nozzle=ch.nozzle_up, estop=False, fault=False,
+                           active=running or ch.ending is not None, auth_id=ch.auth_id, pulses=ch.volume,
+                           totaliser=0)

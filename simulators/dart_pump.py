@@ -1,0 +1,203 @@
+"""Wayne DART pumps on one line (a pseudo-terminal), for the agent's DART driver and for
+technicians. Each pump has the dispenser model behind its valve and answers the
+controller's POLL and DATA frames as a DART pump head does: status (DC1), filled volume
+and amount (DC2), nozzle (DC3), totals (DC101). Volumes are in 0.01 L.
+
+A pump that is not polled for COMM_TIMEOUT_S while authorised or filling stops by itself,
+as real pump heads do when the controller disappears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+from hal import dart_proto as d
+from simulators.dispenser import Dispenser, Faults
+from simulators.pty_device import PtyDevice
+
+COMM_TIMEOUT_S = 2.0
+
+
+class SimPump:
+    def __init__(self, addr: int, dispenser: Dispenser, price: int) -> None:
+        self.addr = addr
+        self.disp = dispenser
+        self.price = price
+        self.status = d.ST_RESET
+        self.preset_cl = 0
+        self.volume_cl = 0
+        self.totals_cl = 0
+        self.replies: list[bytes] = []
+        self.unacked: tuple[int, bytes] | None = None
+        self.tx = 0
+        self.last_rx_tx = -1
+        self.last_polled = time.monotonic()
+        self._nozzle_reported = False
+        self._progress_at = 0.0
+
+    @property
+    def valve(self) -> bool:
+        return self.status in (d.ST_AUTHORISED, d.ST_FILLING)
+
+    def _report(self, *transactions: bytes) -> None:
+        self.replies.extend(transactions)
+
+    def _status(self, status: int) -> None:
+        self.status = status
+        self._report(d.status(status))
+
+    def _finish(self, status: int) -> None:
+        """Valve closes; overrun still passes the meter; then status and the final volume."""
+        self.disp.valve_closed()
+        while self.disp.overrun_pulse():
+            self._meter()
+        self._status(status)
+        self._report(d.filled(self.volume_cl, self.volume_cl * self.price // 100))
+
+    def _meter(self) -> None:
+        self.disp.totaliser_pulses += 1
+        self.volume_cl += 1
+        self.totals_cl += 1
+
+    def handle(self, code: int, data: bytes) -> None:
+        try:
+            fields = d.decode_transaction(code, data, from_pump=False)
+        except d.DartError:
+            return
+        if fields[0] == "command":
+            command = fields[1]
+            if command == d.CMD_RETURN_STATUS:
+                self._report(d.status(self.status))
+            elif command == d.CMD_RETURN_FILLING_INFO:
+                self._report(d.filled(self.volume_cl, self.volume_cl * self.price // 100))
+            elif command == d.CMD_RESET and self.status not in (d.ST_AUTHORISED, d.ST_FILLING):
+                self.preset_cl = 0
+                self._status(d.ST_RESET)
+            elif command == d.CMD_AUTHORIZE and self.status == d.ST_RESET:
+                self.volume_cl = 0
+                self._status(d.ST_AUTHORISED)
+            elif command == d.CMD_STOP and self.valve:
+                self._finish(d.ST_FILLING_COMPLETED)
+        elif fields[0] == "preset_volume" and self.status == d.ST_RESET:
+            self.preset_cl = fields[1]
+        elif fields[0] == "request_totals":
+            self._report(d.totals(fields[1], self.totals_cl, self.totals_cl * self.price // 100))
+
+    def step(self, dt_s: float) -> None:
+        up = self.disp.nozzle_up
+        if up != self._nozzle_reported:
+            self._nozzle_reported = up
+            self._report(d.nozzle(self.price, 1, up))
+        if up and self.status == d.ST_AUTHORISED:
+            self._status(d.ST_FILLING)
+        if not up and self.status == d.ST_FILLING:
+            self._finish(d.ST_FILLING_COMPLETED)
+            return
+        if self.valve and time.monotonic() - self.last_polled > COMM_TIMEOUT_S:
+            self._finish(d.ST_FILLING_COMPLETED)  # the controller is gone: stop
+            return
+        if self.status == d.ST_FILLING and time.monotonic() - self._progress_at > 0.5 and not self.replies:
+            self._progress_at = time.monotonic()  # running volume, as a pump head shows it
+            self._report(d.filled(self.volume_cl, self.volume_cl * self.price // 100))
+        for _ in range(self.disp.fuel_pulses(dt_s, self.valve)):
+            self._meter()
+            if self.preset_cl and self.volume_cl >= self.preset_cl:
+                self.disp.flowing = True
+                self._finish(d.ST_MAX_REACHED)
+                return
+            self.disp.flowing = True
+
+
+class DartPumpSim:
+    def __init__(self, pumps: int = 1, flow_lps: float = 40 / 60, ramp_s: float = 0.0,
+                 prices: tuple[int, ...] = (10_000,), faults: Faults | None = None) -> None:
+        self.device = PtyDevice()
+        self.pumps = [SimPump(d.ADDR_MIN + i, Dispenser(flow_lps, 100, ramp_s, 2, i + 1, faults or Faults()),
+                              prices[i % len(prices)]) for i in range(pumps)]
+        self._by_addr = {p.addr: p for p in self.pumps}
+        self._decoder = d.LineDecoder()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dart-sim", daemon=True)
+        self._last = time.monotonic()
+
+    @property
+    def path(self) -> str:
+        return self.device.path
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2)
+        self.device.close()
+
+    # --- the forecourt -----------------------------------------------------------------
+
+    def lift_nozzle(self, channel: int) -> None:
+        with self._lock:
+            self.pumps[channel].disp.nozzle_up = True
+
+    def hang_nozzle(self, channel: int) -> None:
+        with self._lock:
+            self.pumps[channel].disp.nozzle_up = False
+
+    def relay_closed(self, channel: int) -> bool:
+        with self._lock:
+            return self.pumps[channel].valve
+
+    def flowing(self, channel: int) -> bool:
+        with self._lock:
+            return self.pumps[channel].valve and self.pumps[channel].disp.nozzle_up
+
+    def totaliser_ml(self, channel: int) -> int:
+        with self._lock:
+            return self.pumps[channel].disp.totaliser_ml()
+
+    # --- the line ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            data = self.device.read(0.005)
+            with self._lock:
+                now = time.monotonic()
+                for pump in self.pumps:
+                    pump.step(now - self._last)
+                self._last = now
+                out = b"".join(self._answer(event) for event in self._decoder.feed(data)) if data else b""
+            if out:
+                with contextlib.suppress(OSError):
+                    self.device.write(out)
+
+    def _answer(self, event: tuple) -> bytes:  # type: ignore[type-arg]
+        if event[0] == "error" or event[1] not in self._by_addr:
+            return b""
+        pump = self._by_addr[event[1]]
+        ctrl = event[2]
+        pump.last_polled = time.monotonic()
+        if event[0] == "frame":
+            tx = ctrl & 0x0F
+            if tx != pump.last_rx_tx:
+                pump.last_rx_tx = tx
+                with contextlib.suppress(d.DartError):
+                    for code, data in d.split_transactions(event[3]):
+                        pump.handle(code, data)
+            return d.encode_short(pump.addr, d.ACK | tx)
+        kind = ctrl & 0xF0
+        if kind == d.ACK and pump.unacked is not None and (ctrl & 0x0F) == pump.unacked[0]:
+            pump.unacked = None
+            return b""
+        if ctrl == d.POLL:
+            if pump.unacked is None and pump.replies:
+                data = b"".join(pump.replies)
+                pump.replies = []
+                pump.unacked = (pump.tx, data)
+                pump.tx = (pump.tx + 1) & 0x0F
+            if pump.unacked is not None:
+                return d.encode_frame(pump.addr, d.DATA | pump.unacked[0], pump.unacked[1])
+            return d.encode_short(pump.addr, d.EOT)
+        return b""

@@ -1,0 +1,62 @@
+"""The DART line master, sans-IO: polling, commands until ACKed, pump replies delivered once,
+turnaround and response windows, pumps going offline and back."""
+
+from __future__ import annotations
+
+from hal import dart_proto as d
+from hal.dart_master import DartMaster
+
+
+def test_polls_pumps_in_turn_and_waits_for_the_answer_window() -> None:
+    master = DartMaster([0x50, 0x51])
+    assert master.due(0) == d.encode_short(0x50, d.POLL)
+    assert master.due(50) is None  # still inside the 120 ms response window
+    assert master.feed(d.encode_short(0x50, d.EOT), 60) == [("online", 0x50, True)]
+    assert master.due(80) is None  # 35 ms turnaround after the answer
+    assert master.due(95) == d.encode_short(0x51, d.POLL)
+
+
+def test_command_repeated_until_acked_with_its_block_number() -> None:
+    master = DartMaster([0x50])
+    master.send(0x50, d.cmd(d.CMD_AUTHORIZE))
+    first = master.due(0)
+    assert first == d.encode_frame(0x50, d.DATA | 0, d.cmd(d.CMD_AUTHORIZE))
+    assert master.due(130) == first  # no answer in 120 ms: sent again
+    master.feed(d.encode_short(0x50, d.ACK | 0), 140)
+    assert master.pending(0x50) == 0
+    master.send(0x50, d.cmd(d.CMD_STOP))
+    assert master.due(200) == d.encode_frame(0x50, d.DATA | 1, d.cmd(d.CMD_STOP))  # next block number
+
+
+def test_pump_data_is_acked_and_a_repeat_is_not_delivered_twice() -> None:
+    master = DartMaster([0x50])
+    reply = d.encode_frame(0x50, d.DATA | 3, d.status(d.ST_FILLING))
+    master.due(0)
+    events = master.feed(reply, 10)
+    assert ("reply", 0x50, [(d.DC1_STATUS, bytes([d.ST_FILLING]))]) in events
+    assert master.due(50) == d.encode_short(0x50, d.ACK | 3)
+    master.due(100)  # poll again; our ACK was lost, the pump repeats block 3
+    assert master.feed(reply, 110) == []
+    assert master.due(150) == d.encode_short(0x50, d.ACK | 3)
+
+
+def test_misses_take_a_pump_offline_once_and_an_answer_brings_it_back() -> None:
+    master = DartMaster([0x50], max_misses=3)
+    master.due(0)
+    master.feed(d.encode_short(0x50, d.EOT), 5)
+    now = 100
+    offline = []
+    for _ in range(4):
+        master.due(now)
+        now += 130
+        offline += [e for e in master.feed(b"", now) if e[0] == "online"]
+        master.due(now)  # registers the miss
+    assert master.online[0x50] is False
+    master.feed(d.encode_short(0x50, d.EOT), now + 10)
+    assert master.online[0x50] is True
+
+
+def test_answers_from_a_pump_not_asked_are_ignored() -> None:
+    master = DartMaster([0x50, 0x51])
+    master.due(0)  # asks 0x50
+    assert master.feed(d.encode_frame(0x51, d.DATA, d.status(d.ST_RESET)), 10) == []
