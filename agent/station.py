@@ -199,6 +199,12 @@ class Station:
         if status.active:
             return  # the board is still ending that fill; its END closes the session
         pulses = status.pulses if status.auth_id == pump.session.seq else 0
+        if status.auth_id == 0 and status.pulses:
+            # A device that cannot tell whose fill its count is (a DART pump after our
+            # restart): record none, and say so loudly rather than guess.
+            self._emit({"type": "alert", "pump": pump.config.number, "alert": "recovery_unverified",
+                        "detail": f"{pump.session.tx_id}: device reports {status.pulses} units it cannot "
+                                  "attribute; closed with 0, check the pump's totals"})
         self._close(pump.session, self._ml(pump, pulses), "interrupted_by_restart")
 
     # --- dispatch ----------------------------------------------------------------------

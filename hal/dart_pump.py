@@ -48,7 +48,7 @@ class DartPumps:
         self._alive_at = time.monotonic()
         self._alive_window_s = alive_window_s
         self._port = SerialPortThread(
-            port, self._bytes, lambda up: on_event(BoardLink(up)), baudrate=baudrate, read_timeout_s=0.005,
+            port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=0.005,
             on_idle=self._tick, name=f"dart:{port}", serial_kwargs={"parity": serial.PARITY_ODD},
             flush_on_open=True)
 
@@ -80,6 +80,15 @@ class DartPumps:
     def query(self, channel: int) -> None:
         with self._lock:
             self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RETURN_STATUS) + d.cmd(d.CMD_RETURN_FILLING_INFO))
+
+    def _state(self, connected: bool) -> None:
+        if connected:
+            # As with the relay board's HOST_HELLO: a (re)started host ends every fill it may
+            # have authorised before, then asks each pump where it stands.
+            with self._lock:
+                for channel in range(len(self._channels)):
+                    self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_STOP))
+        self._on_event(BoardLink(connected))
 
     @staticmethod
     def _now() -> int:
