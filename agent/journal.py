@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     amount_idr INTEGER NOT NULL DEFAULT 0,
     end_reason TEXT NOT NULL DEFAULT '',
     opened_at REAL NOT NULL,
-    closed_at REAL
+    closed_at REAL,
+    device_total_before INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_open ON sessions(state) WHERE state != 'closed';
 CREATE TABLE IF NOT EXISTS quota (
@@ -87,6 +88,7 @@ class SessionRow:
     price_idr: int
     state: str
     opened_at: float
+    device_total_before: int | None = None  # the device's own totaliser when authorised, if known
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        if "device_total_before" not in columns:  # journals written before this column existed
+            self._db.execute("ALTER TABLE sessions ADD COLUMN device_total_before INTEGER")
 
     def close(self) -> None:
         self._db.close()
@@ -147,16 +152,17 @@ class Journal:
         quota_before_ml: int,
         preset_ml: int,
         price_idr: int,
+        device_total_before: int | None = None,
     ) -> SessionRow:
         """Journal a session and reserve its preset against the day's quota, atomically."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO sessions (tx_id, pump, vehicle_id, plate, product, quota_day, limit_ml,"
-                " quota_before_ml, preset_ml, reserved_ml, price_idr, state, opened_at)"
-                " VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " quota_before_ml, preset_ml, reserved_ml, price_idr, state, opened_at, device_total_before)"
+                " VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (pump, to_db_id(vehicle_id), plate, product, day, limit_ml, quota_before_ml, preset_ml,
-                 preset_ml, price_idr, STATE_AUTHORISED, now),
+                 preset_ml, price_idr, STATE_AUTHORISED, now, device_total_before),
             )
             seq = int(cur.lastrowid or 0)
             tx_id = f"{station}-{seq:08d}"
@@ -167,7 +173,8 @@ class Journal:
                 (to_db_id(vehicle_id), product, day, preset_ml),
             )
         return SessionRow(seq, tx_id, pump, vehicle_id, plate, product, day, limit_ml,
-                          quota_before_ml, preset_ml, preset_ml, price_idr, STATE_AUTHORISED, now)
+                          quota_before_ml, preset_ml, preset_ml, price_idr, STATE_AUTHORISED, now,
+                          device_total_before)
 
     def mark_fuelling(self, seq: int) -> None:
         with self._tx() as db:
@@ -212,7 +219,7 @@ class Journal:
     def open_sessions(self) -> list[SessionRow]:
         rows = self._db.execute(
             "SELECT seq, tx_id, pump, vehicle_id, plate, product, quota_day, limit_ml,"
-            " quota_before_ml, preset_ml, reserved_ml, price_idr, state, opened_at"
+            " quota_before_ml, preset_ml, reserved_ml, price_idr, state, opened_at, device_total_before"
             # The literal (not a parameter) and no ORDER BY let SQLite answer from the
             # partial index of open sessions: start-up never reads the history.
             " FROM sessions WHERE state != 'closed'",

@@ -76,6 +76,7 @@ class PumpRuntime:
     scanner_connected: bool = False
     last_query_mono: float = 0.0
     verify_after_hello: bool = False  # the board rebooted: does it still know this session?
+    device_total: int | None = None  # the device's own totaliser, last reported (its units)
 
 
 def utc_now() -> dt.datetime:
@@ -195,17 +196,27 @@ class Station:
                 self.board.query(pump.config.channel)
 
     def _recovered(self, pump: PumpRuntime, status: BoardStatus) -> None:
-        assert pump.session is not None
+        session = pump.session
+        assert session is not None
         if status.active:
-            return  # the board is still ending that fill; its END closes the session
-        pulses = status.pulses if status.auth_id == pump.session.seq else 0
-        if status.auth_id == 0 and status.pulses:
-            # A device that cannot tell whose fill its count is (a DART pump after our
-            # restart): record none, and say so loudly rather than guess.
+            return  # the device is still ending that fill; its END closes the session
+        if status.auth_id == session.seq:
+            self._close(session, self._ml(pump, status.pulses), "interrupted_by_restart")
+            return
+        # The device does not know this session (it never got the authorisation, rebooted,
+        # or, like a DART pump, has no session ids): its own totaliser, journaled when the
+        # session opened, tells what flowed since.
+        before = session.device_total_before
+        if status.totaliser < 0 and before is not None and time.monotonic() - pump.opened_mono < 10:
+            return  # totals not read yet; the next QUERY brings them
+        if before is not None and status.totaliser >= before:
+            self._close(session, self._ml(pump, status.totaliser - before), "interrupted_by_restart")
+            return
+        if status.pulses or (before is not None and status.totaliser >= 0):
             self._emit({"type": "alert", "pump": pump.config.number, "alert": "recovery_unverified",
-                        "detail": f"{pump.session.tx_id}: device reports {status.pulses} units it cannot "
-                                  "attribute; closed with 0, check the pump's totals"})
-        self._close(pump.session, self._ml(pump, pulses), "interrupted_by_restart")
+                        "detail": f"{session.tx_id}: device count {status.pulses}, totaliser {status.totaliser}"
+                                  f" (journaled {before}); closed with 0, check the pump's totals"})
+        self._close(session, 0, "interrupted_by_restart")
 
     # --- dispatch ----------------------------------------------------------------------
 
@@ -285,6 +296,10 @@ class Station:
             return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
         if not self.board_connected or pump.state == ps.INOPERATIVE:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
+        if self.board.totals_required and pump.device_total is None:
+            # Without the pump's totaliser journaled first, a crash mid-fill could lose litres.
+            self.board.query(pump.config.channel)
+            return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if pump.state == ps.CLOSED:
             return self._refuse(pump, Decision(False, "pump_closed", vehicle_id=vehicle_id))
         if vehicle_id is not None:
@@ -308,6 +323,7 @@ class Station:
         session = self.journal.open_session(
             self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
             decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
+            pump.device_total,
         )
         pump.session = session
         self._set_state(pump, ps.AUTHORISED)
@@ -382,6 +398,8 @@ class Station:
             elif not event.up and pump.state == ps.CALLING:
                 self._set_state(pump, ps.IDLE)
         elif isinstance(event, BoardStatus):
+            if event.totaliser >= 0:
+                pump.device_total = event.totaliser
             if pump.state == ps.RECOVERING and pump.session is not None:
                 self._recovered(pump, event)
             elif pump.verify_after_hello and pump.session is not None:
@@ -394,6 +412,9 @@ class Station:
                     pump.last_flow_mono = time.monotonic()
                 pump.pulses = event.pulses
         elif isinstance(event, BoardEnd):
+            # A device whose END carries no totaliser (-1) gets a fresh reading before the
+            # next session may rely on it.
+            pump.device_total = event.totaliser if event.totaliser >= 0 else None
             if pump.session is not None and event.auth_id == pump.session.seq:
                 reason = "interrupted_by_restart" if pump.state == ps.RECOVERING else event.reason
                 self._close(pump.session, self._ml(pump, event.pulses), reason)

@@ -9,6 +9,10 @@ Rules followed (as controllers that work with real Wayne pumps do):
 - a DATA frame carries the block number tx (0..15) in CTRL and is repeated until the
   pump ACKs that tx; a pump's DATA is ACKed with its tx and delivered once, a repeat of
   the same tx (our ACK was lost) is ACKed again but not delivered again.
+- a pump drops a DATA frame whose block number equals the last one it took, so a
+  restarted master (counting from 0 again) could lose its first command. Each pump's
+  first DATA is therefore a harmless RETURN_STATUS probe: dropped or not, it leaves the
+  pump's last block number at 0, and our real commands start at 1.
 MicroPython-compatible subset.
 """
 
@@ -36,7 +40,7 @@ class DartMaster:
         self._misses: dict[int, int] = {}
         self.online: dict[int, bool] = {}
         for addr in self.addresses:
-            self._queue[addr] = []
+            self._queue[addr] = [d.cmd(d.CMD_RETURN_STATUS)]  # the probe (see above)
             self._tx[addr] = 0
             self._rx_tx[addr] = -1
             self._misses[addr] = 0

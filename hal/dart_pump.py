@@ -9,9 +9,8 @@ completed) or 6 (preset reached) followed by its filled volume.
 Dead-man: the line is polled only while the agent's loop keeps the driver alive; a DART
 pump head stops a fill by itself when its controller stops polling.
 
-Not yet: recovering a fill that ended while the agent was down needs the pump's totals
-journaled at authorisation; until then such a session closes with the volume only if the
-pump still reports it as the current authorisation (see docs/protocols/dart.md).
+After a restart the driver knows no session ids, so the agent recovers an open session
+from the pump's volume totaliser (DC101), journaled when the session was authorised.
 """
 
 from __future__ import annotations
@@ -36,9 +35,13 @@ class _Channel:
         self.nozzle_up = False
         self.stop_requested = False
         self.ending: str | None = None
+        self.totals = -1  # the pump's volume totaliser (0.01 L), -1 until read
+        self.pending_end: BoardEnd | None = None  # fill over; waiting for the totals that close it
 
 
 class DartPumps:
+    totals_required = True  # a DART pump knows no session ids: recovery needs its totals
+
     def __init__(self, port: str, on_event: Callable[[BoardEvent], None], channels: int = 1,
                  baudrate: int = 9600, alive_window_s: float = 1.0) -> None:
         self._on_event = on_event
@@ -79,7 +82,8 @@ class DartPumps:
 
     def query(self, channel: int) -> None:
         with self._lock:
-            self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RETURN_STATUS) + d.cmd(d.CMD_RETURN_FILLING_INFO))
+            self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RETURN_STATUS) + d.cmd(d.CMD_RETURN_FILLING_INFO)
+                              + d.request_totals(1))
 
     def _state(self, connected: bool) -> None:
         if connected:
@@ -87,7 +91,8 @@ class DartPumps:
             # have authorised before, then asks each pump where it stands.
             with self._lock:
                 for channel in range(len(self._channels)):
-                    self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_STOP))
+                    self._channels[channel].totals = -1
+                    self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_STOP) + d.request_totals(1))
         self._on_event(BoardLink(connected))
 
     @staticmethod
@@ -113,8 +118,11 @@ class DartPumps:
             self._on_event(board_event)
 
     def _reply(self, channel: int, transactions: list[tuple[int, bytes]]) -> list[BoardEvent]:
+        """One pump answer -> events; a single STATUS at the end, when every field of the
+        answer (status, volume, totals) has been read."""
         ch = self._channels[channel]
         events: list[BoardEvent] = []
+        report = False
         for code, data in transactions:
             try:
                 fields = d.decode_transaction(code, data, from_pump=True)
@@ -125,22 +133,34 @@ class DartPumps:
                 events.append(NozzleChange(channel, ch.nozzle_up))
             elif fields[0] == "status":
                 ch.status = fields[1]
+                report = True
                 if ch.status in (d.ST_FILLING_COMPLETED, d.ST_MAX_REACHED) and ch.auth_id:
                     ch.ending = ("preset_reached" if ch.status == d.ST_MAX_REACHED
                                  else "host_stop" if ch.stop_requested else "nozzle_hung")
-                events.append(self._status_event(channel))
             elif fields[0] == "filled":
                 ch.volume = fields[1]
+                report = True
                 if ch.ending is not None:
-                    events.append(BoardEnd(channel, ch.auth_id, ch.volume, ch.ending, 0))
-                    ch.auth_id, ch.ending = 0, None
-                else:
-                    events.append(self._status_event(channel))
+                    # The END goes out with the pump's totals after this fill, so the next
+                    # session's "totaliser before" is never stale.
+                    ch.pending_end = BoardEnd(channel, ch.auth_id, ch.volume, ch.ending, -1)
+                    ch.auth_id, ch.ending, ch.totals = 0, None, -1
+                    self._master.send(d.ADDR_MIN + channel, d.request_totals(1))
+            elif fields[0] == "totals":
+                ch.totals = fields[2]
+                report = True
+                if ch.pending_end is not None:
+                    end = ch.pending_end
+                    events.append(BoardEnd(end.channel, end.auth_id, end.pulses, end.reason, ch.totals))
+                    ch.pending_end = None
+        if report:
+            events.append(self._status_event(channel))
         return events
 
     def _status_event(self, channel: int) -> BoardStatus:
         ch = self._channels[channel]
         running = ch.status in (d.ST_AUTHORISED, d.ST_FILLING)
         return BoardStatus(channel, relay=running, nozzle=ch.nozzle_up, estop=False, fault=False,
-                           active=running or ch.ending is not None, auth_id=ch.auth_id, pulses=ch.volume,
-                           totaliser=0)
+                           active=running or ch.ending is not None or ch.pending_end is not None,
+                           auth_id=ch.auth_id, pulses=ch.volume,
+                           totaliser=ch.totals)

@@ -101,6 +101,10 @@ def decode_event(mtype: int, values: tuple[int, ...]) -> BoardEvent | None:
 class PumpController(Protocol):
     """What the agent needs from whatever authorises and meters its pumps."""
 
+    # True when the device cannot tell whose fill a count is (no session ids), so crash
+    # recovery rests on its totaliser: no fill may start while that is unknown.
+    totals_required: bool
+
     def start(self) -> None: ...
     def close(self) -> None: ...
     def keep_alive(self) -> None: ...
@@ -110,6 +114,8 @@ class PumpController(Protocol):
 
 
 class RelayBoard:
+    totals_required = False  # the board keeps the last authorisation's id and count
+
     def __init__(
         self,
         port: str,

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import termios
 import threading
 from collections.abc import Callable
 
 import serial
 
 log = logging.getLogger(__name__)
+
+
+def is_pty(path: str) -> bool:
+    try:
+        return os.major(os.stat(path).st_rdev) in range(136, 144)  # Unix98 pty slaves
+    except OSError:
+        return False
 
 
 class SerialPortThread:
@@ -34,7 +43,9 @@ class SerialPortThread:
         self._baudrate = baudrate
         self._read_timeout_s = read_timeout_s
         self._reopen_s = reopen_s
-        self._serial_kwargs = serial_kwargs or {}
+        # A pseudo-terminal (a simulated device) has no line to set parity on, and Linux
+        # ptys misbehave when asked to: parity and friends apply to real UARTs only.
+        self._serial_kwargs = {} if is_pty(port) else (serial_kwargs or {})
         self._flush_on_open = flush_on_open
         self._serial: serial.Serial | None = None
         self._write_lock = threading.Lock()
@@ -78,6 +89,15 @@ class SerialPortThread:
                 self.port, self._baudrate, timeout=self._read_timeout_s,
                 **self._serial_kwargs,  # type: ignore[arg-type]
             )
+        except termios.error as exc:
+            if not self._serial_kwargs:
+                log.warning("cannot configure %s: %s", self.port, exc)
+                return False
+            # Pseudo-terminals refuse some line settings (parity) once set: a simulated
+            # device needs none of them. Real UARTs and RS-485 adapters accept them.
+            log.warning("%s refuses %s (%s); opening it without", self.port, self._serial_kwargs, exc)
+            self._serial_kwargs = {}
+            return False
         except (serial.SerialException, OSError, ValueError) as exc:
             log.debug("cannot open %s: %s", self.port, exc)
             return False

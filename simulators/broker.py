@@ -24,7 +24,7 @@ class BrokerError(RuntimeError):
     pass
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGTERM it if the parent dies, even by SIGKILL (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -77,7 +77,7 @@ class MosquittoBroker:
             stderr=subprocess.DEVNULL,
             # Own process group: a Ctrl-C in the terminal reaches us, and we stop it in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -17,12 +17,13 @@ from hal import dart_proto as d
 from simulators.dispenser import Dispenser, Faults
 from simulators.pty_device import PtyDevice
 
-COMM_TIMEOUT_S = 2.0
+COMM_TIMEOUT_S = 1.0  # pump heads make this configurable; short, as a dead-man should be
 
 
 class SimPump:
-    def __init__(self, addr: int, dispenser: Dispenser, price: int) -> None:
+    def __init__(self, addr: int, dispenser: Dispenser, price: int, accepted: list[tuple[int, int, int]]) -> None:
         self.addr = addr
+        self.accepted = accepted  # shared by the line: (channel, n, preset) per authorisation
         self.disp = dispenser
         self.price = price
         self.status = d.ST_RESET
@@ -77,6 +78,7 @@ class SimPump:
                 self._status(d.ST_RESET)
             elif command == d.CMD_AUTHORIZE and self.status == d.ST_RESET:
                 self.volume_cl = 0
+                self.accepted.append((self.addr - d.ADDR_MIN, len(self.accepted) + 1, self.preset_cl))
                 self._status(d.ST_AUTHORISED)
             elif command == d.CMD_STOP and self.valve:
                 self._finish(d.ST_FILLING_COMPLETED)
@@ -114,10 +116,12 @@ class DartPumpSim:
     def __init__(self, pumps: int = 1, flow_lps: float = 40 / 60, ramp_s: float = 0.0,
                  prices: tuple[int, ...] = (10_000,), faults: Faults | None = None) -> None:
         self.device = PtyDevice()
+        self._accepted: list[tuple[int, int, int]] = []
         self.pumps = [SimPump(d.ADDR_MIN + i, Dispenser(flow_lps, 100, ramp_s, 2, i + 1, faults or Faults()),
-                              prices[i % len(prices)]) for i in range(pumps)]
+                              prices[i % len(prices)], self._accepted) for i in range(pumps)]
         self._by_addr = {p.addr: p for p in self.pumps}
         self._decoder = d.LineDecoder()
+        self._controller_starts = 0  # frames "STOP + request totals": a controller (re)starting
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dart-sim", daemon=True)
@@ -158,6 +162,17 @@ class DartPumpSim:
         with self._lock:
             return self.pumps[channel].disp.totaliser_ml()
 
+    def host_hellos(self) -> int:
+        """How often a controller announced a (re)start (the DART driver sends STOP and a
+        totals request to every pump when it opens the line)."""
+        with self._lock:
+            return self._controller_starts
+
+    def accepted(self) -> list[tuple[int, int, int]]:
+        """(channel, n, preset) for every authorisation the pumps accepted, n counting up."""
+        with self._lock:
+            return list(self._accepted)
+
     # --- the line ------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -184,7 +199,11 @@ class DartPumpSim:
             if tx != pump.last_rx_tx:
                 pump.last_rx_tx = tx
                 with contextlib.suppress(d.DartError):
-                    for code, data in d.split_transactions(event[3]):
+                    transactions = d.split_transactions(event[3])
+                    if [c for c, _ in transactions] == [d.CD1_COMMAND, d.CD101_REQUEST_TOTALS] \
+                            and transactions[0][1] == bytes([d.CMD_STOP]):
+                        self._controller_starts += 1
+                    for code, data in transactions:
                         pump.handle(code, data)
             return d.encode_short(pump.addr, d.ACK | tx)
         kind = ctrl & 0xF0

@@ -7,44 +7,61 @@ from hal import dart_proto as d
 from hal.dart_master import DartMaster
 
 
-def test_polls_pumps_in_turn_and_waits_for_the_answer_window() -> None:
+def probed(addresses: list[int], **kwargs: int) -> tuple[DartMaster, int]:
+    """A master past its start-up probes (each pump ACKs its RETURN_STATUS probe, tx 0)."""
+    master = DartMaster(addresses, **kwargs)
+    now = 0
+    for addr in addresses:
+        assert master.due(now) == d.encode_frame(addr, d.DATA, d.cmd(d.CMD_RETURN_STATUS))
+        master.feed(d.encode_short(addr, d.ACK), now + 5)
+        now += 50
+    return master, now
+
+
+def test_first_frame_to_each_pump_is_a_status_probe() -> None:
     master = DartMaster([0x50, 0x51])
-    assert master.due(0) == d.encode_short(0x50, d.POLL)
-    assert master.due(50) is None  # still inside the 120 ms response window
-    assert master.feed(d.encode_short(0x50, d.EOT), 60) == [("online", 0x50, True)]
-    assert master.due(80) is None  # 35 ms turnaround after the answer
-    assert master.due(95) == d.encode_short(0x51, d.POLL)
+    assert master.due(0) == d.encode_frame(0x50, d.DATA | 0, d.cmd(d.CMD_RETURN_STATUS))
+    master.feed(d.encode_short(0x50, d.ACK | 0), 5)
+    assert master.due(50) == d.encode_frame(0x51, d.DATA | 0, d.cmd(d.CMD_RETURN_STATUS))
+
+
+def test_polls_pumps_in_turn_and_waits_for_the_answer_window() -> None:
+    master, t = probed([0x50, 0x51])
+    assert master.online == {0x50: True, 0x51: True}
+    assert master.due(t) == d.encode_short(0x50, d.POLL)
+    assert master.due(t + 50) is None  # still inside the 120 ms response window
+    assert master.feed(d.encode_short(0x50, d.EOT), t + 60) == []
+    assert master.due(t + 80) is None  # 35 ms turnaround after the answer
+    assert master.due(t + 95) == d.encode_short(0x51, d.POLL)
 
 
 def test_command_repeated_until_acked_with_its_block_number() -> None:
-    master = DartMaster([0x50])
+    master, t = probed([0x50])
     master.send(0x50, d.cmd(d.CMD_AUTHORIZE))
-    first = master.due(0)
-    assert first == d.encode_frame(0x50, d.DATA | 0, d.cmd(d.CMD_AUTHORIZE))
-    assert master.due(130) == first  # no answer in 120 ms: sent again
-    master.feed(d.encode_short(0x50, d.ACK | 0), 140)
+    first = master.due(t)
+    assert first == d.encode_frame(0x50, d.DATA | 1, d.cmd(d.CMD_AUTHORIZE))
+    assert master.due(t + 130) == first  # no answer in 120 ms: sent again
+    master.feed(d.encode_short(0x50, d.ACK | 1), t + 140)
     assert master.pending(0x50) == 0
     master.send(0x50, d.cmd(d.CMD_STOP))
-    assert master.due(200) == d.encode_frame(0x50, d.DATA | 1, d.cmd(d.CMD_STOP))  # next block number
+    assert master.due(t + 200) == d.encode_frame(0x50, d.DATA | 2, d.cmd(d.CMD_STOP))  # next block number
 
 
 def test_pump_data_is_acked_and_a_repeat_is_not_delivered_twice() -> None:
-    master = DartMaster([0x50])
+    master, t = probed([0x50])
     reply = d.encode_frame(0x50, d.DATA | 3, d.status(d.ST_FILLING))
-    master.due(0)
-    events = master.feed(reply, 10)
+    master.due(t)
+    events = master.feed(reply, t + 10)
     assert ("reply", 0x50, [(d.DC1_STATUS, bytes([d.ST_FILLING]))]) in events
-    assert master.due(50) == d.encode_short(0x50, d.ACK | 3)
-    master.due(100)  # poll again; our ACK was lost, the pump repeats block 3
-    assert master.feed(reply, 110) == []
-    assert master.due(150) == d.encode_short(0x50, d.ACK | 3)
+    assert master.due(t + 50) == d.encode_short(0x50, d.ACK | 3)
+    master.due(t + 100)  # poll again; our ACK was lost, the pump repeats block 3
+    assert master.feed(reply, t + 110) == []
+    assert master.due(t + 150) == d.encode_short(0x50, d.ACK | 3)
 
 
 def test_misses_take_a_pump_offline_once_and_an_answer_brings_it_back() -> None:
-    master = DartMaster([0x50], max_misses=3)
-    master.due(0)
-    master.feed(d.encode_short(0x50, d.EOT), 5)
-    now = 100
+    master, now = probed([0x50], max_misses=3)
+    now += 100
     offline = []
     for _ in range(4):
         master.due(now)
@@ -57,6 +74,6 @@ def test_misses_take_a_pump_offline_once_and_an_answer_brings_it_back() -> None:
 
 
 def test_answers_from_a_pump_not_asked_are_ignored() -> None:
-    master = DartMaster([0x50, 0x51])
-    master.due(0)  # asks 0x50
-    assert master.feed(d.encode_frame(0x51, d.DATA, d.status(d.ST_RESET)), 10) == []
+    master, t = probed([0x50, 0x51])
+    master.due(t)  # polls 0x50
+    assert master.feed(d.encode_frame(0x51, d.DATA, d.status(d.ST_RESET)), t + 10) == []

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.config import PumpConfig, StationConfig, render_config  # noqa: E402
 from agent.journal import Journal, to_db_id  # noqa: E402
+from simulators.broker import die_with_parent  # noqa: E402
 from simulators.hq import HeadquartersSim, synthetic_registry  # noqa: E402
 from simulators.relay_board import RelayBoardSim  # noqa: E402
 from simulators.scanner import ScannerSim  # noqa: E402
@@ -84,7 +85,7 @@ def time_to_ready(config: Path, board: RelayBoardSim) -> float:
     hellos = board.host_hellos()
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "agent", "agent", "run", "--config", str(config)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     try:
         while board.host_hellos() == hellos:
             if proc.poll() is not None:

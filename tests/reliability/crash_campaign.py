@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 from agent.config import PumpConfig, StationConfig, Timeouts, render_config  # noqa: E402
 from agent.killpoints import POINTS  # noqa: E402
 from agent.tokens import encode_token  # noqa: E402
-from simulators.broker import MosquittoBroker  # noqa: E402
+from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
+from simulators.dart_pump import DartPumpSim  # noqa: E402
 from simulators.hq import HeadquartersSim, synthetic_registry  # noqa: E402
 from simulators.relay_board import RelayBoardSim  # noqa: E402
 from simulators.scanner import ScannerSim  # noqa: E402
@@ -76,8 +77,8 @@ class CampaignResult:
 class Customers:
     """One customer thread per pump, always busy unless paused."""
 
-    def __init__(self, board: RelayBoardSim, scanners: dict[int, ScannerSim], tokens: dict[int, list[str]],
-                 seed: int) -> None:
+    def __init__(self, board: RelayBoardSim | DartPumpSim, scanners: dict[int, ScannerSim],
+                 tokens: dict[int, list[str]], seed: int) -> None:
         self.board = board
         self.scanners = scanners
         self.tokens = tokens
@@ -131,13 +132,16 @@ class Customers:
 
 
 class Campaign:
-    def __init__(self, workdir: Path, pumps: int = 2, seed: int = 1, vehicles: int = 2000) -> None:
+    def __init__(self, workdir: Path, pumps: int = 2, seed: int = 1, vehicles: int = 2000,
+                 pump_kind: str = "relay") -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
         self.broker = MosquittoBroker(workdir=workdir / "broker")
         (workdir / "broker").mkdir(parents=True, exist_ok=True)
         self.registry = synthetic_registry(vehicles, seed=seed)
-        self.board = RelayBoardSim(channels=pumps, flow_lps=10.0, seed=seed)
+        self.pump_kind = pump_kind
+        self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=10.0) if pump_kind == "dart"
+                                                   else RelayBoardSim(channels=pumps, flow_lps=10.0, seed=seed))
         self.scanners = {n: ScannerSim() for n in range(1, pumps + 1)}
         self.products = {n: ("pertalite", "solar")[(n - 1) % 2] for n in self.scanners}
         bits = {"pertalite": 0x01, "solar": 0x02}
@@ -163,6 +167,8 @@ class Campaign:
             station_id=STATION, zone="WIB", data_dir=self.workdir / "data",
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={self.hq.key_id: self.hq.public_key_hex}, relay_board_port=self.board.path,
+            relay_board_kind="dart" if self.pump_kind == "dart" else "uart",
+            relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             timeouts=Timeouts(scan_to_nozzle_s=1.0, no_flow_s=5, duplicate_scan_s=0.5),
         )
@@ -181,6 +187,7 @@ class Campaign:
     # --- the agent process ---------------------------------------------------------------
 
     def start_agent(self, killpoint: str | None = None) -> bool:
+        self.kill_agent()  # never two agents on the same devices
         env = dict(os.environ)
         env.pop("SPBU_KILLPOINT", None)
         if killpoint:
@@ -189,7 +196,8 @@ class Campaign:
         with open(self.log, "ab") as log:
             self.agent = subprocess.Popen(
                 [sys.executable, "-m", "agent", "agent", "run", "--config", str(self.config_path)],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                preexec_fn=die_with_parent)  # a campaign that dies takes its agent with it
         # Ready for the campaign once it has said hello to the relay board.
         return wait_until(lambda: self.board.host_hellos() > hellos, 10)
 
@@ -284,7 +292,8 @@ class Campaign:
                 break
             point = POINTS[(kill // 2) % len(POINTS)] if kill % 2 == 0 else None
             if not self.start_agent(f"{point}:{self.rng.randint(1, 3)}" if point else None):
-                result.violations.append(Violation(kill, "start", "start", "agent never said hello"))
+                code = self.agent.poll() if self.agent else None
+                result.violations.append(Violation(kill, "start", "start", f"agent never said hello (exit {code})"))
                 break
             self.customers.resume()
             assert self.agent is not None
@@ -309,7 +318,8 @@ class Campaign:
             time.sleep(max(0.0, 0.4 - (time.monotonic() - killed_at)))  # settling fills end on the board
             accepted_before = len(self.board.accepted())
             if not self.start_agent():
-                result.violations.append(Violation(kill, instant, "start", "agent never said hello"))
+                code = self.agent.poll() if self.agent else None
+                result.violations.append(Violation(kill, instant, "start", f"agent never said hello (exit {code})"))
                 break
             self.check_quiescent(kill, instant, result, accepted_before)
             self.kill_agent()  # an idle instant: nothing open, nothing may change
@@ -323,9 +333,9 @@ class Campaign:
 
 
 def run_campaign(kills: int, seed: int = 1, deadline_s: float = 3600.0,
-                 workdir: Path | None = None) -> CampaignResult:
+                 workdir: Path | None = None, pump_kind: str = "relay") -> CampaignResult:
     tmp = workdir or Path(tempfile.mkdtemp(prefix="spbu-crash-"))
-    campaign = Campaign(tmp, seed=seed)
+    campaign = Campaign(tmp, seed=seed, pump_kind=pump_kind)
     try:
         campaign.start()
         return campaign.run(kills, deadline_s)
@@ -339,12 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--deadline", type=float, default=3600.0, help="stop starting new kills after this")
+    parser.add_argument("--pump", choices=("relay", "dart"), default="relay",
+                        help="relay board with dispensers (default) or Wayne DART pumps")
     args = parser.parse_args(argv)
-    result = run_campaign(args.kills, args.seed, args.deadline)
+    result = run_campaign(args.kills, args.seed, args.deadline, pump_kind=args.pump)
     report: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
-        "params": {"kills": args.kills, "seed": args.seed},
+        "params": {"kills": args.kills, "seed": args.seed, "pump": args.pump},
         "results": {"kills": result.kills, "random_kills": result.random_kills,
                     "killpoint_kills": result.killpoint_kills, "idle_kills": result.idle_kills,
                     "sessions": result.sessions, "litres": result.litres_ml / 1000,
