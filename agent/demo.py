@@ -286,7 +286,7 @@ class DemoStation:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             docs = self.station.docs
-            if docs.allowlist is not None and docs.policy is not None and self.station.board_connected:
+            if docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready():
                 return
             time.sleep(0.05)
         raise TimeoutError("the agent did not receive the signed list and policy in time")

@@ -125,6 +125,12 @@ class Station:
                              baudrate=config.relay_board_baud)
         return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
 
+    def pumps_ready(self) -> bool:
+        """Every pump can take a scan: devices answered, DART totals known."""
+        return self.board_connected and all(
+            p.state not in (ps.INOPERATIVE, ps.RECOVERING)
+            and not (self.board.totals_required and p.device_total is None) for p in self.pumps.values())
+
     def _scanner_sink(self, pump: int) -> Callable[[ScannerEvent], None]:
         return lambda event: self.events.put(PumpScan(pump, event))
 
