@@ -158,7 +158,7 @@ def _cmd_sim_hq(args: argparse.Namespace) -> int:
 def _cmd_hw_test(args: argparse.Namespace) -> int:
     from agent.hwtest import run_hw_test
 
-    return run_hw_test(args.port, args.channel, interactive=not args.no_prompt)
+    return run_hw_test(args.port, args.channel, interactive=not args.no_prompt, dart=args.dart)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     hwtest.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/spbu-relay")
     hwtest.add_argument("--channel", type=int, default=0, help="fuelling point on the board (default 0)")
     hwtest.add_argument("--no-prompt", action="store_true", help="skip the steps that need a person")
+    hwtest.add_argument("--dart", action="store_true", help="the port is a DART line (channel i = pump 0x50+i)")
     hwtest.set_defaults(func=_cmd_hw_test)
 
     sim = sub.add_parser("sim", help="device and headquarters simulators")

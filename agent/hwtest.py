@@ -1,6 +1,7 @@
-"""`spbu hw test`: a field technician's step-by-step check of a relay board (real or
-simulated): link and firmware, relay on and off, nozzle switch, pulser, dead-man, E-stop.
-Each step prints PASS or FAIL with what was seen; steps that need a person ask for it."""
+"""`spbu hw test`: a field technician's step-by-step check of a relay board or a Wayne DART
+pump (real or simulated): link, authorise and stop, nozzle switch, metering, dead-man,
+E-stop (relay board). Each step prints PASS or FAIL with what was seen; steps that need a
+person ask for it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from hal.dart_pump import DartPumps
 from hal.relay_board import BoardEnd, BoardHello, BoardLink, BoardStatus, NozzleChange, RelayBoard
 
 TEST_AUTH_ID = 0xFFFF0000  # far above any session id the agent uses
@@ -24,9 +26,14 @@ class Step:
 
 
 class BoardTester:
-    def __init__(self, port: str, channel: int, out: TextIO, ask: Callable[[str], bool]) -> None:
+    def __init__(self, port: str, channel: int, out: TextIO, ask: Callable[[str], bool], dart: bool = False) -> None:
         self.events: queue.Queue[Any] = queue.Queue()
-        self.board = RelayBoard(port, self.events.put)
+        self.dart = dart
+        self.board: RelayBoard | DartPumps
+        if dart:
+            self.board = DartPumps(port, self.events.put, channels=channel + 1)
+        else:
+            self.board = RelayBoard(port, self.events.put)
         self.channel = channel
         self.out = out
         self.ask = ask
@@ -82,13 +89,17 @@ class BoardTester:
             self.record("board answers", False, "no answer to QUERY within 1 s (wiring, baud?)")
             return
         self.record("board answers", True, "STATUS received")
-        self.record("E-stop loop closed", not status.estop, "E-stop latched: release it and press the board's "
-                    "reset button" if status.estop else "not latched")
+        if not self.dart:
+            self.record("E-stop loop closed", not status.estop, "E-stop latched: release it and press the "
+                        "board's reset button" if status.estop else "not latched")
+        else:
+            self._pump(0.5)  # the driver's start-up probe and STOP settle first
         self.board.authorize(self.channel, TEST_AUTH_ID, 1_000_000)
         self._pump(0.3)
         status = self._query()
-        self.record("relay closes on AUTHORIZE", bool(status and status.relay),
-                    "relay reported closed" if status and status.relay else "relay did not close")
+        what = "pump authorised" if self.dart else "relay"
+        self.record(f"{'authorise' if self.dart else 'relay closes on AUTHORIZE'}", bool(status and status.relay),
+                    f"{what} reported closed" if status and status.relay else f"{what} did not close")
         if self.ask(f"Lift the nozzle on channel {self.channel}"):
             event = self._pump(15.0, lambda e: isinstance(e, NozzleChange) and e.channel == self.channel and e.up)
             self.record("nozzle switch", event is not None, "nozzle up seen" if event else "no nozzle-up in 15 s")
@@ -96,15 +107,16 @@ class BoardTester:
             self._pump(2.0)
             status = self._query()
             pulses = (status.pulses if status else 0) - before
-            self.record("pulser", pulses > 0, f"{pulses} pulses in 2 s of flow")
+            unit = "x 0.01 L" if self.dart else "pulses"
+            self.record("metering", pulses > 0, f"{pulses} {unit} in 2 s of flow")
         else:
             self.record("nozzle switch", None, "needs a person at the pump")
-            self.record("pulser", None, "needs a person at the pump")
+            self.record("metering", None, "needs a person at the pump")
         self.board.stop(self.channel)
         end = self._pump(3.0, lambda e: isinstance(e, BoardEnd) and e.auth_id == TEST_AUTH_ID)
         status = self._query()
-        self.record("relay opens on STOP", end is not None and bool(status and not status.relay),
-                    f"ended ({end.reason}), {end.pulses} pulses" if end else "no END after STOP")
+        self.record("stop", end is not None and bool(status and not status.relay),
+                    f"ended ({end.reason}), {end.pulses} counted" if end else "no end of fill after STOP")
         if end is not None and self.ask(f"Hang the nozzle on channel {self.channel}"):
             self._pump(1.0)
         # Dead-man: authorise, then say nothing; the board must drop the relay by itself.
@@ -115,6 +127,16 @@ class BoardTester:
         end = self._pump(3.0, lambda e: isinstance(e, BoardEnd) and e.auth_id == TEST_AUTH_ID + 1)
         self.board._alive_window_s = 1.0
         waited = time.monotonic() - start
+        if self.dart:
+            # A DART pump head stops by itself when its controller stops polling; the end is
+            # seen once polling resumes.
+            self.board._alive_window_s = 0.0
+            time.sleep(2.5)
+            self.board._alive_window_s = 1.0
+            end = self._pump(3.0, lambda e: isinstance(e, BoardEnd))
+            self.record("pump stops when polling stops", end is not None,
+                        f"fill ended ({end.reason}) while the line was silent" if end else "pump kept running")
+            return
         self.record("dead-man drops the relay", end is not None and end.reason == "heartbeat_lost",
                     f"fill ended {waited:.2f} s after the last heartbeat" if end else "relay never dropped")
         if self.ask("Press the E-stop (leave it pressed)"):
@@ -140,7 +162,7 @@ def prompt_stdin(message: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdo
     return answer != "" and answer.strip().lower() != "s"
 
 
-def run_hw_test(port: str, channel: int, interactive: bool) -> int:
+def run_hw_test(port: str, channel: int, interactive: bool, dart: bool = False) -> int:
     ask = prompt_stdin if interactive else (lambda message: False)
-    ok = BoardTester(port, channel, sys.stdout, ask).run()
+    ok = BoardTester(port, channel, sys.stdout, ask, dart=dart).run()
     return 0 if ok else 1

@@ -45,7 +45,7 @@ def test_technician_walks_through_every_step() -> None:
             proc.kill()
         board.close()
     passed = {line.split(":")[0][6:] for line in lines if line.startswith("PASS")}
-    assert {"board answers", "relay closes on AUTHORIZE", "nozzle switch", "pulser", "relay opens on STOP",
+    assert {"board answers", "relay closes on AUTHORIZE", "nozzle switch", "metering", "stop",
             "dead-man drops the relay", "E-stop"} <= passed
     assert lines[-1] == f"{len(passed)} passed, 0 failed"
 
@@ -60,3 +60,33 @@ def test_no_board_behind_the_port_fails_clearly() -> None:
     assert result.returncode == 1
     assert "FAIL  board answers" in result.stdout
     assert result.stdout.strip().endswith("1 passed, 1 failed")
+
+
+def test_technician_checks_a_dart_pump() -> None:
+    from simulators.dart_pump import DartPumpSim
+
+    line = DartPumpSim(pumps=2, flow_lps=1.0)
+    line.start()
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "hw", "test", "--dart", "--port", line.path,
+                             "--channel", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdin is not None and proc.stdout is not None
+    lines = []
+    try:
+        for text in proc.stdout:
+            lines.append(text.rstrip())
+            if "Lift the nozzle" in text:
+                line.lift_nozzle(1)
+            elif "Hang the nozzle" in text:
+                line.hang_nozzle(1)
+            else:
+                continue
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        assert proc.wait(30) == 0, "\n".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        line.close()
+    passed = {text.split(":")[0][6:] for text in lines if text.startswith("PASS")}
+    assert {"board answers", "authorise", "nozzle switch", "metering", "stop",
+            "pump stops when polling stops"} <= passed

@@ -17,3 +17,10 @@ def test_twenty_kills_no_violation(tmp_path: Path) -> None:
     assert result.violations == []
     assert result.sessions > 0 and result.litres_ml > 0  # the campaign really fuelled
     assert result.killpoint_kills, "no named kill point was hit"
+
+
+def test_dart_pumps_eight_kills_no_violation(tmp_path: Path) -> None:
+    result = run_campaign(kills=8, seed=4, deadline_s=180, workdir=tmp_path, pump_kind="dart")
+    assert result.kills == 8
+    assert result.violations == []
+    assert result.sessions > 0 and result.litres_ml > 0
