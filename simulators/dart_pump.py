@@ -28,6 +28,7 @@ class SimPump:
         self.price = price
         self.status = d.ST_RESET
         self.preset_cl = 0
+        self.preset_amount = 0
         self.volume_cl = 0
         self.totals_cl = 0
         self.replies: list[bytes] = []
@@ -75,6 +76,7 @@ class SimPump:
                 self._report(d.filled(self.volume_cl, self.volume_cl * self.price // 100))
             elif command == d.CMD_RESET and self.status not in (d.ST_AUTHORISED, d.ST_FILLING):
                 self.preset_cl = 0
+                self.preset_amount = 0
                 self._status(d.ST_RESET)
             elif command == d.CMD_AUTHORIZE and self.status == d.ST_RESET:
                 self.volume_cl = 0
@@ -84,6 +86,8 @@ class SimPump:
                 self._finish(d.ST_FILLING_COMPLETED)
         elif fields[0] == "preset_volume" and self.status == d.ST_RESET:
             self.preset_cl = fields[1]
+        elif fields[0] == "preset_amount" and self.status == d.ST_RESET:
+            self.preset_amount = fields[1]
         elif fields[0] == "request_totals":
             self._report(d.totals(fields[1], self.totals_cl, self.totals_cl * self.price // 100))
 
@@ -105,7 +109,8 @@ class SimPump:
             self._report(d.filled(self.volume_cl, self.volume_cl * self.price // 100))
         for _ in range(self.disp.fuel_pulses(dt_s, self.valve)):
             self._meter()
-            if self.preset_cl and self.volume_cl >= self.preset_cl:
+            amount_reached = self.preset_amount and self.volume_cl * self.price // 100 >= self.preset_amount
+            if (self.preset_cl and self.volume_cl >= self.preset_cl) or amount_reached:
                 self.disp.flowing = True
                 self._finish(d.ST_MAX_REACHED)
                 return

@@ -77,3 +77,62 @@ def test_answers_from_a_pump_not_asked_are_ignored() -> None:
     master, t = probed([0x50, 0x51])
     master.due(t)  # polls 0x50
     assert master.feed(d.encode_frame(0x51, d.DATA, d.status(d.ST_RESET)), t + 10) == []
+
+
+def test_driver_fills_to_a_volume_and_to_an_amount_preset_over_a_pty() -> None:
+    """The pyserial driver against the DART pump simulator: a volume preset and an amount
+    preset (prepay) each stop the pump where they should, metered by the pump head."""
+    import queue
+    import time
+    from typing import Any
+
+    from hal.dart_pump import DartPumps
+    from hal.relay_board import BoardEnd
+    from simulators.dart_pump import DartPumpSim
+    from tests.helpers import wait_until
+
+    line = DartPumpSim(pumps=1, flow_lps=5.0, prices=(10_000,))
+    line.start()
+    events: queue.Queue[Any] = queue.Queue()
+    driver = DartPumps(line.path, events.put, channels=1)
+    driver.start()
+
+    def end_of_fill() -> BoardEnd:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            driver.keep_alive()
+            try:
+                event = events.get(timeout=0.02)
+            except queue.Empty:
+                continue
+            if isinstance(event, BoardEnd):
+                return event
+        raise AssertionError("no end of fill")
+
+    def alive_and(check: Any) -> bool:
+        driver.keep_alive()
+        return bool(check())
+
+    try:
+        assert wait_until(lambda: alive_and(lambda: driver.connected), 5)
+        time.sleep(0.3)
+        start = line.totaliser_ml(0)
+        driver.authorize(0, 1, 250)  # 2.50 L
+        assert wait_until(lambda: alive_and(lambda: line.relay_closed(0)), 5)
+        line.lift_nozzle(0)
+        end = end_of_fill()
+        line.hang_nozzle(0)
+        assert end.reason == "preset_reached" and 250 <= end.pulses <= 252
+        assert end.pulses * 10 == line.totaliser_ml(0) - start
+        assert end.totaliser >= end.pulses  # the END carries the pump's totals after the fill
+        time.sleep(0.3)
+        start = line.totaliser_ml(0)
+        driver.authorize_amount(0, 2, 15_000)  # Rp 15,000 at Rp 10,000/L = 1.50 L
+        assert wait_until(lambda: alive_and(lambda: line.relay_closed(0)), 5)
+        line.lift_nozzle(0)
+        end = end_of_fill()
+        assert end.auth_id == 2 and end.reason == "preset_reached" and 150 <= end.pulses <= 152
+        assert end.pulses * 10 == line.totaliser_ml(0) - start
+    finally:
+        driver.close()
+        line.close()
