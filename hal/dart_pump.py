@@ -69,19 +69,17 @@ class DartPumps:
         self._alive_at = time.monotonic()
 
     def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None:
-        with self._lock:
-            ch = self._channels[channel]
-            ch.auth_id, ch.volume, ch.stop_requested, ch.ending = auth_id, 0, False, None
-            self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RESET) + d.preset_volume(preset_pulses)
-                              + d.cmd(d.CMD_AUTHORIZE))
+        self._authorize(channel, auth_id, d.preset_volume(preset_pulses))
 
     def authorize_amount(self, channel: int, auth_id: int, amount: int) -> None:
         """Authorise with an amount preset (prepay): the pump stops at that money value."""
+        self._authorize(channel, auth_id, d.preset_amount(amount))
+
+    def _authorize(self, channel: int, auth_id: int, preset: bytes) -> None:
         with self._lock:
             ch = self._channels[channel]
             ch.auth_id, ch.volume, ch.stop_requested, ch.ending = auth_id, 0, False, None
-            self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RESET) + d.preset_amount(amount)
-                              + d.cmd(d.CMD_AUTHORIZE))
+            self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RESET) + preset + d.cmd(d.CMD_AUTHORIZE))
 
     def stop(self, channel: int) -> None:
         with self._lock:
