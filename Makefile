@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest mosquitto node venv clean
+.PHONY: demo test lint typecheck pytest mosquitto node tools bundle venv clean
 MP_TESTS := tests/micropython
 
 $(STAMP): pyproject.toml
@@ -37,6 +37,26 @@ node:
 		echo "node is missing (MicroPython tests will skip); run: sudo apt-get install nodejs npm" >&2; \
 	fi
 
+# shellcheck for the deployment scripts' tests (they skip, and say so, without it).
+tools:
+	@if command -v shellcheck >/dev/null 2>&1; then exit 0; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
+	else echo "shellcheck is missing (its test will skip); run: sudo apt-get install shellcheck" >&2; fi
+
+# Offline bundle for stations without internet: wheels for arm64 (Pi) and x86_64, the
+# project itself, and the install script. Copy dist/bundle to the Pi and run
+# deploy/install.sh --bundle <dir>.
+bundle: $(STAMP)
+	rm -rf dist/bundle && mkdir -p dist/bundle
+	$(BIN)/pip wheel --quiet --no-deps -w dist/bundle .
+	for plat in manylinux2014_aarch64 manylinux2014_x86_64; do \
+		$(BIN)/pip download --quiet --only-binary=:all: --platform $$plat --python-version 3.11 \
+			-d dist/bundle "paho-mqtt>=2.1" "pyserial>=3.5" "cryptography>=42" "jsonschema>=4.21" "gpiozero>=2.0"; \
+	done
+	cp -r deploy dist/bundle/
+	@echo "bundle in dist/bundle: $$(ls dist/bundle | wc -l) files"
+
 $(MP_TESTS)/node_modules/.package-lock.json: $(MP_TESTS)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then cd $(MP_TESTS) && npm ci --no-audit --no-fund --loglevel=error; fi
 
@@ -49,7 +69,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) mosquitto node
+pytest: $(STAMP) mosquitto node tools
 	@$(MAKE) --no-print-directory $(MP_TESTS)/node_modules/.package-lock.json
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

@@ -53,16 +53,23 @@ def _stop_on_signals() -> threading.Event:
 
 def _cmd_agent_run(args: argparse.Namespace) -> int:
     from agent.config import load_config
+    from agent.sdnotify import Notifier
+    from agent.service import serve
     from agent.station import Station
 
     config = load_config(args.config)
-    station = Station(config)
     stop = _stop_on_signals()
-    station.start()
-    try:
-        station.run(stop)
-    finally:
-        station.close()
+    serve(Station(config), Notifier(), stop)
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+
+    config = load_config(args.config)
+    print(f"{args.config}: OK: station {config.station_id} ({config.zone}), {len(config.pumps)} pumps on "
+          f"{config.relay_board_kind} {config.relay_board_port}, {len(config.trusted_keys)} trusted keys, "
+          f"data in {config.data_dir}")
     return 0
 
 
@@ -161,6 +168,20 @@ def _cmd_hw_test(args: argparse.Namespace) -> int:
     return run_hw_test(args.port, args.channel, interactive=not args.no_prompt, dart=args.dart)
 
 
+def _cmd_provision(args: argparse.Namespace) -> int:
+    from agent.provision import ProvisionError, provision
+
+    try:
+        checks = provision(args.station, args.zone, args.etc, args.data, args.trust, args.kind, args.board,
+                           args.pump, force=args.force)
+    except ProvisionError as exc:
+        raise CliError(str(exc)) from exc
+    for check in checks:
+        print(f"[{'x' if check.ok else ' '}] {check.item}: {check.detail}")
+    print("next: systemctl start spbu-agent; then spbu hw test --port <pump controller> (docs/deploy.md)")
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spbu", description="SPBU edge agent: offline subsidised-fuel "
                                      "eligibility, pump control, journal and sync.")
@@ -186,6 +207,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = agent_sub.add_parser("run", help="run the agent with a station config")
     run.add_argument("--config", type=Path, required=True, help="station TOML config")
     run.set_defaults(func=_cmd_agent_run)
+    check = agent_sub.add_parser("check-config", help="validate a station config and say what it sets up")
+    check.add_argument("config", type=Path, help="station TOML config")
+    check.set_defaults(func=_cmd_check_config)
+
+    prov = sub.add_parser("provision", help="make this Pi station N: config, station key and CSR, trust, checks")
+    prov.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
+    prov.add_argument("--zone", default="WIB", choices=("WIB", "WITA", "WIT"))
+    prov.add_argument("--trust", type=Path, action="append", default=[], required=True,
+                      help="headquarters' allow-list signing public key (hex file); repeatable")
+    prov.add_argument("--kind", default="uart", choices=("uart", "dart", "gpio"), help="pump controller")
+    prov.add_argument("--board", default="/dev/spbu-relay", help="relay board or DART line device")
+    prov.add_argument("--pump", action="append", default=[], metavar="N:PRODUCT:SCANNER",
+                      help="a fuelling point, e.g. 1:pertalite:/dev/spbu-scanner-1; repeatable, in channel order")
+    prov.add_argument("--etc", type=Path, default=Path("/etc/spbu"))
+    prov.add_argument("--data", type=Path, default=Path("/var/lib/spbu"))
+    prov.add_argument("--force", action="store_true", help="replace an existing station's config and key")
+    prov.set_defaults(func=_cmd_provision)
 
     keys = sub.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

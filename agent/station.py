@@ -125,6 +125,23 @@ class Station:
                              baudrate=config.relay_board_baud)
         return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
 
+    def health(self, max_task_age_s: float = 3.0) -> tuple[bool, str]:
+        """Are the device tasks going round their loops? (The caller's own loop being alive
+        is shown by it calling this.) Absent devices are not a fault of the agent."""
+        now = time.monotonic()
+        tasks = [("pump controller", self.board.last_beat())]
+        tasks += [(f"scanner {p.number}", s.last_beat()) for p, s in zip(self.config.pumps, self.scanners,
+                                                                         strict=True)]
+        stuck = [name for name, beat in tasks if now - beat > max_task_age_s]
+        return (not stuck, "stuck: " + ", ".join(stuck) if stuck else "ok")
+
+    def status_line(self) -> str:
+        pumps = " ".join(f"{n}:{p.state}" for n, p in self.pumps.items())
+        allowlist = self.docs.allowlist.version if self.docs.allowlist else 0
+        link = "up" if self.link.connected else "down"
+        clock = "ok" if self._clock_trusted else "UNTRUSTED"
+        return f"pumps {pumps}; outbox {self.journal.outbox_depth()}; list v{allowlist}; hq link {link}; clock {clock}"
+
     def pumps_ready(self) -> bool:
         """Every pump can take a scan: devices answered, DART totals known."""
         return self.board_connected and all(

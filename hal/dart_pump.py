@@ -68,6 +68,9 @@ class DartPumps:
     def keep_alive(self) -> None:
         self._alive_at = time.monotonic()
 
+    def last_beat(self) -> float:
+        return self._port.last_loop
+
     def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None:
         self._authorize(channel, auth_id, d.preset_volume(preset_pulses))
 

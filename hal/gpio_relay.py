@@ -14,6 +14,7 @@ that pin low (config.txt `gpio=<pin>=op,dl`). Prefer the relay board wherever po
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -141,6 +142,8 @@ class _InProcessPort:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gpio-relay", daemon=True)
         self.connected = False
+        self.port = "gpio"
+        self.last_loop = time.monotonic()
 
     def start(self) -> None:
         self._thread.start()
@@ -162,6 +165,7 @@ class _InProcessPort:
         self.connected = True
         self._on_state(True)
         while not self._stop.is_set():
+            self.last_loop = time.monotonic()
             self.firmware.step()
             with self.machine.uart.lock:
                 out = bytes(self.machine.uart.tx)

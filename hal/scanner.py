@@ -53,6 +53,9 @@ class SerialScanner:
     def close(self) -> None:
         self._port.close()
 
+    def last_beat(self) -> float:
+        return self._port.last_loop
+
     def _bytes(self, data: bytes) -> None:
         for event in self._decoder.feed(data):
             if event[0] == "scan":

@@ -8,6 +8,7 @@ import logging
 import os
 import termios
 import threading
+import time
 from collections.abc import Callable
 
 import serial
@@ -52,6 +53,7 @@ class SerialPortThread:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.connected = False
+        self.last_loop = time.monotonic()  # the reader's heartbeat: a stuck task stops it
 
     def start(self) -> None:
         self._thread.start()
@@ -112,6 +114,7 @@ class SerialPortThread:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.last_loop = time.monotonic()
             if self._serial is None and not self._open():
                 self._stop.wait(self._reopen_s)
                 continue

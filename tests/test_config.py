@@ -258,7 +258,7 @@ def test_round_trip_escapes_strings(tmp_path: Path, name: str) -> None:
 
 
 def test_example_config_in_deploy_is_valid() -> None:
-    cfg = load_config(ROOT / "deploy" / "station.example.toml")
+    cfg = load_config(ROOT / "deploy" / "agent.example.toml")
     assert cfg.station_id == "34.401.01"
     assert [p.number for p in cfg.pumps] == [1, 2]
     assert all(kid == key_id(load_public_key_hex(hexkey)) for kid, hexkey in cfg.trusted_keys.items())

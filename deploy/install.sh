@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Install (or update) the spbu-edge agent on Raspberry Pi OS Bookworm or Debian 12.
+#
+#   sudo deploy/install.sh                  # from the internet (PyPI, Debian)
+#   sudo deploy/install.sh --bundle DIR     # offline: wheels from `make bundle`
+#   deploy/install.sh --root /tmp/r --no-apt --no-venv   # lay out a tree without touching the system
+#
+# Idempotent: running it again updates the package and files and keeps config, keys and data.
+set -euo pipefail
+
+ROOT=""
+BUNDLE=""
+APT=1
+VENV=1
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+usage() {
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --root) ROOT="${2:?--root needs a directory}"; shift 2 ;;
+        --bundle) BUNDLE="${2:?--bundle needs a directory}"; shift 2 ;;
+        --no-apt) APT=0; shift ;;
+        --no-venv) VENV=0; shift ;;
+        -h|--help) usage ;;
+        *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "install.sh: $*"; }
+on_system() { [ -z "$ROOT" ]; }
+
+if on_system && [ "$(id -u)" != "0" ]; then
+    echo "install.sh: run as root (sudo), or give --root DIR to lay out a tree" >&2
+    exit 1
+fi
+
+# 1. Service user with only the groups it needs.
+if on_system; then
+    for group in dialout gpio video input; do
+        getent group "$group" >/dev/null || groupadd --system "$group"
+    done
+    if ! id spbu >/dev/null 2>&1; then
+        useradd --system --home-dir /var/lib/spbu --no-create-home --shell /usr/sbin/nologin spbu
+        say "created user spbu"
+    fi
+    usermod --groups dialout,gpio,video,input spbu
+fi
+
+# 2. Debian packages: the station broker.
+if on_system && [ "$APT" = 1 ]; then
+    if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto python3-venv
+    fi
+fi
+
+# 3. Layout.
+install -d -m 0755 "$ROOT/opt/spbu"
+install -d -m 0750 "$ROOT/etc/spbu" "$ROOT/etc/spbu/keys" "$ROOT/etc/spbu/certs"
+install -d -m 0750 "$ROOT/var/lib/spbu"
+if on_system; then
+    chown root:spbu /etc/spbu /etc/spbu/keys /etc/spbu/certs
+    chown spbu:spbu /var/lib/spbu
+fi
+# The example config only if there is none: an update never overwrites a station's config.
+if [ ! -e "$ROOT/etc/spbu/agent.toml" ]; then
+    install -m 0640 "$SRC/deploy/agent.example.toml" "$ROOT/etc/spbu/agent.toml"
+    say "wrote /etc/spbu/agent.toml from the example: run 'spbu provision' next"
+fi
+
+# 4. The package in its own venv, with the Pi extras.
+if [ "$VENV" = 1 ]; then
+    [ -x "$ROOT/opt/spbu/venv/bin/python" ] || python3 -m venv "$ROOT/opt/spbu/venv"
+    if [ -n "$BUNDLE" ]; then
+        "$ROOT/opt/spbu/venv/bin/pip" install --quiet --no-index --find-links "$BUNDLE" "spbu-edge[pi]"
+    else
+        "$ROOT/opt/spbu/venv/bin/pip" install --quiet --upgrade "${SRC}[pi]"
+    fi
+else
+    # Lay the entry point where the unit expects it (used by --root test trees).
+    install -d -m 0755 "$ROOT/opt/spbu/venv/bin"
+    [ -e "$ROOT/opt/spbu/venv/bin/spbu" ] || install -m 0755 /dev/null "$ROOT/opt/spbu/venv/bin/spbu"
+fi
+
+# 5. systemd units, journald limits, hardware watchdog, udev rules, broker config.
+install -D -m 0644 "$SRC/deploy/systemd/spbu-agent.service" "$ROOT/etc/systemd/system/spbu-agent.service"
+install -D -m 0644 "$SRC/deploy/systemd/journald-spbu.conf" "$ROOT/etc/systemd/journald.conf.d/spbu.conf"
+install -D -m 0644 "$SRC/deploy/systemd/spbu-watchdog.conf" "$ROOT/etc/systemd/system.conf.d/spbu-watchdog.conf"
+install -D -m 0644 "$SRC/deploy/udev/99-spbu.rules" "$ROOT/etc/udev/rules.d/99-spbu.rules"
+install -D -m 0644 "$SRC/deploy/mosquitto/spbu.conf" "$ROOT/etc/mosquitto/conf.d/spbu.conf"
+
+if on_system && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    udevadm control --reload || true
+    systemctl enable spbu-agent.service >/dev/null
+    say "enabled spbu-agent.service; start it after provisioning: systemctl start spbu-agent"
+fi
+say "done (root: ${ROOT:-/})"
