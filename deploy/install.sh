@@ -93,6 +93,30 @@ install -D -m 0644 "$SRC/deploy/systemd/spbu-watchdog.conf" "$ROOT/etc/systemd/s
 install -D -m 0644 "$SRC/deploy/udev/99-spbu.rules" "$ROOT/etc/udev/rules.d/99-spbu.rules"
 install -D -m 0644 "$SRC/deploy/mosquitto/spbu.conf" "$ROOT/etc/mosquitto/conf.d/spbu.conf"
 
+# 6. SD-card care and the Pi's hardware watchdog (on the system only; see docs/deploy.md).
+if on_system; then
+    # No swap on the SD card: swapping wears it out and stalls the agent anyway.
+    if command -v dphys-swapfile >/dev/null 2>&1; then
+        dphys-swapfile swapoff || true
+        systemctl disable --now dphys-swapfile.service >/dev/null 2>&1 || true
+        say "swap on the SD card disabled"
+    fi
+    # Journal and allow-list on a data partition or USB disk labelled SPBU-DATA, if present.
+    if [ -e /dev/disk/by-label/SPBU-DATA ] && ! grep -q "LABEL=SPBU-DATA" /etc/fstab; then
+        echo "LABEL=SPBU-DATA /var/lib/spbu ext4 defaults,noatime,commit=5,nofail 0 2" >> /etc/fstab
+        mount /var/lib/spbu && chown spbu:spbu /var/lib/spbu
+        say "data on the SPBU-DATA partition"
+    fi
+    # bcm2835_wdt: systemd pets it (spbu-watchdog.conf); the firmware must enable it.
+    for boot_config in /boot/firmware/config.txt /boot/config.txt; do
+        if [ -f "$boot_config" ] && ! grep -q "^dtparam=watchdog=on" "$boot_config"; then
+            echo "dtparam=watchdog=on" >> "$boot_config"
+            say "hardware watchdog enabled in $boot_config (takes effect after a reboot)"
+            break
+        fi
+    done
+fi
+
 if on_system && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     udevadm control --reload || true
