@@ -198,8 +198,10 @@ class Campaign:
                 [sys.executable, "-m", "agent", "agent", "run", "--config", str(self.config_path)],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
                 preexec_fn=die_with_parent)  # a campaign that dies takes its agent with it
-        # Ready for the campaign once it has said hello to the relay board.
-        return wait_until(lambda: self.board.host_hellos() > hellos, 10)
+        # Ready for the campaign once it has said hello to the pumps' controller; an agent
+        # that a kill point ended during start-up counts as ready (and already killed).
+        agent = self.agent
+        return wait_until(lambda: self.board.host_hellos() > hellos or agent.poll() is not None, 10)
 
     def kill_agent(self) -> None:
         if self.agent is not None and self.agent.poll() is None:
@@ -317,9 +319,9 @@ class Campaign:
             self.customers.pause()
             time.sleep(max(0.0, 0.4 - (time.monotonic() - killed_at)))  # settling fills end on the board
             accepted_before = len(self.board.accepted())
-            if not self.start_agent():
+            if not self.start_agent() or (self.agent is not None and self.agent.poll() is not None):
                 code = self.agent.poll() if self.agent else None
-                result.violations.append(Violation(kill, instant, "start", f"agent never said hello (exit {code})"))
+                result.violations.append(Violation(kill, instant, "start", f"agent not up after restart (exit {code})"))
                 break
             self.check_quiescent(kill, instant, result, accepted_before)
             self.kill_agent()  # an idle instant: nothing open, nothing may change
