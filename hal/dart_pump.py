@@ -24,7 +24,7 @@ import serial
 from hal import dart_proto as d
 from hal.dart_master import DartMaster
 from hal.relay_board import BoardEnd, BoardEvent, BoardLink, BoardStatus, NozzleChange
-from hal.serial_link import SerialPortThread
+from hal.serial_link import PortDriver, SerialPortThread
 
 
 class _Channel:
@@ -39,7 +39,7 @@ class _Channel:
         self.pending_end: BoardEnd | None = None  # fill over; waiting for the totals that close it
 
 
-class DartPumps:
+class DartPumps(PortDriver):
     totals_required = True  # a DART pump knows no session ids: recovery needs its totals
 
     def __init__(self, port: str, on_event: Callable[[BoardEvent], None], channels: int = 1,
@@ -54,22 +54,6 @@ class DartPumps:
             port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=0.005,
             on_idle=self._tick, name=f"dart:{port}", serial_kwargs={"parity": serial.PARITY_ODD},
             flush_on_open=True)
-
-    def start(self) -> None:
-        self._port.start()
-
-    def close(self) -> None:
-        self._port.close()
-
-    @property
-    def connected(self) -> bool:
-        return self._port.connected
-
-    def keep_alive(self) -> None:
-        self._alive_at = time.monotonic()
-
-    def last_beat(self) -> float:
-        return self._port.last_loop
 
     def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None:
         self._authorize(channel, auth_id, d.preset_volume(preset_pulses))

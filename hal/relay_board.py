@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hal import relay_proto as rp
-from hal.serial_link import SerialPortThread
+from hal.serial_link import PortDriver, SerialPortThread
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class PumpController(Protocol):
     def query(self, channel: int) -> None: ...
 
 
-class RelayBoard:
+class RelayBoard(PortDriver):
     totals_required = False  # the board keeps the last authorisation's id and count
 
     def __init__(
@@ -139,23 +139,6 @@ class RelayBoard:
             # repeats what matters (STATUS on QUERY) to this one.
             flush_on_open=True,
         )
-
-    def start(self) -> None:
-        self._port.start()
-
-    def close(self) -> None:
-        self._port.close()
-
-    @property
-    def connected(self) -> bool:
-        return self._port.connected
-
-    def keep_alive(self) -> None:
-        self._alive_at = time.monotonic()
-
-    def last_beat(self) -> float:
-        """When the driver's I/O task last went round its loop (monotonic seconds)."""
-        return self._port.last_loop
 
     def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None:
         self._send(rp.AUTHORIZE, (channel, auth_id, preset_pulses))

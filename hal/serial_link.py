@@ -130,3 +130,29 @@ class SerialPortThread:
                 self._on_bytes(data)
             if self._on_idle is not None:
                 self._on_idle()
+
+
+class PortDriver:
+    """What every device driver on a SerialPortThread shares: life cycle, link state, the
+    agent's keep-alive (drivers talk to devices only while the agent's loop runs) and the
+    I/O task's heartbeat for the service watchdog."""
+
+    _port: SerialPortThread
+    _alive_at: float
+
+    def start(self) -> None:
+        self._port.start()
+
+    def close(self) -> None:
+        self._port.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._port.connected
+
+    def keep_alive(self) -> None:
+        self._alive_at = time.monotonic()
+
+    def last_beat(self) -> float:
+        """When the driver's I/O task last went round its loop (monotonic seconds)."""
+        return self._port.last_loop
