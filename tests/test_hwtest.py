@@ -17,20 +17,12 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_technician_walks_through_every_step() -> None:
-    board = RelayBoardSim(channels=2, flow_lps=1.0)
-    board.start()
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "hw", "test", "--port", board.path, "--channel", "1"],
+def walk_through(args: list[str], actions: dict[str, Callable[[], None]]) -> list[str]:
+    """Run `spbu hw test` as a technician would: do what each prompt asks, press Enter."""
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "hw", "test", *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdin is not None and proc.stdout is not None
     lines = []
-    def release_and_reset() -> None:
-        board.release_estop()
-        board.press_reset()
-
-    actions: dict[str, Callable[[], None]] = {
-        "Lift the nozzle": lambda: board.lift_nozzle(1), "Hang the nozzle": lambda: board.hang_nozzle(1),
-        "Press the E-stop": board.press_estop, "Release the E-stop": release_and_reset}
     try:
         for line in proc.stdout:
             lines.append(line.rstrip())
@@ -43,8 +35,28 @@ def test_technician_walks_through_every_step() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+    return lines
+
+
+def passed_steps(lines: list[str]) -> set[str]:
+    return {line.split(":")[0][6:] for line in lines if line.startswith("PASS")}
+
+
+def test_technician_walks_through_every_step() -> None:
+    board = RelayBoardSim(channels=2, flow_lps=1.0)
+    board.start()
+
+    def release_and_reset() -> None:
+        board.release_estop()
+        board.press_reset()
+
+    try:
+        lines = walk_through(["--port", board.path, "--channel", "1"], {
+            "Lift the nozzle": lambda: board.lift_nozzle(1), "Hang the nozzle": lambda: board.hang_nozzle(1),
+            "Press the E-stop": board.press_estop, "Release the E-stop": release_and_reset})
+    finally:
         board.close()
-    passed = {line.split(":")[0][6:] for line in lines if line.startswith("PASS")}
+    passed = passed_steps(lines)
     assert {"board answers", "relay closes on AUTHORIZE", "nozzle switch", "metering", "stop",
             "dead-man drops the relay", "E-stop"} <= passed
     assert lines[-1] == f"{len(passed)} passed, 0 failed"
@@ -67,26 +79,10 @@ def test_technician_checks_a_dart_pump() -> None:
 
     line = DartPumpSim(pumps=2, flow_lps=1.0)
     line.start()
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "hw", "test", "--dart", "--port", line.path,
-                             "--channel", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert proc.stdin is not None and proc.stdout is not None
-    lines = []
     try:
-        for text in proc.stdout:
-            lines.append(text.rstrip())
-            if "Lift the nozzle" in text:
-                line.lift_nozzle(1)
-            elif "Hang the nozzle" in text:
-                line.hang_nozzle(1)
-            else:
-                continue
-            proc.stdin.write("\n")
-            proc.stdin.flush()
-        assert proc.wait(30) == 0, "\n".join(lines)
+        lines = walk_through(["--dart", "--port", line.path, "--channel", "1"], {
+            "Lift the nozzle": lambda: line.lift_nozzle(1), "Hang the nozzle": lambda: line.hang_nozzle(1)})
     finally:
-        if proc.poll() is None:
-            proc.kill()
         line.close()
-    passed = {text.split(":")[0][6:] for text in lines if text.startswith("PASS")}
     assert {"board answers", "authorise", "nozzle switch", "metering", "stop",
-            "pump stops when polling stops"} <= passed
+            "pump stops when polling stops"} <= passed_steps(lines)
