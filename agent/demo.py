@@ -9,6 +9,7 @@ headquarters received. Exit 0 only if they agree and every transaction was ackno
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import queue
 import shutil
@@ -17,15 +18,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from agent import topics
 from agent.config import PumpConfig, StationConfig, Timeouts
 from agent.domain import PRODUCT_LABELS, format_litres
+from agent.qrtoken import issue_token
 from agent.station import Station
-from agent.tokens import encode_token
 from simulators.broker import MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
@@ -76,7 +80,8 @@ def _pick(registry: list[RegistryEntry], used: set[int], category: str, product_
     raise LookupError(f"registry has no free {category} with products {product_bits}")
 
 
-def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count: int) -> list[Customer]:
+def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count: int,
+                     token: Callable[[int], str]) -> list[Customer]:
     """The required cases first (each at least once), then ordinary fills up to `count`."""
     used: set[int] = set()
     pert, solar = 0x01, 0x02
@@ -87,22 +92,22 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
             bike = _pick(registry, used, "motorcycle", pert)
             truck = _pick(registry, used, "goods_4w", solar)
             script += [
-                Customer("eligible fill", number, encode_token(car.vehicle_id), 30_000, "ok"),
-                Customer("capped by quota", number, encode_token(bike.vehicle_id), 25_000, "ok"),
-                Customer("over quota", number, encode_token(bike.vehicle_id), 5_000, "quota_exhausted"),
+                Customer("eligible fill", number, token(car.vehicle_id), 30_000, "ok"),
+                Customer("capped by quota", number, token(bike.vehicle_id), 25_000, "ok"),
+                Customer("over quota", number, token(bike.vehicle_id), 5_000, "quota_exhausted"),
                 Customer("unknown QR", number, "HELLO-WORLD-123", 10_000, "unknown_qr"),
-                Customer("wrong product", number, encode_token(truck.vehicle_id), 20_000, "wrong_product"),
-                Customer("not registered", number, encode_token(UNREGISTERED_ID), 20_000, "not_registered"),
+                Customer("wrong product", number, token(truck.vehicle_id), 20_000, "wrong_product"),
+                Customer("not registered", number, token(UNREGISTERED_ID), 20_000, "not_registered"),
             ]
         else:
             truck = _pick(registry, used, "goods_4w", solar)
             car = _pick(registry, used, "private_car", solar)
             bike = _pick(registry, used, "motorcycle", pert)
             script += [
-                Customer("eligible fill", number, encode_token(truck.vehicle_id), 40_000, "ok"),
-                Customer("capped by quota", number, encode_token(car.vehicle_id), 80_000, "ok"),
-                Customer("over quota", number, encode_token(car.vehicle_id), 10_000, "quota_exhausted"),
-                Customer("wrong product", number, encode_token(bike.vehicle_id), 5_000, "wrong_product"),
+                Customer("eligible fill", number, token(truck.vehicle_id), 40_000, "ok"),
+                Customer("capped by quota", number, token(car.vehicle_id), 80_000, "ok"),
+                Customer("over quota", number, token(car.vehicle_id), 10_000, "quota_exhausted"),
+                Customer("wrong product", number, token(bike.vehicle_id), 5_000, "wrong_product"),
             ]
     numbers = list(pumps)
     extra = 0
@@ -111,7 +116,7 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
         category, bits = (("private_car", pert) if pumps[number] == "pertalite"
                           else ("goods_4w", solar))
         entry = _pick(registry, used, category, bits)
-        script.append(Customer("eligible fill", number, encode_token(entry.vehicle_id),
+        script.append(Customer("eligible fill", number, token(entry.vehicle_id),
                                15_000 + 5_000 * (extra % 4), "ok"))
         extra += 1
     return script
@@ -237,6 +242,7 @@ class DemoStation:
         self._own_broker = broker is None
         self.broker = broker or MosquittoBroker()
         self.registry = synthetic_registry(vehicles)
+        self.hq_key = Ed25519PrivateKey.generate()  # signs the lists and the customers' QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
         self.pump_kind = pump_kind
         self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps)
@@ -258,6 +264,11 @@ class DemoStation:
         if not self.quiet:
             print(text, flush=True)
 
+    def token(self, vehicle_id: int) -> str:
+        """The signed QR a customer shows; vehicles outside the registry get a made-up plate."""
+        plate = next((e.plate for e in self.registry if e.vehicle_id == vehicle_id), "B 4242 ZZ")
+        return issue_token(vehicle_id, plate, dt.datetime.now(dt.UTC).date(), self.hq_key)
+
     def config(self) -> StationConfig:
         assert self.hq is not None
         return StationConfig(
@@ -273,7 +284,7 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
-        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry)
+        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
         self.hq.start()
         self.hq.publish_documents()
         self.board.start()
@@ -367,7 +378,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
                  f"Station {STATION_ID}: {pumps} pumps, vehicle list v{version}"
                  f" ({len(demo.registry)} vehicles), broker 127.0.0.1:{demo.broker.port}")
         print(intro, flush=True)
-        script = script_customers(demo.registry, demo.products, customers)
+        script = script_customers(demo.registry, demo.products, customers, demo.token)
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
         outcomes = demo.serve(script, budget)
         demo.wait_delivered(max(5.0, timeout_s - (time.monotonic() - started)))

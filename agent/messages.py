@@ -24,6 +24,12 @@ _TEXT: dict[str, dict[str, str]] = {
         "vehicle_busy": "DITOLAK    pompa {pump}  {plate}  sedang mengisi di pompa lain",
         "pump_unavailable": "DITOLAK    pompa {pump}  pompa tidak tersedia",
         "internal_error": "DITOLAK    pompa {pump}  gangguan sistem, silakan pindai ulang",
+        "token_forged": "DITOLAK    pompa {pump}  QR PALSU: tanda tangan tidak sah. Jangan isi; minta QR asli "
+        "dari aplikasi",
+        "token_plate_altered": "DITOLAK    pompa {pump}  QR DIUBAH: nomor polisi {plate} bukan yang diterbitkan. "
+        "Jangan isi; cocokkan dengan kendaraan",
+        "token_unknown_key": "DITOLAK    pompa {pump}  QR dari penerbit yang belum dikenal stasiun ini. Minta QR "
+        "terbaru atau hubungi pengelola",
         "duplicate": "",
     },
     "en": {
@@ -45,6 +51,12 @@ _TEXT: dict[str, dict[str, str]] = {
         "vehicle_busy": "REFUSED   pump {pump}  {plate}  already fuelling at another pump",
         "pump_unavailable": "REFUSED   pump {pump}  pump unavailable",
         "internal_error": "REFUSED   pump {pump}  system fault, please scan again",
+        "token_forged": "REFUSED   pump {pump}  FAKE QR: the signature is not valid. Do not fuel; ask for the "
+        "QR from the app",
+        "token_plate_altered": "REFUSED   pump {pump}  ALTERED QR: plate {plate} is not the one issued. Do not "
+        "fuel; check the vehicle",
+        "token_unknown_key": "REFUSED   pump {pump}  QR from an issuer this station does not know yet. Ask for "
+        "a fresh QR or call the manager",
         "duplicate": "",
     },
 }

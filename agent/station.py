@@ -30,13 +30,13 @@ from agent.eligibility import (
     VEHICLE_BUSY,
     Decision,
     decide,
-    parse_vehicle,
 )
 from agent.journal import Journal, SessionRow
 from agent.killpoints import killpoint
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
+from agent.scan_identity import identify, keyring_from_hex, legacy_salt_of
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -97,6 +97,7 @@ class Station:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(config.data_dir / "journal.sqlite")
         self.docs = DocumentStore(config.data_dir, config.trusted_keys)
+        self.token_keys = keyring_from_hex(config.trusted_keys)  # the trust root's `tokens` role
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
@@ -314,7 +315,8 @@ class Station:
     def scan(self, pump_no: int, text: str, requested_ml: int | None = None) -> Decision:
         pump = self.pumps[pump_no]
         product = pump.config.product
-        vehicle_id = parse_vehicle(text)
+        ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
+        vehicle_id = ident.vehicle_id
         if pump.session is not None or pump.state in ps.WITH_SESSION:
             return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
         if not self.board_connected or pump.state == ps.INOPERATIVE:
@@ -330,15 +332,17 @@ class Station:
                 if other.session is not None and other.session.vehicle_id == vehicle_id:
                     vehicle = self.docs.allowlist.lookup(vehicle_id) if self.docs.allowlist else None
                     return self._refuse(pump, Decision(False, VEHICLE_BUSY, vehicle, vehicle_id))
+        if ident.reason:  # forged, unknown key, altered plate, or not a vehicle QR at all
+            return self._refuse(pump, Decision(False, ident.reason), ident.detail, plate=ident.plate)
         clock = self._read_clock()
         day = clock.quota_day
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
                           used + reserved, requested_ml, clock.effective)
         if not decision.ok:
-            return self._refuse(pump, decision)
+            return self._refuse(pump, decision, plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
-        plate = decision.vehicle.plate if decision.vehicle else "UNREGISTERED"
+        plate = ident.plate or (decision.vehicle.plate if decision.vehicle else "UNREGISTERED")
         preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
         # Journal first (fsync), relay second: a crash between the two leaves a session
@@ -365,14 +369,15 @@ class Station:
                     "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
         return decision
 
-    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "") -> Decision:
+    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "") -> Decision:
         vehicle = decision.vehicle
-        self._say(decision.reason, pump.config.number, plate=vehicle.plate if vehicle else "",
+        plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
+        self._say(decision.reason, pump.config.number, plate=plate,
                   product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
                   zone=self.config.zone)
         self._emit({"type": "decision", "pump": pump.config.number, "ok": False,
                     "reason": decision.reason, "code": decision.reason, "detail": detail,
-                    "plate": mask_plate(vehicle.plate) if vehicle else "",
+                    "plate": mask_plate(plate) if plate else "",
                     "product": pump.config.product, "preset_ml": 0,
                     "remaining_ml": decision.remaining_ml})
         return decision
