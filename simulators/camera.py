@@ -64,7 +64,7 @@ def render(scene: Scene) -> Frame:
 def _background(rng: random.Random) -> np.ndarray:
     base = rng.uniform(60, 140)
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    return base + 30 * np.sin(x / rng.uniform(40, 90)) * np.cos(y / rng.uniform(50, 110))
+    return np.asarray(base + 30 * np.sin(x / rng.uniform(40, 90)) * np.cos(y / rng.uniform(50, 110)), np.float32)
 
 
 def _place(card: np.ndarray, background: np.ndarray, rng: random.Random, level: int) -> np.ndarray:
@@ -102,7 +102,7 @@ def _moire(frame: np.ndarray, rng: random.Random, level: int) -> np.ndarray:
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     period, theta = rng.uniform(2.5, 4.0), rng.uniform(0, np.pi)
     wave = np.sin((x * np.cos(theta) + y * np.sin(theta)) * 2 * np.pi / period)
-    return frame * (1 - 0.04 * level * (0.5 + 0.5 * wave))
+    return np.asarray(frame * (1 - 0.04 * level * (0.5 + 0.5 * wave)), np.float32)
 
 
 def _glare(frame: np.ndarray, rng: random.Random, level: int) -> np.ndarray:
@@ -112,7 +112,7 @@ def _glare(frame: np.ndarray, rng: random.Random, level: int) -> np.ndarray:
     cx, cy = rng.uniform(0.3, 0.7) * WIDTH, rng.uniform(0.3, 0.7) * HEIGHT
     radius = rng.uniform(40, 60 + 20 * level)
     spot = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2))
-    return frame + spot * (40 + 35 * level)
+    return np.asarray(frame + spot * (40 + 35 * level), np.float32)
 
 
 def _contrast(frame: np.ndarray, rng: random.Random, level: int) -> np.ndarray:

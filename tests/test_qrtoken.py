@@ -3,6 +3,7 @@ parser that never raises anything but TokenRefused (hypothesis)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
@@ -119,10 +120,8 @@ def test_base45_round_trip(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=ALPHABET, max_size=60))
 def test_base45_decode_never_raises_other_errors(text: str) -> None:
-    try:
+    with contextlib.suppress(Base45Error):
         b45decode(text)
-    except Base45Error:
-        pass
 
 
 @settings(max_examples=400, deadline=None)
