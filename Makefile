@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest mosquitto node tools bundle venv clean
+.PHONY: demo test lint typecheck pytest mosquitto node tools zbar bundle venv clean
 MP_TESTS := tests/micropython
 
 $(STAMP): pyproject.toml
@@ -44,6 +44,13 @@ tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
 	else echo "shellcheck is missing (its test will skip); run: sudo apt-get install shellcheck" >&2; fi
 
+# Debian's libzbar0 for pyzbar, a baseline in the camera benchmark (its test skips without it).
+zbar:
+	@if ldconfig -p 2>/dev/null | grep -q libzbar.so.0; then exit 0; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzbar0 >/dev/null; \
+	else echo "libzbar0 is missing (the camera benchmark's pyzbar baseline will skip); run: sudo apt-get install libzbar0" >&2; fi
+
 # Offline bundle for stations without internet: wheels for arm64 (Pi) and x86_64, the
 # project itself, and the install script. Copy dist/bundle to the Pi and run
 # deploy/install.sh --bundle <dir>.
@@ -69,7 +76,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) mosquitto node tools
+pytest: $(STAMP) mosquitto node tools zbar
 	@$(MAKE) --no-print-directory $(MP_TESTS)/node_modules/.package-lock.json
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
