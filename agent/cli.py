@@ -90,16 +90,6 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_token_issue(args: argparse.Namespace) -> int:
-    from agent.tokens import TokenError, encode_token
-
-    try:
-        print(encode_token(args.vehicle_id))
-    except TokenError as exc:
-        raise CliError(str(exc)) from exc
-    return 0
-
-
 def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
     from hal.firmware.main import __file__ as FIRMWARE
     from simulators.dispenser import Faults
@@ -233,11 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--force", action="store_true", help="replace an existing key")
     gen.set_defaults(func=_cmd_keys_generate)
 
-    token = sub.add_parser("token", help="QR tokens")
-    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-    issue = token_sub.add_parser("issue", help="print the QR text for a vehicle id")
-    issue.add_argument("--vehicle-id", type=int, required=True)
-    issue.set_defaults(func=_cmd_token_issue)
+    from agent.qr_cli import add_scan_parser, add_token_parser
+
+    add_token_parser(sub)
+    add_scan_parser(sub)
 
     hw = sub.add_parser("hw", help="hardware checks for field technicians")
     hw_sub = hw.add_subparsers(dest="hw_command", metavar="ACTION", required=True)

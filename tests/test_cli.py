@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import build_parser, main
-from agent.tokens import decode_token
+from agent.qrtoken import verify_token
+from agent.signing import load_public_key_hex
 
 ROOT = Path(__file__).resolve().parent.parent
 SPBU = [sys.executable, "-m", "agent"]
@@ -68,9 +69,15 @@ def test_keys_generate_and_token_issue(tmp_path: Path) -> None:
     assert len((tmp_path / "hq-signing.pub").read_text().strip()) == 64
     again = run("keys", "generate", "--out", str(tmp_path))
     assert again.returncode == 2 and "exists" in again.stderr
-    token = run("token", "issue", "--vehicle-id", "18446744073709551615")
-    assert token.returncode == 0 and decode_token(token.stdout.strip()) == 2**64 - 1
-    bad = run("token", "issue", "--vehicle-id", "0")
+    key = str(tmp_path / "hq-signing.key")
+    token = run("token", "issue", "--vehicle-id", "18446744073709551615", "--plate", "b 1234 xyz", "--key", key,
+                "--date", "2026-11-23")
+    assert token.returncode == 0, token.stderr
+    public = load_public_key_hex((tmp_path / "hq-signing.pub").read_text().strip())
+    from agent.signing import key_id
+    verified = verify_token(token.stdout.strip(), {key_id(public): public})
+    assert (verified.vehicle_id, verified.plate, str(verified.issued)) == (2**64 - 1, "B 1234 XYZ", "2026-11-23")
+    bad = run("token", "issue", "--vehicle-id", "0", "--plate", "B 1", "--key", key)
     assert bad.returncode == 2 and bad.stderr.startswith("spbu: error:")
 
 
