@@ -118,7 +118,9 @@ def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
 def _cmd_sim_scanner(args: argparse.Namespace) -> int:
     from simulators.scanner import ScannerSim
 
-    scanner = ScannerSim()
+    suffix = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}[args.suffix]
+    scanner = ScannerSim(suffix=suffix, aim_prefix=not args.no_aim, chunk=args.chunk, noise=args.noise,
+                         link=args.link, port=args.port)
     print(f"scanner on {scanner.path}; type one code per line, Ctrl-D to stop", flush=True)
     try:
         for line in sys.stdin:
@@ -252,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inject a dispenser fault (repeatable)")
     board.set_defaults(func=_cmd_sim_relay_board)
     scanner = sim_sub.add_parser("scanner", help="serial QR scanner on a pseudo-terminal, fed from stdin")
+    scanner.add_argument("--port", help="serial device to type on (default: a new pseudo-terminal)")
+    scanner.add_argument("--link", type=Path, help="also make this symlink to the device, like a udev name")
+    scanner.add_argument("--suffix", choices=("cr", "lf", "crlf"), default="crlf", help="line end (default crlf)")
+    scanner.add_argument("--no-aim", action="store_true", help="no ]Q1 symbology prefix")
+    scanner.add_argument("--chunk", type=int, default=0, help="bytes per write, like USB packets (0: whole line)")
+    scanner.add_argument("--noise", type=float, default=0.0, help="chance of a garbage line before a scan")
     scanner.set_defaults(func=_cmd_sim_scanner)
     hq = sim_sub.add_parser("hq", help="headquarters: publish signed list and policy, collect transactions")
     hq.add_argument("--host", default="127.0.0.1")

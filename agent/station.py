@@ -20,7 +20,7 @@ from typing import Any
 from agent import __version__, topics
 from agent import session as ps
 from agent.clock import ClockGuard, ClockReading
-from agent.config import PumpConfig, StationConfig
+from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import amount_idr, mask_plate
@@ -103,7 +103,8 @@ class Station:
         self._by_channel = {p.channel: p.number for p in config.pumps}
         self.board = self._make_board(config)
         self.scanners = [
-            SerialScanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud)
+            SerialScanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud,
+                          suffix=SCANNER_SUFFIXES[config.scanner_suffix])
             for p in config.pumps
         ]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)
