@@ -49,7 +49,8 @@ from hal.relay_board import (
     PumpController,
     RelayBoard,
 )
-from hal.scanner import ScanError, ScannerEvent, ScannerState, ScanRead, SerialScanner
+from hal.scanner import ScanError, ScannerEvent, ScannerState, ScanRead
+from hal.scanner_select import open_scanner
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ class Station:
         self._by_channel = {p.channel: p.number for p in config.pumps}
         self.board = self._make_board(config)
         self.scanners = [
-            SerialScanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud,
-                          suffix=SCANNER_SUFFIXES[config.scanner_suffix])
+            open_scanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud,
+                         suffix=SCANNER_SUFFIXES[config.scanner_suffix])
             for p in config.pumps
         ]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)

@@ -150,6 +150,9 @@ class CameraScanner:
         self._stop.set()
         self._thread.join(timeout=3)
 
+    def last_beat(self) -> float:
+        return self.last_loop
+
     def _set_degraded(self, reason: str) -> None:
         if reason != self._degraded:
             self._degraded = reason

@@ -133,3 +133,25 @@ def test_camera_degraded_modes_and_recovery() -> None:
         assert wait_for(events, lambda e: isinstance(e, ScanRead), 10).text == "SPBU2:RECOVERED"
     finally:
         camera.close()
+
+
+def test_scanner_setting_picks_the_driver(tmp_path: Path) -> None:
+    import cv2
+
+    from hal.camera import CameraScanner as Camera
+    from hal.hid_scanner import HidScanner
+    from hal.scanner import SerialScanner
+    from hal.scanner_select import open_scanner
+    from simulators.camera import Scene, render
+
+    events: queue.Queue[Any] = queue.Queue()
+    assert isinstance(open_scanner("/dev/ttyACM9", events.put), SerialScanner)
+    assert isinstance(open_scanner("hid:/dev/input/event9", events.put), HidScanner)
+    cv2.imwrite(str(tmp_path / "a.png"), render(Scene("SPBU2:FROM A FOLDER", 1, "phone", 3)))
+    camera = open_scanner(f"camera:{tmp_path}", events.put)
+    assert isinstance(camera, Camera)
+    camera.start()
+    try:
+        assert wait_for(events, lambda e: isinstance(e, ScanRead), 10).text == "SPBU2:FROM A FOLDER"
+    finally:
+        camera.close()
