@@ -28,7 +28,7 @@ def qr_matrix(text: str) -> np.ndarray:
 class Scene:
     text: str
     level: int
-    medium: str  # "phone" or "paper"
+    medium: str  # "phone", "phone_dark" (dark mode: light modules on black) or "paper"
     seed: int
 
 
@@ -38,7 +38,9 @@ def render(scene: Scene) -> Frame:
     modules = qr_matrix(scene.text)
     size = rng.randint(300 - 30 * level, 340 - 25 * level)
     code = cv2.resize(modules, (size, size), interpolation=cv2.INTER_NEAREST).astype(np.float32)
-    if scene.medium == "phone":
+    if scene.medium == "phone_dark":
+        code = 255 - code
+    if scene.medium.startswith("phone"):
         # A backlit screen: pixel grid and a bezel around the code.
         code = code * 0.85 + 25
         pad = 24
@@ -52,7 +54,7 @@ def render(scene: Scene) -> Frame:
         card = _folds(card, rng, level)
     background = _background(rng)
     frame = _place(card, background, rng, level)
-    if scene.medium == "phone" and level >= 2:
+    if scene.medium.startswith("phone") and level >= 2:
         frame = _moire(frame, rng, level)
     frame = _glare(frame, rng, level)
     frame = _contrast(frame, rng, level)
@@ -135,12 +137,13 @@ def _blur(frame: np.ndarray, rng: random.Random, level: int) -> np.ndarray:
 
 
 def scenes(texts: list[str], per_level: int, seed: int = 1) -> list[Scene]:
-    """`per_level` frames at each difficulty level, alternating phone and paper."""
+    """`per_level` frames at each difficulty level: phone, paper, every sixth a dark-mode phone."""
     out = []
     for level in range(LEVELS):
         for i in range(per_level):
             out.append(Scene(texts[(level * per_level + i) % len(texts)], level,
-                             "phone" if i % 2 == 0 else "paper", seed * 100_000 + level * 1000 + i))
+                             "phone_dark" if i % 6 == 4 else "phone" if i % 2 == 0 else "paper",
+                             seed * 100_000 + level * 1000 + i))
     return out
 
 
