@@ -31,6 +31,9 @@ _TEXT: dict[str, dict[str, str]] = {
         "token_unknown_key": "DITOLAK    pompa {pump}  QR dari penerbit yang belum dikenal stasiun ini. Minta QR "
         "terbaru atau hubungi pengelola",
         "duplicate": "",
+        "scanner_camera_lost": "PERINGATAN pompa {pump}  kamera QR terputus; pakai pemindai tangan",
+        "scanner_too_dark": "PERINGATAN pompa {pump}  kamera QR terlalu gelap; periksa lampu dan lensa",
+        "scanner_ok": "INFO       pompa {pump}  kamera QR normal kembali",
     },
     "en": {
         "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
@@ -58,6 +61,9 @@ _TEXT: dict[str, dict[str, str]] = {
         "token_unknown_key": "REFUSED   pump {pump}  QR from an issuer this station does not know yet. Ask for "
         "a fresh QR or call the manager",
         "duplicate": "",
+        "scanner_camera_lost": "WARNING   pump {pump}  QR camera disconnected; use the handheld scanner",
+        "scanner_too_dark": "WARNING   pump {pump}  QR camera too dark; check the light and the lens",
+        "scanner_ok": "INFO      pump {pump}  QR camera back to normal",
     },
 }
 

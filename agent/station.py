@@ -49,7 +49,7 @@ from hal.relay_board import (
     PumpController,
     RelayBoard,
 )
-from hal.scanner import ScanError, ScannerEvent, ScannerState, ScanRead
+from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead
 from hal.scanner_select import open_scanner
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,10 @@ class Station:
             return
         if isinstance(event, ScanError):
             self._refuse(pump, Decision(False, "unknown_qr"), f"scanner:{event.reason}")
+            return
+        if isinstance(event, ScannerNotice):  # a camera lost or in the dark: tell the attendant
+            log.warning("scanner on pump %d: %s", pump_no, event.reason)
+            self._say(f"scanner_{event.reason}", pump_no)
             return
         assert isinstance(event, ScanRead)
         now = time.monotonic()

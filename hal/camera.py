@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 
 from hal.qr_decode import QrPipeline, to_gray
-from hal.scanner import ScannerEvent, ScannerState, ScanRead
+from hal.scanner import ScannerEvent, ScannerNotice, ScannerState, ScanRead
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +32,6 @@ class FrameSource(Protocol):
         """The next frame (gray or BGR), or None when the camera gave nothing."""
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class CameraDegraded:
-    reason: str  # "camera_lost", "too_dark", or "ok" when it recovers
 
 
 class ImageFolderSource:
@@ -113,13 +107,12 @@ def expand_images(paths: list[Path]) -> list[Path]:
 
 class CameraScanner:
     """Reads frames, decodes them, emits ScanRead for a newly seen code, ScannerState on
-    camera loss and return, and CameraDegraded for conditions the attendant should fix."""
+    camera loss and return, and ScannerNotice for conditions the attendant should fix."""
 
     def __init__(
         self,
         open_source: Callable[[], FrameSource],
         on_event: Callable[[ScannerEvent], None],
-        on_degraded: Callable[[CameraDegraded], None] | None = None,
         max_fps: float = 10.0,
         debounce_s: float = 3.0,
         lost_after: int = 10,
@@ -129,7 +122,6 @@ class CameraScanner:
     ) -> None:
         self._open_source = open_source
         self._on_event = on_event
-        self._on_degraded = on_degraded or (lambda _e: None)
         self._period = 1.0 / max_fps
         self._debounce_s = debounce_s
         self._lost_after = lost_after
@@ -156,7 +148,7 @@ class CameraScanner:
     def _set_degraded(self, reason: str) -> None:
         if reason != self._degraded:
             self._degraded = reason
-            self._on_degraded(CameraDegraded(reason or "ok"))
+            self._on_event(ScannerNotice(reason or "ok"))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -18,11 +18,11 @@ from agent.demo import DemoStation
 from agent.domain import mask_plate
 from agent.messages import attendant_line
 from agent.qrtoken import PREFIX, issue_token
-from hal.camera import CameraDegraded, CameraScanner
-from hal.scanner import ScannerEvent, ScannerState, ScanRead
+from hal.camera import CameraScanner
+from hal.scanner import ScannerEvent, ScannerNotice, ScannerState, ScanRead
 from simulators.broker import MosquittoBroker
 from simulators.camera import SimulatedCamera
-from tests.helpers import wait_for
+from tests.helpers import wait_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,14 +91,13 @@ def test_camera_frames_through_to_a_decision(demo: DemoStation) -> None:
     bike = next(e for e in demo.registry if e.category == "motorcycle" and e.status == "active")
     sink = demo.station._scanner_sink(1)
     reads: list[ScannerEvent] = []
-    degraded: queue.Queue[CameraDegraded] = queue.Queue()
 
     def forward(event: ScannerEvent) -> None:
         reads.append(event)
         sink(event)
 
     camera = CameraScanner(lambda: SimulatedCamera([demo.token(bike.vehicle_id)], level=2, frames_each=6),
-                           forward, degraded.put, max_fps=20)
+                           forward, max_fps=20)
     camera.start()
     try:
         decision = demo.tracker.next(1, "decision", 10)
@@ -121,14 +120,14 @@ def test_camera_degraded_modes_and_recovery() -> None:
             return SimulatedCamera(["X"], dark=True, lose_after=40)  # covered lens, then unplugged
         return SimulatedCamera(["SPBU2:RECOVERED"], level=0)
 
-    camera = CameraScanner(open_source, events.put, events.put, max_fps=100, dark_after=5, lost_after=3,
+    camera = CameraScanner(open_source, events.put, max_fps=100, dark_after=5, lost_after=3,
                            reopen_s=0.1)
     camera.start()
     try:
         assert wait_for(events, lambda e: e == ScannerState(True))
-        assert wait_for(events, lambda e: e == CameraDegraded("too_dark"))
+        assert wait_for(events, lambda e: e == ScannerNotice("too_dark"))
         assert wait_for(events, lambda e: e == ScannerState(False))
-        assert wait_for(events, lambda e: e == CameraDegraded("camera_lost"))
+        assert wait_for(events, lambda e: e == ScannerNotice("camera_lost"))
         assert wait_for(events, lambda e: e == ScannerState(True))
         assert wait_for(events, lambda e: isinstance(e, ScanRead), 10).text == "SPBU2:RECOVERED"
     finally:
@@ -153,5 +152,18 @@ def test_scanner_setting_picks_the_driver(tmp_path: Path) -> None:
     camera.start()
     try:
         assert wait_for(events, lambda e: isinstance(e, ScanRead), 10).text == "SPBU2:FROM A FOLDER"
+    finally:
+        camera.close()
+
+
+def test_a_dark_camera_is_told_to_the_attendant(demo: DemoStation) -> None:
+    assert demo.station is not None
+    camera = CameraScanner(lambda: SimulatedCamera(["X"], dark=True), demo.station._scanner_sink(2),
+                           max_fps=50, dark_after=5)
+    camera.start()
+    try:
+        line = attendant_line("id", "scanner_too_dark", pump=2)
+        assert wait_until(lambda: line in demo.lines, 10), demo.lines[-5:]
+        assert demo.tracker.next(2, "decision", 0.2) is None  # a warning, not a refusal
     finally:
         camera.close()
