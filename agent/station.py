@@ -309,6 +309,7 @@ class Station:
         if isinstance(event, ScannerNotice):  # a camera lost or in the dark: tell the attendant
             log.warning("scanner on pump %d: %s", pump_no, event.reason)
             self._say(f"scanner_{event.reason}", pump_no)
+            self._emit({"type": "alert", "pump": pump_no, "alert": f"scanner_{event.reason}"})
             return
         assert isinstance(event, ScanRead)
         now = time.monotonic()

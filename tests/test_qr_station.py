@@ -22,6 +22,7 @@ from hal.camera import CameraScanner
 from hal.scanner import ScannerEvent, ScannerNotice, ScannerState, ScanRead
 from simulators.broker import MosquittoBroker
 from simulators.camera import SimulatedCamera
+from tests.conftest import validate
 from tests.helpers import wait_for, wait_until
 
 pytestmark = pytest.mark.integration
@@ -158,12 +159,17 @@ def test_scanner_setting_picks_the_driver(tmp_path: Path) -> None:
 
 def test_a_dark_camera_is_told_to_the_attendant(demo: DemoStation) -> None:
     assert demo.station is not None
+    alerts: list[dict[str, Any]] = []
+    demo.station.listeners.append(lambda e: alerts.append(e) if e["type"] == "alert" else None)
     camera = CameraScanner(lambda: SimulatedCamera(["X"], dark=True), demo.station._scanner_sink(2),
                            max_fps=50, dark_after=5)
     camera.start()
     try:
         line = attendant_line("id", "scanner_too_dark", pump=2)
         assert wait_until(lambda: line in demo.lines, 10), demo.lines[-5:]
+        alert = next(a for a in alerts if a.get("alert") == "scanner_too_dark")
+        assert alert["pump"] == 2
+        validate("event", alert)
         assert demo.tracker.next(2, "decision", 0.2) is None  # a warning, not a refusal
     finally:
         camera.close()
