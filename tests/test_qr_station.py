@@ -173,3 +173,26 @@ def test_a_dark_camera_is_told_to_the_attendant(demo: DemoStation) -> None:
         assert demo.tracker.next(2, "decision", 0.2) is None  # a warning, not a refusal
     finally:
         camera.close()
+
+
+def test_video_file_source_through_the_camera_scanner(tmp_path: Path) -> None:
+    import cv2
+
+    from hal.camera import OpenCvSource
+    from simulators.camera import HEIGHT, WIDTH
+
+    video = tmp_path / "pump.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (WIDTH, HEIGHT), isColor=False)
+    sim = SimulatedCamera(["SPBU2:FROM A VIDEO"], level=1, frames_each=5)
+    for _ in range(8):
+        frame = sim.read()
+        assert frame is not None
+        writer.write(frame)
+    writer.release()
+    events: queue.Queue[Any] = queue.Queue()
+    camera = CameraScanner(lambda: OpenCvSource(str(video)), events.put, max_fps=50)
+    camera.start()
+    try:
+        assert wait_for(events, lambda e: isinstance(e, ScanRead), 10).text == "SPBU2:FROM A VIDEO"
+    finally:
+        camera.close()

@@ -36,3 +36,29 @@ def test_unplug_and_replug_recovers_without_restart(tmp_path: Path) -> None:
     finally:
         scanner.close()
         sim.close()
+
+
+def test_sim_scanner_command_types_stdin_lines(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    link = tmp_path / "scanner"
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "sim", "scanner", "--link", str(link), "--suffix", "cr",
+                             "--chunk", "4"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    events: queue.Queue[Any] = queue.Queue()
+    scanner = None
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert str(link) in proc.stdout.readline()
+        scanner = SerialScanner(str(link), events.put, suffix=b"\r")
+        scanner.start()
+        wait_for(events, lambda e: e == ScannerState(True))
+        proc.stdin.write("SPBU2:TYPED BY THE SIM\n")
+        proc.stdin.flush()
+        assert wait_for(events, lambda e: isinstance(e, ScanRead)) == ScanRead("SPBU2:TYPED BY THE SIM", "]Q1")
+    finally:
+        if scanner is not None:
+            scanner.close()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
