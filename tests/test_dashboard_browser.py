@@ -14,6 +14,7 @@ import pytest
 
 from agent.dashboard_files import DashboardMissing, dashboard_dir
 from agent.demo import Customer, DemoStation, Outcome, script_customers, serve_customers
+from simulators.relay_board import RelayBoardSim
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -156,7 +157,9 @@ def test_running_fill_shows_litres_and_emergency_stop_raises_an_alert(station: t
     expect(card).to_have_attribute("data-state", "fuelling", timeout=5_000)
     expect(card.locator(".plate")).to_contain_text(decision["plate"])
     expect(card.locator(".litres")).not_to_have_text("0,00 L", timeout=5_000)
-    demo.board.press_estop()
+    board = demo.board
+    assert isinstance(board, RelayBoardSim)
+    board.press_estop()
     try:
         alert = page.locator("#alerts li[data-alert='estop']")
         expect(alert).to_be_visible(timeout=5_000)
@@ -165,6 +168,6 @@ def test_running_fill_shows_litres_and_emergency_stop_raises_an_alert(station: t
         page.screenshot(path=str(ARTIFACTS / "estop.png"), full_page=True)
     finally:
         demo.board.hang_nozzle(1)
-        demo.board.release_estop()
-        demo.board.press_reset()
+        board.release_estop()
+        board.press_reset()
     assert demo.tracker.next(2, "transaction", 10.0) is not None
