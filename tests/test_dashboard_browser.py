@@ -14,6 +14,8 @@ import pytest
 
 from agent.dashboard_files import DashboardMissing, dashboard_dir
 from agent.demo import Customer, DemoStation, Outcome, script_customers, serve_customers
+from agent.manager_keys import manager_key
+from agent.signing import SignatureError, key_id, verify_document
 from simulators.relay_board import RelayBoardSim
 from tests.helpers import wait_until
 
@@ -171,3 +173,19 @@ def test_running_fill_shows_litres_and_emergency_stop_raises_an_alert(station: t
         board.release_estop()
         board.press_reset()
     assert demo.tracker.next(2, "transaction", 10.0) is not None
+
+
+def test_commands_signed_in_the_browser_verify_with_the_manager_key_the_station_trusts(page: Page) -> None:
+    password = "correct horse battery staple"
+    envelope = page.evaluate(
+        """async ([password]) => {
+            const key = await SpbuVendor.managerKey("34.401.01", "manager", password);
+            return SpbuVendor.signEnvelope("command", {station: "34.401.01", command: "lock_pump",
+                                                       args: {pump: 1}, nonce: "n1"}, key);
+        }""", [password])
+    public = manager_key("34.401.01", "manager", password).public_key()
+    body = verify_document(envelope.encode(), "command", {key_id(public): public})
+    assert body == {"station": "34.401.01", "command": "lock_pump", "args": {"pump": 1}, "nonce": "n1"}
+    other = manager_key("34.401.01", "manager", password + "!").public_key()
+    with pytest.raises(SignatureError):  # another password derives another key
+        verify_document(envelope.encode(), "command", {key_id(public): other})
