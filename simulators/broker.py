@@ -63,7 +63,7 @@ class DashboardListener:
         subprocess.run([find_mosquitto_passwd(), "-U", str(passwords)], check=True, capture_output=True)
         acl = workdir / "dashboard.acl"
         acl.write_text("".join(
-            f"user {user}\ntopic read spbu/v1/{self.station}/#\ntopic write spbu/v1/{self.station}/cmd\n\n"
+            f"user {user}\ntopic read spbu/v1/{self.station}/#\ntopic write hq/v1/cmd/{self.station}\n\n"
             for user in self.users))
         return (f"listener {self.port} {host}\nprotocol websockets\nhttp_dir {self.http_dir}\n"
                 f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")

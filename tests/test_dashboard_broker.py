@@ -84,16 +84,19 @@ def test_dashboard_user_reads_its_station_and_publishes_only_commands(dashboard_
     try:
         assert agent.connected.wait(5) and dash.connected.wait(5)
         agent.subscribe("spbu/#")
+        agent.subscribe("hq/#")
         dash.subscribe("spbu/#")  # granted, but the ACL filters what it may read
         agent.client.publish(f"spbu/v1/{STATION}/state", b'{"state":"online"}', qos=1)
         agent.client.publish("spbu/v1/99.999.99/tx", b'{"other":"station"}', qos=1)
         dash.client.publish(f"spbu/v1/{STATION}/tx", b'{"forged":"tx"}', qos=1)
-        dash.client.publish(f"spbu/v1/{STATION}/cmd", b'{"signed":"command"}', qos=1)
-        assert wait_until(lambda: f"spbu/v1/{STATION}/cmd" in agent.topics(), 5)
+        dash.client.publish(f"hq/v1/cmd/{STATION}", b'{"signed":"command"}', qos=1)
+        dash.client.publish("hq/v1/allowlist", b'{"forged":"list"}', qos=1)
+        assert wait_until(lambda: f"hq/v1/cmd/{STATION}" in agent.topics(), 5)
         time.sleep(0.5)  # let anything wrongly delivered arrive
         assert f"spbu/v1/{STATION}/state" in dash.topics()
         assert "spbu/v1/99.999.99/tx" not in dash.topics(), "read another station's transactions"
         assert f"spbu/v1/{STATION}/tx" not in agent.topics(), "the dashboard published a transaction"
+        assert "hq/v1/allowlist" not in agent.topics(), "the dashboard published an allow-list"
     finally:
         agent.close()
         dash.close()

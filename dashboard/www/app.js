@@ -6,7 +6,7 @@ const V = window.SpbuVendor;
 const TEXT = window.SPBU_TEXT;
 const COMMAND_TTL_S = 120;
 
-const view = { station: "", lang: localStorage.getItem("spbu.lang") || "id", state: null, pumps: {},
+const view = { station: "", lang: localStorage.getItem("spbu.lang") || "id", state: null, heartbeat: null, pumps: {},
                totals: null, recent: [], alerts: [], client: null, key: null };
 
 const $ = (sel) => document.querySelector(sel);
@@ -54,22 +54,27 @@ function renderHeader() {
   agent.dataset.state = s ? (s.state === "online" ? "ok" : "bad") : "unknown";
   agent.textContent = s && s.state === "online" ? t("agent_online") : t("agent_offline");
   const hq = $("#hq-status");
-  const link = s && s.state === "online" ? s.hq_link : undefined;
-  hq.dataset.state = link === "up" ? "ok" : link === "down" ? "bad" : "unknown";
-  hq.textContent = link === "up" ? t("hq_up") : link === "down" ? t("hq_down") : t("hq_unknown");
+  const link = s && s.state === "online" && view.heartbeat ? view.heartbeat.hq_link : undefined;
+  hq.dataset.state = link === true ? "ok" : link === false ? "bad" : "unknown";
+  hq.textContent = link === true ? t("hq_up") : link === false ? t("hq_down") : t("hq_unknown");
   $("#station-id").textContent = view.station;
 }
 
+// Health comes from the agent's heartbeat (agent/presence.py); until the first one, from
+// its retained state.
 function renderHealth() {
   const s = view.state || {};
-  const version = s.allowlist_version;
-  const ageS = s.allowlist_age_s != null ? s.allowlist_age_s
-    : s.allowlist_created ? (Date.now() - Date.parse(s.allowlist_created)) / 1000 : null;
-  $("#allowlist").textContent = version ? t("version_age", { version, age: age(ageS) }) : t("none");
-  $("#outbox").textContent = t("tx_waiting", { n: s.outbox_depth ?? "?" });
-  $("#clock").textContent = s.clock_trusted === false ? t("clock_bad") : s.clock_trusted === true ? t("clock_ok") : "?";
-  $("#clock").className = s.clock_trusted === false ? "error" : "";
-  $("#software").textContent = s.version || "?";
+  const hb = view.heartbeat;
+  const list = hb ? hb.allowlist : { version: s.allowlist_version, age_s: null };
+  const sinceBeat = hb ? (Date.now() - Date.parse(hb.at)) / 1000 : 0;
+  $("#allowlist").textContent = list && list.version
+    ? t("version_age", { version: list.version, age: age(list.age_s == null ? null : list.age_s + Math.max(0, sinceBeat)) })
+    : t("none");
+  $("#outbox").textContent = t("tx_waiting", { n: hb ? hb.outbox.depth : (s.outbox_depth ?? "?") });
+  const trusted = hb ? hb.clock.trusted : undefined;
+  $("#clock").textContent = trusted === false ? t("clock_bad") : trusted === true ? t("clock_ok") : "?";
+  $("#clock").className = trusted === false ? "error" : "";
+  $("#software").textContent = (hb && hb.version) || s.version || "?";
 }
 
 function renderPumps() {
@@ -91,7 +96,7 @@ function renderPumps() {
     } else {
       card.append(el("div", { class: "muted", text: t("no_session") }));
     }
-    const locked = p.state === "closed";
+    const locked = p.state === "locked";
     const button = el("button", { type: "button", class: "pump-action", "data-action": locked ? "unlock" : "lock", text: locked ? t("unlock") : t("lock") });
     button.addEventListener("click", () => confirmThen(t(locked ? "confirm_unlock" : "confirm_lock", { pump: n }),
       () => sendCommand(locked ? "unlock_pump" : "lock_pump", { pump: n })));
@@ -160,12 +165,13 @@ function toast(text) {
   toast.timer = setTimeout(() => box.classList.remove("show"), 4000);
 }
 
-function commandTopic() { return `spbu/v1/${view.station}/cmd`; }
+// agent/commands.py: signed envelopes on hq/v1/cmd/<station>, results on spbu/v1/<station>/cmd_result.
+function commandTopic() { return `hq/v1/cmd/${view.station}`; }
 
 function sendCommand(command, args) {
   const now = Math.floor(Date.now() / 1000);
-  const body = { station: view.station, command, args, nonce: V.nonce(),
-                 issued_at: new Date(now * 1000).toISOString(), expires_at: new Date((now + COMMAND_TTL_S) * 1000).toISOString() };
+  const body = { command, station: view.station, nonce: V.nonce(), issued: new Date(now * 1000).toISOString(),
+                 expires: new Date((now + COMMAND_TTL_S) * 1000).toISOString(), args };
   view.client.publish(commandTopic(), V.signEnvelope("command", body, view.key), { qos: 1 });
   toast(t("sent"));
 }
@@ -183,7 +189,8 @@ function handle(topic, payload) {
   else if (rest === "totals") { view.totals = body; renderTotals(); }
   else if (rest === "recent") { view.recent = body.transactions || []; renderRecent(); }
   else if (rest === "alerts") { view.alerts = body.active || []; renderAlerts(); }
-  else if (rest === "cmd/result") {
+  else if (rest === "heartbeat") { view.heartbeat = body; renderHeader(); renderHealth(); }
+  else if (rest === "cmd_result") {
     toast(body.ok ? t("done") : t("rejected", { detail: body.detail || body.error || "" }));
   }
 }
