@@ -21,6 +21,7 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.integration
 
 STATION = "34.401.01"
+SLUG = "spbu_34_401_01"
 
 
 class Client:
@@ -56,9 +57,9 @@ class Client:
         self.client.subscribe(topic, 1)
         assert got.wait(5)
 
-    def topics(self) -> list[str]:
+    def topics(self, containing: str = "") -> list[str]:
         with self.lock:
-            return [t for t, _, _ in self.messages]
+            return [t for t, _, _ in self.messages if containing in t]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -124,7 +125,8 @@ def test_home_assistant_discovery_is_resent_on_its_birth_and_removed_pumps_delet
     demo = DemoStation(pumps=2, broker=mosquitto, workdir=workdir, quiet=True)
     try:
         assert watcher.connected.wait(5)
-        watcher.subscribe("homeassistant/#")
+        # The session's broker holds other tests' stations too: only this one counts.
+        watcher.subscribe(f"homeassistant/+/{SLUG}/#")
         demo.start()
         assert wait_until(lambda: any("pump_2_state" in t for t in watcher.topics()), 5)
         announced = len(watcher.topics())
@@ -145,7 +147,7 @@ def test_home_assistant_discovery_is_resent_on_its_birth_and_removed_pumps_delet
     fresh = Client(mosquitto)  # what a Home Assistant starting now would find
     try:
         assert fresh.connected.wait(5)
-        fresh.subscribe("homeassistant/#")
+        fresh.subscribe(f"homeassistant/+/{SLUG}/#")
         assert wait_until(lambda: any("pump_1_state" in t for t in fresh.topics()), 5)
         assert not any("pump_2_" in t for t in fresh.topics())
     finally:
