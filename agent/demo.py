@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import queue
+import secrets
 import shutil
 import sqlite3
 import sys
@@ -30,7 +31,7 @@ from agent.config import PumpConfig, StationConfig, Timeouts
 from agent.domain import PRODUCT_LABELS, format_litres
 from agent.qrtoken import issue_token
 from agent.station import Station
-from simulators.broker import MosquittoBroker
+from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from simulators.relay_board import RelayBoardSim
@@ -235,12 +236,23 @@ class DemoStation:
 
     def __init__(self, pumps: int = 2, flow_lps: float = 25.0, lang: str = "id",
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
-                 workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay") -> None:
+                 workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
+                 dashboard: bool = False) -> None:
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
         self._own_broker = broker is None
-        self.broker = broker or MosquittoBroker()
+        # The manager's dashboard: served by the broker's WebSockets listener, one user.
+        self.dashboard_user = "manager"
+        self.dashboard_password = secrets.token_urlsafe(12)
+        self.dashboard: DashboardListener | None = None
+        if dashboard:
+            from agent.dashboard_files import dashboard_dir
+
+            self.dashboard = DashboardListener(dashboard_dir(), STATION_ID,
+                                               {self.dashboard_user: self.dashboard_password})
+            assert broker is None, "the dashboard needs the demo's own broker"
+        self.broker = broker or MosquittoBroker(dashboard=self.dashboard)
         self.registry = synthetic_registry(vehicles)
         self.hq_key = Ed25519PrivateKey.generate()  # signs the lists and the customers' QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
@@ -348,6 +360,11 @@ class DemoStation:
             hq[int(tx["pump"])] = hq.get(int(tx["pump"]), 0) + int(tx["dispensed_ml"])
         return reconcile(self.products, totaliser, journal, hq, journal_count, len(hq_txs), self.unacked())
 
+    @property
+    def dashboard_url(self) -> str:
+        assert self.dashboard is not None
+        return f"http://127.0.0.1:{self.dashboard.port}/?station={STATION_ID}"
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -366,9 +383,10 @@ class DemoStation:
 
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
-             flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay") -> int:
+             flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
+             dashboard: bool = False) -> int:
     started = time.monotonic()
-    demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind)
+    demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -403,9 +421,22 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         if json_path is not None:
             json_path.write_text(json.dumps({"ok": result.ok, **result.summary,
                                              "differences": result.differences}, indent=2) + "\n")
+        if dashboard:
+            keep_serving(demo, lang)
         return 0 if result.ok else 1
     except KeyboardInterrupt:
         print("dihentikan" if lang == "id" else "interrupted", file=sys.stderr)
         return 130
     finally:
         demo.close()
+
+
+def keep_serving(demo: DemoStation, lang: str) -> None:
+    """`--dashboard`: the station keeps running for the manager's page until Ctrl-C."""
+    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
+            if lang == "id" else
+            "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
+    print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
+          flush=True)
+    while True:
+        time.sleep(3600)

@@ -28,3 +28,20 @@ def station_of(topic: str) -> str | None:
     if len(parts) == 4 and parts[0] == "spbu" and parts[1] == "v1":
         return parts[2]
     return None
+
+
+# Live view for the station manager's dashboard (retained on the station broker).
+def pump_view(station: str, pump: int) -> str:
+    return f"spbu/v1/{station}/pump/{pump}"
+
+
+def totals(station: str) -> str:
+    return f"spbu/v1/{station}/totals"
+
+
+def recent(station: str) -> str:
+    return f"spbu/v1/{station}/recent"
+
+
+def alerts(station: str) -> str:
+    return f"spbu/v1/{station}/alerts"

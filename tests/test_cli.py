@@ -81,13 +81,17 @@ def test_keys_generate_and_token_issue(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("spbu: error:")
 
 
-def mosquitto_pids() -> set[int]:
+def mosquitto_pids(parent: int | None = None) -> set[int]:
+    """Live mosquitto processes (of one parent): other test runs on the machine may start
+    brokers of their own meanwhile, so a test follows the pids of its own demo."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                alive = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-                if alive and b"mosquitto" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                alive = fields[0] != "Z"
+                mine = parent is None or int(fields[1]) == parent
+                if alive and mine and b"mosquitto" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
                     pids.add(int(entry.name))
             except (OSError, IndexError):
                 continue
@@ -117,7 +121,6 @@ def test_demo_exits_zero_with_reconciled_json(tmp_path: Path) -> None:
 def test_stopping_the_demo_leaves_no_broker_behind(how: signal.Signals) -> None:
     """Ctrl-C and SIGTERM unwind through clean-up; even SIGKILL takes the broker down with
     it (parent-death signal). Simulators are threads of the demo process."""
-    before = mosquitto_pids()
     proc = subprocess.Popen([*SPBU, "demo", "--customers", "40"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             # as a shell's background job: SIGINT ignored on entry
@@ -131,7 +134,8 @@ def test_stopping_the_demo_leaves_no_broker_behind(how: signal.Signals) -> None:
                 break
         else:
             pytest.fail("the demo never authorised a pump")
-        assert mosquitto_pids() - before, "the demo's broker should be running"
+        ours = mosquitto_pids(parent=proc.pid)
+        assert ours, "the demo's broker should be running"
         proc.send_signal(how)
         proc.communicate(timeout=20)
     finally:
@@ -139,6 +143,6 @@ def test_stopping_the_demo_leaves_no_broker_behind(how: signal.Signals) -> None:
             proc.kill()
     assert proc.returncode != 0
     deadline = time.monotonic() + 5
-    while mosquitto_pids() - before and time.monotonic() < deadline:
+    while ours & mosquitto_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not (mosquitto_pids() - before), "a mosquitto outlived the demo"
+    assert not (ours & mosquitto_pids()), "a mosquitto outlived the demo"
