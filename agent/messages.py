@@ -25,6 +25,13 @@ _TEXT: dict[str, dict[str, str]] = {
         "pump_unavailable": "DITOLAK    pompa {pump}  pompa tidak tersedia",
         "internal_error": "DITOLAK    pompa {pump}  gangguan sistem, silakan pindai ulang",
         "duplicate": "",
+        "paying": "BAYAR      pompa {pump}  masukkan kartu/QRIS di EDC: {amount} untuk {preset} L",
+        "payment_approved": "DISETUJUI  pompa {pump}  {amount}  kode persetujuan {detail}",
+        "payment_declined": "DITOLAK    pompa {pump}  kartu ditolak ({detail}), silakan bayar tunai",
+        "payment_cash": "TUNAI      pompa {pump}  kartu tidak terbayar ({detail}), tagih {amount} tunai",
+        "payment_checking": "MENUNGGU   pompa {pump}  EDC tidak menjawab, menanyakan transaksi terakhir",
+        "edc_unavailable": "DITOLAK    pompa {pump}  EDC tidak tersedia, silakan bayar tunai",
+        "amount_too_small": "DITOLAK    pompa {pump}  jumlah prabayar terlalu kecil",
     },
     "en": {
         "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
@@ -46,6 +53,13 @@ _TEXT: dict[str, dict[str, str]] = {
         "pump_unavailable": "REFUSED   pump {pump}  pump unavailable",
         "internal_error": "REFUSED   pump {pump}  system fault, please scan again",
         "duplicate": "",
+        "paying": "PAY       pump {pump}  card/QRIS on the EDC: {amount} for {preset} L",
+        "payment_approved": "APPROVED  pump {pump}  {amount}  approval code {detail}",
+        "payment_declined": "REFUSED   pump {pump}  card declined ({detail}), please pay cash",
+        "payment_cash": "CASH      pump {pump}  card did not pay ({detail}), collect {amount} in cash",
+        "payment_checking": "WAITING   pump {pump}  EDC not answering, asking for its last transaction",
+        "edc_unavailable": "REFUSED   pump {pump}  EDC unavailable, please pay cash",
+        "amount_too_small": "REFUSED   pump {pump}  prepaid amount too small",
     },
 }
 
@@ -67,6 +81,7 @@ def attendant_line(
     amount_idr: int = 0,
     zone: str = "WIB",
     day: str = "",
+    detail: str = "",
 ) -> str:
     table = _TEXT.get(lang, _TEXT["id"])
     template = table.get(key, table["unknown_qr"])
@@ -82,4 +97,5 @@ def attendant_line(
         amount=format_rupiah(amount_idr, lang),
         zone=zone,
         day=day,
+        detail=detail,
     ).rstrip()

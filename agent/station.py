@@ -32,11 +32,13 @@ from agent.eligibility import (
     decide,
     parse_vehicle,
 )
-from agent.journal import Journal, SessionRow
+from agent.journal import Journal, SessionRow, insert_outbox
 from agent.killpoints import killpoint
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
+from agent.payments import CASH, PaymentChoice, PaymentDesk, prepay_charge
+from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -60,6 +62,14 @@ Listener = Callable[[dict[str, Any]], None]
 class PumpScan:
     pump: int
     event: ScannerEvent
+
+
+@dataclass(frozen=True)
+class PaymentSelect:
+    """The attendant picked how the next customer on a pump pays (keypad, dashboard, demo)."""
+
+    pump: int
+    choice: PaymentChoice
 
 
 @dataclass
@@ -110,6 +120,13 @@ class Station:
         self.clock = ClockGuard(config.zone)
         self._clock_trusted = True
         self.ready = threading.Event()
+        edc = config.edc
+        self.edc = None if edc is None else EdcTerminal(
+            edc.port, self.events.put, edc.baud, edc.ack_timeout_s, edc.max_retries, edc.response_timeout_s)
+        self.payments = PaymentDesk(
+            self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
+            self._open_prepaid, self._queue_record,
+            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else ())
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -160,8 +177,11 @@ class Station:
         self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
         for result in self.docs.load_saved():
             self._report_update(result)
+        self.payments.recover()
         self._recover()
         self.board.start()
+        if self.edc is not None:
+            self.edc.start()
         for scanner in self.scanners:
             scanner.start()
         self.link.start()
@@ -172,6 +192,8 @@ class Station:
         for scanner in self.scanners:
             scanner.close()
         self.board.close()
+        if self.edc is not None:
+            self.edc.close()
         self.journal.close()
 
     def run(self, stop: threading.Event) -> None:
@@ -190,6 +212,7 @@ class Station:
             except Exception:  # a bug in one event must not stop the station
                 log.exception("event %r failed", event)
         self._timers(time.monotonic())
+        self.payments.tick(time.monotonic())
         if self.outbox.pump(time.monotonic(), self.link.publish):
             killpoint("published")
 
@@ -259,6 +282,10 @@ class Station:
                 self._publish_state()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
+        elif isinstance(event, EdcReply | EdcLink):
+            self.payments.on_event(event)
+        elif isinstance(event, PaymentSelect):
+            self.payments.select(event.pump, event.choice)
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("station", self.config.station_id)
@@ -309,13 +336,18 @@ class Station:
         pump.last_scan = (event.text, now)
         if event.text == last_text and now - last_at < self.config.timeouts.duplicate_scan_s:
             return  # the same code read twice in a row: one scan, not two
-        self.scan(pump_no, event.text)
+        self.scan(pump_no, event.text, payment=self.payments.take_choice(pump_no))
 
-    def scan(self, pump_no: int, text: str, requested_ml: int | None = None) -> Decision:
+    def scan(self, pump_no: int, text: str, requested_ml: int | None = None,
+             payment: PaymentChoice | None = None, prepaid: int | None = None) -> Decision:
+        """`payment`: how the customer pays (cash by default). `prepaid`: the payment id
+        of an approved prepayment this scan authorises (the desk's second pass)."""
         pump = self.pumps[pump_no]
         product = pump.config.product
         vehicle_id = parse_vehicle(text)
-        if pump.session is not None or pump.state in ps.WITH_SESSION:
+        payment = payment or CASH
+        if (pump.session is not None or pump.state in ps.WITH_SESSION
+                or (prepaid is None and self.payments.busy(pump_no))):
             return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
         if not self.board_connected or pump.state == ps.INOPERATIVE:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
@@ -338,6 +370,17 @@ class Station:
         if not decision.ok:
             return self._refuse(pump, decision)
         assert self.docs.policy is not None and decision.vehicle_id is not None
+        if prepaid is None and payment.electronic:
+            if not self.payments.available:  # the terminal is off or unplugged: cash is offered
+                return self._refuse(pump, Decision(False, "edc_unavailable", decision.vehicle, decision.vehicle_id))
+            if payment.mode == "prepay":
+                price = self.docs.policy.prices_idr.get(product, 0)
+                charge, ml = prepay_charge(payment, price, pump.config.pulses_per_litre, decision.preset_ml)
+                if charge <= 0:
+                    return self._refuse(pump, Decision(False, "amount_too_small", decision.vehicle,
+                                                       decision.vehicle_id))
+                self.payments.start_prepay(pump_no, text, payment, charge, ml)
+                return decision
         plate = decision.vehicle.plate if decision.vehicle else "UNREGISTERED"
         preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
@@ -346,8 +389,10 @@ class Station:
         session = self.journal.open_session(
             self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
             decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
-            pump.device_total,
+            pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
         )
+        if prepaid is None and payment.electronic:
+            self.payments.open_postpay(session, payment)
         pump.session = session
         self._set_state(pump, ps.AUTHORISED)
         pump.opened_mono = time.monotonic()
@@ -364,6 +409,15 @@ class Station:
                     "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
                     "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
         return decision
+
+    def _open_prepaid(self, pump_no: int, text: str, preset_ml: int, pay_id: int) -> bool:
+        """An approved prepayment: authorise the pump for what it bought (the quota is
+        checked again: it may have moved while the customer typed the PIN)."""
+        return self.scan(pump_no, text, requested_ml=preset_ml, prepaid=pay_id).ok and (
+            self.pumps[pump_no].session is not None)
+
+    def _queue_record(self, db: Any, record: dict[str, Any]) -> None:
+        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), record)
 
     def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "") -> Decision:
         vehicle = decision.vehicle
@@ -485,9 +539,11 @@ class Station:
         meta = {"last_trusted_day": self.clock.last_trusted_day or clock.quota_day}
         if clock.trusted:
             meta["wall_floor"] = clock.now.isoformat()
+        keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
         killpoint("before_close")
         self.journal.close_session(session, dispensed_ml, amount, reason,
-                                   (session.tx_id, topics.tx(self.config.station_id), record), meta)
+                                   None if keep else (session.tx_id, topics.tx(self.config.station_id), record),
+                                   meta, extra=keep)
         killpoint("close_journaled")
         pump = self.pumps.get(session.pump)
         if pump is not None and pump.session is not None and pump.session.seq == session.seq:

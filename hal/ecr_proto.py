@@ -111,17 +111,11 @@ class Message:
 
 
 def _is_digits(text: str) -> bool:
-    for ch in text:
-        if ch < "0" or ch > "9":
-            return False
-    return True
+    return all("0" <= ch <= "9" for ch in text)
 
 
 def _is_printable(text: str) -> bool:
-    for ch in text:
-        if ch < " " or ch > "~":
-            return False
-    return True
+    return all(" " <= ch <= "~" for ch in text)
 
 
 def encode_data(msg: Message) -> bytes:
@@ -130,7 +124,9 @@ def encode_data(msg: Message) -> bytes:
     texts = (msg.version, msg.trans_type, "%012d" % (msg.amount_idr * 100), msg.ecr_ref, msg.invoice,
              msg.approval, msg.rrn, msg.response, msg.tid, msg.mid, msg.card_type, msg.date, msg.time)
     out = []
-    for (name, width, kind), text in zip(FIELDS, texts):
+    for i in range(len(FIELDS)):
+        name, width, kind = FIELDS[i]
+        text = texts[i]
         if len(text) > width or not _is_printable(text):
             raise EcrError("field %s does not fit %d printable characters" % (name, width))
         if kind == "n" and (len(text) != width or not _is_digits(text)):
@@ -211,7 +207,7 @@ class FrameDecoder:
         self.rejected = 0
 
     def feed(self, data: bytes, now: int) -> list:  # type: ignore[type-arg]
-        events = []
+        events = []  # type: list[tuple[object, ...]]
         buf = self._buf
         if buf and now - self._last_ms > self.gap_ms:
             buf[:] = b""
@@ -321,7 +317,7 @@ class Link:
         self._queue = []
 
     def feed(self, data: bytes, now: int) -> list:  # type: ignore[type-arg]
-        events = []  # type: ignore[var-annotated]
+        events = []  # type: list[tuple[object, ...]]
         for event in self._decoder.feed(data, now):
             kind = event[0]
             if kind == "ack" and self._pending:
@@ -351,7 +347,7 @@ class Link:
         return events
 
     def poll(self, now: int) -> list:  # type: ignore[type-arg]
-        events = []  # type: ignore[var-annotated]
+        events = []  # type: list[tuple[object, ...]]
         if self._pending and now - self._deadline >= 0:
             self._retry(now, "ack_timeout", events)
         return events
@@ -389,7 +385,7 @@ class Host:
         self.link.send(msg, now)
 
     def _handle(self, raw: list, now: int) -> list:  # type: ignore[type-arg]
-        events = []
+        events = []  # type: list[tuple[object, ...]]
         for event in raw:
             kind = event[0]
             request = self.request

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hal import ecr_proto as ecr
-from simulators.pty_device import FdDevice, PtyDevice, SerialDevice
+from simulators.pty_device import PtyDevice, SerialDevice
 
 
 def _ms() -> int:
@@ -35,7 +35,7 @@ def _ms() -> int:
 class EdcSim:
     def __init__(self, state_path: Path | None = None, port: str | None = None, baudrate: int = 9600,
                  tid: str = "T0001234", mid: str = "000885000123456", ack_timeout_ms: int = 2000) -> None:
-        self.device: FdDevice = SerialDevice(port, baudrate) if port else PtyDevice()
+        self.device: PtyDevice | SerialDevice = SerialDevice(port, baudrate) if port else PtyDevice()
         self.state_path = state_path
         self.tid = tid
         self.mid = mid
@@ -96,9 +96,9 @@ class EdcSim:
         self.state["invoice"] = self.state["invoice"] % 999999 + 1
         now = dt.datetime.now()
         record = {"type": req.trans_type, "amount": amount, "ecr_ref": req.ecr_ref,
-                  "invoice": invoice or "%06d" % self.state["invoice"],
-                  "approval": "%06d" % (self.state["invoice"] * 7919 % 1000000) if response == ecr.APPROVED else "",
-                  "rrn": "%012d" % (int(now.timestamp()) % 10**6 * 10**6 + self.state["invoice"]),
+                  "invoice": invoice or f"{self.state['invoice']:06d}",
+                  "approval": f"{self.state['invoice'] * 7919 % 1000000:06d}" if response == ecr.APPROVED else "",
+                  "rrn": f"{int(now.timestamp()) % 10**6 * 10**6 + self.state['invoice']:012d}",
                   "response": response, "card_type": "QRIS" if req.trans_type == ecr.QRIS_SALE else "DEBIT",
                   "date": now.strftime("%y%m%d"), "time": now.strftime("%H%M%S"),
                   "voided": False, "refunded": 0}
@@ -112,7 +112,8 @@ class EdcSim:
                            record["date"], record["time"])
 
     def _sale_by_invoice(self, invoice: str) -> dict[str, Any] | None:
-        for r in self.state["ledger"]:
+        ledger: list[dict[str, Any]] = self.state["ledger"]
+        for r in ledger:
             if r["invoice"] == invoice and r["type"] in (ecr.SALE, ecr.QRIS_SALE) and r["response"] == ecr.APPROVED:
                 return r
         return None
