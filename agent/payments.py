@@ -30,6 +30,7 @@ from typing import Any
 from agent.domain import ZONES, amount_idr
 from agent.journal import Journal, SessionRow
 from agent.killpoints import killpoint
+from agent.receipt import render_receipt
 from hal import ecr_proto as ecr
 from hal.edc import EdcEvent, EdcLink, EdcReply
 
@@ -148,8 +149,11 @@ class PaymentDesk:
                  say: Callable[[str, int, dict[str, Any]], None], emit: Callable[[dict[str, Any]], None],
                  open_prepaid: Callable[[int, str, int, int], bool],
                  publish_record: Callable[[sqlite3.Connection, dict[str, Any]], None],
-                 scan_payments: tuple[PaymentChoice, ...] = ()) -> None:
+                 scan_payments: tuple[PaymentChoice, ...] = (), lang: str = "id",
+                 show: Callable[[str], None] | None = None) -> None:
         self.journal = journal
+        self.lang = lang
+        self._show = show or (lambda text: None)
         self.terminal = terminal  # hal.edc.EdcTerminal, or None: cash only
         self.zone_hours = ZONES.get(zone, 7)
         self._say = say
@@ -472,7 +476,11 @@ class PaymentDesk:
         with self.journal.atomic() as db:
             self._publish_record(db, record)
             db.execute("UPDATE payments SET record=NULL WHERE pay_id=?", (pay_id,))
-        self._emit({"type": "receipt", "pump": int(pay["pump"]), "tx_id": record["tx_id"], "record": record})
+        text = render_receipt(record, self.lang)
+        self._show(text)
+        self._emit({"type": "receipt", "pump": int(pay["pump"]), "tx_id": record["tx_id"],
+                    "payment": record["payment"], "amount_idr": record["amount_idr"],
+                    "dispensed_ml": record["dispensed_ml"], "text": text})
 
     def payment_object(self, pay_id: int) -> dict[str, Any]:
         pay = self._payment(pay_id)

@@ -126,7 +126,7 @@ class Station:
         self.payments = PaymentDesk(
             self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
             self._open_prepaid, self._queue_record,
-            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else ())
+            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line)
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
