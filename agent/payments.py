@@ -383,6 +383,7 @@ class PaymentDesk:
                 self._abandon_prepay(pay, "edc_unavailable")
             elif pay["state"] == SETTLING and pay["mode"] == "postpay":
                 self._cash_fallback(int(pay["pay_id"]))
+            self._dirty = False  # ask again in RETRY_S, not at once
             self._next_try = time.monotonic() + RETRY_S
             return
         with self.journal.atomic() as db:

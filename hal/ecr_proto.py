@@ -311,6 +311,9 @@ class Link:
         if self._queue and not self._pending:
             self._transmit(self._queue.pop(0), now)
 
+    def forget_last_frame(self) -> None:
+        self._last_frame = b""
+
     def abandon(self) -> None:
         """Forget what waits for ACK (the peer was power-cycled, say)."""
         self._pending = b""
@@ -382,6 +385,10 @@ class Host:
             raise EcrError("a request is already outstanding")
         self.request = msg
         self._response_deadline = -1
+        # An inquiry's answer repeats the last record byte for byte: after a new request an
+        # identical frame is an answer, not a retransmission to drop. (The terminal keeps
+        # its filter: a repeated request must never be charged twice.)
+        self.link.forget_last_frame()
         self.link.send(msg, now)
 
     def _handle(self, raw: list, now: int) -> list:  # type: ignore[type-arg]

@@ -27,6 +27,8 @@ from typing import Any
 from hal import ecr_proto as ecr
 from simulators.pty_device import PtyDevice, SerialDevice
 
+BEHAVIOURS = ("approve", "decline", "slow", "no_answer", "nak", "garble", "power_cycle", "offline")
+
 
 def _ms() -> int:
     return int(time.monotonic() * 1000)

@@ -164,3 +164,20 @@ def test_host_response_and_timeouts() -> None:
     answer = ecr.Message(ecr.SALE, 10, "A2", response="00")
     terminal.send(answer, 7001)
     assert host.feed(terminal.take_output(), 7001) == [("response", ecr.Message(ecr.INQUIRY), answer)]
+
+
+def test_inquiry_answer_identical_to_the_last_answer_is_delivered() -> None:
+    host = ecr.Host(ack_timeout_ms=100)
+    terminal = ecr.Link()
+    answer = ecr.Message(ecr.VOID, 500, "V1", "000003", response="00")
+    host.send(ecr.Message(ecr.VOID, 500, "V1", "000002"), 0)
+    terminal.feed(host.take_output(), 0)
+    host.feed(terminal.take_output(), 0)
+    terminal.send(answer, 1)
+    assert host.feed(terminal.take_output(), 1)[0][0] == "response"
+    terminal.feed(host.take_output(), 1)
+    host.send(ecr.Message(ecr.INQUIRY), 2)
+    terminal.feed(host.take_output(), 2)
+    host.feed(terminal.take_output(), 2)
+    terminal.send(answer, 3)  # the terminal repeats its last record, byte for byte
+    assert host.feed(terminal.take_output(), 3) == [("response", ecr.Message(ecr.INQUIRY), answer)]

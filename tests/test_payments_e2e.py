@@ -252,3 +252,16 @@ def test_restart_while_charging_voids_the_approval(station: PayStation) -> None:
     assert not station.board.relay_closed(0)
     time.sleep(0.2)
     assert len(station.board.accepted()) == 0  # the pump was never authorised
+
+
+def test_terminal_gone_after_fuelling_cash_then_checked_later(station: PayStation) -> None:
+    # Deaf for 3 s from the postpay sale on: neither the sale nor the inquiry is ACKed, so
+    # the attendant collects cash; when the terminal is back the agent asks again, learns
+    # the sale never happened, and settles without a second charge.
+    out = serve(station, customer(station, "card", 2_000, ("offline:3",)))
+    assert out.transaction is not None
+    record = tx_at_hq(station, out.transaction["tx_id"])
+    assert (record["payment"]["method"], record["payment"]["status"]) == ("cash", "unpaid")
+    assert any(line.startswith("TUNAI") for line in station.lines)  # the attendant is told
+    assert wait_until(lambda: payment_states(station) == ["done"], 15)
+    assert approved_sales(station) == [] and audit(station) == []
