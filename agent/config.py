@@ -217,20 +217,18 @@ def _parse_edc(raw: Any) -> EdcConfig:
         ack_timeout_s=_get(raw, "ack_timeout_s", float, "[edc]", 2.0),
         max_retries=_get(raw, "max_retries", int, "[edc]", 3),
         response_timeout_s=_get(raw, "response_timeout_s", float, "[edc]", 120.0),
-        scan_payments=tuple(_get(raw, "scan_payments", list, "[edc]", [""])),
+        scan_payments=tuple(_get(raw, "scan_payments", list, "[edc]", [])),
     )
     if not 0.05 <= cfg.ack_timeout_s <= 30 or not 1 <= cfg.response_timeout_s <= 600:
         raise ConfigError("[edc]: ack_timeout_s must be 0.05..30 and response_timeout_s 1..600 seconds")
     if not 0 <= cfg.max_retries <= 10 or cfg.baud <= 0:
         raise ConfigError("[edc]: max_retries must be 0..10 and baud positive")
-    choices = tuple(c for c in cfg.scan_payments if c != "")
-    for choice in choices:
+    for choice in cfg.scan_payments:
         try:
             PaymentChoice.parse(str(choice))
-        except ValueError as exc:
+        except (ValueError, AttributeError) as exc:
             raise ConfigError(f"[edc]: scan_payments: {exc}") from exc
-    return EdcConfig(cfg.port, cfg.baud, cfg.ack_timeout_s, cfg.max_retries, cfg.response_timeout_s,
-                     tuple(str(c) for c in choices))
+    return cfg
 
 
 def load_config(path: Path) -> StationConfig:

@@ -258,7 +258,11 @@ class PaymentDesk:
             return
         if not self._dirty and now < self._next_try:
             return
-        if not self.available or not self.terminal.idle:
+        if not self.available:
+            self._give_up_waiting()
+            self._next_try = now + 1.0
+            return
+        if not self.terminal.idle:
             self._next_try = now + 1.0
             return
         self._dirty = False
@@ -278,6 +282,15 @@ class PaymentDesk:
                                   (SETTLING, ORPHAN)).fetchall():
             if self._advance(int(pay_id)):
                 return
+
+    def _give_up_waiting(self) -> None:
+        """The terminal is gone while a prepaying customer waits on an unknown answer: offer
+        cash now; what the terminal did is asked and given back when it returns."""
+        rows = self.journal._db.execute(
+            "SELECT DISTINCT p.pay_id FROM payments p JOIN payment_steps s ON s.pay_id = p.pay_id"
+            " WHERE p.state=? AND s.state=?", (CHARGING, UNKNOWN)).fetchall()
+        for (pay_id,) in rows:
+            self._abandon_prepay(self._payment(int(pay_id)), "edc_unavailable")
 
     def _advance(self, pay_id: int) -> bool:
         """Next request for a settling or orphaned payment; True if one went out."""
@@ -415,7 +428,12 @@ class PaymentDesk:
                 if answer.approved:
                     self._say("payment_approved", pump, {"amount_idr": int(step["amount_idr"]),
                                                          "detail": answer.approval})
-                    opened = self._open_prepaid(pump, pay["scan_text"], int(pay["preset_ml"]), int(pay["pay_id"]))
+                    try:
+                        opened = self._open_prepaid(pump, pay["scan_text"], int(pay["preset_ml"]),
+                                                    int(pay["pay_id"]))
+                    except Exception:  # whatever went wrong, the charge must not be left standing
+                        log.exception("authorising prepayment %s failed", pay["pay_id"])
+                        opened = False
                     if not opened:
                         self._orphan(int(pay["pay_id"]))
                 else:

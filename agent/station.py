@@ -147,6 +147,8 @@ class Station:
         is shown by it calling this.) Absent devices are not a fault of the agent."""
         now = time.monotonic()
         tasks = [("pump controller", self.board.last_beat())]
+        if self.edc is not None:
+            tasks.append(("EDC terminal", self.edc.last_beat()))
         tasks += [(f"scanner {p.number}", s.last_beat()) for p, s in zip(self.config.pumps, self.scanners,
                                                                          strict=True)]
         stuck = [name for name, beat in tasks if now - beat > max_task_age_s]

@@ -391,6 +391,13 @@ class Host:
         self.link.forget_last_frame()
         self.link.send(msg, now)
 
+    def abandon(self):  # type: () -> Message | None
+        """The line went away: the outstanding request's fate is unknown; it is returned."""
+        request = self.request
+        self.request = None
+        self.link.abandon()
+        return request
+
     def _handle(self, raw: list, now: int) -> list:  # type: ignore[type-arg]
         events = []  # type: list[tuple[object, ...]]
         for event in raw:

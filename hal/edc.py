@@ -59,6 +59,12 @@ class EdcTerminal(PortDriver):
         self._tick()
 
     def _state(self, connected: bool) -> None:
+        lost = None
+        if not connected:
+            with self._lock:
+                lost = self._host.abandon()  # unplugged mid-request: its fate is unknown
+        if lost is not None:
+            self._on_event(EdcReply(lost, "no_ack", None))
         self._on_event(EdcLink(connected))
 
     def _deliver(self, events: list[tuple[object, ...]]) -> None:

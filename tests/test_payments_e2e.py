@@ -265,3 +265,18 @@ def test_terminal_gone_after_fuelling_cash_then_checked_later(station: PayStatio
     assert any(line.startswith("TUNAI") for line in station.lines)  # the attendant is told
     assert wait_until(lambda: payment_states(station) == ["done"], 15)
     assert approved_sales(station) == [] and audit(station) == []
+
+
+def test_terminal_unplugged_while_the_customer_types_the_pin(station: PayStation) -> None:
+    assert station.edc is not None and station.station is not None
+    who = customer(station, "card_prepay:30000", 1_000, ("slow:3",))
+    station.edc.script(*who.edc_script)
+    station.station.events.put(PaymentSelect(1, PaymentChoice.parse(who.payment)))
+    station.scanners[1].scan(who.qr)
+    assert wait_until(lambda: payment_states(station) == ["charging"], 5)
+    station.edc.close()  # unplugged before it answered
+    decision = station.tracker.next(1, "decision", 10)
+    assert decision is not None and not decision["ok"] and decision["reason"] == "edc_unavailable"
+    assert payment_states(station) == ["orphan"]  # whatever it charged goes back once it returns
+    assert station.station.pumps[1].session is None and not station.board.relay_closed(0)
+    assert len(station.board.accepted()) == 0

@@ -147,6 +147,7 @@ class Campaign:
         self.workdir = workdir
         self.edc = EdcSim(workdir / "edc-batch.json", ack_timeout_ms=300) if payments else None
         self.points = PAYMENT_POINTS if payments else POINTS
+        self._offset = 1 if payments else 0  # a short payment run starts at the first point
         self.rng = random.Random(seed)
         self.broker = MosquittoBroker(workdir=workdir / "broker")
         (workdir / "broker").mkdir(parents=True, exist_ok=True)
@@ -342,7 +343,7 @@ class Campaign:
         for kill in range(1, kills + 1):
             if time.monotonic() - started > deadline_s:
                 break
-            point = self.points[(kill // 2) % len(self.points)] if kill % 2 == 0 else None
+            point = self.points[(kill // 2 - self._offset) % len(self.points)] if kill % 2 == 0 else None
             if not self.start_agent(f"{point}:{self.rng.randint(1, 3)}" if point else None):
                 code = self.agent.poll() if self.agent else None
                 result.violations.append(Violation(kill, "start", "start", f"agent never said hello (exit {code})"))
