@@ -157,3 +157,12 @@ def test_receipt_declined_card_and_cash() -> None:
     text = render_receipt(record(declined), "en")
     assert "Declined 51" in text and "CASH" in text and "Approval" not in text
     assert text.splitlines()[-3].endswith("Rp 60,200")
+
+
+def test_demo_fails_on_an_unmatched_approval() -> None:
+    from agent.demo import reconcile
+
+    same = {1: 1000}
+    assert reconcile({1: "pertalite"}, same, same, same, 1, 1, 0, unmatched=0).ok
+    result = reconcile({1: "pertalite"}, same, same, same, 1, 1, 0, unmatched=1)
+    assert not result.ok and result.summary["unmatched_approvals"] == 1

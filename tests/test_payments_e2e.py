@@ -280,3 +280,17 @@ def test_terminal_unplugged_while_the_customer_types_the_pin(station: PayStation
     assert payment_states(station) == ["orphan"]  # whatever it charged goes back once it returns
     assert station.station.pumps[1].session is None and not station.board.relay_closed(0)
     assert len(station.board.accepted()) == 0
+
+
+def test_answer_later_than_the_timeout_is_not_charged_twice(station: PayStation) -> None:
+    # PIN entry outlasts the response timeout: the agent asks instead of charging again,
+    # and the late answer that follows changes nothing.
+    out = serve(station, customer(station, "card", 2_000, ("slow:2.5",)))
+    assert out.transaction is not None
+    record = tx_at_hq(station, out.transaction["tx_id"])
+    assert record["payment"]["status"] == "paid"
+    time.sleep(1.5)  # the late answer arrives
+    assert station.edc is not None
+    assert sum(1 for r in station.edc.requests if r.trans_type == ecr.SALE) == 1
+    assert len(approved_sales(station)) == 1 and audit(station) == []
+    assert payment_states(station) == ["done"]
