@@ -78,6 +78,11 @@ SETTLING = "settling"  # delivery known: charge it (postpay) or give back the re
 ORPHAN = "orphan"  # no delivery will come: any approved charge goes back
 DONE = "done"
 
+# Literal conditions, exactly as in the partial indexes' WHERE, so SQLite reads only the
+# open rows whatever the history (start-up and every loop pass stay flat).
+OPEN_PAYMENTS = "state != 'done'"
+OPEN_STEPS = "state != 'answered'"
+
 # step states
 SENT = "sent"
 UNKNOWN = "unknown"  # sent, the answer never came: ask the terminal before anything else
@@ -191,7 +196,7 @@ class PaymentDesk:
 
     def busy(self, pump: int) -> bool:
         row = self.journal._db.execute(
-            "SELECT 1 FROM payments WHERE pump=? AND state=?", (pump, CHARGING)).fetchone()
+            f"SELECT 1 FROM payments WHERE {OPEN_PAYMENTS} AND state='charging' AND pump=?", (pump,)).fetchone()
         return row is not None
 
     def start_prepay(self, pump: int, scan_text: str, choice: PaymentChoice, charge: int, preset_ml: int) -> None:
@@ -243,11 +248,11 @@ class PaymentDesk:
         whose pump never got its session will never get it (no re-authorisation after a
         restart), so whatever it charged goes back."""
         with self.journal.atomic() as db:
-            db.execute("UPDATE payment_steps SET state=? WHERE state=?", (UNKNOWN, SENT))
-            db.execute("UPDATE payments SET state=?, target_idr=0 WHERE state=?", (ORPHAN, CHARGING))
+            db.execute(f"UPDATE payment_steps SET state='unknown' WHERE {OPEN_STEPS} AND state='sent'")
+            db.execute(f"UPDATE payments SET state='orphan', target_idr=0 WHERE {OPEN_PAYMENTS} AND state='charging'")
             # a prepayment approved and journaled, but the crash came before its session opened
-            db.execute("UPDATE payments SET state=?, target_idr=0 WHERE state=? AND tx_id IS NULL",
-                       (ORPHAN, DELIVERING))
+            db.execute(f"UPDATE payments SET state='orphan', target_idr=0 WHERE {OPEN_PAYMENTS}"
+                       " AND state='delivering' AND tx_id IS NULL")
         self._dirty = True
         self._booted = True
 
@@ -268,18 +273,18 @@ class PaymentDesk:
         self._dirty = False
         self._next_try = now + RETRY_S
         db = self.journal._db
-        unknown = db.execute("SELECT step_id FROM payment_steps WHERE state=? ORDER BY step_id LIMIT 1",
-                             (UNKNOWN,)).fetchone()
+        unknown = db.execute(f"SELECT MIN(step_id) FROM payment_steps WHERE {OPEN_STEPS} AND state='unknown'"
+                             " HAVING COUNT(*)").fetchone()
         if unknown is not None:
             self._send_inquiry(int(unknown[0]))
             return
-        pending = db.execute("SELECT step_id FROM payment_steps WHERE state=? ORDER BY step_id LIMIT 1",
-                             (SENT,)).fetchone()
+        pending = db.execute(f"SELECT MIN(step_id) FROM payment_steps WHERE {OPEN_STEPS} AND state='sent'"
+                             " HAVING COUNT(*)").fetchone()
         if pending is not None:  # journaled, never handed over (written just now, or before a crash)
             self._send(int(pending[0]))
             return
-        for pay_id, in db.execute("SELECT pay_id FROM payments WHERE state IN (?, ?) ORDER BY pay_id",
-                                  (SETTLING, ORPHAN)).fetchall():
+        for pay_id, in db.execute(f"SELECT pay_id FROM payments WHERE {OPEN_PAYMENTS}"
+                                  " AND state IN ('settling', 'orphan')").fetchall():
             if self._advance(int(pay_id)):
                 return
 
@@ -288,7 +293,7 @@ class PaymentDesk:
         cash now; what the terminal did is asked and given back when it returns."""
         rows = self.journal._db.execute(
             "SELECT DISTINCT p.pay_id FROM payments p JOIN payment_steps s ON s.pay_id = p.pay_id"
-            " WHERE p.state=? AND s.state=?", (CHARGING, UNKNOWN)).fetchall()
+            f" WHERE p.{OPEN_PAYMENTS} AND p.state='charging' AND s.{OPEN_STEPS} AND s.state='unknown'").fetchall()
         for (pay_id,) in rows:
             self._abandon_prepay(self._payment(int(pay_id)), "edc_unavailable")
 

@@ -166,3 +166,34 @@ def test_demo_fails_on_an_unmatched_approval() -> None:
     assert reconcile({1: "pertalite"}, same, same, same, 1, 1, 0, unmatched=0).ok
     result = reconcile({1: "pertalite"}, same, same, same, 1, 1, 0, unmatched=1)
     assert not result.ok and result.summary["unmatched_approvals"] == 1
+
+
+def test_boot_and_loop_queries_read_only_open_payments(tmp_path: Path) -> None:
+    """Start-up and every loop pass must not grow with the payment history: each query the
+    desk runs on its own (not per payment) is answered from the partial indexes."""
+    import sqlite3
+
+    from agent import payments as p
+    from agent.journal import Journal
+
+    journal = Journal(tmp_path / "journal.sqlite")
+    p.PaymentDesk(journal, None, "WIB", lambda *a: None, lambda e: None, lambda *a: True, lambda *a: None)
+    db = sqlite3.connect(tmp_path / "journal.sqlite")
+    desk_sql = [
+        f"UPDATE payment_steps SET state='unknown' WHERE {p.OPEN_STEPS} AND state='sent'",
+        f"UPDATE payments SET state='orphan', target_idr=0 WHERE {p.OPEN_PAYMENTS} AND state='charging'",
+        f"SELECT MIN(step_id) FROM payment_steps WHERE {p.OPEN_STEPS} AND state='unknown' HAVING COUNT(*)",
+        f"SELECT pay_id FROM payments WHERE {p.OPEN_PAYMENTS} AND state IN ('settling', 'orphan')",
+        f"SELECT 1 FROM payments WHERE {p.OPEN_PAYMENTS} AND state='charging' AND pump=1",
+        f"SELECT DISTINCT p.pay_id FROM payments p JOIN payment_steps s ON s.pay_id = p.pay_id"
+        f" WHERE p.{p.OPEN_PAYMENTS} AND p.state='charging' AND s.{p.OPEN_STEPS} AND s.state='unknown'",
+    ]
+    source = Path(p.__file__).read_text()
+    for sql in desk_sql:
+        plan = " ".join(str(row[3]) for row in db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SCAN" not in plan, (sql, plan)
+    for fragment in ("{OPEN_STEPS} AND state='sent'", "{OPEN_PAYMENTS} AND state='charging'",
+                     "{OPEN_STEPS} AND state='unknown'", "state IN ('settling', 'orphan')"):
+        assert fragment in source  # the desk really runs these shapes
+    db.close()
+    journal.close()
