@@ -37,7 +37,7 @@ from agent.killpoints import killpoint
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
-from agent.payments import CASH, PaymentChoice, PaymentDesk, prepay_charge
+from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -584,7 +584,7 @@ class Station:
             "preset_ml": s.preset_ml,
             "unit_price_idr": s.price_idr,
             "amount_idr": amount,
-            "payment": {"method": "cash", "status": "due"},
+            "payment": cash_payment(amount),  # a card/QRIS payment replaces it when it settles
             "quota": {"day": s.quota_day, "limit_ml": s.limit_ml, "before_ml": s.quota_before_ml,
                       "after_ml": s.quota_before_ml + dispensed_ml},
             "times": {"opened_at": opened.isoformat(), "closed_at": clock.now.isoformat(),

@@ -294,3 +294,16 @@ def test_answer_later_than_the_timeout_is_not_charged_twice(station: PayStation)
     assert sum(1 for r in station.edc.requests if r.trans_type == ecr.SALE) == 1
     assert len(approved_sales(station)) == 1 and audit(station) == []
     assert payment_states(station) == ["done"]
+
+
+def test_qris_prepay_uses_the_qris_sale(station: PayStation) -> None:
+    out = serve(station, customer(station, "qris_prepay:20000", 1_000))
+    assert out.transaction is not None
+    record = tx_at_hq(station, out.transaction["tx_id"])
+    pay = record["payment"]
+    assert (pay["method"], pay["mode"], pay["status"]) == ("qris", "prepay", "paid")
+    assert station.edc is not None
+    (sale,) = [r for r in station.edc.ledger() if r["type"] == ecr.QRIS_SALE]
+    assert sale["card_type"] == "QRIS" and sale["amount"] == 20_000
+    assert station.edc.net_charged() == {sale["ecr_ref"]: record["amount_idr"]}
+    assert audit(station) == []
