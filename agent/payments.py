@@ -92,6 +92,7 @@ NOT_RECEIVED = "NR"  # response code of a step the terminal says it never did (i
 KIND_TYPES = {"sale": ecr.SALE, "qris_sale": ecr.QRIS_SALE, "void": ecr.VOID, "refund": ecr.REFUND,
               "inquiry": ecr.INQUIRY}
 RETRY_S = 5.0
+HOLD_AFTER_REFUSAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class PaymentDesk:
         self._in_flight: int | None = None  # step id out at the terminal
         self._dirty = True
         self._next_try = 0.0
-        self._booted = False
+        self._held: dict[int, float] = {}  # pay_id -> monotonic time before which it waits
         with journal.atomic() as db:
             for statement in SCHEMA:
                 db.execute(statement)
@@ -254,7 +255,6 @@ class PaymentDesk:
             db.execute(f"UPDATE payments SET state='orphan', target_idr=0 WHERE {OPEN_PAYMENTS}"
                        " AND state='delivering' AND tx_id IS NULL")
         self._dirty = True
-        self._booted = True
 
     # --- the work loop ------------------------------------------------------------------
 
@@ -285,17 +285,25 @@ class PaymentDesk:
             return
         for pay_id, in db.execute(f"SELECT pay_id FROM payments WHERE {OPEN_PAYMENTS}"
                                   " AND state IN ('settling', 'orphan')").fetchall():
+            if self._held.get(int(pay_id), 0.0) > now:
+                continue  # its last void/refund was refused: try again later, others go on
             if self._advance(int(pay_id)):
                 return
 
     def _give_up_waiting(self) -> None:
-        """The terminal is gone while a prepaying customer waits on an unknown answer: offer
-        cash now; what the terminal did is asked and given back when it returns."""
+        """The terminal is gone while a customer waits on it: a prepaying customer whose
+        answer is unknown, or a postpaying one not charged yet, is offered cash now; what the
+        terminal did is asked and given back when it returns."""
         rows = self.journal._db.execute(
-            "SELECT DISTINCT p.pay_id FROM payments p JOIN payment_steps s ON s.pay_id = p.pay_id"
-            f" WHERE p.{OPEN_PAYMENTS} AND p.state='charging' AND s.{OPEN_STEPS} AND s.state='unknown'").fetchall()
-        for (pay_id,) in rows:
-            self._abandon_prepay(self._payment(int(pay_id)), "edc_unavailable")
+            f"SELECT pay_id, state, mode FROM payments WHERE {OPEN_PAYMENTS}"
+            " AND state IN ('charging', 'settling')").fetchall()
+        for pay_id, state, mode in rows:
+            steps = self._steps(int(pay_id))
+            if state == CHARGING and any(s["state"] == UNKNOWN for s in steps):
+                self._abandon_prepay(self._payment(int(pay_id)), "edc_unavailable")
+            elif state == SETTLING and mode == "postpay" and not any(
+                    s["kind"] in ("sale", "qris_sale") and s["response_code"] == ecr.APPROVED for s in steps):
+                self._cash_fallback(int(pay_id))
 
     def _advance(self, pay_id: int) -> bool:
         """Next request for a settling or orphaned payment; True if one went out."""
@@ -448,6 +456,8 @@ class PaymentDesk:
         elif not answer.approved:
             self._emit({"type": "alert", "alert": "compensation_refused", "pump": pump,
                         "detail": f"{step['kind']} {step['ecr_ref']} answered {answer.response}"})
+            if step["kind"] == "refund":  # a refused void is followed by a refund at once
+                self._held[int(pay["pay_id"])] = time.monotonic() + HOLD_AFTER_REFUSAL_S
         self._dirty = True
 
     def _orphan(self, pay_id: int) -> None:

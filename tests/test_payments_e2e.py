@@ -307,3 +307,40 @@ def test_qris_prepay_uses_the_qris_sale(station: PayStation) -> None:
     assert sale["card_type"] == "QRIS" and sale["amount"] == 20_000
     assert station.edc.net_charged() == {sale["ecr_ref"]: record["amount_idr"]}
     assert audit(station) == []
+
+
+def test_refused_refund_is_held_and_shows_in_the_audit(station: PayStation) -> None:
+    # The bank refuses the refund: the payment waits to try again (alerted), the audit of
+    # the terminal's ledger shows the charge not yet matched, and other customers go on.
+    alerts: list[dict[str, Any]] = []
+    assert station.station is not None
+    station.station.listeners.append(lambda e: alerts.append(e) if e.get("type") == "alert" else None)
+    out = serve(station, customer(station, "card_prepay:50000", 1_000, ("approve", "decline:13")))
+    assert out.transaction is not None and out.receipt is None  # not settled: no receipt yet
+    assert wait_until(lambda: any(a["alert"] == "compensation_refused" for a in alerts), 5)
+    assert payment_states(station) == ["settling"]
+    problems = audit(station)
+    assert len(problems) == 1 and "terminal holds Rp 50000" in problems[0]
+    nxt = serve(station, customer(station, "card", 1_000))
+    assert nxt.receipt is not None and nxt.receipt["payment"]["status"] == "paid"
+    assert payment_states(station) == ["settling", "done"]
+
+
+def test_terminal_unplugged_during_the_fill_postpay_goes_to_cash(station: PayStation) -> None:
+    assert station.edc is not None and station.station is not None
+    who = customer(station, "card", 3_000)
+    station.station.events.put(PaymentSelect(1, PaymentChoice.parse(who.payment)))
+    station.scanners[1].scan(who.qr)
+    decision = station.tracker.next(1, "decision", 5)
+    assert decision is not None and decision["ok"]
+    station.edc.close()  # unplugged while the customer fuels
+    assert wait_until(lambda: station.station is not None and not station.station.payments.available, 5)
+    assert wait_until(lambda: station.board.relay_closed(0), 5)
+    start = station.board.totaliser_ml(0)
+    station.board.lift_nozzle(0)
+    assert wait_until(lambda: station.board.totaliser_ml(0) - start >= 1_000, 10)
+    station.board.hang_nozzle(0)
+    receipt = station.tracker.next(1, "receipt", 10)
+    assert receipt is not None and receipt["dispensed_ml"] >= 1_000 and receipt["amount_idr"] > 0
+    assert (receipt["payment"]["method"], receipt["payment"]["status"]) == ("cash", "unpaid")
+    assert receipt["payment"]["steps"] == []  # nothing was ever sent to the terminal
