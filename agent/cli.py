@@ -123,6 +123,31 @@ def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sim_edc(args: argparse.Namespace) -> int:
+    from simulators.edc import BEHAVIOURS, EdcSim
+
+    for behaviour in args.script:
+        if behaviour.split(":", 1)[0] not in BEHAVIOURS:
+            raise CliError(f"unknown behaviour {behaviour!r}; one of {', '.join(BEHAVIOURS)}")
+    try:
+        edc = EdcSim(args.state, port=args.port, baudrate=args.baud)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot serve on {args.port}: {exc}") from exc
+    edc.script(*args.script)
+    edc.start()
+    print(f"EDC terminal on {edc.path}, batch {args.state or 'in memory'}, script: "
+          f"{', '.join(args.script) or 'approve everything'}; Ctrl-C to stop", flush=True)
+    stop = _stop_on_signals()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        edc.close()
+    charged = edc.net_charged()
+    print(f"{len(edc.ledger())} records; still charged: Rp {sum(charged.values())} over {len(charged)} sales")
+    return 0
+
+
 def _cmd_sim_scanner(args: argparse.Namespace) -> int:
     from simulators.scanner import ScannerSim
 
@@ -263,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=("no_flow", "stuck_valve", "pulser_noise", "overrun"),
                        help="inject a dispenser fault (repeatable)")
     board.set_defaults(func=_cmd_sim_relay_board)
+    edc = sim_sub.add_parser("edc", help="bank EDC card terminal (ECR protocol) on a pseudo-terminal or serial "
+                             "port: approvals, declines, lost answers, power cycles")
+    edc.add_argument("--port", help="serial device to serve on (default: a new pseudo-terminal)")
+    edc.add_argument("--baud", type=int, default=9600)
+    edc.add_argument("--state", type=Path, help="JSON file keeping the terminal's batch across restarts")
+    edc.add_argument("--script", action="append", default=[], metavar="BEHAVIOUR",
+                     help="how to answer the next request, in order (repeatable): approve, decline:51, slow:5, "
+                          "no_answer, nak:2, garble, power_cycle:3, offline:10")
+    edc.set_defaults(func=_cmd_sim_edc)
     scanner = sim_sub.add_parser("scanner", help="serial QR scanner on a pseudo-terminal, fed from stdin")
     scanner.add_argument("--port", help="serial device to type on (default: a new pseudo-terminal)")
     scanner.add_argument("--link", type=Path, help="also make this symlink to the device, like a udev name")

@@ -39,6 +39,20 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class EdcConfig:
+    """The bank's EDC card terminal on its ECR serial line. Without one: cash only."""
+
+    port: str
+    baud: int = 9600
+    ack_timeout_s: float = 2.0
+    max_retries: int = 3
+    response_timeout_s: float = 120.0  # the customer types a PIN
+    # how scanner reads are paid when the attendant picked nothing, cycled in order:
+    # "cash", "card", "card_prepay:50000", "qris" ...
+    scan_payments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StationConfig:
     station_id: str
     zone: str
@@ -57,6 +71,7 @@ class StationConfig:
     relay_gpio: tuple[int, int, int, int | None] | None = None
     relay_active_high: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
+    edc: EdcConfig | None = None
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -176,6 +191,7 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
             raise ConfigError(f"[timeouts]: {name} must be between 0 and 86400 seconds")
         timeout_values[name] = seconds
     timeouts = Timeouts(**timeout_values)
+    edc = _parse_edc(data["edc"]) if "edc" in data else None
     return StationConfig(
         station_id=station_id,
         zone=zone,
@@ -194,7 +210,37 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         pumps=tuple(pumps),
         lang=lang,
         timeouts=timeouts,
+        edc=edc,
     )
+
+
+def _parse_edc(raw: Any) -> EdcConfig:
+    from agent.payments import PaymentChoice
+
+    if not isinstance(raw, dict):
+        raise ConfigError("[edc]: must be a table")
+    known = set(EdcConfig.__dataclass_fields__)
+    for name in raw:
+        if name not in known:
+            raise ConfigError(f"[edc]: unknown setting {name!r}")
+    cfg = EdcConfig(
+        port=_get(raw, "port", str, "[edc]"),
+        baud=_get(raw, "baud", int, "[edc]", 9600),
+        ack_timeout_s=_get(raw, "ack_timeout_s", float, "[edc]", 2.0),
+        max_retries=_get(raw, "max_retries", int, "[edc]", 3),
+        response_timeout_s=_get(raw, "response_timeout_s", float, "[edc]", 120.0),
+        scan_payments=tuple(_get(raw, "scan_payments", list, "[edc]", [])),
+    )
+    if not 0.05 <= cfg.ack_timeout_s <= 30 or not 1 <= cfg.response_timeout_s <= 600:
+        raise ConfigError("[edc]: ack_timeout_s must be 0.05..30 and response_timeout_s 1..600 seconds")
+    if not 0 <= cfg.max_retries <= 10 or cfg.baud <= 0:
+        raise ConfigError("[edc]: max_retries must be 0..10 and baud positive")
+    for choice in cfg.scan_payments:
+        try:
+            PaymentChoice.parse(str(choice))
+        except (ValueError, AttributeError) as exc:
+            raise ConfigError(f"[edc]: scan_payments: {exc}") from exc
+    return cfg
 
 
 def load_config(path: Path) -> StationConfig:
@@ -244,6 +290,17 @@ def render_config(cfg: StationConfig) -> str:
         "[timeouts]",
         *[f"{name} = {getattr(cfg.timeouts, name)}" for name in Timeouts.__dataclass_fields__],
     ]
+    if cfg.edc is not None:
+        lines += [
+            "",
+            "[edc]",
+            f"port = {_q(cfg.edc.port)}",
+            f"baud = {cfg.edc.baud}",
+            f"ack_timeout_s = {cfg.edc.ack_timeout_s}",
+            f"max_retries = {cfg.edc.max_retries}",
+            f"response_timeout_s = {cfg.edc.response_timeout_s}",
+            "scan_payments = [" + ", ".join(_q(c) for c in cfg.edc.scan_payments) + "]",
+        ]
     for pump in cfg.pumps:
         lines += [
             "",

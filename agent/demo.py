@@ -27,12 +27,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
-from agent.config import PumpConfig, StationConfig, Timeouts
+from agent.config import EdcConfig, PumpConfig, StationConfig, Timeouts
 from agent.domain import PRODUCT_LABELS, format_litres
+from agent.payment_audit import unmatched_approvals
+from agent.payments import PaymentChoice
 from agent.qrtoken import issue_token
-from agent.station import Station
+from agent.station import PaymentSelect, Station
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
+from simulators.edc import EdcSim
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
@@ -49,6 +52,9 @@ class Customer:
     qr: str
     want_ml: int
     expect: str  # "ok" or a refusal reason
+    payment: str = "cash"  # as the attendant picks it: "card", "card_prepay:100000" ...
+    edc_script: tuple[str, ...] = ()  # how the simulated terminal answers this customer
+    expect_payment: str = ""  # "method/status" of the settled payment, e.g. "card/paid"
 
 
 @dataclass
@@ -56,12 +62,20 @@ class Outcome:
     customer: Customer
     decision: dict[str, Any] | None
     transaction: dict[str, Any] | None = None
+    receipt: dict[str, Any] | None = None
+
+    @property
+    def payment_outcome(self) -> str:
+        pay = self.receipt["payment"] if self.receipt else None
+        return f"{pay['method']}/{pay['status']}" if pay else ""
 
     @property
     def as_expected(self) -> bool:
         if self.decision is None:
             return False
         got = "ok" if self.decision["ok"] else self.decision["reason"]
+        if self.customer.expect_payment and self.payment_outcome != self.customer.expect_payment:
+            return False
         return got == self.customer.expect
 
 
@@ -82,12 +96,26 @@ def _pick(registry: list[RegistryEntry], used: set[int], category: str, product_
 
 
 def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count: int,
-                     token: Callable[[int], str]) -> list[Customer]:
-    """The required cases first (each at least once), then ordinary fills up to `count`."""
+                     token: Callable[[int], str], payments: bool = False) -> list[Customer]:
+    """The required cases first (each at least once), then ordinary fills up to `count`.
+    With `payments`, the first Pertalite pump also serves card customers on the EDC: postpay,
+    prepay with a partial fill (refunded automatically) and a declined card paid in cash."""
     used: set[int] = set()
     pert, solar = 0x01, 0x02
     script: list[Customer] = []
     for number, product in pumps.items():
+        if product == "pertalite" and payments:
+            payments = False  # one pump: the station's one terminal answers in script order
+            script += [
+                Customer("card postpay", number, token(_pick(registry, used, "private_car", pert).vehicle_id),
+                         20_000, "ok", "card", ("approve",), "card/paid"),
+                Customer("card prepay, partial fill, refund", number,
+                         token(_pick(registry, used, "private_car", pert).vehicle_id),
+                         6_000, "ok", "card_prepay:100000", ("approve",), "card/paid"),
+                Customer("card declined, paid cash", number,
+                         token(_pick(registry, used, "private_car", pert).vehicle_id),
+                         12_000, "ok", "card", ("decline:51",), "cash/declined"),
+            ]
         if product == "pertalite":
             car = _pick(registry, used, "private_car", pert)
             bike = _pick(registry, used, "motorcycle", pert)
@@ -130,7 +158,7 @@ class DecisionTracker:
         self.queues: dict[int, queue.Queue[dict[str, Any]]] = {n: queue.Queue() for n in pumps}
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("type") in ("decision", "transaction") and event.get("pump") in self.queues:
+        if event.get("type") in ("decision", "transaction", "receipt") and event.get("pump") in self.queues:
             self.queues[event["pump"]].put(event)
 
     def next(self, pump: int, kind: str, timeout_s: float) -> dict[str, Any] | None:
@@ -147,10 +175,13 @@ class DecisionTracker:
 
 def serve_customers(customers: list[Customer], scanner: ScannerSim, board: RelayBoardSim | DartPumpSim,
                     channel: int, tracker: DecisionTracker, outcomes: list[Outcome],
-                    stop: threading.Event) -> None:
+                    stop: threading.Event, station: Station | None = None, edc: EdcSim | None = None) -> None:
     for customer in customers:
         if stop.is_set():
             return
+        if customer.payment != "cash" and station is not None and edc is not None:
+            edc.script(*customer.edc_script)
+            station.events.put(PaymentSelect(customer.pump, PaymentChoice.parse(customer.payment)))
         scanner.scan(customer.qr)
         decision = tracker.next(customer.pump, "decision", 5.0)
         outcome = Outcome(customer, decision)
@@ -172,6 +203,8 @@ def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Relay
             time.sleep(0.005)
         board.hang_nozzle(channel)
         outcome.transaction = tracker.next(customer.pump, "transaction", 10.0)
+        if customer.payment != "cash":
+            outcome.receipt = tracker.next(customer.pump, "receipt", 10.0)  # paid, refunded or sent to cash
         time.sleep(0.3)  # the next customer drives up
 
 
@@ -186,7 +219,8 @@ def journal_totals(path: Path) -> tuple[dict[int, int], int]:
 
 
 def reconcile(pumps: dict[int, str], totaliser: dict[int, int], journal: dict[int, int],
-              hq: dict[int, int], journal_count: int, hq_count: int, unacked: int) -> DemoResult:
+              hq: dict[int, int], journal_count: int, hq_count: int, unacked: int,
+              unmatched: int | None = None) -> DemoResult:
     differences: list[str] = []
     per_pump: dict[str, dict[str, Any]] = {}
     per_product: dict[str, dict[str, int]] = {}
@@ -204,8 +238,12 @@ def reconcile(pumps: dict[int, str], totaliser: dict[int, int], journal: dict[in
         differences.append(f"{journal_count} transactions journaled, {hq_count} at headquarters")
     if unacked:
         differences.append(f"{unacked} transactions not acknowledged by headquarters")
-    summary = {"station": STATION_ID, "pumps": per_pump, "products": per_product,
-               "transactions": {"journal": journal_count, "hq": hq_count, "unacked": unacked}}
+    summary: dict[str, Any] = {"station": STATION_ID, "pumps": per_pump, "products": per_product,
+                               "transactions": {"journal": journal_count, "hq": hq_count, "unacked": unacked}}
+    if unmatched is not None:
+        summary["unmatched_approvals"] = unmatched
+        if unmatched:
+            differences.append(f"{unmatched} card approvals not matched by fuel delivered or given back")
     return DemoResult(not differences, summary, differences)
 
 
@@ -224,6 +262,10 @@ def print_summary(result: DemoResult, lang: str) -> None:
     print(f"  transaksi: jurnal {tx['journal']}, kantor pusat {tx['hq']}, belum dikonfirmasi {tx['unacked']}"
           if lang == "id" else
           f"  transactions: journal {tx['journal']}, headquarters {tx['hq']}, unacknowledged {tx['unacked']}")
+    if "unmatched_approvals" in result.summary:
+        count = result.summary["unmatched_approvals"]
+        print(f"  persetujuan kartu tanpa BBM/pengembalian (unmatched approvals): {count}" if lang == "id"
+              else f"  unmatched approvals: {count}")
     if result.ok:
         print("COCOK: totalisator, jurnal dan kantor pusat sama." if lang == "id"
               else "RECONCILED: totalisers, journal and headquarters agree.")
@@ -237,7 +279,7 @@ class DemoStation:
     def __init__(self, pumps: int = 2, flow_lps: float = 25.0, lang: str = "id",
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
-                 dashboard: bool = False) -> None:
+                 dashboard: bool = False, edc: bool = False) -> None:
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
@@ -261,6 +303,7 @@ class DemoStation:
                                                    if pump_kind == "dart" else
                                                    RelayBoardSim(channels=pumps, flow_lps=flow_lps))
         self.scanners = {n: ScannerSim() for n in self.products}
+        self.edc = EdcSim(self.workdir / "edc-batch.json") if edc else None
         self.tracker = DecisionTracker(list(self.products))
         self.lines: list[str] = []
         self.quiet = quiet
@@ -292,6 +335,7 @@ class DemoStation:
             relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
+            edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
         )
 
     def start(self, timeout_s: float = 15.0) -> None:
@@ -300,6 +344,8 @@ class DemoStation:
         self.hq.start()
         self.hq.publish_documents()
         self.board.start()
+        if self.edc is not None:
+            self.edc.start()
         self._start_totals = {n: self.board.totaliser_ml(n - 1) for n in self.products}
         self.station = Station(self.config(), on_line=self._line, listeners=[self.tracker])
         self.station.start()
@@ -309,7 +355,8 @@ class DemoStation:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             docs = self.station.docs
-            if docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready():
+            edc_ready = self.edc is None or self.station.payments.available
+            if docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready() and edc_ready:
                 return
             time.sleep(0.05)
         raise TimeoutError("the agent did not receive the signed list and policy in time")
@@ -322,7 +369,7 @@ class DemoStation:
             thread = threading.Thread(
                 target=serve_customers,
                 args=(mine, self.scanners[number], self.board, number - 1, self.tracker, outcomes,
-                      self._stop),
+                      self._stop, self.station, self.edc),
                 name=f"customers-pump-{number}", daemon=True)
             thread.start()
             threads.append(thread)
@@ -358,7 +405,9 @@ class DemoStation:
         hq_txs = [t for t in self.hq.transactions() if t.get("station") == STATION_ID]
         for tx in hq_txs:
             hq[int(tx["pump"])] = hq.get(int(tx["pump"]), 0) + int(tx["dispensed_ml"])
-        return reconcile(self.products, totaliser, journal, hq, journal_count, len(hq_txs), self.unacked())
+        unmatched = unmatched_approvals(self.edc.ledger(), self.journal_path) if self.edc else None
+        return reconcile(self.products, totaliser, journal, hq, journal_count, len(hq_txs), self.unacked(),
+                         unmatched)
 
     @property
     def dashboard_url(self) -> str:
@@ -374,6 +423,8 @@ class DemoStation:
         if self.hq is not None:
             self.hq.close()
         self.board.close()
+        if self.edc is not None:
+            self.edc.close()
         for scanner in self.scanners.values():
             scanner.close()
         if self._own_broker:
@@ -386,7 +437,8 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
              dashboard: bool = False) -> int:
     started = time.monotonic()
-    demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard)
+    demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard,
+                       edc=True)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -396,7 +448,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
                  f"Station {STATION_ID}: {pumps} pumps, vehicle list v{version}"
                  f" ({len(demo.registry)} vehicles), broker 127.0.0.1:{demo.broker.port}")
         print(intro, flush=True)
-        script = script_customers(demo.registry, demo.products, customers, demo.token)
+        script = script_customers(demo.registry, demo.products, customers, demo.token, payments=True)
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
         outcomes = demo.serve(script, budget)
         demo.wait_delivered(max(5.0, timeout_s - (time.monotonic() - started)))
@@ -413,6 +465,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
             {"label": o.customer.label, "pump": o.customer.pump, "expected": o.customer.expect,
              "ok": o.decision["ok"] if o.decision else None,
              "reason": o.decision["reason"] if o.decision else None,
+             "payment": o.payment_outcome or None,
              "dispensed_ml": o.transaction["dispensed_ml"] if o.transaction else 0}
             for o in outcomes]
         result.summary["duration_s"] = round(time.monotonic() - started, 2)

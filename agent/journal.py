@@ -7,10 +7,11 @@ quota actually used and the outbox row that reports it, all in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,12 @@ def to_db_id(vehicle_id: int) -> int:
 def from_db_id(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
+def insert_outbox(db: sqlite3.Connection, msg_id: str, topic: str, payload: dict[str, Any]) -> None:
+    """Queue a message for headquarters inside the caller's transaction."""
+    db.execute("INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+               (msg_id, topic, json.dumps(payload, separators=(",", ":")).encode(), time.time()))
+
+
 STATE_FUELLING = "fuelling"
 STATE_CLOSED = "closed"
 
@@ -119,6 +126,10 @@ class Journal:
     def pragma(self, name: str) -> Any:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
 
+    def atomic(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One transaction for modules that keep their own tables in this journal (payments)."""
+        return self._tx()
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
@@ -154,6 +165,7 @@ class Journal:
         preset_ml: int,
         price_idr: int,
         device_total_before: int | None = None,
+        extra: Callable[[sqlite3.Connection, int, str], None] | None = None,
     ) -> SessionRow:
         """Journal a session and reserve its preset against the day's quota, atomically."""
         now = time.time()
@@ -173,6 +185,8 @@ class Journal:
                 " ON CONFLICT DO UPDATE SET reserved_ml = reserved_ml + excluded.reserved_ml",
                 (to_db_id(vehicle_id), product, day, preset_ml),
             )
+            if extra is not None:  # e.g. link the prepayment that pays for this session
+                extra(db, seq, tx_id)
         return SessionRow(seq, tx_id, pump, vehicle_id, plate, product, day, limit_ml,
                           quota_before_ml, preset_ml, preset_ml, price_idr, STATE_AUTHORISED, now,
                           device_total_before)
@@ -189,6 +203,7 @@ class Journal:
         end_reason: str,
         outbox: tuple[str, str, dict[str, Any]] | None,
         meta: dict[str, str] | None = None,
+        extra: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         """Close a session: record litres, move quota from reserved to used, queue its report."""
         with self._tx() as db:
@@ -209,6 +224,8 @@ class Journal:
             for key, value in (meta or {}).items():
                 db.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
                            " ON CONFLICT DO UPDATE SET value=excluded.value", (key, value))
+            if extra is not None:  # e.g. keep the record until its card payment settles
+                extra(db)
             if outbox is not None:
                 msg_id, topic, payload = outbox
                 db.execute(

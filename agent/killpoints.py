@@ -21,6 +21,17 @@ POINTS = (
     "published",  # outbox rows handed to the MQTT client
     "ack_applied",  # acknowledged rows deleted from the outbox
 )
+# Around payments on the EDC terminal (agent/payments.py); the payment campaign uses these.
+PAYMENT_POINTS = (
+    "pay_before_charge",  # sale step journaled, not yet handed to the terminal
+    "pay_charge_sent",  # sale handed to the terminal driver
+    "pay_approval_received",  # approval in hand, not yet journaled
+    "pay_approval_journaled",  # approval journaled; prepay: session not yet opened
+    "pay_before_compensation",  # void/refund step journaled, not yet sent
+    "pay_compensation_sent",  # void/refund handed to the terminal driver
+    "pay_compensation_journaled",  # its answer journaled
+    "pay_settled",  # payment done, its transaction record queued
+)
 
 _target, _, _count = os.environ.get("SPBU_KILLPOINT", "").partition(":")
 _remaining = int(_count) if _count.isdigit() else 1

@@ -35,6 +35,13 @@ _TEXT: dict[str, dict[str, str]] = {
         "scanner_camera_lost": "PERINGATAN pompa {pump}  kamera QR terputus; pakai pemindai tangan",
         "scanner_too_dark": "PERINGATAN pompa {pump}  kamera QR terlalu gelap; periksa lampu dan lensa",
         "scanner_ok": "INFO       pompa {pump}  kamera QR normal kembali",
+        "paying": "BAYAR      pompa {pump}  masukkan kartu/QRIS di EDC: {amount} untuk {preset} L",
+        "payment_approved": "DISETUJUI  pompa {pump}  {amount}  kode persetujuan {detail}",
+        "payment_declined": "DITOLAK    pompa {pump}  kartu ditolak ({detail}), silakan bayar tunai",
+        "payment_cash": "TUNAI      pompa {pump}  kartu tidak terbayar ({detail}), tagih {amount} tunai",
+        "payment_checking": "MENUNGGU   pompa {pump}  EDC tidak menjawab, menanyakan transaksi terakhir",
+        "edc_unavailable": "DITOLAK    pompa {pump}  EDC tidak tersedia, silakan bayar tunai",
+        "amount_too_small": "DITOLAK    pompa {pump}  jumlah prabayar terlalu kecil",
     },
     "en": {
         "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
@@ -66,6 +73,13 @@ _TEXT: dict[str, dict[str, str]] = {
         "scanner_camera_lost": "WARNING   pump {pump}  QR camera disconnected; use the handheld scanner",
         "scanner_too_dark": "WARNING   pump {pump}  QR camera too dark; check the light and the lens",
         "scanner_ok": "INFO      pump {pump}  QR camera back to normal",
+        "paying": "PAY       pump {pump}  card/QRIS on the EDC: {amount} for {preset} L",
+        "payment_approved": "APPROVED  pump {pump}  {amount}  approval code {detail}",
+        "payment_declined": "REFUSED   pump {pump}  card declined ({detail}), please pay cash",
+        "payment_cash": "CASH      pump {pump}  card did not pay ({detail}), collect {amount} in cash",
+        "payment_checking": "WAITING   pump {pump}  EDC not answering, asking for its last transaction",
+        "edc_unavailable": "REFUSED   pump {pump}  EDC unavailable, please pay cash",
+        "amount_too_small": "REFUSED   pump {pump}  prepaid amount too small",
     },
 }
 
@@ -87,6 +101,7 @@ def attendant_line(
     amount_idr: int = 0,
     zone: str = "WIB",
     day: str = "",
+    detail: str = "",
 ) -> str:
     table = _TEXT.get(lang, _TEXT["id"])
     template = table.get(key, table["unknown_qr"])
@@ -102,4 +117,5 @@ def attendant_line(
         amount=format_rupiah(amount_idr, lang),
         zone=zone,
         day=day,
+        detail=detail,
     ).rstrip()

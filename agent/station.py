@@ -31,13 +31,15 @@ from agent.eligibility import (
     Decision,
     decide,
 )
-from agent.journal import Journal, SessionRow
+from agent.journal import Journal, SessionRow, insert_outbox
 from agent.killpoints import killpoint
 from agent.live_view import LiveSession, LiveView
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
+from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.scan_identity import identify, keyring_from_hex, legacy_salt_of
+from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -62,6 +64,14 @@ Listener = Callable[[dict[str, Any]], None]
 class PumpScan:
     pump: int
     event: ScannerEvent
+
+
+@dataclass(frozen=True)
+class PaymentSelect:
+    """The attendant picked how the next customer on a pump pays (keypad, dashboard, demo)."""
+
+    pump: int
+    choice: PaymentChoice
 
 
 @dataclass
@@ -130,6 +140,13 @@ class Station:
         self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
                              lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
         self._conditions_mono = 0.0
+        edc = config.edc
+        self.edc = None if edc is None else EdcTerminal(
+            edc.port, self.events.put, edc.baud, edc.ack_timeout_s, edc.max_retries, edc.response_timeout_s)
+        self.payments = PaymentDesk(
+            self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
+            self._open_prepaid, self._queue_record,
+            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line)
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -150,6 +167,8 @@ class Station:
         is shown by it calling this.) Absent devices are not a fault of the agent."""
         now = time.monotonic()
         tasks = [("pump controller", self.board.last_beat())]
+        if self.edc is not None:
+            tasks.append(("EDC terminal", self.edc.last_beat()))
         tasks += [(f"scanner {p.number}", s.last_beat()) for p, s in zip(self.config.pumps, self.scanners,
                                                                          strict=True)]
         stuck = [name for name, beat in tasks if now - beat > max_task_age_s]
@@ -180,11 +199,14 @@ class Station:
         self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
         for result in self.docs.load_saved():
             self._report_update(result)
+        self.payments.recover()
         self._recover()
         day = self._read_clock().quota_day
         self.live.seed(day, self.journal.day_totals(day),
                        [_recent_item(r) for r in self.journal.recent_closed(20)])
         self.board.start()
+        if self.edc is not None:
+            self.edc.start()
         for scanner in self.scanners:
             scanner.start()
         self.link.start()
@@ -195,6 +217,8 @@ class Station:
         for scanner in self.scanners:
             scanner.close()
         self.board.close()
+        if self.edc is not None:
+            self.edc.close()
         self.journal.close()
 
     def run(self, stop: threading.Event) -> None:
@@ -214,6 +238,7 @@ class Station:
                 log.exception("event %r failed", event)
         self._timers(time.monotonic())
         self._live_tick(time.monotonic())
+        self.payments.tick(time.monotonic())
         if self.outbox.pump(time.monotonic(), self.link.publish):
             killpoint("published")
 
@@ -285,6 +310,10 @@ class Station:
                 self._announce_to_home_assistant()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
+        elif isinstance(event, EdcReply | EdcLink):
+            self.payments.on_event(event)
+        elif isinstance(event, PaymentSelect):
+            self.payments.select(event.pump, event.choice)
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("station", self.config.station_id)
@@ -343,14 +372,19 @@ class Station:
         pump.last_scan = (event.text, now)
         if event.text == last_text and now - last_at < self.config.timeouts.duplicate_scan_s:
             return  # the same code read twice in a row: one scan, not two
-        self.scan(pump_no, event.text)
+        self.scan(pump_no, event.text, payment=self.payments.take_choice(pump_no))
 
-    def scan(self, pump_no: int, text: str, requested_ml: int | None = None) -> Decision:
+    def scan(self, pump_no: int, text: str, requested_ml: int | None = None,
+             payment: PaymentChoice | None = None, prepaid: int | None = None) -> Decision:
+        """`payment`: how the customer pays (cash by default). `prepaid`: the payment id
+        of an approved prepayment this scan authorises (the desk's second pass)."""
         pump = self.pumps[pump_no]
         product = pump.config.product
         ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
         vehicle_id = ident.vehicle_id
-        if pump.session is not None or pump.state in ps.WITH_SESSION:
+        payment = payment or CASH
+        if (pump.session is not None or pump.state in ps.WITH_SESSION
+                or (prepaid is None and self.payments.busy(pump_no))):
             return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
         if not self.board_connected or pump.state == ps.INOPERATIVE:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
@@ -375,6 +409,18 @@ class Station:
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
+        if prepaid is None and payment.electronic:
+            if not self.payments.available:  # the terminal is off or unplugged: cash is offered
+                return self._refuse(pump, Decision(False, "edc_unavailable", decision.vehicle, decision.vehicle_id),
+                                    plate=ident.plate)
+            if payment.mode == "prepay":
+                price = self.docs.policy.prices_idr.get(product, 0)
+                charge, ml = prepay_charge(payment, price, pump.config.pulses_per_litre, decision.preset_ml)
+                if charge <= 0:
+                    return self._refuse(pump, Decision(False, "amount_too_small", decision.vehicle,
+                                                       decision.vehicle_id), plate=ident.plate)
+                self.payments.start_prepay(pump_no, text, payment, charge, ml)
+                return decision
         plate = ident.plate or (decision.vehicle.plate if decision.vehicle else "UNREGISTERED")
         preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
@@ -383,8 +429,10 @@ class Station:
         session = self.journal.open_session(
             self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
             decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
-            pump.device_total,
+            pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
         )
+        if prepaid is None and payment.electronic:
+            self.payments.open_postpay(session, payment)
         pump.session = session
         self._set_state(pump, ps.AUTHORISED)
         pump.opened_mono = time.monotonic()
@@ -401,6 +449,15 @@ class Station:
                     "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
                     "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
         return decision
+
+    def _open_prepaid(self, pump_no: int, text: str, preset_ml: int, pay_id: int) -> bool:
+        """An approved prepayment: authorise the pump for what it bought (the quota is
+        checked again: it may have moved while the customer typed the PIN)."""
+        return self.scan(pump_no, text, requested_ml=preset_ml, prepaid=pay_id).ok and (
+            self.pumps[pump_no].session is not None)
+
+    def _queue_record(self, db: Any, record: dict[str, Any]) -> None:
+        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), record)
 
     def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "") -> Decision:
         vehicle = decision.vehicle
@@ -528,9 +585,11 @@ class Station:
         meta = {"last_trusted_day": self.clock.last_trusted_day or clock.quota_day}
         if clock.trusted:
             meta["wall_floor"] = clock.now.isoformat()
+        keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
         killpoint("before_close")
         self.journal.close_session(session, dispensed_ml, amount, reason,
-                                   (session.tx_id, topics.tx(self.config.station_id), record), meta)
+                                   None if keep else (session.tx_id, topics.tx(self.config.station_id), record),
+                                   meta, extra=keep)
         killpoint("close_journaled")
         self.live.transaction(record)
         pump = self.pumps.get(session.pump)
@@ -571,7 +630,7 @@ class Station:
             "preset_ml": s.preset_ml,
             "unit_price_idr": s.price_idr,
             "amount_idr": amount,
-            "payment": {"method": "cash", "status": "due"},
+            "payment": cash_payment(amount),  # a card/QRIS payment replaces it when it settles
             "quota": {"day": s.quota_day, "limit_ml": s.limit_ml, "before_ml": s.quota_before_ml,
                       "after_ml": s.quota_before_ml + dispensed_ml},
             "times": {"opened_at": opened.isoformat(), "closed_at": clock.now.isoformat(),

@@ -113,6 +113,13 @@ def test_demo_exits_zero_with_reconciled_json(tmp_path: Path) -> None:
     reasons = {c["reason"] for c in summary["customers"]}
     assert {"quota_exhausted", "unknown_qr", "wrong_product"} <= reasons
     assert "BOLEH ISI" in result.stdout and "DITOLAK" in result.stdout
+    # card payments: postpay, prepay refunded in part, declined then cash; the terminal's
+    # ledger holds nothing the fuel does not match
+    assert summary["unmatched_approvals"] == 0
+    payments = {c["label"]: c["payment"] for c in summary["customers"] if c["payment"]}
+    assert payments == {"card postpay": "card/paid", "card prepay, partial fill, refund": "card/paid",
+                        "card declined, paid cash": "cash/declined"}
+    assert "unmatched approvals): 0" in result.stdout
 
 
 @pytest.mark.integration

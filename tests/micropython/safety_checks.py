@@ -7,10 +7,11 @@ check ("PASS name" / "FAIL name: detail") and a final "N passed, M failed" line.
 import machine
 
 from hal import dart_proto as dart
+from hal import ecr_proto as ecr
 from hal import relay_proto as rp
 from hal.crc16 import crc16_ccitt
 from hal.firmware import main as fw
-from vectors import CRC_CHECK, VECTORS
+from vectors import CRC_CHECK, ECR_SALE_HEX, VECTORS
 
 results = [0, 0]
 
@@ -174,5 +175,28 @@ host.send(rp.AUTHORIZE, (0, 7, 1000), clock.t)
 exchange()
 check("local_reset_clears_latch", relay(0) == 1)
 check("hardware_watchdog_fed", machine.WDT.last.feeds > 10 and machine.WDT.last.timeout <= 8388)
+
+# --- ECR codec (EDC card terminal) -----------------------------------------------------
+
+sale = ecr.Message(ecr.SALE, 150000, "TX000001", date="261123", time="101500")
+frame = ecr.encode_message(sale)
+check("ecr_encode_sale", to_hex(frame) == ECR_SALE_HEX, to_hex(frame))
+got = ecr.FrameDecoder().feed(frame, 0)
+check("ecr_decode_sale", len(got) == 1 and got[0][0] == "frame" and ecr.decode_data(got[0][1]) == sale, got)
+flipped = bytearray(frame)
+flipped[20] ^= 0x04
+receiver = ecr.Link()
+events = receiver.feed(bytes(flipped), 0)
+check("ecr_bit_flip_naked", events == [] and receiver.take_output() == bytes([ecr.NAK]), events)
+sender = ecr.Link(ack_timeout_ms=2000, max_retries=3)
+sender.send(sale, 0)
+sender.take_output()
+sender.feed(bytes([ecr.NAK]), 1)
+retried = sender.take_output() == frame
+sender.poll(2001)
+sender.take_output()
+sender.feed(bytes([ecr.NAK]), 2002)
+last = sender.feed(bytes([ecr.NAK]), 2003)
+check("ecr_three_retransmissions_then_failed", retried and last == [("send_failed", "nak")], last)
 
 print("%d passed, %d failed" % (results[0], results[1]))

@@ -14,6 +14,12 @@ kills land at random instants; the other half at named points between two steps
   - dispensers' totalisers = litres in the journal, per pump;
   - quota used = litres dispensed, per vehicle, product and day; nothing left reserved.
 At the end every journaled transaction must be at headquarters exactly once.
+
+With --payments an EDC terminal simulator joins: scans are paid by card, prepay and
+postpay in turn, and the named kills land around payment steps (PAYMENT_POINTS). After
+each kill, once the restarted agent has settled every payment, the terminal's own ledger
+must show no charge without its fuel delivered or given back (agent/payment_audit.py),
+and no payment charged twice.
 """
 
 from __future__ import annotations
@@ -40,11 +46,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.config import PumpConfig, StationConfig, Timeouts, render_config  # noqa: E402
-from agent.killpoints import POINTS  # noqa: E402
+from agent.config import EdcConfig, PumpConfig, StationConfig, Timeouts, render_config  # noqa: E402
+from agent.killpoints import PAYMENT_POINTS, POINTS  # noqa: E402
+from agent.payment_audit import unmatched_details  # noqa: E402
 from agent.qrtoken import issue_token  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
 from simulators.dart_pump import DartPumpSim  # noqa: E402
+from simulators.edc import EdcSim  # noqa: E402
 from simulators.hq import HeadquartersSim, synthetic_registry  # noqa: E402
 from simulators.relay_board import RelayBoardSim  # noqa: E402
 from simulators.scanner import ScannerSim  # noqa: E402
@@ -71,6 +79,8 @@ class CampaignResult:
     sessions: int = 0
     litres_ml: int = 0
     hq_duplicates: int = 0
+    card_sales: int = 0  # approved at the terminal
+    compensations: int = 0  # voids and refunds approved at the terminal
     violations: list[Violation] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -136,8 +146,11 @@ class Customers:
 
 class Campaign:
     def __init__(self, workdir: Path, pumps: int = 2, seed: int = 1, vehicles: int = 2000,
-                 pump_kind: str = "relay") -> None:
+                 pump_kind: str = "relay", payments: bool = False) -> None:
         self.workdir = workdir
+        self.edc = EdcSim(workdir / "edc-batch.json", ack_timeout_ms=300) if payments else None
+        self.points = PAYMENT_POINTS if payments else POINTS
+        self._offset = 1 if payments else 0  # a short payment run starts at the first point
         self.rng = random.Random(seed)
         self.broker = MosquittoBroker(workdir=workdir / "broker")
         (workdir / "broker").mkdir(parents=True, exist_ok=True)
@@ -167,6 +180,8 @@ class Campaign:
         self.hq.start()
         self.hq.publish_documents()
         self.board.start()
+        if self.edc is not None:
+            self.edc.start()
         self.start_totals = {n: self.board.totaliser_ml(n - 1) for n in self.scanners}
         config = StationConfig(
             station_id=STATION, zone="WIB", data_dir=self.workdir / "data",
@@ -176,6 +191,9 @@ class Campaign:
             relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             timeouts=Timeouts(scan_to_nozzle_s=1.0, no_flow_s=5, duplicate_scan_s=0.5),
+            edc=None if self.edc is None else EdcConfig(
+                self.edc.path, ack_timeout_s=0.3, response_timeout_s=2.0,
+                scan_payments=("card_prepay:30000", "card", "card_prepay:20000")),
         )
         self.config_path.write_text(render_config(config))
 
@@ -185,6 +203,8 @@ class Campaign:
         if self.hq is not None:
             self.hq.close()
         self.board.close()
+        if self.edc is not None:
+            self.edc.close()
         for scanner in self.scanners.values():
             scanner.close()
         self.broker.close()
@@ -262,6 +282,33 @@ class Campaign:
             if used != dispensed.get((vehicle, product, day), 0) or reserved != 0:
                 fail("quota", f"vehicle {vehicle} {product} {day}: used {used} ml, reserved {reserved} ml,"
                      f" dispensed {dispensed.get((vehicle, product, day), 0)} ml")
+        if self.edc is not None:
+            self.check_payments(fail)
+
+    def open_payments(self) -> int:
+        db = self._db()
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM payments WHERE state != 'done'").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            db.close()
+
+    def check_payments(self, fail: Any) -> None:
+        """The terminal's ledger against metered fuel: every approved charge is matched by
+        delivery or given back, and no payment was charged twice."""
+        assert self.edc is not None
+        if not wait_until(lambda: self.open_payments() == 0, 20, 0.1):
+            fail("payments", f"{self.open_payments()} payments still unsettled 20 s after restart")
+        for detail in unmatched_details(self.edc.ledger(), self.journal):
+            fail("charge_without_delivery", detail)
+        sales: dict[str, int] = {}
+        for record in self.edc.ledger():
+            if record["type"] == "01" and record["response"] == "00":
+                sales[record["ecr_ref"][:8]] = sales.get(record["ecr_ref"][:8], 0) + 1
+        twice = [key for key, n in sales.items() if n > 1]
+        if twice:
+            fail("double_charge", f"payments charged more than once: {twice}")
 
     def check_delivery(self, result: CampaignResult) -> None:
         assert self.hq is not None
@@ -285,6 +332,10 @@ class Campaign:
                 result.violations.append(Violation(-1, "end", "delivery", f"{tx_id}: {ml} ml journaled, "
                                                    f"{received[tx_id]['dispensed_ml']} ml at headquarters"))
         result.hq_duplicates = self.hq.duplicates
+        if self.edc is not None:
+            ledger = self.edc.ledger()
+            result.card_sales = sum(1 for r in ledger if r["type"] == "01" and r["response"] == "00")
+            result.compensations = sum(1 for r in ledger if r["type"] in ("02", "03") and r["response"] == "00")
         result.sessions = len(journal)
         result.litres_ml = sum(journal.values())
 
@@ -297,7 +348,7 @@ class Campaign:
         for kill in range(1, kills + 1):
             if time.monotonic() - started > deadline_s:
                 break
-            point = POINTS[(kill // 2) % len(POINTS)] if kill % 2 == 0 else None
+            point = self.points[(kill // 2 - self._offset) % len(self.points)] if kill % 2 == 0 else None
             if not self.start_agent(f"{point}:{self.rng.randint(1, 3)}" if point else None):
                 code = self.agent.poll() if self.agent else None
                 result.violations.append(Violation(kill, "start", "start", f"agent never said hello (exit {code})"))
@@ -340,9 +391,9 @@ class Campaign:
 
 
 def run_campaign(kills: int, seed: int = 1, deadline_s: float = 3600.0,
-                 workdir: Path | None = None, pump_kind: str = "relay") -> CampaignResult:
+                 workdir: Path | None = None, pump_kind: str = "relay", payments: bool = False) -> CampaignResult:
     tmp = workdir or Path(tempfile.mkdtemp(prefix="spbu-crash-"))
-    campaign = Campaign(tmp, seed=seed, pump_kind=pump_kind)
+    campaign = Campaign(tmp, seed=seed, pump_kind=pump_kind, payments=payments)
     try:
         campaign.start()
         return campaign.run(kills, deadline_s)
@@ -358,16 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=3600.0, help="stop starting new kills after this")
     parser.add_argument("--pump", choices=("relay", "dart"), default="relay",
                         help="relay board with dispensers (default) or Wayne DART pumps")
+    parser.add_argument("--payments", action="store_true",
+                        help="an EDC terminal joins; card prepay/postpay; kills around payment steps")
     args = parser.parse_args(argv)
-    result = run_campaign(args.kills, args.seed, args.deadline, pump_kind=args.pump)
+    result = run_campaign(args.kills, args.seed, args.deadline, pump_kind=args.pump, payments=args.payments)
     report: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
-        "params": {"kills": args.kills, "seed": args.seed, "pump": args.pump},
+        "params": {"kills": args.kills, "seed": args.seed, "pump": args.pump, "payments": args.payments},
         "results": {"kills": result.kills, "random_kills": result.random_kills,
                     "killpoint_kills": result.killpoint_kills, "idle_kills": result.idle_kills,
                     "sessions": result.sessions, "litres": result.litres_ml / 1000,
                     "hq_duplicate_deliveries_dropped": result.hq_duplicates,
+                    "card_sales_approved": result.card_sales, "voids_and_refunds": result.compensations,
                     "violations": len(result.violations), "duration_s": result.duration_s},
         "violations": [v.__dict__ for v in result.violations],
         "targets": {"violations": {"measured": len(result.violations), "target": 0,

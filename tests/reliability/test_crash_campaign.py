@@ -24,3 +24,14 @@ def test_dart_pumps_eight_kills_no_violation(tmp_path: Path) -> None:
     assert result.kills == 8
     assert result.violations == []
     assert result.sessions > 0 and result.litres_ml > 0
+
+
+def test_payments_ten_kills_no_charge_without_delivery(tmp_path: Path) -> None:
+    """Kills around payment steps (sale journaled/sent, approval received/journaled, void or
+    refund journaled/sent): the terminal's own ledger never holds a charge that fuel
+    delivered or an automatic void/refund does not match, and nothing is charged twice."""
+    result = run_campaign(kills=10, seed=5, deadline_s=180, workdir=tmp_path, payments=True)
+    assert result.kills == 10
+    assert result.violations == []
+    assert result.card_sales > 0 and result.compensations > 0  # it charged and gave back
+    assert len(result.killpoint_kills) >= 3, result.killpoint_kills
