@@ -453,7 +453,9 @@ class PaymentDesk:
                     self._abandon_prepay(pay, "payment_declined", answer.response)
             elif pay["state"] == SETTLING and not answer.approved:
                 self._cash_fallback(int(pay["pay_id"]), answer.response)
-        elif not answer.approved:
+        elif not answer.approved and answer.response != NOT_RECEIVED:
+            # A refusal waits before the next try; a step the terminal never received (found
+            # by the inquiry after a restart) is simply sent again.
             self._emit({"type": "alert", "alert": "compensation_refused", "pump": pump,
                         "detail": f"{step['kind']} {step['ecr_ref']} answered {answer.response}"})
             if step["kind"] == "refund":  # a refused void is followed by a refund at once
