@@ -526,7 +526,9 @@ class Station:
             "preset_ml": s.preset_ml,
             "unit_price_idr": s.price_idr,
             "amount_idr": amount,
-            "payment": {"method": "cash", "status": "due"},
+            # Until a payment terminal is wired: cash, paid after the fill, not yet settled.
+            "payment": {"method": "cash", "mode": "postpay", "status": "unpaid", "amount_idr": amount,
+                        "approval_code": None, "rrn": None, "steps": []},
             "quota": {"day": s.quota_day, "limit_ml": s.limit_ml, "before_ml": s.quota_before_ml,
                       "after_ml": s.quota_before_ml + dispensed_ml},
             "times": {"opened_at": opened.isoformat(), "closed_at": clock.now.isoformat(),
