@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -139,10 +140,45 @@ def _cmd_sim_scanner(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_collector(args: argparse.Namespace, hq_line: str) -> int:
+    from simulators.collector import Collector
+
+    collector = Collector(args.host, args.port, args.db, name=args.name,
+                          on_alert=lambda a: print(f"ALERT {json.dumps(a.as_dict())}", flush=True))
+    try:
+        collector.start()
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"{hq_line}collector {collector.name} on {args.host}:{args.port}, shared subscription "
+          f"$share/{collector.group}/spbu/v1/+/tx, store {args.db}", flush=True)
+    stop = _stop_on_signals()
+    try:
+        while not stop.wait(5.0):
+            print(f"{collector.name}: received {collector.received}, stored {collector.stored}, "
+                  f"duplicates {collector.duplicates}, refused {collector.rejected}", flush=True)
+    finally:
+        collector.close()
+    return 0
+
+
 def _cmd_sim_hq(args: argparse.Namespace) -> int:
     from agent.signing import load_private_key
     from simulators.hq import HeadquartersSim, synthetic_registry
 
+    if args.db is not None:
+        if args.collect_only:
+            return _run_collector(args, "")
+        key = load_private_key(args.key) if args.key else None
+        publisher = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key, collect=False)
+        publisher.start()
+        try:
+            publisher.publish_documents()
+            return _run_collector(args, f"headquarters: key {publisher.key_id} ({publisher.public_key_hex}), "
+                                        f"{len(publisher.registry)} vehicles published\n")
+        finally:
+            publisher.close()
+    if args.collect_only:
+        raise CliError("--collect-only needs --db")
     key = load_private_key(args.key) if args.key else None
     hq = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key)
     hq.start()
@@ -269,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     hq.add_argument("--port", type=int, default=1883)
     hq.add_argument("--key", type=Path, help="signing key (PEM); a new one if omitted")
     hq.add_argument("--vehicles", type=int, default=1200)
+    hq.add_argument("--db", type=Path, help="collect through the shared subscription into this SQLite store "
+                    "(several processes may share it)")
+    hq.add_argument("--collect-only", action="store_true", help="with --db: one more collector process, "
+                    "no documents published")
+    hq.add_argument("--name", help="collector name (default: random)")
     hq.set_defaults(func=_cmd_sim_hq)
     return parser
 
