@@ -3,6 +3,7 @@ the commit, and cross-station quota reconciliation. Real mosquitto, real SQLite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
@@ -33,7 +34,12 @@ class Station:
         ready = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-stations")
         self.client.max_inflight_messages_set(200)
-        self.client.on_connect = lambda c, *a: (c.subscribe("hq/v1/ack/#", qos=1), ready.set())
+
+        def connected(client: mqtt.Client, *args: Any) -> None:
+            client.subscribe("hq/v1/ack/#", qos=1)
+            ready.set()
+
+        self.client.on_connect = connected
         self.client.on_message = self._message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
@@ -142,7 +148,5 @@ def test_records_with_the_wrong_station_or_shape_are_refused() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_record_parser_never_crashes_on_garbage(payload: bytes) -> None:
-    try:
+    with contextlib.suppress(RecordError):
         parse_record(topics.tx(STATIONS[0]), payload)
-    except RecordError:
-        pass
