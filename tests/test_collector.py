@@ -76,7 +76,9 @@ def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
         for record in records + records[::7]:
             stations.publish(record)
         ids = {r["tx_id"] for r in records}
+        sent = 2 * len(records) + len(records[::7])
         assert wait_until(lambda: set(stations.acked()) == ids, timeout_s=20)
+        assert wait_until(lambda: first.stored + first.duplicates + second.stored + second.duplicates == sent, 20)
         store = CollectorStore(db)
         try:
             assert store.tx_ids() == sorted(ids)
@@ -85,7 +87,7 @@ def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
             store.close()
         assert set(shares) == {"c1", "c2"}, f"the load was not shared: {shares}"
         assert first.duplicates + second.duplicates == len(records) + len(records[::7])
-        assert first.received + second.received == 2 * len(records) + len(records[::7])
+        assert first.received + second.received == sent
         for record in records:  # each station hears about its own transactions only
             assert stations.acked()[record["tx_id"]] == topics.ack(record["station"])
         for ack in stations.acks:
