@@ -38,6 +38,7 @@ class MqttLink:
         port: int,
         on_event: Callable[[LinkState | Incoming], None],
         keepalive_s: int = 15,
+        max_inflight: int = 1000,
     ) -> None:
         self.station = station
         self.host = host
@@ -51,6 +52,8 @@ class MqttLink:
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
+        # The outbox bounds what is in flight; paho's own default of 20 would throttle it.
+        self.client.max_inflight_messages_set(max_inflight)
         self.client.will_set(topics.state(station), json.dumps({"state": "offline"}), qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=15)
         self.client.on_connect = self._connected

@@ -44,3 +44,17 @@ def test_safety_benchmark_tiny(tmp_path: Path) -> None:
     assert 0.5 <= firmware["death_to_relay_open_s"]["median"] <= 1.0
     assert firmware["estop_loop_passes"]["worst"] >= 1
     assert "baseline_host_enforced_preset" in results
+
+
+def test_sync_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("sync", tmp_path / "sync.json", "--tx", "1500", "--runs", "1", "--collectors", "2")
+    results = report["results"]
+    assert isinstance(results, dict)
+    ours = results["outbox_app_ack"]
+    run = ours["runs"][0]
+    assert (run["lost"], run["duplicates_stored"], run["unexpected_stored"], run["outbox_left"]) == (0, 0, 0, 0)
+    assert sum(run["per_collector"].values()) == 1500
+    assert results["baseline_raw_paho_qos1"]["tx_per_s_median"] > 0
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["lost"]["met"] and targets["duplicates_stored"]["met"]
