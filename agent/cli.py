@@ -60,7 +60,9 @@ def _cmd_agent_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     stop = _stop_on_signals()
-    serve(Station(config), Notifier(), stop)
+    station = Station(config)
+    station.config_path = args.config  # the reload_config command re-reads it
+    serve(station, Notifier(), stop)
     return 0
 
 

@@ -84,7 +84,8 @@ class MqttLink:
             log.warning("broker refused connection: %s", reason)
             return
         self.connected = True
-        client.subscribe([(topics.ALLOWLIST, 1), (topics.POLICY, 1), (topics.ack(self.station), 1)])
+        client.subscribe([(topics.ALLOWLIST, 1), (topics.POLICY, 1), (topics.ack(self.station), 1),
+                          (topics.command(self.station), 1)])
         self._on_event(LinkState(True))
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

@@ -15,11 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent import __version__, topics
 from agent import session as ps
 from agent.clock import ClockGuard, ClockReading
+from agent.command_exec import execute
+from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.config import PumpConfig, StationConfig
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
@@ -37,6 +40,7 @@ from agent.killpoints import killpoint
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
+from agent.presence import heartbeat, pump_states
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -110,6 +114,14 @@ class Station:
         self.clock = ClockGuard(config.zone)
         self._clock_trusted = True
         self.ready = threading.Event()
+        # Signed commands: the `commands` keyring (today the [trust] keys), nonces and locks.
+        self.command_store = CommandStore(config.data_dir / "commands.sqlite")
+        self.command_gate = CommandGate(config.station_id, keyring_from_config(config.trusted_keys),
+                                        self.command_store)
+        self.locked: set[int] = self.command_store.locked()
+        self.config_path: Path | None = None  # re-read by the reload_config command
+        self.heartbeat_s = 30.0
+        self._last_heartbeat = 0.0
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -173,6 +185,7 @@ class Station:
             scanner.close()
         self.board.close()
         self.journal.close()
+        self.command_store.close()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -325,6 +338,8 @@ class Station:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if pump.state == ps.CLOSED:
             return self._refuse(pump, Decision(False, "pump_closed", vehicle_id=vehicle_id))
+        if pump_no in self.locked:
+            return self._refuse(pump, Decision(False, "pump_locked", vehicle_id=vehicle_id))
         if vehicle_id is not None:
             for other in self.pumps.values():
                 if other.session is not None and other.session.vehicle_id == vehicle_id:
@@ -462,6 +477,10 @@ class Station:
     def _timers(self, now: float) -> None:
         t = self.config.timeouts
         self._query_recovering(now)
+        if self.link.connected and now - self._last_heartbeat >= self.heartbeat_s:
+            self._last_heartbeat = now
+            self.link.publish(topics.heartbeat(self.config.station_id),
+                              json.dumps(heartbeat(self, utc_now())).encode(), qos=0)
         for pump in self.pumps.values():
             if pump.session is None or pump.state == ps.RECOVERING:
                 continue
@@ -561,6 +580,30 @@ class Station:
                 self.clock.observe(hq_time)
             if self.outbox.on_ack(ids):
                 killpoint("ack_applied")
+        elif message.topic == topics.command(self.config.station_id):
+            self._command(message.payload)
+
+    def _command(self, payload: bytes) -> None:
+        try:
+            command = self.command_gate.admit(payload, self._read_clock().effective)
+        except CommandRejected as exc:
+            log.warning("command refused: %s", exc)
+            self._emit({"type": "command_rejected", "reason": exc.reason, "detail": exc.detail})
+            return
+        self.clock.observe(command.issued)  # signed by headquarters: surely past
+        ok, detail = execute(self, command)
+        result = {"station": self.config.station_id, "command": command.name, "nonce": command.nonce,
+                  "ok": ok, "detail": detail, "at": utc_now().isoformat()}
+        self.link.publish(topics.command_result(self.config.station_id), json.dumps(result).encode(), qos=1)
+        self._emit({"type": "command", "command": command.name, "ok": ok, "detail": detail,
+                    "nonce": command.nonce})
+        if ok and self.link.connected:
+            self._publish_state()
+
+    def publish_presence(self) -> None:
+        """Retained state and a heartbeat now (the request_state command)."""
+        self._publish_state()
+        self._last_heartbeat = 0.0
 
     def _report_update(self, result: UpdateResult) -> None:
         if result.accepted:
@@ -584,7 +627,7 @@ class Station:
             "allowlist_version": self.docs.allowlist.version if self.docs.allowlist else 0,
             "policy_version": self.docs.policy.version if self.docs.policy else 0,
             "outbox_depth": self.journal.outbox_depth(),
-            "pumps": {str(n): p.state for n, p in self.pumps.items()},
+            "pumps": pump_states(self),
         }
         self.link.publish(topics.state(self.config.station_id), json.dumps(state).encode(),
                           qos=1, retain=True)

@@ -28,3 +28,19 @@ def station_of(topic: str) -> str | None:
     if len(parts) == 4 and parts[0] == "spbu" and parts[1] == "v1":
         return parts[2]
     return None
+
+
+def command(station: str) -> str:
+    """Signed commands for one station (headquarters or the station manager's dashboard)."""
+    return f"hq/v1/cmd/{station}"
+
+
+def command_result(station: str) -> str:
+    return f"spbu/v1/{station}/cmd_result"
+
+
+def heartbeat(station: str) -> str:
+    return f"spbu/v1/{station}/heartbeat"
+
+
+TX_SHARED = "$share/collectors/spbu/v1/+/tx"  # several collector processes share the load
