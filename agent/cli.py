@@ -93,6 +93,35 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_ca(args: argparse.Namespace) -> int:
+    from agent.pki import PkiError, make_ca
+
+    try:
+        issued = make_ca(args.out, args.name, args.days, args.force)
+    except PkiError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"CA key  {issued.key}\nCA cert {issued.cert}")
+    return 0
+
+
+def _cmd_keys_cert(args: argparse.Namespace) -> int:
+    from agent.pki import PkiError, issue
+
+    try:
+        if args.keys_command == "server-cert":
+            issued = issue(args.ca, args.out, args.host[0], server_names=tuple(args.host), days=args.days,
+                           force=args.force)
+        else:
+            if (args.station is None) == (args.service is None):
+                raise CliError("give exactly one of --station ID or --service NAME")
+            issued = issue(args.ca, args.out, args.station or args.service, csr_path=args.csr, days=args.days,
+                           force=args.force)
+    except PkiError as exc:
+        raise CliError(str(exc)) from exc
+    print((f"key  {issued.key}\n" if issued.key else "") + f"cert {issued.cert}")
+    return 0
+
+
 def _cmd_token_issue(args: argparse.Namespace) -> int:
     from agent.tokens import TokenError, encode_token
 
@@ -263,13 +292,36 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--force", action="store_true", help="replace an existing station's config and key")
     prov.set_defaults(func=_cmd_provision)
 
-    keys = sub.add_parser("keys", help="signing keys")
+    keys = sub.add_parser("keys", help="signing keys, test CA and TLS certificates")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     gen = keys_sub.add_parser("generate", help="generate an Ed25519 key pair")
     gen.add_argument("--out", type=Path, required=True, help="directory for NAME.key and NAME.pub")
     gen.add_argument("--name", default="hq-signing", help="file name stem")
     gen.add_argument("--force", action="store_true", help="replace an existing key")
     gen.set_defaults(func=_cmd_keys_generate)
+    ca = keys_sub.add_parser("ca", help="make a test certificate authority for the MQTT links (EC P-256)")
+    ca.add_argument("--out", type=Path, required=True, help="directory for ca.key and ca.crt")
+    ca.add_argument("--name", default="SPBU test CA", help="the CA's common name")
+    ca.add_argument("--days", type=int, default=3650)
+    ca.add_argument("--force", action="store_true", help="replace an existing CA key")
+    ca.set_defaults(func=_cmd_keys_ca)
+    cert = keys_sub.add_parser("station-cert", help="a client certificate for a station (CN = station id) or a "
+                               "service such as hq-collector, signed by the CA")
+    cert.add_argument("--ca", type=Path, required=True, help="directory with ca.key and ca.crt")
+    cert.add_argument("--station", help="station id, e.g. 34.401.01")
+    cert.add_argument("--service", help="service name instead of a station, e.g. hq-collector")
+    cert.add_argument("--csr", type=Path, help="sign this request (spbu provision made it) instead of a new key")
+    cert.add_argument("--out", type=Path, required=True, help="directory for NAME.key and NAME.crt")
+    cert.add_argument("--days", type=int, default=825)
+    cert.add_argument("--force", action="store_true", help="replace existing files")
+    cert.set_defaults(func=_cmd_keys_cert)
+    server = keys_sub.add_parser("server-cert", help="a broker's TLS server certificate, signed by the CA")
+    server.add_argument("--ca", type=Path, required=True, help="directory with ca.key and ca.crt")
+    server.add_argument("--host", action="append", required=True, help="DNS name or IP address; repeatable")
+    server.add_argument("--out", type=Path, required=True)
+    server.add_argument("--days", type=int, default=825)
+    server.add_argument("--force", action="store_true", help="replace existing files")
+    server.set_defaults(func=_cmd_keys_cert)
 
     token = sub.add_parser("token", help="QR tokens")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
