@@ -122,6 +122,35 @@ def _cmd_keys_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_broker_config(args: argparse.Namespace) -> int:
+    import secrets
+
+    from agent.brokerconf import BrokerConfigError, StationBroker, write_password_file, write_station_broker
+
+    cfg = StationBroker(args.station, args.hq_host, args.hq_port, args.ca, args.cert, args.key,
+                        ws_interface=args.ws_interface, ws_port=args.ws_port)
+    try:
+        for path in (args.ca, args.cert, args.key):
+            if not path.is_file():
+                raise CliError(f"{path}: no such file")
+        conf = write_station_broker(cfg, args.out)
+        if args.dashboard_password_file is not None:
+            password = args.dashboard_password_file.read_text().strip()
+            where = str(args.dashboard_password_file)
+        else:
+            password = secrets.token_urlsafe(18)
+            keep = args.out / "dashboard.password"
+            keep.touch(mode=0o600)
+            keep.write_text(password + "\n")
+            where = f"{keep} (new, mode 600)"
+        write_password_file(args.out / "dashboard.passwd", {cfg.dashboard_user: password})
+    except BrokerConfigError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"station broker {conf}\nACLs {args.out / 'station-agent.acl'}, {args.out / 'station-dashboard.acl'}\n"
+          f"dashboard user {cfg.dashboard_user}, password in {where}")
+    return 0
+
+
 def _cmd_token_issue(args: argparse.Namespace) -> int:
     from agent.tokens import TokenError, encode_token
 
@@ -322,6 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--days", type=int, default=825)
     server.add_argument("--force", action="store_true", help="replace existing files")
     server.set_defaults(func=_cmd_keys_cert)
+    bconf = keys_sub.add_parser("broker-config", help="the station broker's mosquitto config and ACLs "
+                                "(loopback for the agent, WebSockets for the dashboard, TLS bridge to headquarters)")
+    bconf.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
+    bconf.add_argument("--hq-host", required=True, help="headquarters' broker host name (as in its certificate)")
+    bconf.add_argument("--hq-port", type=int, default=8883)
+    bconf.add_argument("--ca", type=Path, required=True, help="the CA certificate that signed headquarters' broker")
+    bconf.add_argument("--cert", type=Path, required=True, help="this station's client certificate")
+    bconf.add_argument("--key", type=Path, required=True, help="this station's key (spbu provision made it)")
+    bconf.add_argument("--ws-interface", default="eth0", help="network interface for the dashboard's WebSockets")
+    bconf.add_argument("--ws-port", type=int, default=9001)
+    bconf.add_argument("--dashboard-password-file", type=Path, help="the dashboard's password (default: a new one)")
+    bconf.add_argument("--out", type=Path, required=True, help="directory for spbu.conf, ACLs and password file")
+    bconf.set_defaults(func=_cmd_keys_broker_config)
 
     token = sub.add_parser("token", help="QR tokens")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)

@@ -45,8 +45,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class MosquittoBroker:
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", workdir: Path | None = None):
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", workdir: Path | None = None,
+                 config: str | None = None):
+        """config: listeners and their settings instead of one anonymous loopback listener
+        (TLS, ACL and WebSockets tests); port must then be the one the broker is checked on."""
         self.host = host
+        self._config = config
         self.port = port or free_port(host)
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-broker-"))
@@ -55,10 +59,9 @@ class MosquittoBroker:
 
     def _write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
+        listeners = self._config or f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
         conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
+            listeners +
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             "max_queued_messages 10000\n"

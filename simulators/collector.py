@@ -185,7 +185,9 @@ class Collector:
     """One collector process's MQTT side: shared subscription in, batched store, acks out."""
 
     def __init__(self, host: str, port: int, db_path: Path, name: str | None = None,
-                 group: str = SHARE_GROUP, on_alert: Callable[[QuotaAlert], None] | None = None) -> None:
+                 group: str = SHARE_GROUP, on_alert: Callable[[QuotaAlert], None] | None = None,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
+        """tls: (CA, certificate, key) for a broker that wants client certificates."""
         self.name = name or f"collector-{uuid.uuid4().hex[:8]}"
         self.host = host
         self.port = port
@@ -203,6 +205,8 @@ class Collector:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"spbu-hq-{self.name}",
                                   protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(1000)
+        if tls is not None:
+            self.client.tls_set(ca_certs=str(tls[0]), certfile=str(tls[1]), keyfile=str(tls[2]))
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *args: self._connected.clear()
