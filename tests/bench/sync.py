@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,15 @@ def stop_collectors(procs: list[subprocess.Popen[str]]) -> None:
 
 
 def drain(journal: Journal, link: MqttLink, events: queue.Queue[object], sender: OutboxSender,
-          timeout_s: float) -> tuple[float, float]:
+          timeout_s: float, until: Callable[[], bool] | None = None) -> tuple[float, float]:
     """The station's sync loop (as agent/station.py runs it): events in, acks applied, outbox
-    pumped. Returns (reconnected at, emptied at), monotonic."""
+    pumped, until the outbox is empty (or `until` holds). Returns (reconnected at, done at),
+    monotonic."""
     connected_at = 0.0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if until is not None and until():
+            return connected_at, time.monotonic()
         try:
             event = events.get(timeout=0.05)
         except queue.Empty:
@@ -211,6 +215,7 @@ def main() -> int:
 
     ours = med("tx_per_s")
     raw = med("raw_tx_per_s")
+    ratio = statistics.median(r["tx_per_s"] / r["raw_tx_per_s"] for r in runs)  # each run against its own raw loop
     lost = sum(r["lost"] for r in runs)
     dups = sum(r["duplicates_stored"] + r["unexpected_stored"] for r in runs)
     report = {
@@ -228,7 +233,7 @@ def main() -> int:
         },
         "targets": {
             "drain_tx_per_s": {"measured": ours, "target": TARGET_TX_PER_S, "met": ours >= TARGET_TX_PER_S},
-            "ratio_to_raw_paho": {"measured": ours / raw, "target": TARGET_RATIO, "met": ours / raw >= TARGET_RATIO},
+            "ratio_to_raw_paho": {"measured": ratio, "target": TARGET_RATIO, "met": ratio >= TARGET_RATIO},
             "lost": {"measured": lost, "target": 0, "met": lost == 0},
             "duplicates_stored": {"measured": dups, "target": 0, "met": dups == 0},
         },
