@@ -254,10 +254,10 @@ class Journal:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def outbox_ack(self, msg_ids: list[str]) -> int:
+        # One statement per acknowledgement (up to 1,000 ids), not one per id.
         with self._tx() as db:
-            return sum(
-                db.execute("DELETE FROM outbox WHERE msg_id=?", (mid,)).rowcount for mid in msg_ids
-            )
+            return int(db.execute("DELETE FROM outbox WHERE msg_id IN (SELECT value FROM json_each(?))",
+                                  (json.dumps(msg_ids),)).rowcount)
 
     # --- meta --------------------------------------------------------------------------
 

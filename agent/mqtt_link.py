@@ -38,7 +38,7 @@ class MqttLink:
         port: int,
         on_event: Callable[[LinkState | Incoming], None],
         keepalive_s: int = 15,
-        max_inflight: int = 1000,
+        max_inflight: int = 0,
     ) -> None:
         self.station = station
         self.host = host
@@ -52,7 +52,9 @@ class MqttLink:
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
-        # The outbox bounds what is in flight; paho's own default of 20 would throttle it.
+        # The outbox bounds what is in flight (its window). paho's own limit would only get in
+        # the way: its default of 20 throttles, and a large one costs a scan of every message in
+        # flight per PUBACK. 0 = no limit of paho's own.
         self.client.max_inflight_messages_set(max_inflight)
         self.client.will_set(topics.state(station), json.dumps({"state": "offline"}), qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=15)

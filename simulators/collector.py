@@ -131,7 +131,8 @@ class CollectorStore:
     def close(self) -> None:
         self._db.close()
 
-    def store(self, records: list[dict[str, Any]], collector: str) -> StoreResult:
+    def store(self, records: list[dict[str, Any]], collector: str, raw: list[str] | None = None) -> StoreResult:
+        """raw: the records as received (stored as they came), else they are serialised here."""
         now = time.time()
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -140,7 +141,8 @@ class CollectorStore:
                 "INSERT OR IGNORE INTO tx (tx_id, station, vehicle_id, product, day, dispensed_ml, limit_ml,"
                 " record, collector, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r["tx_id"], r["station"], r["vehicle_id"], r["product"], r["quota"]["day"], r["dispensed_ml"],
-                  r["quota"]["limit_ml"], json.dumps(r, separators=(",", ":")), collector, now) for r in records])
+                  r["quota"]["limit_ml"], raw[i] if raw is not None else json.dumps(r, separators=(",", ":")),
+                  collector, now) for i, r in enumerate(records)])
             stored = self._db.total_changes - before
             alerts = self._reconcile({(r["vehicle_id"], r["product"], r["quota"]["day"]) for r in records}, now)
         except BaseException:
@@ -150,13 +152,19 @@ class CollectorStore:
         return StoreResult(stored, len(records) - stored, alerts)
 
     def _reconcile(self, keys: set[tuple[str, str, str]], now: float) -> list[QuotaAlert]:
+        """One grouped query for every vehicle-day the batch touched (not one per key)."""
         alerts = []
-        for vehicle, product, day in keys:
-            total, limit, stations = self._db.execute(
-                "SELECT SUM(dispensed_ml), MAX(limit_ml), GROUP_CONCAT(DISTINCT station) FROM tx"
-                " WHERE vehicle_id=? AND product=? AND day=?", (vehicle, product, day)).fetchone()
+        rows = self._db.execute(
+            "SELECT t.vehicle_id, t.product, t.day, SUM(t.dispensed_ml), MAX(t.limit_ml),"
+            " GROUP_CONCAT(DISTINCT t.station) FROM (SELECT DISTINCT json_extract(value, '$[0]') AS v,"
+            " json_extract(value, '$[1]') AS p, json_extract(value, '$[2]') AS d FROM json_each(?)) AS k"
+            " JOIN tx AS t ON t.vehicle_id = k.v AND t.product = k.p AND t.day = k.d"
+            " GROUP BY t.vehicle_id, t.product, t.day"
+            " HAVING COUNT(DISTINCT t.station) > 1 AND SUM(t.dispensed_ml) > MAX(t.limit_ml)",
+            (json.dumps(sorted(keys)),)).fetchall()
+        for vehicle, product, day, total, limit, stations in rows:
             names = tuple(sorted(str(stations).split(",")))
-            if limit and total > limit and len(names) > 1:
+            if limit:
                 changed = self._db.execute(
                     "INSERT INTO alerts (vehicle_id, product, day, total_ml, limit_ml, stations, raised_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET total_ml=excluded.total_ml,"
@@ -267,6 +275,7 @@ class Collector:
 
     def _handle(self, batch: list[tuple[str, bytes]]) -> None:
         records: dict[str, dict[str, Any]] = {}
+        raw: dict[str, str] = {}
         valid = 0
         for topic, payload in batch:
             self.received += 1
@@ -277,10 +286,12 @@ class Collector:
                 log.warning("%s: transaction on %s refused: %s", self.name, topic, exc)
                 continue
             valid += 1
-            records.setdefault(record["tx_id"], record)
+            if record["tx_id"] not in records:
+                records[record["tx_id"]] = record
+                raw[record["tx_id"]] = payload.decode()
         if not records:
             return
-        result = self.store.store(list(records.values()), self.name)
+        result = self.store.store(list(records.values()), self.name, list(raw.values()))
         self.stored += result.stored
         self.duplicates += result.duplicates + valid - len(records)
         for alert in result.alerts:

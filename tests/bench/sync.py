@@ -14,7 +14,8 @@ stored at headquarters exactly once, nothing left in the outbox.
 
 Baseline, same broker, same run, same payloads: a raw paho-mqtt QoS 1 publish loop (no
 journal, no acknowledgements, nothing stored), timed from the first publish to the last
-PUBACK, with the same in-flight limit as the station's link.
+PUBACK, with paho's in-flight limit at its default (20), at 1000 and unlimited; the fastest
+of the three is the baseline the ratio is taken against.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ from simulators.txgen import synthetic_tx  # noqa: E402
 STATION = "34.401.01"
 TARGET_TX_PER_S = 1000.0
 TARGET_RATIO = 0.3
+# paho's max_inflight_messages for the raw loop: its default, the outbox's window, unlimited
+RAW_INFLIGHT = {"inflight_20_paho_default": 20, "inflight_1000": 1000, "inflight_unlimited": 0}
 
 
 def records(count: int) -> list[dict[str, Any]]:
@@ -148,7 +151,7 @@ def one_run(workdir: Path, tx: list[dict[str, Any]], collectors: int, window: in
     (workdir / "broker").mkdir()
     journal = Journal(workdir / "journal.sqlite")
     events: queue.Queue[object] = queue.Queue()
-    link = MqttLink(STATION, broker.host, broker.port, events.put, max_inflight=window)
+    link = MqttLink(STATION, broker.host, broker.port, events.put)
     link.client.reconnect_delay_set(min_delay=1, max_delay=1)
     sender = OutboxSender(journal, window=window)
     procs: list[subprocess.Popen[str]] = []
@@ -171,15 +174,16 @@ def one_run(workdir: Path, tx: list[dict[str, Any]], collectors: int, window: in
         db.close()
         expected = {r["tx_id"] for r in tx}
         payloads = [json.dumps(r, separators=(",", ":")).encode() for r in tx]
-        raw_s = raw_publish_loop(broker, payloads, window)
+        raw = {name: raw_publish_loop(broker, payloads, inflight) for name, inflight in RAW_INFLIGHT.items()}
         drain_s = emptied_at - connected_at
         return {
             "fill_s": fill_s,
             "reconnect_s": connected_at - up_at,
             "drain_s": drain_s,
             "tx_per_s": len(tx) / drain_s,
-            "raw_s": raw_s,
-            "raw_tx_per_s": len(tx) / raw_s,
+            "raw_tx_per_s": {name: len(tx) / seconds for name, seconds in raw.items()},
+            # The baseline is the fastest raw loop: the target ratio is measured against the best.
+            "best_raw_tx_per_s": len(tx) / min(raw.values()),
             "lost": len(expected - set(stored)),
             "duplicates_stored": len(stored) - len(set(stored)),
             "unexpected_stored": len(set(stored) - expected),
@@ -214,8 +218,8 @@ def main() -> int:
         return statistics.median(float(r[key]) for r in runs)
 
     ours = med("tx_per_s")
-    raw = med("raw_tx_per_s")
-    ratio = statistics.median(r["tx_per_s"] / r["raw_tx_per_s"] for r in runs)  # each run against its own raw loop
+    raw = med("best_raw_tx_per_s")
+    ratio = statistics.median(r["tx_per_s"] / r["best_raw_tx_per_s"] for r in runs)  # each run against its own
     lost = sum(r["lost"] for r in runs)
     dups = sum(r["duplicates_stored"] + r["unexpected_stored"] for r in runs)
     report = {
@@ -229,7 +233,9 @@ def main() -> int:
                                "lost_total": lost, "duplicates_stored_total": dups,
                                "outbox_left_total": sum(r["outbox_left"] for r in runs),
                                "resend_rounds_total": sum(r["resend_rounds"] for r in runs), "runs": runs},
-            "baseline_raw_paho_qos1": {"tx_per_s_median": raw, "publish_s_median": med("raw_s")},
+            "baseline_raw_paho_qos1": {"tx_per_s_median": raw, **{
+                f"{name}_tx_per_s_median": statistics.median(r["raw_tx_per_s"][name] for r in runs)
+                for name in RAW_INFLIGHT}},
         },
         "targets": {
             "drain_tx_per_s": {"measured": ours, "target": TARGET_TX_PER_S, "met": ours >= TARGET_TX_PER_S},
