@@ -30,6 +30,23 @@ def station_of(topic: str) -> str | None:
     return None
 
 
+# Live view for the station manager's dashboard (retained on the station broker).
+def pump_view(station: str, pump: int) -> str:
+    return f"spbu/v1/{station}/pump/{pump}"
+
+
+def totals(station: str) -> str:
+    return f"spbu/v1/{station}/totals"
+
+
+def recent(station: str) -> str:
+    return f"spbu/v1/{station}/recent"
+
+
+def alerts(station: str) -> str:
+    return f"spbu/v1/{station}/alerts"
+
+
 def command(station: str) -> str:
     """Signed commands for one station (headquarters or the station manager's dashboard)."""
     return f"hq/v1/cmd/{station}"

@@ -80,5 +80,5 @@ def test_broker_config_renders_every_placeholder(tmp_path: Path) -> None:
                  str(tmp_path / "c" / "34.401.01.key"), "--out", str(tmp_path / "b")]) == 0
     conf = (tmp_path / "b" / "spbu.conf").read_text()
     assert "@" not in conf.replace("at-sign", "")
-    assert "topic spbu/v1/34.401.01/# out 1" in conf and "address hq.example:8883" in conf
+    assert "topic spbu/v1/34.401.01/tx out 1" in conf and "address hq.example:8883" in conf
     assert "dashboard:" in (tmp_path / "b" / "dashboard.passwd").read_text()
