@@ -78,9 +78,11 @@ def rejected_reasons(watcher: Watcher) -> list[str]:
 
 
 @pytest.mark.integration
-def test_signed_commands_against_the_real_broker(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
-    demo = DemoStation(pumps=2, broker=mosquitto, workdir=tmp_path / "demo", quiet=True, lang="en")
-    watcher = Watcher(mosquitto)
+def test_signed_commands_against_the_real_broker(fresh_broker: MosquittoBroker, tmp_path: Path) -> None:
+    # A broker of its own: the retained state and discovery this station leaves behind
+    # (a locked pump) must not reach other tests' stations with the same id.
+    demo = DemoStation(pumps=2, broker=fresh_broker, workdir=tmp_path / "demo", quiet=True, lang="en")
+    watcher = Watcher(fresh_broker)
     try:
         demo.start()
         assert demo.hq is not None and demo.station is not None
