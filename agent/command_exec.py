@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from agent.commands import LOCK_PUMP, RELOAD_CONFIG, REQUEST_STATE, ROTATE_LOGS, UNLOCK_PUMP, Command
+from agent.commands import ACK_ALERT, LOCK_PUMP, RELOAD_CONFIG, REQUEST_STATE, ROTATE_LOGS, UNLOCK_PUMP, Command
 from agent.config import ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -36,6 +36,11 @@ def execute(station: Station, command: Command) -> tuple[bool, str]:
     if command.name == REQUEST_STATE:
         station.publish_presence()
         return True, "state and heartbeat published"
+    if command.name == ACK_ALERT:
+        alert_id = str(command.args["alert_id"])
+        if station.live.acknowledge(alert_id):
+            return True, f"alert {alert_id} acknowledged"
+        return False, f"no active alert {alert_id}"
     if command.name == RELOAD_CONFIG:
         return _reload(station)
     if command.name == ROTATE_LOGS:

@@ -37,7 +37,8 @@ UNLOCK_PUMP = "unlock_pump"
 REQUEST_STATE = "request_state"
 RELOAD_CONFIG = "reload_config"
 ROTATE_LOGS = "rotate_logs"
-COMMANDS = (LOCK_PUMP, UNLOCK_PUMP, REQUEST_STATE, RELOAD_CONFIG, ROTATE_LOGS)
+ACK_ALERT = "ack_alert"  # the manager's dashboard: an alert was seen
+COMMANDS = (LOCK_PUMP, UNLOCK_PUMP, REQUEST_STATE, RELOAD_CONFIG, ROTATE_LOGS, ACK_ALERT)
 PUMP_COMMANDS = (LOCK_PUMP, UNLOCK_PUMP)
 MAX_LIFETIME = dt.timedelta(hours=24)
 NONCE_KEEP_S = 2 * 86400.0  # past the command's expiry: beyond any clock the guard would accept
@@ -133,6 +134,8 @@ def parse_command(data: bytes, keyring: dict[str, Ed25519PublicKey]) -> Command:
                       str(envelope["key_id"]))
     if command.name in PUMP_COMMANDS and command.pump is None:
         raise CommandRejected(MALFORMED, f"{command.name} needs args.pump")
+    if command.name == ACK_ALERT and not isinstance(args.get("alert_id"), str):
+        raise CommandRejected(MALFORMED, "ack_alert needs args.alert_id")
     return command
 
 

@@ -130,8 +130,10 @@ def test_signed_commands_against_the_real_broker(fresh_broker: MosquittoBroker, 
 
         watcher.send(sign_command(key, STATION_ID, "rotate_logs"))
         watcher.send(sign_command(key, STATION_ID, "reload_config"))
-        assert wait_until(lambda: len(watcher.on(results)) == 4, 5)
-        assert all(r["ok"] for r in watcher.on(results))
+        watcher.send(sign_command(key, STATION_ID, "ack_alert", {"alert_id": "no-such-alert"}))
+        assert wait_until(lambda: len(watcher.on(results)) == 5, 5)
+        assert [r["ok"] for r in watcher.on(results)] == [True, True, True, True, False]
+        assert watcher.on(results)[-1]["detail"] == "no active alert no-such-alert"
         for topic, message in watcher.messages:
             if topic.endswith("/event"):
                 validate("event", message)
@@ -184,6 +186,7 @@ def test_gate_refuses_a_replay_after_the_store_is_reopened(tmp_path: Path) -> No
     ({"nonce": "short"}, "malformed"),
     ({"args": {}}, "malformed"),  # lock_pump without a pump
     ({"issued": "yesterday"}, "malformed"),
+    ({"command": "ack_alert", "args": {"alert_id": 7}}, "malformed"),
 ])
 def test_malformed_signed_commands_are_refused(body_change: dict[str, Any], reason: str) -> None:
     from agent.signing import key_id, public_key_hex, sign_document
