@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 from pathlib import Path
 
 from agent.cli import CliError
@@ -72,8 +73,11 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
 def run_collector(args: argparse.Namespace, hq_line: str) -> int:
     from simulators.collector import Collector
 
-    collector = Collector(args.host, args.port, args.db, name=args.name,
-                          on_alert=lambda a: print(f"ALERT {json.dumps(a.as_dict())}", flush=True))
+    try:
+        collector = Collector(args.host, args.port, args.db, name=args.name,
+                              on_alert=lambda a: print(f"ALERT {json.dumps(a.as_dict())}", flush=True))
+    except sqlite3.Error as exc:
+        raise CliError(f"{args.db}: {exc}") from exc
     try:
         collector.start()
     except RuntimeError as exc:

@@ -124,9 +124,19 @@ class CollectorStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # Several collectors may open a new store at the same moment; switching it to WAL
+        # takes an exclusive lock that SQLite does not wait for, so the loser tries again.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self._db.execute("PRAGMA synchronous=FULL")  # acknowledged means stored
-        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -26,6 +26,7 @@ import os
 import platform
 import queue
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -155,13 +156,19 @@ def one_run(workdir: Path, tx: list[dict[str, Any]], collectors: int, window: in
     link.client.reconnect_delay_set(min_delay=1, max_delay=1)
     sender = OutboxSender(journal, window=window)
     procs: list[subprocess.Popen[str]] = []
+    # Keep the broker's port bound (not listening) while it is "down": connections are refused,
+    # and no other process on this shared machine can take the port meanwhile.
+    hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hold.bind((broker.host, broker.port))
     try:
         link.start()  # the broker is down: the link keeps trying
         fill_start = time.perf_counter()
         for start in range(0, len(tx), 1000):
             journal.outbox_put([(r["tx_id"], topics.tx(STATION), r) for r in tx[start:start + 1000]])
         fill_s = time.perf_counter() - fill_start
-        assert not link.connected and journal.outbox_depth() == len(tx)
+        if link.connected or journal.outbox_depth() != len(tx):
+            raise RuntimeError(f"offline phase broken: link {link.connected}, outbox {journal.outbox_depth()}")
+        hold.close()
         broker.start()
         procs = start_collectors(broker, workdir / "hq.sqlite", collectors)
         up_at = time.monotonic()
@@ -193,6 +200,7 @@ def one_run(workdir: Path, tx: list[dict[str, Any]], collectors: int, window: in
             "per_collector": per_collector,
         }
     finally:
+        hold.close()
         stop_collectors(procs)
         link.close()
         journal.close()

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def run_bench(name: str, out: Path, *args: str) -> dict[str, object]:
-    subprocess.run([sys.executable, str(ROOT / "tests" / "bench" / f"{name}.py"), *args, "--json", str(out)],
-                   check=True, capture_output=True, timeout=300, cwd=ROOT)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "bench" / f"{name}.py"), *args, "--json", str(out)],
+                          check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, f"{name} exited {done.returncode}: {done.stderr[-3000:]}"
     report: dict[str, object] = json.loads(out.read_text())
     assert {"machine", "params", "results", "targets"} <= set(report)
     return report
