@@ -67,7 +67,9 @@ def _cmd_agent_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     stop = _stop_on_signals()
-    serve(Station(config), Notifier(), stop)
+    station = Station(config)
+    station.config_path = args.config  # the reload_config command re-reads it
+    serve(station, Notifier(), stop)
     return 0
 
 
@@ -165,9 +167,24 @@ def _cmd_sim_scanner(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_hq(args: argparse.Namespace) -> int:
+    from agent.cli_sync import run_collector
     from agent.signing import load_private_key
     from simulators.hq import HeadquartersSim, synthetic_registry
 
+    if args.db is not None:
+        if args.collect_only:
+            return run_collector(args, "")
+        key = load_private_key(args.key) if args.key else None
+        publisher = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key, collect=False)
+        publisher.start()
+        try:
+            publisher.publish_documents()
+            return run_collector(args, f"headquarters: key {publisher.key_id} ({publisher.public_key_hex}), "
+                                        f"{len(publisher.registry)} vehicles published\n")
+        finally:
+            publisher.close()
+    if args.collect_only:
+        raise CliError("--collect-only needs --db")
     key = load_private_key(args.key) if args.key else None
     hq = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key)
     hq.start()
@@ -252,13 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--force", action="store_true", help="replace an existing station's config and key")
     prov.set_defaults(func=_cmd_provision)
 
-    keys = sub.add_parser("keys", help="signing keys")
+    keys = sub.add_parser("keys", help="signing keys, test CA and TLS certificates")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     gen = keys_sub.add_parser("generate", help="generate an Ed25519 key pair")
     gen.add_argument("--out", type=Path, required=True, help="directory for NAME.key and NAME.pub")
     gen.add_argument("--name", default="hq-signing", help="file name stem")
     gen.add_argument("--force", action="store_true", help="replace an existing key")
     gen.set_defaults(func=_cmd_keys_generate)
+    from agent.cli_sync import add_key_commands
+
+    add_key_commands(keys_sub)
 
     from agent.qr_cli import add_scan_parser, add_token_parser
 
@@ -310,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     hq.add_argument("--port", type=int, default=1883)
     hq.add_argument("--key", type=Path, help="signing key (PEM); a new one if omitted")
     hq.add_argument("--vehicles", type=int, default=1200)
+    hq.add_argument("--db", type=Path, help="collect through the shared subscription into this SQLite store "
+                    "(several processes may share it)")
+    hq.add_argument("--collect-only", action="store_true", help="with --db: one more collector process, "
+                    "no documents published")
+    hq.add_argument("--name", help="collector name (default: random)")
     hq.set_defaults(func=_cmd_sim_hq)
     return parser
 

@@ -280,14 +280,21 @@ class Journal:
         ).fetchall()
         return [OutboxRow(int(s), str(m), str(t), bytes(p)) for s, m, t, p in rows]
 
+    def outbox_put(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Queue records outside a session close, in one transaction (load and outage runs)."""
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+                           [(m, t, json.dumps(p, separators=(",", ":")).encode(), now) for m, t, p in items])
+
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def outbox_ack(self, msg_ids: list[str]) -> int:
+        # One statement per acknowledgement (up to 1,000 ids), not one per id.
         with self._tx() as db:
-            return sum(
-                db.execute("DELETE FROM outbox WHERE msg_id=?", (mid,)).rowcount for mid in msg_ids
-            )
+            return int(db.execute("DELETE FROM outbox WHERE msg_id IN (SELECT value FROM json_each(?))",
+                                  (json.dumps(msg_ids),)).rowcount)
 
     # --- meta --------------------------------------------------------------------------
 

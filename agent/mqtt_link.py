@@ -39,6 +39,7 @@ class MqttLink:
         port: int,
         on_event: Callable[[LinkState | Incoming], None],
         keepalive_s: int = 15,
+        max_inflight: int = 0,
     ) -> None:
         self.station = station
         self.host = host
@@ -52,6 +53,10 @@ class MqttLink:
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
+        # The outbox bounds what is in flight (its window). paho's own limit would only get in
+        # the way: its default of 20 throttles, and a large one costs a scan of every message in
+        # flight per PUBACK. 0 = no limit of paho's own.
+        self.client.max_inflight_messages_set(max_inflight)
         self.client.will_set(topics.state(station), json.dumps({"state": "offline"}), qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=15)
         self.client.on_connect = self._connected
@@ -82,7 +87,8 @@ class MqttLink:
             log.warning("broker refused connection: %s", reason)
             return
         self.connected = True
-        client.subscribe([(topics.ALLOWLIST, 1), (topics.POLICY, 1), (topics.ack(self.station), 1)])
+        client.subscribe([(topics.ALLOWLIST, 1), (topics.POLICY, 1), (topics.ack(self.station), 1),
+                          (topics.command(self.station), 1)])
         client.subscribe(BIRTH_TOPIC, 1)  # re-announce discovery when Home Assistant restarts
         self._on_event(LinkState(True))
 

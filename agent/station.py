@@ -15,11 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent import __version__, homeassistant, topics
 from agent import session as ps
 from agent.clock import ClockGuard, ClockReading
+from agent.command_exec import execute
+from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
@@ -38,6 +41,7 @@ from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
+from agent.presence import heartbeat, pump_states
 from agent.scan_identity import identify, keyring_from_hex, legacy_salt_of
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
@@ -147,6 +151,14 @@ class Station:
             self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
             self._open_prepaid, self._queue_record,
             tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line)
+        # Signed commands: the `commands` keyring (today the [trust] keys), nonces and locks.
+        self.command_store = CommandStore(config.data_dir / "commands.sqlite")
+        self.command_gate = CommandGate(config.station_id, keyring_from_config(config.trusted_keys),
+                                        self.command_store)
+        self.locked: set[int] = self.command_store.locked()
+        self.config_path: Path | None = None  # re-read by the reload_config command
+        self.heartbeat_s = 30.0
+        self._last_heartbeat = 0.0
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -220,6 +232,7 @@ class Station:
         if self.edc is not None:
             self.edc.close()
         self.journal.close()
+        self.command_store.close()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -394,6 +407,8 @@ class Station:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if pump.state == ps.CLOSED:
             return self._refuse(pump, Decision(False, "pump_closed", vehicle_id=vehicle_id))
+        if pump_no in self.locked:
+            return self._refuse(pump, Decision(False, "pump_locked", vehicle_id=vehicle_id))
         if vehicle_id is not None:
             for other in self.pumps.values():
                 if other.session is not None and other.session.vehicle_id == vehicle_id:
@@ -562,6 +577,10 @@ class Station:
     def _timers(self, now: float) -> None:
         t = self.config.timeouts
         self._query_recovering(now)
+        if self.link.connected and now - self._last_heartbeat >= self.heartbeat_s:
+            self._last_heartbeat = now
+            self.link.publish(topics.heartbeat(self.config.station_id),
+                              json.dumps(heartbeat(self, utc_now())).encode(), qos=0)
         for pump in self.pumps.values():
             if pump.session is None or pump.state == ps.RECOVERING:
                 continue
@@ -666,6 +685,30 @@ class Station:
                 self.clock.observe(hq_time)
             if self.outbox.on_ack(ids):
                 killpoint("ack_applied")
+        elif message.topic == topics.command(self.config.station_id):
+            self._command(message.payload)
+
+    def _command(self, payload: bytes) -> None:
+        try:
+            command = self.command_gate.admit(payload, self._read_clock().effective)
+        except CommandRejected as exc:
+            log.warning("command refused: %s", exc)
+            self._emit({"type": "command_rejected", "reason": exc.reason, "detail": exc.detail})
+            return
+        self.clock.observe(command.issued)  # signed by headquarters: surely past
+        ok, detail = execute(self, command)
+        result = {"station": self.config.station_id, "command": command.name, "nonce": command.nonce,
+                  "ok": ok, "detail": detail, "at": utc_now().isoformat()}
+        self.link.publish(topics.command_result(self.config.station_id), json.dumps(result).encode(), qos=1)
+        self._emit({"type": "command", "command": command.name, "ok": ok, "detail": detail,
+                    "nonce": command.nonce})
+        if ok and self.link.connected:
+            self._publish_state()
+
+    def publish_presence(self) -> None:
+        """Retained state and a heartbeat now (the request_state command)."""
+        self._publish_state()
+        self._last_heartbeat = 0.0
 
     # --- live view for the manager's dashboard ---------------------------------------------
 
@@ -724,7 +767,7 @@ class Station:
             "allowlist_version": self.docs.allowlist.version if self.docs.allowlist else 0,
             "policy_version": self.docs.policy.version if self.docs.policy else 0,
             "outbox_depth": self.journal.outbox_depth(),
-            "pumps": {str(n): p.state for n, p in self.pumps.items()},
+            "pumps": pump_states(self),
         }
         self.link.publish(topics.state(self.config.station_id), json.dumps(state).encode(),
                           qos=1, retain=True)

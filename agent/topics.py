@@ -45,3 +45,19 @@ def recent(station: str) -> str:
 
 def alerts(station: str) -> str:
     return f"spbu/v1/{station}/alerts"
+
+
+def command(station: str) -> str:
+    """Signed commands for one station (headquarters or the station manager's dashboard)."""
+    return f"hq/v1/cmd/{station}"
+
+
+def command_result(station: str) -> str:
+    return f"spbu/v1/{station}/cmd_result"
+
+
+def heartbeat(station: str) -> str:
+    return f"spbu/v1/{station}/heartbeat"
+
+
+TX_SHARED = "$share/collectors/spbu/v1/+/tx"  # several collector processes share the load

@@ -78,8 +78,11 @@ def find_mosquitto_passwd() -> str:
 
 class MosquittoBroker:
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", workdir: Path | None = None,
-                 dashboard: DashboardListener | None = None):
+                 dashboard: DashboardListener | None = None, config: str | None = None):
+        """config: listeners and their settings instead of the anonymous loopback listener
+        (TLS, ACL and bridge tests); port must then be the one the broker is checked on."""
         self.host = host
+        self._config = config
         self.port = port or free_port(host)
         self.dashboard = dashboard
         self._own_dir = workdir is None
@@ -89,11 +92,10 @@ class MosquittoBroker:
 
     def _write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
+        listeners = self._config or (("per_listener_settings true\n" if self.dashboard else "")
+                                     + f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n")
         conf.write_text(
-            ("per_listener_settings true\n" if self.dashboard else "")
-            + f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
+            listeners +
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             "max_queued_messages 10000\n"

@@ -85,8 +85,9 @@ def synthetic_registry(count: int, seed: int = 7) -> list[RegistryEntry]:
 class HeadquartersSim:
     def __init__(self, host: str, port: int, registry: list[RegistryEntry],
                  key: Ed25519PrivateKey | None = None, validity_days: int = 14,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, collect: bool = True) -> None:
         self.host = host
+        self.collect = collect  # False: simulators/collector.py processes collect instead
         self.port = port
         self.registry = registry
         self.key = key or Ed25519PrivateKey.generate()
@@ -162,7 +163,8 @@ class HeadquartersSim:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
-            client.subscribe(topics.TX_ALL, qos=1)
+            if self.collect:
+                client.subscribe(topics.TX_ALL, qos=1)
             self._connected.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

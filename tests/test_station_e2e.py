@@ -135,6 +135,10 @@ def test_demo_flow_reconciles_and_decides(mosquitto: MosquittoBroker, tmp_path: 
             validate("state", state)
         for ack in recorder.on(f"ack/{demo.config().station_id}"):
             validate("ack", ack)
+        beats = recorder.on("/heartbeat")
+        assert beats, "a connected station sends a heartbeat at once"
+        for beat in beats:
+            validate("heartbeat", beat)
     finally:
         recorder.close()
         demo.close()

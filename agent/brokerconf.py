@@ -1,0 +1,98 @@
+"""Mosquitto configuration for a station (and a lab headquarters) from the templates in
+deploy/mosquitto/*.in: fill the @NAME@ placeholders, refuse to leave any unfilled, write the
+ACL files beside the config, and make the dashboard's password file with mosquitto_passwd."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import STATION_ID
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
+
+
+class BrokerConfigError(ValueError):
+    pass
+
+
+def render(template: Path, values: dict[str, str]) -> str:
+    text = template.read_text()
+    missing = sorted(set(PLACEHOLDER.findall(text)) - set(values))
+    if missing:
+        raise BrokerConfigError(f"{template.name}: no value for {', '.join(missing)}")
+    for name, value in values.items():
+        if "\n" in value or not value:
+            raise BrokerConfigError(f"{template.name}: {name} must be one non-empty line")
+        text = text.replace(f"@{name}@", value)
+    return text
+
+
+@dataclass(frozen=True)
+class StationBroker:
+    station: str
+    hq_host: str
+    hq_port: int
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    agent_port: int = 1883
+    ws_port: int = 9001
+    ws_interface: str = "eth0"
+    dashboard_user: str = "dashboard"
+
+
+def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLATES) -> Path:
+    """Writes spbu.conf and the two ACL files into etc; returns the config's path. The password
+    file (etc/dashboard.passwd) is made separately with write_password_file."""
+    if not STATION_ID.fullmatch(cfg.station):
+        raise BrokerConfigError(f"station id {cfg.station!r} must look like 34.401.01")
+    etc = etc.resolve()  # mosquitto wants absolute paths
+    etc.mkdir(parents=True, exist_ok=True)
+    values = {"STATION": cfg.station, "HQ_HOST": cfg.hq_host, "HQ_PORT": str(cfg.hq_port),
+              "CAFILE": str(cfg.cafile.resolve()), "CERTFILE": str(cfg.certfile.resolve()),
+              "KEYFILE": str(cfg.keyfile.resolve()),
+              "AGENT_PORT": str(cfg.agent_port), "WS_PORT": str(cfg.ws_port), "WS_INTERFACE": cfg.ws_interface,
+              "DASHBOARD_USER": cfg.dashboard_user, "ETC": str(etc)}
+    for name in ("station-agent.acl", "station-dashboard.acl"):
+        (etc / name).write_text(render(templates / f"{name}.in", values))
+    conf = etc / "spbu.conf"
+    conf.write_text(render(templates / "station.conf.in", values))
+    return conf
+
+
+def write_hq_broker(etc: Path, port: int, cafile: Path, certfile: Path, keyfile: Path, bind: str = "0.0.0.0",
+                    service: str = "hq-collector", templates: Path = TEMPLATES) -> Path:
+    etc = etc.resolve()
+    etc.mkdir(parents=True, exist_ok=True)
+    values = {"HQ_PORT": str(port), "HQ_BIND": bind, "CAFILE": str(cafile), "CERTFILE": str(certfile),
+              "KEYFILE": str(keyfile), "ETC": str(etc), "HQ_SERVICE": service}
+    (etc / "hq.acl").write_text(render(templates / "hq.acl.in", values))
+    conf = etc / "hq-broker.conf"
+    conf.write_text(render(templates / "hq-broker.conf.in", values))
+    return conf
+
+
+def find_mosquitto_passwd() -> str:
+    for candidate in (shutil.which("mosquitto_passwd"), "/usr/bin/mosquitto_passwd"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise BrokerConfigError("mosquitto_passwd is not installed; run: sudo apt-get install mosquitto")
+
+
+def write_password_file(path: Path, users: dict[str, str]) -> None:
+    """Hashed with mosquitto's own tool (the format is the broker's business)."""
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    for user, password in users.items():
+        if not user or ":" in user or not password:
+            raise BrokerConfigError(f"bad dashboard user {user!r} or empty password")
+        result = subprocess.run([find_mosquitto_passwd(), "-b", str(path), user, password],
+                                capture_output=True, text=True, timeout=30, check=False)
+        if result.returncode != 0:
+            raise BrokerConfigError(f"mosquitto_passwd failed: {result.stderr.strip() or result.stdout.strip()}")
