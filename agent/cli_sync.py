@@ -94,7 +94,31 @@ def run_collector(args: argparse.Namespace, hq_line: str) -> int:
     return 0
 
 
+def cmd_keys_manager(args: argparse.Namespace) -> int:
+    """The dashboard user's command key: derived from the password, as the browser does."""
+    from agent.manager_keys import manager_key
+    from agent.signing import key_id, public_key_hex
+
+    try:
+        password = args.password_file.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.password_file}: {exc.strerror}") from exc
+    try:
+        public = manager_key(args.station, args.user, password).public_key()
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"# add to /etc/spbu/agent.toml: the dashboard user {args.user} may lock, unlock and acknowledge\n"
+          f"[dashboard.manager_keys]\n\"{key_id(public)}\" = \"{public_key_hex(public)}\"")
+    return 0
+
+
 def add_key_commands(keys_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    manager = keys_sub.add_parser("manager", help="the station manager's command key, derived from the dashboard "
+                                  "password (prints the config lines that make the station trust it)")
+    manager.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
+    manager.add_argument("--user", default="dashboard", help="the dashboard's user name on the broker")
+    manager.add_argument("--password-file", type=Path, required=True, help="file holding the dashboard password")
+    manager.set_defaults(func=cmd_keys_manager)
     ca = keys_sub.add_parser("ca", help="make a test certificate authority for the MQTT links (EC P-256)")
     ca.add_argument("--out", type=Path, required=True, help="directory for ca.key and ca.crt")
     ca.add_argument("--name", default="SPBU test CA", help="the CA's common name")

@@ -30,6 +30,7 @@ def execute(station: Station, command: Command) -> tuple[bool, str]:
             station.locked.add(pump)
         else:
             station.locked.discard(pump)
+        station._live_pump(station.pumps[pump])
         running = station.pumps[pump].session is not None
         return True, f"pump {pump} {'locked' if lock else 'unlocked'}" + (
             "; the fill in progress finishes normally" if lock and running else "")

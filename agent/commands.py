@@ -53,6 +53,10 @@ WRONG_STATION = "wrong_station"
 EXPIRED = "expired"
 TOO_LONG = "lifetime_too_long"
 REPLAYED = "replayed"
+NOT_PERMITTED = "not_permitted"
+
+# What the station manager's dashboard key may sign; the rest is headquarters' alone.
+MANAGER_COMMANDS = (LOCK_PUMP, UNLOCK_PUMP, ACK_ALERT, REQUEST_STATE)
 
 
 class CommandRejected(ValueError):
@@ -179,13 +183,17 @@ class CommandStore:
 class CommandGate:
     """Everything a command must pass before the station acts on it."""
 
-    def __init__(self, station: str, keyring: dict[str, Ed25519PublicKey], store: CommandStore) -> None:
+    def __init__(self, station: str, keyring: dict[str, Ed25519PublicKey], store: CommandStore,
+                 manager_keyring: dict[str, Ed25519PublicKey] | None = None) -> None:
         self.station = station
         self.keyring = keyring
+        self.manager_keyring = {k: v for k, v in (manager_keyring or {}).items() if k not in keyring}
         self.store = store
 
     def admit(self, data: bytes, effective_now: dt.datetime) -> Command:
-        command = parse_command(data, self.keyring)
+        command = parse_command(data, {**self.manager_keyring, **self.keyring})
+        if command.key_id in self.manager_keyring and command.name not in MANAGER_COMMANDS:
+            raise CommandRejected(NOT_PERMITTED, f"a manager's key may not sign {command.name}")
         if command.station != self.station:
             raise CommandRejected(WRONG_STATION, f"for station {command.station}")
         if command.expires - command.issued > MAX_LIFETIME:

@@ -72,6 +72,9 @@ class StationConfig:
     relay_active_high: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
     edc: EdcConfig | None = None
+    # The station manager's dashboard keys (agent/manager_keys.py): key id -> public key, hex.
+    # They may sign only the manager's commands (lock, unlock, acknowledge, request state).
+    manager_keys: dict[str, str] = field(default_factory=dict)
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -123,13 +126,10 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
 
     trust = _get(data, "trust", dict, "config")
     keys = _get(trust, "keys", dict, "[trust]")
-    for kid, hexkey in keys.items():
-        try:
-            actual = key_id(load_public_key_hex(str(hexkey)))
-        except (SignatureError, ValueError) as exc:
-            raise ConfigError(f"[trust]: key {kid}: {exc}") from exc
-        if actual != kid:
-            raise ConfigError(f"[trust]: key id {kid} does not match its key (that key's id is {actual})")
+    _check_keys(keys, "[trust]")
+    dashboard = _get(data, "dashboard", dict, "config", {}) or {}
+    manager_keys = _get(dashboard, "manager_keys", dict, "[dashboard]", {}) or {}
+    _check_keys(manager_keys, "[dashboard] manager_keys")
     if not keys:
         raise ConfigError("[trust]: at least one signing key is needed")
 
@@ -211,7 +211,18 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         lang=lang,
         timeouts=timeouts,
         edc=edc,
+        manager_keys={str(k): str(v) for k, v in manager_keys.items()},
     )
+
+
+def _check_keys(keys: dict[str, Any], where: str) -> None:
+    for kid, hexkey in keys.items():
+        try:
+            actual = key_id(load_public_key_hex(str(hexkey)))
+        except (SignatureError, ValueError) as exc:
+            raise ConfigError(f"{where}: key {kid}: {exc}") from exc
+        if actual != kid:
+            raise ConfigError(f"{where}: key id {kid} does not match its key (that key's id is {actual})")
 
 
 def _parse_edc(raw: Any) -> EdcConfig:
@@ -301,6 +312,8 @@ def render_config(cfg: StationConfig) -> str:
             f"response_timeout_s = {cfg.edc.response_timeout_s}",
             "scan_payments = [" + ", ".join(_q(c) for c in cfg.edc.scan_payments) + "]",
         ]
+    if cfg.manager_keys:
+        lines += ["", "[dashboard.manager_keys]", *[f"{_q(k)} = {_q(v)}" for k, v in cfg.manager_keys.items()]]
     for pump in cfg.pumps:
         lines += [
             "",

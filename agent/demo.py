@@ -29,9 +29,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import topics
 from agent.config import EdcConfig, PumpConfig, StationConfig, Timeouts
 from agent.domain import PRODUCT_LABELS, format_litres
+from agent.manager_keys import manager_key
 from agent.payment_audit import unmatched_approvals
 from agent.payments import PaymentChoice
 from agent.qrtoken import issue_token
+from agent.signing import key_id, public_key_hex
 from agent.station import PaymentSelect, Station
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
@@ -336,7 +338,15 @@ class DemoStation:
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
             edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
+            manager_keys=self._manager_keys(),
         )
+
+    def _manager_keys(self) -> dict[str, str]:
+        """The dashboard user's command key, derived from the password as the browser does."""
+        if self.dashboard is None:
+            return {}
+        public = manager_key(STATION_ID, self.dashboard_user, self.dashboard_password).public_key()
+        return {key_id(public): public_key_hex(public)}
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()

@@ -154,7 +154,7 @@ class Station:
         # Signed commands: the `commands` keyring (today the [trust] keys), nonces and locks.
         self.command_store = CommandStore(config.data_dir / "commands.sqlite")
         self.command_gate = CommandGate(config.station_id, keyring_from_config(config.trusted_keys),
-                                        self.command_store)
+                                        self.command_store, keyring_from_config(config.manager_keys))
         self.locked: set[int] = self.command_store.locked()
         self.config_path: Path | None = None  # re-read by the reload_config command
         self.heartbeat_s = 30.0
@@ -717,7 +717,8 @@ class Station:
         live = None if s is None else LiveSession(
             s.tx_id, mask_plate(s.plate), s.product, s.preset_ml, self._ml(pump, pump.pulses),
             dt.datetime.fromtimestamp(s.opened_at, dt.UTC).isoformat())
-        self.live.pump(pump.config.number, pump.state, live, time.monotonic())
+        state = "locked" if pump.config.number in self.locked else pump.state
+        self.live.pump(pump.config.number, state, live, time.monotonic())
 
     def _live_tick(self, now: float) -> None:
         self.live.tick(now)

@@ -146,6 +146,36 @@ def test_english_toggle_switches_every_label(page: Page) -> None:
     expect(page.locator(".pump[data-pump='1'] .state")).to_have_text("Siap")
 
 
+def test_lock_from_the_keyboard_reaches_the_agent_and_the_pump_shows_locked(
+        station: tuple[DemoStation, Times], page: Page) -> None:
+    demo, _ = station
+    assert demo.station is not None
+    button = page.locator(".pump[data-pump='1'] button.pump-action")
+    button.focus()
+    page.keyboard.press("Enter")  # a manager without a mouse
+    dialog = page.locator("#confirm")
+    expect(dialog).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "confirm-lock.png"))
+    page.keyboard.press("Escape")  # cancelled: nothing is sent
+    expect(dialog).to_be_hidden()
+    time.sleep(0.5)
+    assert 1 not in demo.station.locked
+    button.focus()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")  # the confirm button has the focus
+    expect(page.locator(".pump[data-pump='1']")).to_have_attribute("data-state", "locked", timeout=5_000)
+    assert 1 in demo.station.locked  # the agent's own state, not the page's
+    expect(page.locator(".pump[data-pump='1'] .state")).to_have_text("Dikunci")
+    expect(page.locator("#toast")).to_contain_text("dijalankan")
+    demo.scanners[1].scan(customer(demo, 1, skip=1).qr)
+    refused = demo.tracker.next(1, "decision", 5.0)
+    assert refused is not None and not refused["ok"] and refused["reason"] == "pump_locked"
+    page.locator(".pump[data-pump='1'] button.pump-action").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator(".pump[data-pump='1']")).to_have_attribute("data-state", "idle", timeout=5_000)
+    assert 1 not in demo.station.locked
+
+
 def test_running_fill_shows_litres_and_emergency_stop_raises_an_alert(station: tuple[DemoStation, Times],
                                                                       page: Page) -> None:
     demo, _ = station
@@ -189,3 +219,14 @@ def test_commands_signed_in_the_browser_verify_with_the_manager_key_the_station_
     other = manager_key("34.401.01", "manager", password + "!").public_key()
     with pytest.raises(SignatureError):  # another password derives another key
         verify_document(envelope.encode(), "command", {key_id(public): other})
+
+
+def test_acknowledging_an_alert_removes_it_at_the_agent(station: tuple[DemoStation, Times], page: Page) -> None:
+    demo, _ = station
+    assert demo.station is not None
+    alert = page.locator("#alerts li[data-alert='estop']")
+    expect(alert).to_be_visible()
+    alert.locator("button.ack").click()
+    page.locator("#confirm-ok").click()
+    expect(alert).to_have_count(0, timeout=5_000)
+    assert "estop:2" not in demo.station.live.alerts
