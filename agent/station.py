@@ -26,7 +26,7 @@ from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_f
 from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
-from agent.domain import amount_idr, mask_plate
+from agent.domain import amount_idr, format_litres, mask_plate
 from agent.eligibility import (
     PUMP_BUSY,
     PUMP_UNAVAILABLE,
@@ -552,7 +552,7 @@ class Station:
             if event.reason == "estop":
                 self.on_line(attendant_line(self.config.lang, "estop", pump=pump.config.number))
                 self._emit({"type": "alert", "pump": pump.config.number, "alert": "estop",
-                            "detail": f"{self._ml(pump, event.pulses)} ml dispensed before the stop"})
+                            "detail": f"{format_litres(self._ml(pump, event.pulses), self.config.lang)} L"})
             if pump.session is not None and event.auth_id == pump.session.seq:
                 reason = "interrupted_by_restart" if pump.state == ps.RECOVERING else event.reason
                 self._close(pump.session, self._ml(pump, event.pulses), reason)
@@ -580,7 +580,8 @@ class Station:
         if self.link.connected and now - self._last_heartbeat >= self.heartbeat_s:
             self._last_heartbeat = now
             self.link.publish(topics.heartbeat(self.config.station_id),
-                              json.dumps(heartbeat(self, utc_now())).encode(), qos=0)
+                              json.dumps(heartbeat(self, utc_now())).encode(), qos=0,
+                              retain=True)  # a dashboard opened now sees the last one at once
         for pump in self.pumps.values():
             if pump.session is None or pump.state == ps.RECOVERING:
                 continue
@@ -703,7 +704,7 @@ class Station:
         self._emit({"type": "command", "command": command.name, "ok": ok, "detail": detail,
                     "nonce": command.nonce})
         if ok and self.link.connected:
-            self._publish_state()
+            self.publish_presence()
 
     def publish_presence(self) -> None:
         """Retained state and a heartbeat now (the request_state command)."""
@@ -755,7 +756,7 @@ class Station:
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
             if self.link.connected:
-                self._publish_state()
+                self.publish_presence()  # the new version shows at once, not at the next beat
         elif result.detail != "already current":
             log.warning("%s rejected: %s", result.kind, result.detail)
             self._emit({"type": "alert", "alert": f"{result.kind}_rejected", "detail": result.detail})
