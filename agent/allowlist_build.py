@@ -54,6 +54,19 @@ class Table:
         return {int(i): self.classes[int(c)] for i, c in zip(self.ids, self.cls, strict=True)}
 
 
+def present(cls: U8) -> list[int]:
+    """The class indexes in use (bincount: numpy's hash-based unique is slow at this size)."""
+    return [int(i) for i in np.flatnonzero(np.bincount(cls, minlength=1))] if cls.size else []
+
+
+def member(sorted_ids: U64, ids: U64) -> npt.NDArray[np.bool_]:
+    """Which of `ids` are in the sorted array `sorted_ids`."""
+    if not sorted_ids.size:
+        return np.zeros(ids.size, dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return np.asarray(sorted_ids[pos] == ids)
+
+
 def canonical(ids: U64, cls: U8, classes: list[Entry]) -> Table:
     """Sort by id, reject duplicates and zero, keep only used classes in canonical order."""
     if ids.size and int(ids.min()) == 0:
@@ -63,7 +76,7 @@ def canonical(ids: U64, cls: U8, classes: list[Entry]) -> Table:
     cls = cls[order]
     if ids.size > 1 and bool((ids[1:] == ids[:-1]).any()):
         raise StoreError("duplicate vehicle id")
-    used = sorted({classes[int(i)] for i in np.unique(cls)}, key=class_order)
+    used = sorted({classes[i] for i in present(cls)}, key=class_order)
     if len(used) > MAX_CLASSES:
         raise StoreError(f"more than {MAX_CLASSES} (category, products, status) combinations")
     remap = np.zeros(max(len(classes), 1), dtype=np.uint8)
@@ -261,7 +274,7 @@ def diff(old: Table, new: Table, from_version: int, to_version: int) -> Delta:
 
 
 def encode_delta(delta: Delta) -> bytes:
-    used = sorted({int(c) for c in np.unique(delta.cls)})
+    used = present(delta.cls)
     classes = [delta.classes[i] for i in used]
     if len(classes) > MAX_CLASSES:
         raise StoreError("delta has too many classes")
@@ -323,7 +336,7 @@ def apply(old: Table, delta: Delta) -> Table:
 
 
 def _compact(table: Table) -> Table:
-    used = sorted({table.classes[int(i)] for i in np.unique(table.cls)}, key=class_order)
+    used = sorted({table.classes[i] for i in present(table.cls)}, key=class_order)
     if len(used) > MAX_CLASSES:
         raise StoreError(f"more than {MAX_CLASSES} combinations")
     remap = np.zeros(max(len(table.classes), 1), dtype=np.uint8)

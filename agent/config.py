@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.domain import PRODUCTS, ZONES
+from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
 from agent.signing import SignatureError, key_id, load_public_key_hex
+from agent.trust import TrustError, load_root
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -56,6 +58,8 @@ class StationConfig:
     relay_gpio: tuple[int, int, int, int | None] | None = None
     relay_active_high: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
+    trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
+    freeze: FreezePolicy = field(default_factory=FreezePolicy)
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -96,7 +100,8 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         raise ConfigError("[mqtt]: port out of range")
 
     trust = _get(data, "trust", dict, "config")
-    keys = _get(trust, "keys", dict, "[trust]")
+    trust_root = _trust_root(trust, base)
+    keys = _get(trust, "keys", dict, "[trust]", {}) if trust_root else _get(trust, "keys", dict, "[trust]")
     for kid, hexkey in keys.items():
         try:
             actual = key_id(load_public_key_hex(str(hexkey)))
@@ -104,7 +109,7 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
             raise ConfigError(f"[trust]: key {kid}: {exc}") from exc
         if actual != kid:
             raise ConfigError(f"[trust]: key id {kid} does not match its key (that key's id is {actual})")
-    if not keys:
+    if not keys and trust_root is None:
         raise ConfigError("[trust]: at least one signing key is needed")
 
     board = _get(data, "relay_board", dict, "config")
@@ -182,7 +187,31 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         pumps=tuple(pumps),
         lang=lang,
         timeouts=timeouts,
+        trust_root=trust_root,
+        freeze=_freeze(data),
     )
+
+
+def _trust_root(trust: dict[str, Any], base: Path) -> Path | None:
+    if "root" not in trust:
+        return None
+    path: Path = base / str(_get(trust, "root", str, "[trust]"))
+    try:
+        load_root(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"[trust]: cannot read root {path}: {exc.strerror}") from exc
+    except TrustError as exc:
+        raise ConfigError(f"[trust]: root {path}: {exc}") from exc
+    return path
+
+
+def _freeze(data: dict[str, Any]) -> FreezePolicy:
+    raw = _get(data, "freeze", dict, "config", {}) or {}
+    grace = _get(raw, "grace_h", float, "[freeze]", FreezePolicy.grace_h)
+    after = _get(raw, "after_grace", str, "[freeze]", FreezePolicy.after_grace)
+    if not 0 <= grace <= 24 * 60 or after not in AFTER_GRACE:
+        raise ConfigError(f"[freeze]: grace_h must be 0..1440 and after_grace one of {', '.join(AFTER_GRACE)}")
+    return FreezePolicy(grace, after)
 
 
 def load_config(path: Path) -> StationConfig:
@@ -213,6 +242,7 @@ def render_config(cfg: StationConfig) -> str:
         f"host = {_q(cfg.broker_host)}",
         f"port = {cfg.broker_port}",
         "",
+        *(["[trust]", f"root = {_q(str(cfg.trust_root))}", ""] if cfg.trust_root else []),
         "[trust.keys]",
         *[f"{_q(kid)} = {_q(key)}" for kid, key in cfg.trusted_keys.items()],
         "",
@@ -230,6 +260,10 @@ def render_config(cfg: StationConfig) -> str:
         "",
         "[timeouts]",
         *[f"{name} = {getattr(cfg.timeouts, name)}" for name in Timeouts.__dataclass_fields__],
+        "",
+        "[freeze]",
+        f"grace_h = {float(cfg.freeze.grace_h)}",
+        f"after_grace = {_q(cfg.freeze.after_grace)}",
     ]
     for pump in cfg.pumps:
         lines += [

@@ -28,3 +28,18 @@ def station_of(topic: str) -> str | None:
     if len(parts) == 4 and parts[0] == "spbu" and parts[1] == "v1":
         return parts[2]
     return None
+
+
+# Signed allow-list and root of trust (issue 3): retained, content-addressed chunks.
+ALLOWLIST_MANIFEST = "hq/v1/allowlist/manifest"
+ALLOWLIST_CHUNK_PREFIX = "hq/v1/allowlist/chunk/"
+ROOT_PREFIX = "hq/v1/root/"
+ROOT_ALL = "hq/v1/root/+"
+
+
+def allowlist_chunk(sha256_hex: str) -> str:
+    return f"{ALLOWLIST_CHUNK_PREFIX}{sha256_hex}"
+
+
+def root(version: int) -> str:
+    return f"{ROOT_PREFIX}{version}"
