@@ -263,13 +263,22 @@ class DemoStation:
         return StationConfig(
             station_id=STATION_ID, zone="WIB", data_dir=self.workdir / "station",
             broker_host=self.broker.host, broker_port=self.broker.port,
-            trusted_keys={self.hq.key_id: self.hq.public_key_hex},
+            trusted_keys={}, trust_root=self._root_file(),
             relay_board_port=self.board.path,
             relay_board_kind="dart" if self.pump_kind == "dart" else "uart",
             relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
         )
+
+    def _root_file(self) -> Path:
+        """The root of trust headquarters provisions the station with (signed allow-list)."""
+        assert self.hq is not None
+        path = self.workdir / "root.json"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # a restarted demo station keeps the root it was provisioned with
+            path.write_bytes(self.hq.root_bytes())
+        return path
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
