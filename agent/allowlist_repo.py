@@ -125,7 +125,7 @@ class AllowListRepo:
         if len(data) < length:
             raise TrustError("truncated", f"chunk {digest[:12]} is {len(data)} bytes, declared {length}")
         if hashlib.sha256(data).hexdigest() != digest:
-            raise TrustError("bad chunk hash", f"chunk {digest[:12]} does not match its digest")
+            raise TrustError("chunk digest mismatch", f"chunk {digest[:12]} does not match its digest")
         tmp = self.chunks / (digest + ".part")
         with open(tmp, "wb") as handle:
             handle.write(data)

@@ -136,7 +136,7 @@ def build_sqlite(table: build.Table, path: Path) -> None:
 def build_lmdb(table: build.Table, path: Path) -> None:
     import lmdb
 
-    env = lmdb.open(str(path), map_size=max(1 << 26, len(table) * 64), subdir=True, sync=True)
+    env = lmdb.open(str(path), map_size=1 << 40, subdir=True, sync=True)  # virtual: the file grows as used
     keys = table.ids.astype(">u8").tobytes()
     step = 1_000_000
     for start in range(0, len(table), step):
@@ -262,7 +262,7 @@ def delta_sqlite(path: Path, delta: build.Delta) -> dict[str, Any]:
 def delta_lmdb(path: Path, delta: build.Delta, classes: list[Entry]) -> dict[str, Any]:
     import lmdb
 
-    env = lmdb.open(str(path), map_size=disk_bytes(path) * 2 + (1 << 26), subdir=True, sync=True)
+    env = lmdb.open(str(path), map_size=1 << 40, subdir=True, sync=True)
     t0 = time.perf_counter()
     with env.begin(write=True) as txn:
         for vid, c in zip(delta.ids.tolist(), delta.cls.tolist(), strict=True):
