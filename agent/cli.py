@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     hq.add_argument("--key", type=Path, help="signing key (PEM); a new one if omitted")
     hq.add_argument("--vehicles", type=int, default=1200)
     hq.set_defaults(func=_cmd_sim_hq)
+
+    from agent.allowlist_cli import add_allowlist_commands
+
+    add_allowlist_commands(sub)
     return parser
 
 

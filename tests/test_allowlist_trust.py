@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import allowlist_build as build
 from agent import allowlist_manifest as manifests
 from agent import trust
+from agent.signing import key_id
 from agent.trust import TrustError
 from tests.allowlist_fixtures import NOW, Headquarters, Station, registry
 
@@ -342,7 +343,7 @@ def test_keyring_and_threshold_for_other_streams(hq: Headquarters) -> None:
     for role in ("tokens", "commands", "policy", "allowlist"):
         [key] = hq.role_keys[role]
         ring = st.keyring(role)
-        assert list(ring) == [trust.key_id(key.public_key())] and st.threshold(role) == 1
+        assert list(ring) == [key_id(key.public_key())] and st.threshold(role) == 1
     signed = {"_type": "commands", "version": 1}
     assert st.verify("commands", trust.sign(signed, hq.role_keys["commands"])) == signed
     with pytest.raises(TrustError) as err:

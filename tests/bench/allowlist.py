@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,7 @@ def child(system: str, path: Path, queries: Path) -> None:
     mixed = data["mixed"].tolist()
     base = rss()
     t0 = time.perf_counter()
+    get: Callable[[int], Any]
     if system == "ours":
         store = AllowListStore(path)
         store.lookup_class(hits[0])
@@ -172,8 +174,9 @@ def child(system: str, path: Path, queries: Path) -> None:
         sql = "SELECT category, products, status FROM vehicles WHERE id = ?"
         db.execute(sql, (hits[0] - 2**64 if hits[0] >= 2**63 else hits[0],)).fetchone()
 
-        def get(x: int) -> Any:
+        def get_sqlite(x: int) -> Any:
             return db.execute(sql, (x - 2**64 if x >= 2**63 else x,)).fetchone()
+        get = get_sqlite
     else:
         import lmdb
 
@@ -181,8 +184,9 @@ def child(system: str, path: Path, queries: Path) -> None:
         txn = env.begin()
         txn.get(hits[0].to_bytes(8, "big"))
 
-        def get(x: int) -> Any:
+        def get_lmdb(x: int) -> Any:
             return txn.get(x.to_bytes(8, "big"))
+        get = get_lmdb
     open_ms = (time.perf_counter() - t0) * 1000
     after_open = rss()
     t0 = time.perf_counter()
