@@ -123,7 +123,8 @@ def test_damaged_files_fail_cleanly(tmp_path: Path, cut: int, flip: int, bit: in
             build.decode(bytes(damaged))
 
 
-@pytest.mark.parametrize("data", [b"", b"SPBUAL1\n", b"SPBUAL1\n\xff\xff\xff\xff", b"SPBUAL1\n\x05\0\0\0{\"a\":", b"x" * 100])
+@pytest.mark.parametrize("data", [b"", b"SPBUAL1\n", b"SPBUAL1\n\xff\xff\xff\xff",
+                                  b"SPBUAL1\n\x05\0\0\0{\"a\":", b"x" * 100])
 def test_garbage_is_not_a_store(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "g.bin"
     path.write_bytes(data)
