@@ -116,6 +116,8 @@ def pack(fields: U64, width: int) -> bytes:
 
 
 def unpack(data: bytes | memoryview, count: int, width: int) -> U64:
+    if width <= 57:  # a field plus its bit offset fits one 8-byte window: gather, shift, mask
+        return _unpack_windows(data, count, width)
     result = np.empty(count, dtype=np.uint64)
     for start in range(0, count, CHUNK):
         end = min(count, start + CHUNK)
@@ -125,6 +127,22 @@ def unpack(data: bytes | memoryview, count: int, width: int) -> U64:
         wide = np.zeros((end - start, 64), dtype=np.uint8)
         wide[:, 64 - width:] = bits.reshape(-1, width)
         result[start:end] = np.packbits(wide, axis=1).view(">u8").ravel()
+    return result
+
+
+def _unpack_windows(data: bytes | memoryview, count: int, width: int) -> U64:
+    raw = np.frombuffer(data, dtype=np.uint8)
+    need = (count * width + 7) // 8 + 8
+    if raw.size < need:
+        raise StoreError("entries section truncated")
+    windows = np.lib.stride_tricks.as_strided(raw, shape=(need - 7, 8), strides=(1, 1), writeable=False)
+    mask = np.uint64((1 << width) - 1)
+    result = np.empty(count, dtype=np.uint64)
+    for start in range(0, count, CHUNK):
+        bits = np.arange(start, min(count, start + CHUNK), dtype=np.uint64) * np.uint64(width)
+        words = np.ascontiguousarray(windows[(bits >> np.uint64(3)).astype(np.int64)]).view(">u8").ravel()
+        shift = np.uint64(64 - width) - (bits & np.uint64(7))
+        result[start:start + bits.size] = (words.astype(np.uint64) >> shift) & mask
     return result
 
 
