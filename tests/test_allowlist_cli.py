@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from agent.signing import key_id, load_public_key_hex
 
 
 @pytest.fixture
@@ -104,3 +105,25 @@ def test_bad_registry_row_names_the_line(tmp_path: Path, keys: Path, capsys: pyt
     assert main(["allowlist", "build", "--registry", str(tmp_path / "reg.csv"), "--repo", str(tmp_path / "r"),
                  "--key", str(keys / "allowlist.key")]) != 0
     assert "tractor" in capsys.readouterr().err
+
+
+def test_provision_with_the_root_of_trust(tmp_path: Path, keys: Path) -> None:
+    from agent.config import load_config
+    from agent.docstore import DocumentStore
+    from agent.provision import ProvisionError, provision
+
+    etc = tmp_path / "etc"
+    checks = provision("34.401.07", "WIB", etc, tmp_path / "data", [keys / "root.json"], "uart", "/dev/none",
+                       ["1:pertalite:/dev/none-s"])
+    config = load_config(etc / "agent.toml")
+    assert config.trust_root == etc / "root.json" and config.trusted_keys == {}
+    assert (etc / "root.json").read_bytes() == (keys / "root.json").read_bytes()
+    assert any(c.item == "root of trust" and "root.json" in c.detail for c in checks)
+    docs = DocumentStore(tmp_path / "data", config.trusted_keys, config.trust_root)
+    allowlist_pub = load_public_key_hex((keys / "allowlist.pub").read_text().strip())
+    assert list(docs.trust.keyring("allowlist")) == [key_id(allowlist_pub)]
+    forged = tmp_path / "forged.json"
+    forged.write_text((keys / "root.json").read_text().replace('"version":1', '"version":7'))
+    with pytest.raises(ProvisionError, match="not a valid root"):
+        provision("34.401.07", "WIB", etc, tmp_path / "data", [forged], "uart", "/dev/none",
+                  ["1:pertalite:/dev/none-s"], force=True)
