@@ -8,8 +8,8 @@ memory growth after open and after 100k random lookups (private memory, which is
 store costs the Pi; file-backed pages are reported too: the kernel drops them at will),
 the time those first 100k lookups took from a cold cache, then warm lookup p50/p99 for hits
 and misses (20k each, timed on a second pass once their pages are in memory), a 1% delta
-(wire size, apply time) and full verification time. SQLite is a WITHOUT ROWID table queried by a prepared statement; LMDB
-holds 8-byte big-endian keys with a 1-byte class value.
+(wire size, apply time) and full verification time. SQLite is a WITHOUT ROWID table queried
+by a prepared statement; LMDB holds 8-byte big-endian keys with a 1-byte class value.
 """
 
 from __future__ import annotations
