@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent import allowlist_build as build
 from agent import allowlist_manifest as manifests
@@ -349,3 +351,31 @@ def test_keyring_and_threshold_for_other_streams(hq: Headquarters) -> None:
     with pytest.raises(TrustError) as err:
         st.verify("commands", trust.sign({"_type": "tokens"}, hq.role_keys["tokens"]))
     assert err.value.check == "wrong type"
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=70),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                       max_size=5), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["version", "created", "expires", "salt", "count", "chunk_size",
+                                             "snapshot", "deltas", "_type"]), json_values))
+def test_manifest_parser_fuzz(body: dict[str, object]) -> None:
+    """Any signed-but-malformed body: TrustError('malformed'), nothing else."""
+    try:
+        manifests.parse(body, b"")
+    except TrustError as exc:
+        assert exc.check == "malformed"
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_envelope_fuzz(data: bytes) -> None:
+    store = trust.TrustStore.from_keys({})
+    try:
+        store.verify("allowlist", data)
+    except TrustError:
+        pass
+    else:
+        raise AssertionError("verified without any key")
