@@ -71,7 +71,8 @@ class DocumentStore:
         old, self.allowlist = self.allowlist, fresh
         if old is not None:
             old.close()
-        self.trust.raise_floor(ALLOWLIST_KIND, fresh.version)
+        # The floor is raised by the install itself, never here: after a key rotation reset it,
+        # a restart must not put it back from the version still on disk.
         return UpdateResult(ALLOWLIST_KIND, True, fresh.version, "installed")
 
     def path(self, kind: str) -> Path:

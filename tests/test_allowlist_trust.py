@@ -270,6 +270,13 @@ def test_fast_forward_attack_recovered_by_root_rotation(station: Station, hq: He
     station.root(2, rotated)
     assert [e.kind for e in station.events if e.kind == "root"] == ["root"]
     assert station.rejected()[-1] == "unknown key"  # the retained manifest, re-judged: old key
+    # A restart before the honest version arrives keeps the reset floor.
+    from agent.docstore import DocumentStore
+
+    restarted = DocumentStore(station.directory, {}, hq.root_file())
+    restarted.load_saved()
+    assert restarted.trust.root.version == 2 and restarted.trust.floor("allowlist") == 0
+    assert restarted.allowlist is None  # the list the stolen key signed is not trusted any more
     station.offer(resign(hq.manifest(v2), keys=hq.role_keys["allowlist"]), hq.chunks(v2))
     assert station.current() == 2
     # And the stolen key is worthless now.
