@@ -35,7 +35,7 @@ from agent.allowlist_store import (
 
 U64 = npt.NDArray[np.uint64]
 U8 = npt.NDArray[np.uint8]
-CHUNK = 1 << 20  # entries per packing step: bounded temporaries at any size
+CHUNK = 1 << 15  # entries per packing step: temporaries stay in the CPU cache, bounded at any size
 REMOVED = "removed"
 
 
@@ -160,12 +160,15 @@ def encode(table: Table, version: int, extra: dict[str, Any] | None = None) -> b
     np.cumsum(counts, out=cum[1:])
     marks = np.minimum(np.arange(layout.groups + 1, dtype=np.int64) * layout.group, layout.buckets)
     checkpoints = cum[marks].astype("<u4").tobytes()
+    high += np.arange(ids.size, dtype=np.int64)
     bits = np.zeros(layout.count + layout.buckets, dtype=np.uint8)
-    bits[high + np.arange(ids.size, dtype=np.int64)] = 1
+    bits[high] = 1
+    del high
     unary = np.packbits(bits).tobytes() + b"\0" * PAD
     del bits
-    mask = np.uint64((1 << layout.remainder_bits) - 1)
-    fields = ((ids & mask) << np.uint64(CLASS_BITS)) | table.cls.astype(np.uint64)
+    fields = ids & np.uint64((1 << layout.remainder_bits) - 1)
+    fields <<= np.uint64(CLASS_BITS)
+    fields |= table.cls
     entries = pack(fields, layout.width) + b"\0" * PAD
     parts = [head]
     for name, blob in (("checkpoints", checkpoints), ("unary", unary), ("entries", entries)):
@@ -231,12 +234,17 @@ def _decode_sections(data: bytes | memoryview, layout: Layout, sections: dict[st
     ones = np.flatnonzero(ubits)
     if ones.size != n:
         raise StoreError("unary section does not hold one bit per entry")
-    high = (ones - np.arange(n, dtype=np.int64)).astype(np.uint64)
-    del ones, ubits
+    del ubits
+    # In place where possible: at 50M each fresh temporary is 400 MB of page faults.
+    ones -= np.arange(n, dtype=np.int64)
+    ids = ones.view(np.uint64)
+    ids <<= np.uint64(layout.remainder_bits)
     e0, _ = sections["entries"]
     fields = unpack(data[e0:], n, layout.width)
-    ids = (high << np.uint64(layout.remainder_bits)) | (fields >> np.uint64(CLASS_BITS))
     cls = (fields & np.uint64(MAX_CLASSES - 1)).astype(np.uint8)
+    fields >>= np.uint64(CLASS_BITS)
+    ids |= fields
+    del fields
     if n > 1 and not bool((ids[1:] > ids[:-1]).all()):
         raise StoreError("entries are not strictly ascending")
     return Table(ids, cls, [])
