@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest mosquitto node tools bundle venv clean
+.PHONY: demo test lint typecheck pytest mosquitto node tools zbar browser dashboard bundle venv clean
 MP_TESTS := tests/micropython
+DASH := dashboard
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,29 @@ tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
 	else echo "shellcheck is missing (its test will skip); run: sudo apt-get install shellcheck" >&2; fi
 
+# Debian's libzbar0 for pyzbar, a baseline in the camera benchmark (its test skips without it).
+zbar:
+	@if ldconfig -p 2>/dev/null | grep -q libzbar.so.0; then exit 0; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzbar0 >/dev/null; \
+	else echo "libzbar0 is missing (the camera benchmark's pyzbar baseline will skip); run: sudo apt-get install libzbar0" >&2; fi
+
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it; no browser download).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then exit 0; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "installing Debian's chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium is missing (browser tests will skip); run: sudo apt-get install chromium" >&2; fi
+
+# The manager's dashboard: MQTT.js and the signing library from npm, bundled into one script.
+$(DASH)/www/vendor/spbu-vendor.js: $(DASH)/package-lock.json $(DASH)/src/vendor.js
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(DASH) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build; fi
+
+dashboard: node
+	@$(MAKE) --no-print-directory $(DASH)/www/vendor/spbu-vendor.js
+
 # Offline bundle for stations without internet: wheels for arm64 (Pi) and x86_64, the
 # project itself, and the install script. Copy dist/bundle to the Pi and run
 # deploy/install.sh --bundle <dir>.
@@ -55,12 +79,13 @@ bundle: $(STAMP)
 			-d dist/bundle "paho-mqtt>=2.1" "pyserial>=3.5" "cryptography>=42" "jsonschema>=4.21" "gpiozero>=2.0"; \
 	done
 	cp -r deploy dist/bundle/
+	$(MAKE) --no-print-directory dashboard && mkdir -p dist/bundle/dashboard && cp -r $(DASH)/www/. dist/bundle/dashboard/
 	@echo "bundle in dist/bundle: $$(ls dist/bundle | wc -l) files"
 
 $(MP_TESTS)/node_modules/.package-lock.json: $(MP_TESTS)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then cd $(MP_TESTS) && npm ci --no-audit --no-fund --loglevel=error; fi
 
-demo: $(STAMP) mosquitto
+demo: $(STAMP) mosquitto dashboard
 	$(BIN)/spbu demo $(DEMO_ARGS)
 
 lint: $(STAMP)
@@ -69,7 +94,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) mosquitto node tools
+pytest: $(STAMP) mosquitto node tools zbar browser dashboard
 	@$(MAKE) --no-print-directory $(MP_TESTS)/node_modules/.package-lock.json
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

@@ -28,6 +28,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CliError("--pumps must be between 1 and 16")
     if args.customers < 1 or args.customers > 1000:
         raise CliError("--customers must be between 1 and 1000")
+    if args.dashboard:
+        from agent.dashboard_files import DashboardMissing, dashboard_dir
+
+        try:
+            dashboard_dir()
+        except DashboardMissing as exc:
+            raise CliError(str(exc)) from exc
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -37,7 +44,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
-                    json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump)
+                    json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump,
+                    dashboard=args.dashboard)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -90,16 +98,6 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_token_issue(args: argparse.Namespace) -> int:
-    from agent.tokens import TokenError, encode_token
-
-    try:
-        print(encode_token(args.vehicle_id))
-    except TokenError as exc:
-        raise CliError(str(exc)) from exc
-    return 0
-
-
 def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
     from hal.firmware.main import __file__ as FIRMWARE
     from simulators.dispenser import Faults
@@ -128,7 +126,9 @@ def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
 def _cmd_sim_scanner(args: argparse.Namespace) -> int:
     from simulators.scanner import ScannerSim
 
-    scanner = ScannerSim()
+    suffix = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}[args.suffix]
+    scanner = ScannerSim(suffix=suffix, aim_prefix=not args.no_aim, chunk=args.chunk, noise=args.noise,
+                         link=args.link, port=args.port)
     print(f"scanner on {scanner.path}; type one code per line, Ctrl-D to stop", flush=True)
     try:
         for line in sys.stdin:
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
     demo.add_argument("--pump", choices=("relay", "dart"), default="relay",
                       help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
+    demo.add_argument("--dashboard", action="store_true",
+                      help="keep the station running and serve the manager's dashboard (prints the URL)")
     demo.set_defaults(func=_cmd_demo)
 
     agent = sub.add_parser("agent", help="the station agent")
@@ -234,11 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--force", action="store_true", help="replace an existing key")
     gen.set_defaults(func=_cmd_keys_generate)
 
-    token = sub.add_parser("token", help="QR tokens")
-    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-    issue = token_sub.add_parser("issue", help="print the QR text for a vehicle id")
-    issue.add_argument("--vehicle-id", type=int, required=True)
-    issue.set_defaults(func=_cmd_token_issue)
+    from agent.qr_cli import add_scan_parser, add_token_parser
+
+    add_token_parser(sub)
+    add_scan_parser(sub)
 
     hw = sub.add_parser("hw", help="hardware checks for field technicians")
     hw_sub = hw.add_subparsers(dest="hw_command", metavar="ACTION", required=True)
@@ -264,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inject a dispenser fault (repeatable)")
     board.set_defaults(func=_cmd_sim_relay_board)
     scanner = sim_sub.add_parser("scanner", help="serial QR scanner on a pseudo-terminal, fed from stdin")
+    scanner.add_argument("--port", help="serial device to type on (default: a new pseudo-terminal)")
+    scanner.add_argument("--link", type=Path, help="also make this symlink to the device, like a udev name")
+    scanner.add_argument("--suffix", choices=("cr", "lf", "crlf"), default="crlf", help="line end (default crlf)")
+    scanner.add_argument("--no-aim", action="store_true", help="no ]Q1 symbology prefix")
+    scanner.add_argument("--chunk", type=int, default=0, help="bytes per write, like USB packets (0: whole line)")
+    scanner.add_argument("--noise", type=float, default=0.0, help="chance of a garbage line before a scan")
     scanner.set_defaults(func=_cmd_sim_scanner)
     hq = sim_sub.add_parser("hq", help="headquarters: publish signed list and policy, collect transactions")
     hq.add_argument("--host", default="127.0.0.1")

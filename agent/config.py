@@ -53,6 +53,7 @@ class StationConfig:
     lang: str = "id"
     relay_board_baud: int = 115200
     scanner_baud: int = 9600
+    scanner_suffix: str = "any"  # the scanners' line end: any (CR, LF or CR LF), cr, lf, crlf
     # kind "gpio": one pump on the Pi's own header (relay, pulser, nozzle, E-stop or None)
     relay_board_kind: str = "uart"
     relay_gpio: tuple[int, int, int, int | None] | None = None
@@ -79,6 +80,16 @@ def _get(table: dict[str, Any], key: str, kind: type, where: str, default: Any =
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"{where}: {key!r} must be {kind.__name__}")
     return value
+
+
+SCANNER_SUFFIXES = {"any": b"", "cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}
+
+
+def _scanner_suffix(table: Any) -> str:
+    suffix = _get(table if isinstance(table, dict) else {}, "suffix", str, "[scanners]", "any")
+    if suffix not in SCANNER_SUFFIXES:
+        raise ConfigError(f"[scanners]: suffix must be one of {', '.join(SCANNER_SUFFIXES)}")
+    return str(suffix)
 
 
 def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
@@ -184,6 +195,7 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         relay_board_baud=_get(board, "baud", int, "[relay_board]", 115200),
         scanner_baud=_get(data.get("scanners", {}) if isinstance(data.get("scanners"), dict) else {},
                           "baud", int, "[scanners]", 9600),
+        scanner_suffix=_scanner_suffix(data.get("scanners")),
         pumps=tuple(pumps),
         lang=lang,
         timeouts=timeouts,
@@ -257,6 +269,7 @@ def render_config(cfg: StationConfig) -> str:
         "",
         "[scanners]",
         f"baud = {cfg.scanner_baud}",
+        f"suffix = {_q(cfg.scanner_suffix)}",
         "",
         "[timeouts]",
         *[f"{name} = {getattr(cfg.timeouts, name)}" for name in Timeouts.__dataclass_fields__],

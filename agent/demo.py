@@ -9,24 +9,29 @@ headquarters received. Exit 0 only if they agree and every transaction was ackno
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import queue
+import secrets
 import shutil
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from agent import topics
 from agent.config import PumpConfig, StationConfig, Timeouts
 from agent.domain import PRODUCT_LABELS, format_litres
+from agent.qrtoken import issue_token
 from agent.station import Station
-from agent.tokens import encode_token
-from simulators.broker import MosquittoBroker
+from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from simulators.relay_board import RelayBoardSim
@@ -76,7 +81,8 @@ def _pick(registry: list[RegistryEntry], used: set[int], category: str, product_
     raise LookupError(f"registry has no free {category} with products {product_bits}")
 
 
-def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count: int) -> list[Customer]:
+def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count: int,
+                     token: Callable[[int], str]) -> list[Customer]:
     """The required cases first (each at least once), then ordinary fills up to `count`."""
     used: set[int] = set()
     pert, solar = 0x01, 0x02
@@ -87,22 +93,22 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
             bike = _pick(registry, used, "motorcycle", pert)
             truck = _pick(registry, used, "goods_4w", solar)
             script += [
-                Customer("eligible fill", number, encode_token(car.vehicle_id), 30_000, "ok"),
-                Customer("capped by quota", number, encode_token(bike.vehicle_id), 25_000, "ok"),
-                Customer("over quota", number, encode_token(bike.vehicle_id), 5_000, "quota_exhausted"),
+                Customer("eligible fill", number, token(car.vehicle_id), 30_000, "ok"),
+                Customer("capped by quota", number, token(bike.vehicle_id), 25_000, "ok"),
+                Customer("over quota", number, token(bike.vehicle_id), 5_000, "quota_exhausted"),
                 Customer("unknown QR", number, "HELLO-WORLD-123", 10_000, "unknown_qr"),
-                Customer("wrong product", number, encode_token(truck.vehicle_id), 20_000, "wrong_product"),
-                Customer("not registered", number, encode_token(UNREGISTERED_ID), 20_000, "not_registered"),
+                Customer("wrong product", number, token(truck.vehicle_id), 20_000, "wrong_product"),
+                Customer("not registered", number, token(UNREGISTERED_ID), 20_000, "not_registered"),
             ]
         else:
             truck = _pick(registry, used, "goods_4w", solar)
             car = _pick(registry, used, "private_car", solar)
             bike = _pick(registry, used, "motorcycle", pert)
             script += [
-                Customer("eligible fill", number, encode_token(truck.vehicle_id), 40_000, "ok"),
-                Customer("capped by quota", number, encode_token(car.vehicle_id), 80_000, "ok"),
-                Customer("over quota", number, encode_token(car.vehicle_id), 10_000, "quota_exhausted"),
-                Customer("wrong product", number, encode_token(bike.vehicle_id), 5_000, "wrong_product"),
+                Customer("eligible fill", number, token(truck.vehicle_id), 40_000, "ok"),
+                Customer("capped by quota", number, token(car.vehicle_id), 80_000, "ok"),
+                Customer("over quota", number, token(car.vehicle_id), 10_000, "quota_exhausted"),
+                Customer("wrong product", number, token(bike.vehicle_id), 5_000, "wrong_product"),
             ]
     numbers = list(pumps)
     extra = 0
@@ -111,7 +117,7 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
         category, bits = (("private_car", pert) if pumps[number] == "pertalite"
                           else ("goods_4w", solar))
         entry = _pick(registry, used, category, bits)
-        script.append(Customer("eligible fill", number, encode_token(entry.vehicle_id),
+        script.append(Customer("eligible fill", number, token(entry.vehicle_id),
                                15_000 + 5_000 * (extra % 4), "ok"))
         extra += 1
     return script
@@ -230,13 +236,25 @@ class DemoStation:
 
     def __init__(self, pumps: int = 2, flow_lps: float = 25.0, lang: str = "id",
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
-                 workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay") -> None:
+                 workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
+                 dashboard: bool = False) -> None:
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
         self._own_broker = broker is None
-        self.broker = broker or MosquittoBroker()
+        # The manager's dashboard: served by the broker's WebSockets listener, one user.
+        self.dashboard_user = "manager"
+        self.dashboard_password = secrets.token_urlsafe(12)
+        self.dashboard: DashboardListener | None = None
+        if dashboard:
+            from agent.dashboard_files import dashboard_dir
+
+            self.dashboard = DashboardListener(dashboard_dir(), STATION_ID,
+                                               {self.dashboard_user: self.dashboard_password})
+            assert broker is None, "the dashboard needs the demo's own broker"
+        self.broker = broker or MosquittoBroker(dashboard=self.dashboard)
         self.registry = synthetic_registry(vehicles)
+        self.hq_key = Ed25519PrivateKey.generate()  # signs the lists and the customers' QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
         self.pump_kind = pump_kind
         self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps)
@@ -257,6 +275,11 @@ class DemoStation:
         self.lines.append(text)
         if not self.quiet:
             print(text, flush=True)
+
+    def token(self, vehicle_id: int) -> str:
+        """The signed QR a customer shows; vehicles outside the registry get a made-up plate."""
+        plate = next((e.plate for e in self.registry if e.vehicle_id == vehicle_id), "B 4242 ZZ")
+        return issue_token(vehicle_id, plate, dt.datetime.now(dt.UTC).date(), self.hq_key)
 
     def config(self) -> StationConfig:
         assert self.hq is not None
@@ -282,7 +305,7 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
-        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry)
+        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
         self.hq.start()
         self.hq.publish_documents()
         self.board.start()
@@ -346,6 +369,11 @@ class DemoStation:
             hq[int(tx["pump"])] = hq.get(int(tx["pump"]), 0) + int(tx["dispensed_ml"])
         return reconcile(self.products, totaliser, journal, hq, journal_count, len(hq_txs), self.unacked())
 
+    @property
+    def dashboard_url(self) -> str:
+        assert self.dashboard is not None
+        return f"http://127.0.0.1:{self.dashboard.port}/?station={STATION_ID}"
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -364,9 +392,10 @@ class DemoStation:
 
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
-             flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay") -> int:
+             flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
+             dashboard: bool = False) -> int:
     started = time.monotonic()
-    demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind)
+    demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -376,7 +405,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
                  f"Station {STATION_ID}: {pumps} pumps, vehicle list v{version}"
                  f" ({len(demo.registry)} vehicles), broker 127.0.0.1:{demo.broker.port}")
         print(intro, flush=True)
-        script = script_customers(demo.registry, demo.products, customers)
+        script = script_customers(demo.registry, demo.products, customers, demo.token)
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
         outcomes = demo.serve(script, budget)
         demo.wait_delivered(max(5.0, timeout_s - (time.monotonic() - started)))
@@ -401,9 +430,22 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         if json_path is not None:
             json_path.write_text(json.dumps({"ok": result.ok, **result.summary,
                                              "differences": result.differences}, indent=2) + "\n")
+        if dashboard:
+            keep_serving(demo, lang)
         return 0 if result.ok else 1
     except KeyboardInterrupt:
         print("dihentikan" if lang == "id" else "interrupted", file=sys.stderr)
         return 130
     finally:
         demo.close()
+
+
+def keep_serving(demo: DemoStation, lang: str) -> None:
+    """`--dashboard`: the station keeps running for the manager's page until Ctrl-C."""
+    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
+            if lang == "id" else
+            "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
+    print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
+          flush=True)
+    while True:
+        time.sleep(3600)

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     device_total_before INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_open ON sessions(state) WHERE state != 'closed';
+CREATE INDEX IF NOT EXISTS sessions_day ON sessions(quota_day, product);
 CREATE TABLE IF NOT EXISTS quota (
     vehicle_id INTEGER NOT NULL,
     product TEXT NOT NULL,
@@ -233,6 +234,25 @@ class Journal:
             (STATE_CLOSED,),
         ).fetchall()
         return {int(pump): int(total) for pump, total in rows}
+
+    def day_totals(self, day: str) -> dict[str, dict[str, int]]:
+        """Closed sales of one quota day per product (the dashboard's 'today')."""
+        rows = self._db.execute(
+            "SELECT product, SUM(dispensed_ml), SUM(amount_idr), COUNT(*) FROM sessions"
+            " WHERE quota_day=? AND state=? AND dispensed_ml > 0 GROUP BY product",
+            (day, STATE_CLOSED),
+        ).fetchall()
+        return {str(p): {"litres_ml": int(ml), "amount_idr": int(idr), "count": int(n)} for p, ml, idr, n in rows}
+
+    def recent_closed(self, limit: int) -> list[dict[str, Any]]:
+        """The newest closed sessions, newest first, as the dashboard lists them."""
+        rows = self._db.execute(
+            "SELECT tx_id, pump, product, plate, dispensed_ml, amount_idr, end_reason, closed_at"
+            " FROM sessions WHERE state=? ORDER BY seq DESC LIMIT ?",
+            (STATE_CLOSED, limit),
+        ).fetchall()
+        return [{"tx_id": r[0], "pump": r[1], "product": r[2], "plate": r[3], "dispensed_ml": r[4],
+                 "amount_idr": r[5], "end_reason": r[6], "closed_at": r[7]} for r in rows]
 
     # --- outbox ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "done": "SELESAI    pompa {pump}  {plate}  {product}  {litres} L  {amount}",
         "unknown_qr": "DITOLAK    pompa {pump}  QR tidak dikenal",
         "pump_closed": "DITOLAK    pompa {pump}  pompa ditutup oleh pengelola",
+        "estop": "DARURAT    pompa {pump}  tombol henti darurat ditekan, pengisian dihentikan",
         "clock_untrusted": "PERINGATAN jam sistem tidak dapat dipercaya; kuota memakai hari {day}",
         "not_registered": "DITOLAK    pompa {pump}  kendaraan tidak terdaftar",
         "suspended": "DITOLAK    pompa {pump}  {plate}  kendaraan diblokir",
@@ -24,7 +25,16 @@ _TEXT: dict[str, dict[str, str]] = {
         "vehicle_busy": "DITOLAK    pompa {pump}  {plate}  sedang mengisi di pompa lain",
         "pump_unavailable": "DITOLAK    pompa {pump}  pompa tidak tersedia",
         "internal_error": "DITOLAK    pompa {pump}  gangguan sistem, silakan pindai ulang",
+        "token_forged": "DITOLAK    pompa {pump}  QR PALSU: tanda tangan tidak sah. Jangan isi; minta QR asli "
+        "dari aplikasi",
+        "token_plate_altered": "DITOLAK    pompa {pump}  QR DIUBAH: nomor polisi {plate} bukan yang diterbitkan. "
+        "Jangan isi; cocokkan dengan kendaraan",
+        "token_unknown_key": "DITOLAK    pompa {pump}  QR dari penerbit yang belum dikenal stasiun ini. Minta QR "
+        "terbaru atau hubungi pengelola",
         "duplicate": "",
+        "scanner_camera_lost": "PERINGATAN pompa {pump}  kamera QR terputus; pakai pemindai tangan",
+        "scanner_too_dark": "PERINGATAN pompa {pump}  kamera QR terlalu gelap; periksa lampu dan lensa",
+        "scanner_ok": "INFO       pompa {pump}  kamera QR normal kembali",
     },
     "en": {
         "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
@@ -33,6 +43,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "done": "DONE      pump {pump}  {plate}  {product}  {litres} L  {amount}",
         "unknown_qr": "REFUSED   pump {pump}  unknown QR code",
         "pump_closed": "REFUSED   pump {pump}  pump closed by the manager",
+        "estop": "EMERGENCY pump {pump}  emergency stop pressed, fuelling stopped",
         "clock_untrusted": "WARNING   system clock not trusted; quota uses day {day}",
         "not_registered": "REFUSED   pump {pump}  vehicle not registered",
         "suspended": "REFUSED   pump {pump}  {plate}  vehicle suspended",
@@ -45,7 +56,16 @@ _TEXT: dict[str, dict[str, str]] = {
         "vehicle_busy": "REFUSED   pump {pump}  {plate}  already fuelling at another pump",
         "pump_unavailable": "REFUSED   pump {pump}  pump unavailable",
         "internal_error": "REFUSED   pump {pump}  system fault, please scan again",
+        "token_forged": "REFUSED   pump {pump}  FAKE QR: the signature is not valid. Do not fuel; ask for the "
+        "QR from the app",
+        "token_plate_altered": "REFUSED   pump {pump}  ALTERED QR: plate {plate} is not the one issued. Do not "
+        "fuel; check the vehicle",
+        "token_unknown_key": "REFUSED   pump {pump}  QR from an issuer this station does not know yet. Ask for "
+        "a fresh QR or call the manager",
         "duplicate": "",
+        "scanner_camera_lost": "WARNING   pump {pump}  QR camera disconnected; use the handheld scanner",
+        "scanner_too_dark": "WARNING   pump {pump}  QR camera too dark; check the light and the lens",
+        "scanner_ok": "INFO      pump {pump}  QR camera back to normal",
     },
 }
 

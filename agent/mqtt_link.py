@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import topics
+from agent.homeassistant import BIRTH_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class MqttLink:
             return
         self.connected = True
         client.subscribe([(topics.ALLOWLIST, 1), (topics.POLICY, 1), (topics.ack(self.station), 1)])
+        client.subscribe(BIRTH_TOPIC, 1)  # re-announce discovery when Home Assistant restarts
         self._on_event(LinkState(True))
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

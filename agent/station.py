@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent import __version__, topics
+from agent import __version__, homeassistant, topics
 from agent import session as ps
 from agent.allowlist_sync import AllowListSync, SyncEvent
 from agent.clock import ClockGuard, ClockReading
-from agent.config import PumpConfig, StationConfig
+from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import amount_idr, mask_plate
@@ -31,14 +31,15 @@ from agent.eligibility import (
     VEHICLE_BUSY,
     Decision,
     decide,
-    parse_vehicle,
 )
 from agent.freeze import FRESH
 from agent.journal import Journal, SessionRow
 from agent.killpoints import killpoint
+from agent.live_view import LiveSession, LiveView
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
+from agent.scan_identity import identify, legacy_salt_of
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -51,7 +52,8 @@ from hal.relay_board import (
     PumpController,
     RelayBoard,
 )
-from hal.scanner import ScanError, ScannerEvent, ScannerState, ScanRead, SerialScanner
+from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead
+from hal.scanner_select import open_scanner
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,19 @@ class PumpRuntime:
     device_total: int | None = None  # the device's own totaliser, last reported (its units)
 
 
+# The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
+OUTBOX_ALERT_DEPTH = 200
+CONDITIONS_EVERY_S = 5.0
+
+
+def _recent_item(row: dict[str, Any]) -> dict[str, Any]:
+    closed = row.pop("closed_at")
+    row["plate_masked"] = mask_plate(row.pop("plate"))
+    row["closed_at"] = dt.datetime.fromtimestamp(closed, dt.UTC).isoformat() if closed else None
+    row["payment"] = {"method": None, "status": None}
+    return row
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -99,12 +114,14 @@ class Station:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(config.data_dir / "journal.sqlite")
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
+        self.token_keys = self.docs.trust.keyring("tokens")  # the trust root's `tokens` role
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
         self.board = self._make_board(config)
         self.scanners = [
-            SerialScanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud)
+            open_scanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud,
+                         suffix=SCANNER_SUFFIXES[config.scanner_suffix])
             for p in config.pumps
         ]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)
@@ -116,6 +133,9 @@ class Station:
         self.clock = ClockGuard(config.zone)
         self._clock_trusted = True
         self.ready = threading.Event()
+        self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
+                             lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
+        self._conditions_mono = 0.0
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -167,6 +187,9 @@ class Station:
         for result in self.docs.load_saved():
             self._report_update(result)
         self._recover()
+        day = self._read_clock().quota_day
+        self.live.seed(day, self.journal.day_totals(day),
+                       [_recent_item(r) for r in self.journal.recent_closed(20)])
         self.board.start()
         for scanner in self.scanners:
             scanner.start()
@@ -198,6 +221,7 @@ class Station:
             except Exception:  # a bug in one event must not stop the station
                 log.exception("event %r failed", event)
         self._timers(time.monotonic())
+        self._live_tick(time.monotonic())
         if self.outbox.pump(time.monotonic(), self.link.publish):
             killpoint("published")
 
@@ -265,6 +289,8 @@ class Station:
             if event.connected:
                 self.outbox.restart()
                 self._publish_state()
+                self.live.publish_all(time.monotonic())
+                self._announce_to_home_assistant()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
         elif isinstance(event, SyncEvent):
@@ -275,6 +301,8 @@ class Station:
         event.setdefault("at", utc_now().isoformat())
         for listener in self.listeners:
             listener(event)
+        if event.get("type") == "alert":
+            self.live.alert(event)
         self.link.publish(topics.event(self.config.station_id), json.dumps(event).encode(), qos=0)
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
@@ -290,6 +318,7 @@ class Station:
             return False
         pump.state = new
         self._emit({"type": "pump_state", "pump": pump.config.number, "state": new})
+        self._live_pump(pump)
         return True
 
     def _read_clock(self) -> ClockReading:
@@ -313,6 +342,11 @@ class Station:
         if isinstance(event, ScanError):
             self._refuse(pump, Decision(False, "unknown_qr"), f"scanner:{event.reason}")
             return
+        if isinstance(event, ScannerNotice):  # a camera lost or in the dark: tell the attendant
+            log.warning("scanner on pump %d: %s", pump_no, event.reason)
+            self._say(f"scanner_{event.reason}", pump_no)
+            self._emit({"type": "alert", "pump": pump_no, "alert": f"scanner_{event.reason}"})
+            return
         assert isinstance(event, ScanRead)
         now = time.monotonic()
         last_text, last_at = pump.last_scan
@@ -324,7 +358,8 @@ class Station:
     def scan(self, pump_no: int, text: str, requested_ml: int | None = None) -> Decision:
         pump = self.pumps[pump_no]
         product = pump.config.product
-        vehicle_id = parse_vehicle(text)
+        ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
+        vehicle_id = ident.vehicle_id
         if pump.session is not None or pump.state in ps.WITH_SESSION:
             return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
         if not self.board_connected or pump.state == ps.INOPERATIVE:
@@ -340,6 +375,8 @@ class Station:
                 if other.session is not None and other.session.vehicle_id == vehicle_id:
                     vehicle = self.docs.allowlist.lookup(vehicle_id) if self.docs.allowlist else None
                     return self._refuse(pump, Decision(False, VEHICLE_BUSY, vehicle, vehicle_id))
+        if ident.reason:  # forged, unknown key, altered plate, or not a vehicle QR at all
+            return self._refuse(pump, Decision(False, ident.reason), ident.detail, plate=ident.plate)
         clock = self._read_clock()
         day = clock.quota_day
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
@@ -347,9 +384,9 @@ class Station:
                           used + reserved, requested_ml, clock.effective, self.config.freeze)
         self._check_freeze(clock.effective)
         if not decision.ok:
-            return self._refuse(pump, decision)
+            return self._refuse(pump, decision, plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
-        plate = decision.vehicle.plate if decision.vehicle else "UNREGISTERED"
+        plate = ident.plate or (decision.vehicle.plate if decision.vehicle else "UNREGISTERED")
         preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
         # Journal first (fsync), relay second: a crash between the two leaves a session
@@ -376,14 +413,15 @@ class Station:
                     "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
         return decision
 
-    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "") -> Decision:
+    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "") -> Decision:
         vehicle = decision.vehicle
-        self._say(decision.reason, pump.config.number, plate=vehicle.plate if vehicle else "",
+        plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
+        self._say(decision.reason, pump.config.number, plate=plate,
                   product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
                   zone=self.config.zone)
         self._emit({"type": "decision", "pump": pump.config.number, "ok": False,
                     "reason": decision.reason, "code": decision.reason, "detail": detail,
-                    "plate": mask_plate(vehicle.plate) if vehicle else "",
+                    "plate": mask_plate(plate) if plate else "",
                     "product": pump.config.product, "preset_ml": 0,
                     "remaining_ml": decision.remaining_ml})
         return decision
@@ -441,14 +479,19 @@ class Station:
                 if event.auth_id != pump.session.seq:
                     # Counts after the last STATUS died with the board: flagged, not guessed.
                     self._close(pump.session, self._ml(pump, pump.pulses), "board_reset")
-            elif pump.session is not None and event.auth_id == pump.session.seq:
-                if event.pulses != pump.pulses:
-                    pump.last_flow_mono = time.monotonic()
+            elif (pump.session is not None and event.auth_id == pump.session.seq
+                  and event.pulses != pump.pulses):
+                pump.last_flow_mono = time.monotonic()
                 pump.pulses = event.pulses
+                self._live_pump(pump)
         elif isinstance(event, BoardEnd):
             # A device whose END carries no totaliser (-1) gets a fresh reading before the
             # next session may rely on it.
             pump.device_total = event.totaliser if event.totaliser >= 0 else None
+            if event.reason == "estop":
+                self.on_line(attendant_line(self.config.lang, "estop", pump=pump.config.number))
+                self._emit({"type": "alert", "pump": pump.config.number, "alert": "estop",
+                            "detail": f"{self._ml(pump, event.pulses)} ml dispensed before the stop"})
             if pump.session is not None and event.auth_id == pump.session.seq:
                 reason = "interrupted_by_restart" if pump.state == ps.RECOVERING else event.reason
                 self._close(pump.session, self._ml(pump, event.pulses), reason)
@@ -500,6 +543,7 @@ class Station:
         self.journal.close_session(session, dispensed_ml, amount, reason,
                                    (session.tx_id, topics.tx(self.config.station_id), record), meta)
         killpoint("close_journaled")
+        self.live.transaction(record)
         pump = self.pumps.get(session.pump)
         if pump is not None and pump.session is not None and pump.session.seq == session.seq:
             pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
@@ -507,6 +551,7 @@ class Station:
             pump.stop_sent_mono = 0.0
             pump.verify_after_hello = False
             self._set_state(pump, ps.after_session(pump.nozzle_up))
+            self._live_pump(pump)
         if notify:
             self._say("done", session.pump, plate=session.plate, product=session.product,
                       litres_ml=dispensed_ml, amount_idr=amount)
@@ -552,7 +597,10 @@ class Station:
     # --- headquarters ------------------------------------------------------------------
 
     def _incoming(self, message: Incoming) -> None:
-        if message.topic == topics.ALLOWLIST:
+        if message.topic == homeassistant.BIRTH_TOPIC:
+            if message.payload.strip() == b"online":
+                self._announce_to_home_assistant()
+        elif message.topic == topics.ALLOWLIST:
             self._report_update(self.docs.offer(ALLOWLIST_KIND, message.payload))
         elif message.topic == topics.POLICY:
             self._report_update(self.docs.offer(POLICY_KIND, message.payload))
@@ -570,6 +618,41 @@ class Station:
                 self.clock.observe(hq_time)
             if self.outbox.on_ack(ids):
                 killpoint("ack_applied")
+
+    # --- live view for the manager's dashboard ---------------------------------------------
+
+    def _live_pump(self, pump: PumpRuntime) -> None:
+        s = pump.session
+        live = None if s is None else LiveSession(
+            s.tx_id, mask_plate(s.plate), s.product, s.preset_ml, self._ml(pump, pump.pulses),
+            dt.datetime.fromtimestamp(s.opened_at, dt.UTC).isoformat())
+        self.live.pump(pump.config.number, pump.state, live, time.monotonic())
+
+    def _live_tick(self, now: float) -> None:
+        self.live.tick(now)
+        if now - self._conditions_mono < CONDITIONS_EVERY_S:
+            return
+        self._conditions_mono = now
+        depth = self.journal.outbox_depth()
+        self.live.condition("outbox_growing", depth >= OUTBOX_ALERT_DEPTH,
+                            f"{depth} transactions not yet acknowledged by headquarters")
+        allowlist = self.docs.allowlist
+        expired = allowlist is not None and utc_now() >= allowlist.expires
+        self.live.condition("allowlist_expired", expired,
+                            f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
+        self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        self.live.new_day(self._read_clock().quota_day)
+
+    def _announce_to_home_assistant(self) -> None:
+        pumps = {p.number: p.product for p in self.config.pumps}
+        try:
+            before = [int(n) for n in json.loads(self.journal.get_meta("ha_pumps") or "[]")]
+        except (ValueError, TypeError):
+            before = []
+        for topic, payload in homeassistant.discovery(self.config.station_id, pumps, before):
+            self.link.publish(topic, payload, qos=1, retain=True)
+        if sorted(before) != sorted(pumps):
+            self.journal.set_meta("ha_pumps", json.dumps(sorted(pumps)))
 
     def _report_update(self, result: UpdateResult) -> None:
         if result.accepted:

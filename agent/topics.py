@@ -30,6 +30,23 @@ def station_of(topic: str) -> str | None:
     return None
 
 
+# Live view for the station manager's dashboard (retained on the station broker).
+def pump_view(station: str, pump: int) -> str:
+    return f"spbu/v1/{station}/pump/{pump}"
+
+
+def totals(station: str) -> str:
+    return f"spbu/v1/{station}/totals"
+
+
+def recent(station: str) -> str:
+    return f"spbu/v1/{station}/recent"
+
+
+def alerts(station: str) -> str:
+    return f"spbu/v1/{station}/alerts"
+
+
 # Signed allow-list and root of trust (issue 3): retained, content-addressed chunks.
 ALLOWLIST_MANIFEST = "hq/v1/allowlist/manifest"
 ALLOWLIST_CHUNK_PREFIX = "hq/v1/allowlist/chunk/"

@@ -93,6 +93,18 @@ install -D -m 0644 "$SRC/deploy/systemd/spbu-watchdog.conf" "$ROOT/etc/systemd/s
 install -D -m 0644 "$SRC/deploy/udev/99-spbu.rules" "$ROOT/etc/udev/rules.d/99-spbu.rules"
 install -D -m 0644 "$SRC/deploy/mosquitto/spbu.conf" "$ROOT/etc/mosquitto/conf.d/spbu.conf"
 
+# The manager's dashboard: static files the broker's WebSockets listener serves (http_dir).
+DASH_SRC="$SRC/dashboard/www"
+[ -n "$BUNDLE" ] && DASH_SRC="$BUNDLE/dashboard"
+if [ -f "$DASH_SRC/vendor/spbu-vendor.js" ]; then
+    install -d -m 0755 "$ROOT/opt/spbu/dashboard" "$ROOT/opt/spbu/dashboard/vendor"
+    for file in index.html app.js i18n.js style.css vendor/spbu-vendor.js; do
+        install -m 0644 "$DASH_SRC/$file" "$ROOT/opt/spbu/dashboard/$file"
+    done
+else
+    say "dashboard not built (run 'make dashboard' or 'make bundle' first): skipped"
+fi
+
 # 6. SD-card care and the Pi's hardware watchdog (on the system only; see docs/deploy.md).
 if on_system; then
     # No swap on the SD card: swapping wears it out and stalls the agent anyway.

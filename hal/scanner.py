@@ -25,7 +25,15 @@ class ScannerState:
     connected: bool
 
 
-ScannerEvent = ScanRead | ScanError | ScannerState
+@dataclass(frozen=True)
+class ScannerNotice:
+    """A condition the attendant should fix, from scanners that can tell (cameras):
+    "camera_lost", "too_dark", or "ok" once it clears."""
+
+    reason: str
+
+
+ScannerEvent = ScanRead | ScanError | ScannerState | ScannerNotice
 
 
 class SerialScanner:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -44,10 +45,43 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class DashboardListener:
+    """A WebSockets listener that serves the dashboard's static files (`http_dir`) and lets
+    in only named users, each limited by an ACL: read their station, publish its commands."""
+
+    http_dir: Path
+    station: str
+    users: dict[str, str]  # user name -> password
+    port: int = field(default_factory=free_port)
+
+    def config_lines(self, workdir: Path, host: str) -> str:
+        passwords = workdir / "dashboard.passwd"
+        passwords.write_text("".join(f"{user}:{password}\n" for user, password in self.users.items()))
+        passwords.chmod(0o600)
+        # mosquitto_passwd -U hashes the plain-text file in place, as an installer would.
+        subprocess.run([find_mosquitto_passwd(), "-U", str(passwords)], check=True, capture_output=True)
+        acl = workdir / "dashboard.acl"
+        acl.write_text("".join(
+            f"user {user}\ntopic read spbu/v1/{self.station}/#\ntopic write hq/v1/cmd/{self.station}\n\n"
+            for user in self.users))
+        return (f"listener {self.port} {host}\nprotocol websockets\nhttp_dir {self.http_dir}\n"
+                f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
+
+
+def find_mosquitto_passwd() -> str:
+    for candidate in (shutil.which("mosquitto_passwd"), "/usr/bin/mosquitto_passwd"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise BrokerError("mosquitto_passwd is not installed; run: sudo apt-get install mosquitto")
+
+
 class MosquittoBroker:
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", workdir: Path | None = None):
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", workdir: Path | None = None,
+                 dashboard: DashboardListener | None = None):
         self.host = host
         self.port = port or free_port(host)
+        self.dashboard = dashboard
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-broker-"))
         self.log_path = self.workdir / "mosquitto.log"
@@ -56,7 +90,8 @@ class MosquittoBroker:
     def _write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} {self.host}\n"
+            ("per_listener_settings true\n" if self.dashboard else "")
+            + f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
             "persistence false\n"
             f"log_dest file {self.log_path}\n"
@@ -64,6 +99,7 @@ class MosquittoBroker:
             "max_queued_messages 10000\n"
             # Stay the user we are: a credential change would clear the parent-death signal.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+            + (self.dashboard.config_lines(self.workdir, self.host) if self.dashboard else "")
         )
         return conf
 

@@ -22,6 +22,7 @@ from agent import allowlist_manifest, topics, trust
 from agent.allowlist_release import Releases, table_of
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
+from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex, sign_document
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,12 @@ class HeadquartersSim:
     @property
     def public_key_hex(self) -> str:
         return public_key_hex(self.key.public_key())
+
+    def issue_token(self, vehicle_id: int, plate: str | None = None) -> str:
+        """The signed QR text a customer's app shows (docs/qr-token.md)."""
+        if plate is None:
+            plate = next(e.plate for e in self.registry if e.vehicle_id == vehicle_id)
+        return issue_token(vehicle_id, plate, dt.datetime.now(dt.UTC).date(), self.key)
 
     def start(self, timeout_s: float = 10.0) -> None:
         self.client.connect_async(self.host, self.port, keepalive=15)

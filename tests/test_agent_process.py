@@ -20,7 +20,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import topics
 from agent.config import PumpConfig, StationConfig, render_config
-from agent.tokens import encode_token
 from simulators.broker import MosquittoBroker
 from simulators.hq import HeadquartersSim, synthetic_registry
 from simulators.relay_board import RelayBoardSim
@@ -77,7 +76,7 @@ def test_agent_killed_mid_fill_then_restarted_records_every_litre(mosquitto: Mos
         assert wait_until(online, 20), log.read_text()
         start_total = board.totaliser_ml(0)
         time.sleep(0.5)  # the retained list reaches the agent right after it connects
-        scanner.scan(encode_token(car.vehicle_id))
+        scanner.scan(hq.issue_token(car.vehicle_id))
         assert wait_until(lambda: board.relay_closed(0), 10), log.read_text()
         board.lift_nozzle(0)
         assert wait_until(lambda: board.totaliser_ml(0) - start_total > 2000, 10)

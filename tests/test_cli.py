@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import build_parser, main
-from agent.tokens import decode_token
+from agent.qrtoken import verify_token
+from agent.signing import load_public_key_hex
 
 ROOT = Path(__file__).resolve().parent.parent
 SPBU = [sys.executable, "-m", "agent"]
@@ -68,19 +69,29 @@ def test_keys_generate_and_token_issue(tmp_path: Path) -> None:
     assert len((tmp_path / "hq-signing.pub").read_text().strip()) == 64
     again = run("keys", "generate", "--out", str(tmp_path))
     assert again.returncode == 2 and "exists" in again.stderr
-    token = run("token", "issue", "--vehicle-id", "18446744073709551615")
-    assert token.returncode == 0 and decode_token(token.stdout.strip()) == 2**64 - 1
-    bad = run("token", "issue", "--vehicle-id", "0")
+    key = str(tmp_path / "hq-signing.key")
+    token = run("token", "issue", "--vehicle-id", "18446744073709551615", "--plate", "b 1234 xyz", "--key", key,
+                "--date", "2026-11-23")
+    assert token.returncode == 0, token.stderr
+    public = load_public_key_hex((tmp_path / "hq-signing.pub").read_text().strip())
+    from agent.signing import key_id
+    verified = verify_token(token.stdout.strip(), {key_id(public): public})
+    assert (verified.vehicle_id, verified.plate, str(verified.issued)) == (2**64 - 1, "B 1234 XYZ", "2026-11-23")
+    bad = run("token", "issue", "--vehicle-id", "0", "--plate", "B 1", "--key", key)
     assert bad.returncode == 2 and bad.stderr.startswith("spbu: error:")
 
 
-def mosquitto_pids() -> set[int]:
+def mosquitto_pids(parent: int | None = None) -> set[int]:
+    """Live mosquitto processes (of one parent): other test runs on the machine may start
+    brokers of their own meanwhile, so a test follows the pids of its own demo."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                alive = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-                if alive and b"mosquitto" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                alive = fields[0] != "Z"
+                mine = parent is None or int(fields[1]) == parent
+                if alive and mine and b"mosquitto" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
                     pids.add(int(entry.name))
             except (OSError, IndexError):
                 continue
@@ -110,7 +121,6 @@ def test_demo_exits_zero_with_reconciled_json(tmp_path: Path) -> None:
 def test_stopping_the_demo_leaves_no_broker_behind(how: signal.Signals) -> None:
     """Ctrl-C and SIGTERM unwind through clean-up; even SIGKILL takes the broker down with
     it (parent-death signal). Simulators are threads of the demo process."""
-    before = mosquitto_pids()
     proc = subprocess.Popen([*SPBU, "demo", "--customers", "40"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             # as a shell's background job: SIGINT ignored on entry
@@ -124,7 +134,8 @@ def test_stopping_the_demo_leaves_no_broker_behind(how: signal.Signals) -> None:
                 break
         else:
             pytest.fail("the demo never authorised a pump")
-        assert mosquitto_pids() - before, "the demo's broker should be running"
+        ours = mosquitto_pids(parent=proc.pid)
+        assert ours, "the demo's broker should be running"
         proc.send_signal(how)
         proc.communicate(timeout=20)
     finally:
@@ -132,6 +143,6 @@ def test_stopping_the_demo_leaves_no_broker_behind(how: signal.Signals) -> None:
             proc.kill()
     assert proc.returncode != 0
     deadline = time.monotonic() + 5
-    while mosquitto_pids() - before and time.monotonic() < deadline:
+    while ours & mosquitto_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not (mosquitto_pids() - before), "a mosquitto outlived the demo"
+    assert not (ours & mosquitto_pids()), "a mosquitto outlived the demo"

@@ -110,7 +110,6 @@ def test_station_fuels_through_a_gpio_relay(mosquitto: Any, tmp_path: Any, monke
 
     from agent.config import PumpConfig, StationConfig
     from agent.station import Station
-    from agent.tokens import encode_token
     from simulators.hq import HeadquartersSim, synthetic_registry
     from simulators.scanner import ScannerSim
 
@@ -137,7 +136,7 @@ def test_station_fuels_through_a_gpio_relay(mosquitto: Any, tmp_path: Any, monke
     try:
         assert wait_until(lambda: station.docs.allowlist is not None and station.board_connected, 10)
         time.sleep(0.3)
-        scanner.scan(encode_token(car.vehicle_id))
+        scanner.scan(hq.issue_token(car.vehicle_id))
         assert wait_until(lambda: bool(factory.pin(RELAY).state), 5)
         factory.pin(NOZZLE).drive_low()
         time.sleep(0.1)

@@ -13,7 +13,6 @@ import pytest
 
 import agent.station
 from agent.demo import Customer, DemoStation, Outcome, serve_customers
-from agent.tokens import encode_token
 from simulators.broker import MosquittoBroker
 
 pytestmark = pytest.mark.integration
@@ -45,7 +44,7 @@ def test_states_quota_and_a_clock_that_jumps_back(mosquitto: MosquittoBroker, tm
         assert demo.station is not None
         demo.station.listeners.append(events)
         bike = next(e for e in demo.registry if e.category == "motorcycle" and e.status == "active")
-        token = encode_token(bike.vehicle_id)
+        token = demo.token(bike.vehicle_id)
 
         first = serve(demo, [Customer("fill", 1, token, 30_000, "ok")])
         assert first[0].transaction is not None
@@ -66,7 +65,7 @@ def test_states_quota_and_a_clock_that_jumps_back(mosquitto: MosquittoBroker, tm
         # A different vehicle still fuels, on the last trusted day, flagged in its record.
         car = next(e for e in demo.registry if e.category == "private_car" and e.products == 0x01
                    and e.status == "active")
-        other = serve(demo, [Customer("other", 1, encode_token(car.vehicle_id), 5_000, "ok")])
+        other = serve(demo, [Customer("other", 1, demo.token(car.vehicle_id), 5_000, "ok")])
         assert other[0].transaction is not None
         demo.wait_delivered(10)
         db = sqlite3.connect(f"file:{demo.journal_path}?mode=ro", uri=True)
@@ -87,7 +86,7 @@ def test_second_scan_of_a_vehicle_fuelling_elsewhere_is_refused(mosquitto: Mosqu
         demo.start()
         assert demo.station is not None
         bus = next(e for e in demo.registry if e.category == "public_passenger_4w" and e.status == "active")
-        token = encode_token(bus.vehicle_id)
+        token = demo.token(bus.vehicle_id)
         demo.scanners[1].scan(token)
         granted = demo.tracker.next(1, "decision", 5)
         assert granted is not None and granted["ok"] is True

@@ -99,7 +99,7 @@ def test_demo_flow_reconciles_and_decides(mosquitto: MosquittoBroker, tmp_path: 
     try:
         demo.start()
         start_totals = {n: demo.board.totaliser_ml(n - 1) for n in demo.products}
-        script = script_customers(demo.registry, demo.products, 12)
+        script = script_customers(demo.registry, demo.products, 12, demo.token)
         outcomes = demo.serve(script, timeout_s=60)
         demo.wait_delivered(20)
         assert len(outcomes) == len(script)
@@ -147,7 +147,7 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(fresh_broker: Mosqui
     try:
         demo.start()
         start_totals = {n: demo.board.totaliser_ml(n - 1) for n in demo.products}
-        script = script_customers(demo.registry, demo.products, 16)
+        script = script_customers(demo.registry, demo.products, 16, demo.token)
         first, second = script[:8], script[8:]
         demo.serve(first, timeout_s=60)
         fresh_broker.stop()  # the station's link to headquarters goes away

@@ -3,6 +3,7 @@ The real sizes are run by hand; their figures are in docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import subprocess
 import sys
@@ -44,6 +45,20 @@ def test_safety_benchmark_tiny(tmp_path: Path) -> None:
     assert 0.5 <= firmware["death_to_relay_open_s"]["median"] <= 1.0
     assert firmware["estop_loop_passes"]["worst"] >= 1
     assert "baseline_host_enforced_preset" in results
+
+
+@pytest.mark.skipif(ctypes.util.find_library("zbar") is None,
+                    reason="Debian's libzbar0 is missing (pyzbar baseline); `make test` installs it as root")
+def test_camera_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("camera", tmp_path / "camera.json", "--per-level", "2")
+    results = report["results"]
+    assert isinstance(results, dict)
+    assert set(results) == {"pipeline", "zxing_raw", "pyzbar", "opencv_aruco"}
+    assert all(row["frames"] == 10 and len(row["decoded_by_level"]) == 5 for row in results.values())
+    assert results["pipeline"]["decoded_by_level"][0] == 2  # clean frames always decode
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["ms_median_ratio_to_raw"]["target"] == 1.2
 
 
 def test_allowlist_benchmark_tiny(tmp_path: Path) -> None:

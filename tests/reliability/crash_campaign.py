@@ -19,6 +19,7 @@ At the end every journaled transaction must be at headquarters exactly once.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
@@ -34,12 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from agent.config import PumpConfig, StationConfig, Timeouts, render_config  # noqa: E402
 from agent.killpoints import POINTS  # noqa: E402
-from agent.tokens import encode_token  # noqa: E402
+from agent.qrtoken import issue_token  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
 from simulators.dart_pump import DartPumpSim  # noqa: E402
 from simulators.hq import HeadquartersSim, synthetic_registry  # noqa: E402
@@ -145,7 +148,9 @@ class Campaign:
         self.scanners = {n: ScannerSim() for n in range(1, pumps + 1)}
         self.products = {n: ("pertalite", "solar")[(n - 1) % 2] for n in self.scanners}
         bits = {"pertalite": 0x01, "solar": 0x02}
-        tokens = {n: [encode_token(e.vehicle_id) for e in self.registry
+        self.hq_key = Ed25519PrivateKey.generate()
+        today = dt.datetime.now(dt.UTC).date()
+        tokens = {n: [issue_token(e.vehicle_id, e.plate, today, self.hq_key) for e in self.registry
                       if e.products & bits[p] and e.status == "active"][:40]
                   for n, p in self.products.items()}
         self.customers = Customers(self.board, self.scanners, tokens, seed)
@@ -158,7 +163,7 @@ class Campaign:
 
     def start(self) -> None:
         self.broker.start()
-        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry)
+        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
         self.hq.start()
         self.hq.publish_documents()
         self.board.start()

@@ -1,0 +1,250 @@
+// Station manager dashboard: reads the agent's retained live-view topics over MQTT
+// WebSockets and sends manager commands through the signed-command path.
+"use strict";
+
+const V = window.SpbuVendor;
+const TEXT = window.SPBU_TEXT;
+const COMMAND_TTL_S = 120;
+
+const view = { station: "", lang: localStorage.getItem("spbu.lang") || "id", state: null, heartbeat: null, pumps: {},
+               totals: null, recent: [], alerts: [], client: null, key: null };
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+};
+
+function t(key, vars = {}) {
+  const table = TEXT[view.lang];
+  let text = key.split(".").reduce((obj, part) => (obj == null ? undefined : obj[part]), table);
+  if (text === undefined) text = key.split(".").pop();
+  return String(text).replace(/\{(\w+)\}/g, (_, name) => (name in vars ? vars[name] : `{${name}}`));
+}
+
+const numberFmt = () => new Intl.NumberFormat(view.lang === "id" ? "id-ID" : "en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const litres = (ml) => numberFmt().format((ml || 0) / 1000);
+const rupiah = (idr) => "Rp " + new Intl.NumberFormat(view.lang === "id" ? "id-ID" : "en-US").format(idr || 0);
+const clockTime = (iso) => (iso ? new Date(iso).toLocaleTimeString(view.lang === "id" ? "id-ID" : "en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "");
+
+function age(seconds) {
+  if (seconds == null) return "?";
+  if (seconds < 60) return t("ago.s", { n: Math.round(seconds) });
+  if (seconds < 3600) return t("ago.m", { n: Math.round(seconds / 60) });
+  if (seconds < 86400) return t("ago.h", { n: Math.round(seconds / 3600) });
+  return t("ago.d", { n: Math.round(seconds / 86400) });
+}
+
+// --- rendering -------------------------------------------------------------------------
+
+function renderStatic() {
+  document.documentElement.lang = view.lang;
+  document.querySelectorAll("[data-i18n]").forEach((node) => { node.textContent = t(node.dataset.i18n); });
+  $("#lang-toggle").textContent = view.lang === "id" ? "EN" : "ID";
+  document.title = t("title") + (view.station ? ` ${view.station}` : "");
+}
+
+function renderHeader() {
+  const s = view.state;
+  const agent = $("#agent-status");
+  agent.dataset.state = s ? (s.state === "online" ? "ok" : "bad") : "unknown";
+  agent.textContent = s && s.state === "online" ? t("agent_online") : t("agent_offline");
+  const hq = $("#hq-status");
+  const link = s && s.state === "online" && view.heartbeat ? view.heartbeat.hq_link : undefined;
+  hq.dataset.state = link === true ? "ok" : link === false ? "bad" : "unknown";
+  hq.textContent = link === true ? t("hq_up") : link === false ? t("hq_down") : t("hq_unknown");
+  $("#station-id").textContent = view.station;
+}
+
+// Health comes from the agent's heartbeat (agent/presence.py); until the first one, from
+// its retained state.
+function renderHealth() {
+  const s = view.state || {};
+  const hb = view.heartbeat;
+  const list = hb ? hb.allowlist : { version: s.allowlist_version, age_s: null };
+  const sinceBeat = hb ? (Date.now() - Date.parse(hb.at)) / 1000 : 0;
+  $("#allowlist").textContent = list && list.version
+    ? t("version_age", { version: list.version, age: age(list.age_s == null ? null : list.age_s + Math.max(0, sinceBeat)) })
+    : t("none");
+  $("#outbox").textContent = t("tx_waiting", { n: hb ? hb.outbox.depth : (s.outbox_depth ?? "?") });
+  const trusted = hb ? hb.clock.trusted : undefined;
+  $("#clock").textContent = trusted === false ? t("clock_bad") : trusted === true ? t("clock_ok") : "?";
+  $("#clock").className = trusted === false ? "error" : "";
+  $("#software").textContent = (hb && hb.version) || s.version || "?";
+}
+
+function renderPumps() {
+  const box = $("#pumps");
+  const numbers = Object.keys(view.pumps).map(Number).sort((a, b) => a - b);
+  box.replaceChildren(...numbers.map((n) => {
+    const p = view.pumps[n];
+    const card = el("article", { class: "pump", "data-state": p.state, "data-pump": String(n), "aria-label": `${t("pump")} ${n}` });
+    card.append(el("div", { class: "head" }, el("span", { text: `${t("pump")} ${n}` }), el("span", { text: t(`products.${p.product}`) })));
+    card.append(el("div", { class: "state", text: t(`states.${p.state}`) }));
+    if (p.session) {
+      const s = p.session;
+      const pct = s.preset_ml ? Math.min(100, (100 * s.dispensed_ml) / s.preset_ml) : 0;
+      card.append(el("div", { class: "plate", text: `${s.plate_masked} · ${t(`products.${s.product}`)}` }));
+      card.append(el("div", { class: "litres", text: `${litres(s.dispensed_ml)} L` }));
+      const bar = el("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": String(s.preset_ml), "aria-valuenow": String(s.dispensed_ml) });
+      const fill = el("i"); fill.style.width = `${pct}%`; bar.append(fill);
+      card.append(bar, el("div", { class: "muted", text: `${t("preset")} ${litres(s.preset_ml)} L` }));
+    } else {
+      card.append(el("div", { class: "muted", text: t("no_session") }));
+    }
+    const locked = p.state === "locked";
+    const button = el("button", { type: "button", class: "pump-action", "data-action": locked ? "unlock" : "lock", text: locked ? t("unlock") : t("lock") });
+    button.addEventListener("click", () => confirmThen(t(locked ? "confirm_unlock" : "confirm_lock", { pump: n }),
+      () => sendCommand(locked ? "unlock_pump" : "lock_pump", { pump: n })));
+    card.append(button);
+    return card;
+  }));
+}
+
+function renderAlerts() {
+  const list = $("#alerts");
+  list.replaceChildren(...view.alerts.map((a) => {
+    const name = t(`alert_names.${a.alert}`);
+    const where = a.pump ? ` — ${t("pump")} ${a.pump}` : "";
+    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted"].includes(a.alert) ? "warn" : "bad" });
+    item.append(el("span", {}, el("strong", { text: name + where }), el("br"), el("small", { class: "muted", text: `${clockTime(a.last_at)} ${a.detail || ""}${a.count > 1 ? ` (×${a.count})` : ""}` })));
+    const ack = el("button", { type: "button", class: "ack", text: t("acknowledge") });
+    ack.addEventListener("click", () => confirmThen(t("confirm_ack", { alert: name }), () => sendCommand("ack_alert", { alert_id: a.id })));
+    item.append(ack);
+    return item;
+  }));
+  $("#alert-count").textContent = String(view.alerts.length);
+  $("#no-alerts").hidden = view.alerts.length > 0;
+}
+
+function renderTotals() {
+  const body = $("#totals tbody");
+  const totals = view.totals || { products: {} };
+  $("#totals-day").textContent = totals.day || "";
+  body.replaceChildren(...Object.entries(totals.products).sort().map(([product, row]) =>
+    el("tr", { "data-product": product }, el("td", { text: t(`products.${product}`) }), el("td", { text: litres(row.litres_ml) }),
+      el("td", { text: rupiah(row.amount_idr) }), el("td", { text: String(row.count) }))));
+}
+
+function renderRecent() {
+  const body = $("#recent tbody");
+  body.replaceChildren(...view.recent.map((tx) => {
+    const pay = tx.payment || {};
+    const payText = pay.method ? `${t(`pay.${pay.method}`)}${pay.status ? ", " + t(`pay.${pay.status}`) : ""}` : "—";
+    return el("tr", { "data-tx": tx.tx_id }, el("td", { text: clockTime(tx.closed_at) }), el("td", { text: String(tx.pump) }),
+      el("td", { text: tx.plate_masked || "" }), el("td", { text: t(`products.${tx.product}`) }), el("td", { text: litres(tx.dispensed_ml) }),
+      el("td", { text: rupiah(tx.amount_idr) }), el("td", { class: "payment", text: payText }));
+  }));
+}
+
+function renderAll() {
+  renderStatic(); renderHeader(); renderHealth(); renderPumps(); renderAlerts(); renderTotals(); renderRecent();
+}
+
+// --- manager actions ----------------------------------------------------------------------
+
+let pendingAction = null;
+function confirmThen(question, action) {
+  const dialog = $("#confirm");
+  $("#confirm-text").textContent = question;
+  pendingAction = action;
+  dialog.returnValue = "";
+  dialog.showModal();
+  $("#confirm-ok").focus();
+}
+
+function toast(text) {
+  const box = $("#toast");
+  box.textContent = text;
+  box.classList.add("show");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => box.classList.remove("show"), 4000);
+}
+
+// agent/commands.py: signed envelopes on hq/v1/cmd/<station>, results on spbu/v1/<station>/cmd_result.
+function commandTopic() { return `hq/v1/cmd/${view.station}`; }
+
+function sendCommand(command, args) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = { command, station: view.station, nonce: V.nonce(), issued: new Date(now * 1000).toISOString(),
+                 expires: new Date((now + COMMAND_TTL_S) * 1000).toISOString(), args };
+  view.client.publish(commandTopic(), V.signEnvelope("command", body, view.key), { qos: 1 });
+  toast(t("sent"));
+}
+
+// --- MQTT -----------------------------------------------------------------------------------
+
+function handle(topic, payload) {
+  const base = `spbu/v1/${view.station}/`;
+  if (!topic.startsWith(base) || payload.length === 0) return;
+  let body;
+  try { body = JSON.parse(new TextDecoder().decode(payload)); } catch { return; }
+  const rest = topic.slice(base.length);
+  if (rest === "state") { view.state = body; renderHeader(); renderHealth(); }
+  else if (rest.startsWith("pump/")) { view.pumps[body.pump] = body; renderPumps(); }
+  else if (rest === "totals") { view.totals = body; renderTotals(); }
+  else if (rest === "recent") { view.recent = body.transactions || []; renderRecent(); }
+  else if (rest === "alerts") { view.alerts = body.active || []; renderAlerts(); }
+  else if (rest === "heartbeat") { view.heartbeat = body; renderHeader(); renderHealth(); }
+  else if (rest === "cmd_result") {
+    toast(body.ok ? t("done") : t("rejected", { detail: body.detail || body.error || "" }));
+  }
+}
+
+async function login(event) {
+  event.preventDefault();
+  const station = $("#login-station").value.trim();
+  const username = $("#login-user").value.trim();
+  const password = $("#login-password").value;
+  $("#login-error").textContent = "";
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/mqtt`;
+  const client = V.mqtt.connect(url, { username, password, protocolVersion: 4, reconnectPeriod: 3000,
+                                       clientId: `spbu-dash-${V.nonce().slice(0, 12)}`, clean: true });
+  client.on("error", (err) => {
+    if (!view.client) { $("#login-error").textContent = t("login_failed"); client.end(true); }
+    console.warn("mqtt", err && err.message);
+  });
+  client.on("close", () => { if (view.state) { view.state = { ...view.state, state: "offline" }; renderHeader(); } });
+  client.on("message", (topic, payload) => handle(topic, payload));
+  client.on("connect", async () => {
+    const first = !view.client;
+    view.client = client;
+    view.station = station;
+    client.subscribe(`spbu/v1/${station}/#`, { qos: 1 });
+    if (first) {
+      localStorage.setItem("spbu.station", station);
+      localStorage.setItem("spbu.user", username);
+      view.key = await V.managerKey(station, username, password);
+      $("#login").hidden = true;
+      $("#board").hidden = false;
+      renderAll();
+      document.body.dataset.ready = "1";
+    }
+  });
+}
+
+function init() {
+  const params = new URLSearchParams(location.search);
+  if (params.get("lang") === "en" || params.get("lang") === "id") view.lang = params.get("lang");
+  $("#login-station").value = params.get("station") || localStorage.getItem("spbu.station") || "";
+  $("#login-user").value = localStorage.getItem("spbu.user") || "";
+  $("#login").addEventListener("submit", login);
+  $("#lang-toggle").addEventListener("click", () => {
+    view.lang = view.lang === "id" ? "en" : "id";
+    localStorage.setItem("spbu.lang", view.lang);
+    renderAll();
+  });
+  $("#confirm").addEventListener("close", () => {
+    const action = pendingAction;
+    pendingAction = null;
+    if ($("#confirm").returnValue === "ok" && action) action();
+  });
+  setInterval(renderHealth, 10000);  // ages move on without a message
+  renderStatic();
+}
+
+init();
