@@ -96,7 +96,7 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
                 Customer("eligible fill", number, token(car.vehicle_id), 30_000, "ok"),
                 Customer("capped by quota", number, token(bike.vehicle_id), 25_000, "ok"),
                 Customer("over quota", number, token(bike.vehicle_id), 5_000, "quota_exhausted"),
-                Customer("unknown QR", number, "HELLO-WORLD-123", 10_000, "unknown_qr"),
+                Customer("unknown QR", number, "SPBU2:HELLO-WORLD-123", 10_000, "unknown_qr"),
                 Customer("wrong product", number, token(truck.vehicle_id), 20_000, "wrong_product"),
                 Customer("not registered", number, token(UNREGISTERED_ID), 20_000, "not_registered"),
             ]
