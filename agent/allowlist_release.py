@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
 import os
 import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
@@ -156,15 +153,6 @@ class Releases:
         return out
 
 
-def registry_csv(entries: Iterable[tuple[int, str, int, str]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["vehicle_id", "category", "products", "status"])
-    for row in entries:
-        writer.writerow(row)
-    return out.getvalue()
-
-
 class Publisher:
     """Puts a release on the broker: chunks first, roots, then the manifest that names them."""
 
@@ -172,7 +160,10 @@ class Publisher:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         self._up = threading.Event()
         self.client.on_connect = lambda *a: self._up.set()
-        self.client.connect(host, port, keepalive=30)
+        try:
+            self.client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise ReleaseError(f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}") from exc
         self.client.loop_start()
         if not self._up.wait(10):
             raise ReleaseError(f"cannot reach the broker at {host}:{port}")
@@ -208,12 +199,3 @@ class Publisher:
 
 def table_of(entries: Iterable[tuple[int, str, int, str]]) -> build.Table:
     return build.from_entries(entries)
-
-
-def empty_table() -> build.Table:
-    return build.Table(np.zeros(0, np.uint64), np.zeros(0, np.uint8), [])
-
-
-def manifest_signed(raw: bytes) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(raw)["signed"]
-    return body
