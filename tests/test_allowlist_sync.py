@@ -174,3 +174,20 @@ def test_broker_stopped_mid_transfer_resumes(tmp_path: Path, fresh_broker: Mosqu
         assert total <= station.repo.puts <= total + 2  # at most the in-flight window again
     finally:
         station.sync.close()
+
+
+def test_cli_publish_reaches_a_station(tmp_path: Path, mosquitto: MosquittoBroker, hq: Headquarters,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    v1 = hq.release(ENTRIES)
+    root = hq.root_file()
+    assert main(["allowlist", "publish", "--repo", str(hq.releases.dir), "--root", str(root),
+                 "--host", mosquitto.host, "--port", str(mosquitto.port)]) == 0
+    assert f"published allow-list version {v1}" in capsys.readouterr().out
+    station = StationSide(mosquitto, tmp_path / "st", root)
+    try:
+        station.wait_installed(v1)
+        assert station.repo.puts == len(hq.chunks(v1))
+    finally:
+        station.sync.close()
