@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent import eligibility as el
+from agent import topics
 from agent.config import ConfigError, parse_config
 from agent.eligibility import decide
 from agent.freeze import CAPPED, CLOSED, FRESH, GRACE, OFFLINE_CAPS, FreezePolicy
@@ -95,3 +96,21 @@ def test_config_rejects_a_root_that_does_not_verify(tmp_path: Path) -> None:
     root.write_text(root.read_text().replace('"version":1', '"version":2'))
     with pytest.raises(ConfigError, match="bad signature"):
         parse_config({**BASE, "trust": {"root": str(root)}}, tmp_path)
+
+
+def test_frozen_alarm_is_listed_then_cleared_by_a_fresh_list() -> None:
+    from agent.live_view import LiveView
+
+    published: list[tuple[str, bytes]] = []
+
+    def publish(topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        published.append((topic, payload))
+        return True
+
+    live = LiveView("34.401.01", {1: "pertalite"}, publish)
+    live.alert({"type": "alert", "alert": "allowlist_frozen", "detail": "allow-list grace"})
+    assert "allowlist_frozen" in live.alerts
+    live.alert({"type": "alert", "alert": "allowlist_fresh", "detail": "allow-list fresh"})
+    assert live.alerts == {}
+    alerts = [payload for topic, payload in published if topic == topics.alerts("34.401.01")]
+    assert b"allowlist_frozen" in alerts[0] and b"allowlist_frozen" not in alerts[-1]
