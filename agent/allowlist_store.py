@@ -201,6 +201,7 @@ class AllowListStore:
         self.classes = h.classes
         self._cp = h.sections["checkpoints"][0]
         self._unary = h.sections["unary"][0]
+        self._unary_len = h.sections["unary"][1]
         self._entries = h.sections["entries"][0]
         self._rbits = h.layout.remainder_bits
         self._rmask = (1 << self._rbits) - 1
@@ -230,13 +231,18 @@ class AllowListStore:
         bit1 = min((group + 1) * self._group, self._buckets) + after
         byte0 = bit0 >> 3
         byte1 = (bit1 + 7) >> 3
+        if after < before or after > self.count or byte1 > self._unary_len:
+            raise StoreError("checkpoint section corrupt")
         nbits = (byte1 - byte0) * 8
         word = int.from_bytes(mm[self._unary + byte0:self._unary + byte1], "big")
         bits = format(word, f"0{nbits}b")[bit0 - byte0 * 8:bit1 - byte0 * 8]
         runs = bits.split("0", j + 1)  # runs[k] is bucket k's ones
         if len(runs) <= j:
             raise StoreError("unary section corrupt")
-        return before + sum(map(len, runs[:j])), len(runs[j])
+        start, n = before + sum(map(len, runs[:j])), len(runs[j])
+        if start + n > self.count:
+            raise StoreError("unary section corrupt")
+        return start, n
 
     def lookup_class(self, vehicle_id: int) -> Entry | None:
         if not 0 <= vehicle_id < 2**64 or self.count == 0:

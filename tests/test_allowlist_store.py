@@ -184,3 +184,28 @@ def test_expiry_in_manifest_is_what_eligibility_sees(tmp_path: Path) -> None:
     assert current is not None
     assert current.expires - current.created == dt.timedelta(days=3)
     assert len(current.salt) == 16
+
+
+def test_every_single_bit_flip_fails_cleanly(tmp_path: Path) -> None:
+    """Exhaustive over a small store: any one flipped bit opens or is refused, and lookups
+    answer or raise StoreError (a flipped checkpoint once made a negative bit range)."""
+    model = registry(120)
+    good = build.encode(build.from_entries((k, *v) for k, v in model.items()), 3)
+    probes = [*list(model)[:40], 1, 2**64 - 1]
+    path = tmp_path / "flipped.bin"
+    opened = 0
+    for index in range(len(good)):
+        for bit in range(8):
+            damaged = bytearray(good)
+            damaged[index] ^= 1 << bit
+            path.write_bytes(bytes(damaged))
+            try:
+                store = AllowListStore(path)
+            except StoreError:
+                continue
+            opened += 1
+            with store:
+                for vid in probes:
+                    with contextlib.suppress(StoreError):
+                        store.lookup_class(vid)
+    assert 0 < opened < len(good) * 8  # header flips are refused, body flips open
