@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
     prov.add_argument("--zone", default="WIB", choices=("WIB", "WITA", "WIT"))
     prov.add_argument("--trust", type=Path, action="append", default=[], required=True,
-                      help="headquarters' allow-list signing public key (hex file); repeatable")
+                      help="headquarters' root.json (spbu allowlist keygen), or a signing public key "
+                      "(hex file, older single-key trust); repeatable")
     prov.add_argument("--kind", default="uart", choices=("uart", "dart", "gpio"), help="pump controller")
     prov.add_argument("--board", default="/dev/spbu-relay", help="relay board or DART line device")
     prov.add_argument("--pump", action="append", default=[], metavar="N:PRODUCT:SCANNER",
@@ -336,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "no documents published")
     hq.add_argument("--name", help="collector name (default: random)")
     hq.set_defaults(func=_cmd_sim_hq)
+
+    from agent.allowlist_cli import add_allowlist_commands
+
+    add_allowlist_commands(sub)
     return parser
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.domain import PRODUCTS, ZONES
+from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
 from agent.signing import SignatureError, key_id, load_public_key_hex
+from agent.trust import TrustError, load_root
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -75,6 +77,8 @@ class StationConfig:
     # The station manager's dashboard keys (agent/manager_keys.py): key id -> public key, hex.
     # They may sign only the manager's commands (lock, unlock, acknowledge, request state).
     manager_keys: dict[str, str] = field(default_factory=dict)
+    trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
+    freeze: FreezePolicy = field(default_factory=FreezePolicy)
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -125,12 +129,13 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         raise ConfigError("[mqtt]: port out of range")
 
     trust = _get(data, "trust", dict, "config")
-    keys = _get(trust, "keys", dict, "[trust]")
+    trust_root = _trust_root(trust, base)
+    keys = _get(trust, "keys", dict, "[trust]", {}) if trust_root else _get(trust, "keys", dict, "[trust]")
     _check_keys(keys, "[trust]")
     dashboard = _get(data, "dashboard", dict, "config", {}) or {}
     manager_keys = _get(dashboard, "manager_keys", dict, "[dashboard]", {}) or {}
     _check_keys(manager_keys, "[dashboard] manager_keys")
-    if not keys:
+    if not keys and trust_root is None:
         raise ConfigError("[trust]: at least one signing key is needed")
 
     board = _get(data, "relay_board", dict, "config")
@@ -212,6 +217,8 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         timeouts=timeouts,
         edc=edc,
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
+        trust_root=trust_root,
+        freeze=_freeze(data),
     )
 
 
@@ -254,6 +261,28 @@ def _parse_edc(raw: Any) -> EdcConfig:
     return cfg
 
 
+def _trust_root(trust: dict[str, Any], base: Path) -> Path | None:
+    if "root" not in trust:
+        return None
+    path: Path = base / str(_get(trust, "root", str, "[trust]"))
+    try:
+        load_root(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"[trust]: cannot read root {path}: {exc.strerror}") from exc
+    except TrustError as exc:
+        raise ConfigError(f"[trust]: root {path}: {exc}") from exc
+    return path
+
+
+def _freeze(data: dict[str, Any]) -> FreezePolicy:
+    raw = _get(data, "freeze", dict, "config", {}) or {}
+    grace = _get(raw, "grace_h", float, "[freeze]", FreezePolicy.grace_h)
+    after = _get(raw, "after_grace", str, "[freeze]", FreezePolicy.after_grace)
+    if not 0 <= grace <= 24 * 60 or after not in AFTER_GRACE:
+        raise ConfigError(f"[freeze]: grace_h must be 0..1440 and after_grace one of {', '.join(AFTER_GRACE)}")
+    return FreezePolicy(grace, after)
+
+
 def load_config(path: Path) -> StationConfig:
     try:
         data = tomllib.loads(path.read_text())
@@ -282,6 +311,7 @@ def render_config(cfg: StationConfig) -> str:
         f"host = {_q(cfg.broker_host)}",
         f"port = {cfg.broker_port}",
         "",
+        *(["[trust]", f"root = {_q(str(cfg.trust_root))}", ""] if cfg.trust_root else []),
         "[trust.keys]",
         *[f"{_q(kid)} = {_q(key)}" for kid, key in cfg.trusted_keys.items()],
         "",
@@ -300,6 +330,10 @@ def render_config(cfg: StationConfig) -> str:
         "",
         "[timeouts]",
         *[f"{name} = {getattr(cfg.timeouts, name)}" for name in Timeouts.__dataclass_fields__],
+        "",
+        "[freeze]",
+        f"grace_h = {float(cfg.freeze.grace_h)}",
+        f"after_grace = {_q(cfg.freeze.after_grace)}",
     ]
     if cfg.edc is not None:
         lines += [

@@ -126,7 +126,7 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
                 Customer("eligible fill", number, token(car.vehicle_id), 30_000, "ok"),
                 Customer("capped by quota", number, token(bike.vehicle_id), 25_000, "ok"),
                 Customer("over quota", number, token(bike.vehicle_id), 5_000, "quota_exhausted"),
-                Customer("unknown QR", number, "HELLO-WORLD-123", 10_000, "unknown_qr"),
+                Customer("unknown QR", number, "SPBU2:HELLO-WORLD-123", 10_000, "unknown_qr"),
                 Customer("wrong product", number, token(truck.vehicle_id), 20_000, "wrong_product"),
                 Customer("not registered", number, token(UNREGISTERED_ID), 20_000, "not_registered"),
             ]
@@ -331,7 +331,7 @@ class DemoStation:
         return StationConfig(
             station_id=STATION_ID, zone="WIB", data_dir=self.workdir / "station",
             broker_host=self.broker.host, broker_port=self.broker.port,
-            trusted_keys={self.hq.key_id: self.hq.public_key_hex},
+            trusted_keys={}, trust_root=self._root_file(),
             relay_board_port=self.board.path,
             relay_board_kind="dart" if self.pump_kind == "dart" else "uart",
             relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
@@ -347,6 +347,15 @@ class DemoStation:
             return {}
         public = manager_key(STATION_ID, self.dashboard_user, self.dashboard_password).public_key()
         return {key_id(public): public_key_hex(public)}
+
+    def _root_file(self) -> Path:
+        """The root of trust headquarters provisions the station with (signed allow-list)."""
+        assert self.hq is not None
+        path = self.workdir / "root.json"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # a restarted demo station keeps the root it was provisioned with
+            path.write_bytes(self.hq.root_bytes())
+        return path
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()

@@ -2,6 +2,8 @@
 
 A new document must verify, parse, and carry a higher version than the one in force;
 otherwise it is rejected with the failed check named, and the current one keeps serving.
+The allow-list is a store synced by agent/allowlist_sync.py into `allowlist/`; the quota
+policy is a signed document of the `policy` role.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND, AllowList, DocumentError, QuotaPolicy
-from agent.signing import SignatureError, load_public_key_hex, verify_document
+from agent.allowlist_repo import AllowListRepo, SignedAllowList
+from agent.allowlist_store import StoreError
+from agent.documents import ALLOWLIST_KIND, POLICY_KIND, DocumentError, QuotaPolicy
+from agent.signing import SignatureError, verify_document
+from agent.trust import TrustError, TrustStore
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,35 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class DocumentStore:
-    def __init__(self, data_dir: Path, trusted_keys: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, trusted_keys: dict[str, str], trust_root: Path | None = None) -> None:
         self.data_dir = data_dir
-        self.trusted: dict[str, Ed25519PublicKey] = {
-            kid: load_public_key_hex(hexkey) for kid, hexkey in trusted_keys.items()
-        }
-        self.allowlist: AllowList | None = None
+        data_dir.mkdir(parents=True, exist_ok=True)
+        state = data_dir / "trust.json"
+        self.trust = (TrustStore.from_root_file(trust_root, state) if trust_root is not None
+                      else TrustStore.from_keys(trusted_keys, state))
+        self.repo = AllowListRepo(data_dir / "allowlist", self.trust)
+        self.allowlist: SignedAllowList | None = None
         self.policy: QuotaPolicy | None = None
+
+    @property
+    def trusted(self) -> dict[str, Ed25519PublicKey]:
+        """The policy role's keys (kept for callers of the single-key era)."""
+        return self.trust.keyring(POLICY_KIND)
+
+    def reload_allowlist(self) -> UpdateResult:
+        """Open what `allowlist/current` points at now (after boot, or after an install)."""
+        try:
+            fresh = self.repo.open_current()
+        except (TrustError, StoreError, OSError, ValueError) as exc:
+            return UpdateResult(ALLOWLIST_KIND, False, 0, f"installed list unusable: {exc}")
+        if fresh is None:
+            return UpdateResult(ALLOWLIST_KIND, False, 0, "no allow-list installed yet")
+        old, self.allowlist = self.allowlist, fresh
+        if old is not None:
+            old.close()
+        # The floor is raised by the install itself, never here: after a key rotation reset it,
+        # a restart must not put it back from the version still on disk.
+        return UpdateResult(ALLOWLIST_KIND, True, fresh.version, "installed")
 
     def path(self, kind: str) -> Path:
         return self.data_dir / f"{kind}.signed"
@@ -54,20 +81,29 @@ class DocumentStore:
     def load_saved(self) -> list[UpdateResult]:
         """At boot: re-verify what was saved; a corrupt file is reported, not trusted."""
         results = []
-        for kind in (ALLOWLIST_KIND, POLICY_KIND):
-            path = self.path(kind)
-            if path.exists():
-                results.append(self.offer(kind, path.read_bytes(), persist=False))
+        if (self.data_dir / "allowlist" / "current").exists():
+            results.append(self.reload_allowlist())
+        path = self.path(POLICY_KIND)
+        if path.exists():
+            results.append(self.offer(POLICY_KIND, path.read_bytes(), persist=False))
         return results
 
+    def _verify_policy(self, data: bytes) -> dict[str, object]:
+        if b'"signatures"' in data:
+            return self.trust.verify(POLICY_KIND, data)
+        if self.trust.threshold(POLICY_KIND) > 1:
+            raise TrustError("threshold not met", "a single-key envelope cannot meet the policy threshold")
+        return verify_document(data, POLICY_KIND, self.trust.keyring(POLICY_KIND))
+
     def offer(self, kind: str, data: bytes, persist: bool = True) -> UpdateResult:
+        if kind != POLICY_KIND:
+            return UpdateResult(kind, False, 0, "the allow-list comes as a signed manifest and chunks "
+                                                "(hq/v1/allowlist/manifest), not as one document")
         try:
-            body = verify_document(data, kind, self.trusted)
-            doc: AllowList | QuotaPolicy
-            doc = AllowList.from_body(body) if kind == ALLOWLIST_KIND else QuotaPolicy.from_body(body)
-        except (SignatureError, DocumentError) as exc:
+            doc = QuotaPolicy.from_body(self._verify_policy(data))
+        except (SignatureError, DocumentError, TrustError) as exc:
             return UpdateResult(kind, False, 0, str(exc))
-        current = self.allowlist if kind == ALLOWLIST_KIND else self.policy
+        current = self.policy
         if current is not None:
             if doc.version < current.version:
                 return UpdateResult(kind, False, doc.version,
@@ -76,8 +112,5 @@ class DocumentStore:
                 return UpdateResult(kind, False, doc.version, "already current")
         if persist:
             atomic_write(self.path(kind), data)
-        if isinstance(doc, AllowList):
-            self.allowlist = doc
-        else:
-            self.policy = doc
+        self.policy = doc
         return UpdateResult(kind, True, doc.version, "installed")

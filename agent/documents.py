@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
 
@@ -170,3 +170,15 @@ def _caps(value: object) -> dict[str, int]:
             raise DocumentError(f"offline_caps_l: unknown product {product!r}")
         caps[product] = _litres(litres, f"offline_caps_l.{product}")
     return caps
+
+
+class AllowListView(Protocol):
+    """What eligibility needs of an allow-list (agent/allowlist_repo.SignedAllowList)."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def created(self) -> dt.datetime: ...
+    @property
+    def expires(self) -> dt.datetime: ...
+    def lookup(self, vehicle_id: int) -> Vehicle | None: ...

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from agent.documents import AllowList, QuotaPolicy, Vehicle
+from agent.documents import AllowListView, QuotaPolicy, Vehicle
 from agent.domain import STATUS_SUSPENDED, ZONES
+from agent.freeze import CLOSED, FRESH, FreezePolicy
 from agent.tokens import TokenError, decode_token
 
 # Refusal reasons (codes are stable; agent/messages.py words them for the attendant).
@@ -62,17 +63,22 @@ def parse_vehicle(text: str) -> int | None:
 def decide(
     vehicle_id: int | None,
     product: str,
-    allowlist: AllowList | None,
+    allowlist: AllowListView | None,
     policy: QuotaPolicy | None,
     used_ml: int,
     requested_ml: int | None,
     now_utc: dt.datetime,
+    freeze: FreezePolicy | None = None,
 ) -> Decision:
     if vehicle_id is None:
         return Decision(False, UNKNOWN_QR)
     if allowlist is None or policy is None:
         return Decision(False, NO_LIST, vehicle_id=vehicle_id)
-    if now_utc >= allowlist.expires or now_utc >= policy.expires:
+    # An expired list: without a freeze policy, refuse; with one, its grace period serves
+    # under the offline caps (agent/freeze.py says why).
+    frozen = FRESH if freeze is None and now_utc < allowlist.expires else (
+        freeze.state(now_utc, allowlist.expires) if freeze is not None else CLOSED)
+    if frozen == CLOSED or now_utc >= policy.expires:
         return Decision(False, LIST_EXPIRED, vehicle_id=vehicle_id)
     vehicle = allowlist.lookup(vehicle_id)
     if vehicle is None:
@@ -90,7 +96,7 @@ def decide(
             return Decision(False, WRONG_PRODUCT, vehicle, vehicle_id)
     # A list that has not been refreshed for long may miss revocations: serve, but within
     # the policy's offline caps (never unchecked).
-    offline = (now_utc - allowlist.created).total_seconds() > policy.offline_after_s
+    offline = (now_utc - allowlist.created).total_seconds() > policy.offline_after_s or frozen != FRESH
     if offline and policy.offline_caps_ml and product in policy.offline_caps_ml:
         category_limit = min(category_limit, policy.offline_caps_ml[product])
     remaining = category_limit - used_ml

@@ -22,7 +22,8 @@ Publish = Callable[[str, bytes, int, bool], bool]
 RECENT_MAX = 20
 FLOW_INTERVAL_S = 0.5
 # Alerts that end another: a trusted clock clears "clock_untrusted", and so on.
-CLEARS = {"clock_trusted": "clock_untrusted", "estop_released": "estop", "outbox_drained": "outbox_growing"}
+CLEARS = {"clock_trusted": "clock_untrusted", "estop_released": "estop", "outbox_drained": "outbox_growing",
+          "allowlist_fresh": "allowlist_frozen"}
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,30 @@ def read_trust(paths: list[Path]) -> dict[str, str]:
     return keys
 
 
+def _is_root(path: Path) -> bool:
+    try:
+        return path.read_bytes()[:1] == b"{"
+    except OSError as exc:
+        raise ProvisionError(f"{path}: {exc.strerror}") from exc
+
+
+def install_root(paths: list[Path], etc: Path) -> Path:
+    """Copy headquarters' root.json (from `spbu allowlist keygen`) beside the config, verified."""
+    from agent.trust import TrustError, load_root
+
+    if len(paths) > 1:
+        raise ProvisionError("give one root.json")
+    data = paths[0].read_bytes()
+    try:
+        load_root(data)
+    except TrustError as exc:
+        raise ProvisionError(f"{paths[0]}: not a valid root of trust ({exc})") from exc
+    etc.mkdir(parents=True, exist_ok=True)
+    target = etc / "root.json"
+    target.write_bytes(data)
+    return target
+
+
 def make_station_key_and_csr(station: str, keys_dir: Path, certs_dir: Path, force: bool) -> tuple[Path, Path]:
     key_path = keys_dir / "station.key"
     csr_path = certs_dir / "station.csr"
@@ -89,10 +113,13 @@ def provision(station: str, zone: str, etc: Path, data: Path, trust: list[Path],
     pump_configs = tuple(parse_pump(text, i, 100) for i, text in enumerate(pumps))
     if not pump_configs:
         raise ProvisionError("give at least one --pump NUMBER:PRODUCT:SCANNER")
+    roots = [p for p in trust if _is_root(p)]
+    trust_root = install_root(roots, etc) if roots else None
+    keys = read_trust([p for p in trust if p not in roots]) if len(roots) < len(trust) else {}
     config = StationConfig(
         station_id=station, zone=zone, data_dir=data, broker_host="127.0.0.1", broker_port=broker_port,
-        trusted_keys=read_trust(trust), relay_board_port=board_port, pumps=pump_configs,
-        relay_board_kind=kind, relay_board_baud=9600 if kind == "dart" else 115200)
+        trusted_keys=keys, relay_board_port=board_port, pumps=pump_configs,
+        relay_board_kind=kind, relay_board_baud=9600 if kind == "dart" else 115200, trust_root=trust_root)
     (etc / "keys").mkdir(parents=True, exist_ok=True)
     (etc / "certs").mkdir(parents=True, exist_ok=True)
     config_path.write_text(render_config(config))
@@ -105,7 +132,8 @@ def provision(station: str, zone: str, etc: Path, data: Path, trust: list[Path],
               Check("station key", True, f"{key_path} (EC P-256, mode 600)"),
               Check("certificate request", True, f"{csr_path}: send it to headquarters, put the signed "
                     f"certificate at {etc / 'certs' / 'station.crt'}"),
-              Check("root of trust", True, ", ".join(sorted(config.trusted_keys)))]
+              Check("root of trust", True, f"{trust_root} (TUF-style root, roles allowlist, policy, tokens, "
+                    "commands)" if trust_root else ", ".join(sorted(config.trusted_keys)))]
     devices = [("pump controller", board_port)] if kind != "gpio" else []
     devices += [(f"scanner pump {p.number}", p.scanner_port) for p in pump_configs]
     for name, path in devices:

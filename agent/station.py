@@ -20,6 +20,7 @@ from typing import Any
 
 from agent import __version__, homeassistant, topics
 from agent import session as ps
+from agent.allowlist_sync import AllowListSync, SyncEvent
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
@@ -34,6 +35,7 @@ from agent.eligibility import (
     Decision,
     decide,
 )
+from agent.freeze import FRESH
 from agent.journal import Journal, SessionRow, insert_outbox
 from agent.killpoints import killpoint
 from agent.live_view import LiveSession, LiveView
@@ -42,7 +44,7 @@ from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
-from agent.scan_identity import identify, keyring_from_hex, legacy_salt_of
+from agent.scan_identity import identify, legacy_salt_of
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -125,8 +127,8 @@ class Station:
         self.listeners = listeners or []
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(config.data_dir / "journal.sqlite")
-        self.docs = DocumentStore(config.data_dir, config.trusted_keys)
-        self.token_keys = keyring_from_hex(config.trusted_keys)  # the trust root's `tokens` role
+        self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
+        self.token_keys = self.docs.trust.keyring("tokens")  # the trust root's `tokens` role
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
@@ -137,6 +139,10 @@ class Station:
             for p in config.pumps
         ]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)
+        self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
+                                            self.docs.repo, self.docs.trust, self.events.put)
+        self.allowlist_sync_state: dict[str, Any] = {"state": "idle"}
+        self._freeze_state = FRESH
         self.board_connected = False
         self.clock = ClockGuard(config.zone)
         self._clock_trusted = True
@@ -151,9 +157,10 @@ class Station:
             self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
             self._open_prepaid, self._queue_record,
             tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line)
-        # Signed commands: the `commands` keyring (today the [trust] keys), nonces and locks.
+        # Signed commands: the trust root's `commands` role (plus the station manager's
+        # dashboard key for the manager's commands), nonces and locks.
         self.command_store = CommandStore(config.data_dir / "commands.sqlite")
-        self.command_gate = CommandGate(config.station_id, keyring_from_config(config.trusted_keys),
+        self.command_gate = CommandGate(config.station_id, self.docs.trust.keyring("commands"),
                                         self.command_store, keyring_from_config(config.manager_keys))
         self.locked: set[int] = self.command_store.locked()
         self.config_path: Path | None = None  # re-read by the reload_config command
@@ -222,9 +229,11 @@ class Station:
         for scanner in self.scanners:
             scanner.start()
         self.link.start()
+        self.allowlist_sync.start()
         self.ready.set()
 
     def close(self) -> None:
+        self.allowlist_sync.close()
         self.link.close(offline_state={"state": "offline", "at": utc_now().isoformat()})
         for scanner in self.scanners:
             scanner.close()
@@ -327,6 +336,8 @@ class Station:
             self.payments.on_event(event)
         elif isinstance(event, PaymentSelect):
             self.payments.select(event.pump, event.choice)
+        elif isinstance(event, SyncEvent):
+            self._allowlist_event(event)
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("station", self.config.station_id)
@@ -420,7 +431,8 @@ class Station:
         day = clock.quota_day
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
-                          used + reserved, requested_ml, clock.effective)
+                          used + reserved, requested_ml, clock.effective, self.config.freeze)
+        self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
@@ -770,6 +782,33 @@ class Station:
             "policy_version": self.docs.policy.version if self.docs.policy else 0,
             "outbox_depth": self.journal.outbox_depth(),
             "pumps": pump_states(self),
+            "allowlist_sync": {**self.allowlist_sync_state, "freeze": self._freeze_state},
         }
         self.link.publish(topics.state(self.config.station_id), json.dumps(state).encode(),
                           qos=1, retain=True)
+
+    # --- signed allow-list sync (agent/allowlist_sync.py) --------------------------------
+
+    def _allowlist_event(self, event: SyncEvent) -> None:
+        if event.kind == "progress":
+            self.allowlist_sync_state = {"state": "syncing", **event.progress()}
+        elif event.kind == "installed":
+            self.allowlist_sync_state = {"state": "installed", "version": event.version}
+            self._report_update(self.docs.reload_allowlist())
+            self._check_freeze(utc_now())
+        elif event.kind == "rejected":
+            self.allowlist_sync_state = {"state": "rejected", "version": event.version, "check": event.check}
+            self._emit({"type": "alert", "alert": "allowlist_rejected", "check": event.check,
+                        "detail": event.detail})
+        if self.link.connected:
+            self._publish_state()
+
+    def _check_freeze(self, now: dt.datetime) -> None:
+        """Raise (once) the alarm for an expired list, and clear it when a fresh one comes."""
+        allowlist = self.docs.allowlist
+        state = FRESH if allowlist is None else self.config.freeze.state(now, allowlist.expires)
+        if state != self._freeze_state:
+            self._freeze_state = state
+            self._emit({"type": "alert", "alert": "allowlist_frozen" if state != FRESH else "allowlist_fresh",
+                        "detail": f"allow-list {state}; policy: {self.config.freeze.grace_h:g} h grace, "
+                                  f"then {self.config.freeze.after_grace}"})

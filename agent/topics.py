@@ -61,3 +61,16 @@ def heartbeat(station: str) -> str:
 
 
 TX_SHARED = "$share/collectors/spbu/v1/+/tx"  # several collector processes share the load
+# Signed allow-list and root of trust (issue 3): retained, content-addressed chunks.
+ALLOWLIST_MANIFEST = "hq/v1/allowlist/manifest"
+ALLOWLIST_CHUNK_PREFIX = "hq/v1/allowlist/chunk/"
+ROOT_PREFIX = "hq/v1/root/"
+ROOT_ALL = "hq/v1/root/+"
+
+
+def allowlist_chunk(sha256_hex: str) -> str:
+    return f"{ALLOWLIST_CHUNK_PREFIX}{sha256_hex}"
+
+
+def root(version: int) -> str:
+    return f"{ROOT_PREFIX}{version}"

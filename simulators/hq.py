@@ -7,16 +7,19 @@ import datetime as dt
 import json
 import logging
 import random
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import topics
+from agent import allowlist_manifest, topics, trust
+from agent.allowlist_release import Releases, table_of
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
 from agent.qrtoken import issue_token
@@ -97,6 +100,9 @@ class HeadquartersSim:
         self.rejected = 0
         self.allowlist_version = 0
         self.policy_version = 0
+        self.releases = Releases(Path(tempfile.mkdtemp(prefix="spbu-hq-releases-")))
+        self.chunk_size = allowlist_manifest.DEFAULT_CHUNK
+        self._published_chunks: set[str] = set()
         self._lock = threading.Lock()
         self._connected = threading.Event()
         # A fixed client id keeps the collector's subscription across its reconnects; runs
@@ -153,11 +159,58 @@ class HeadquartersSim:
         return sign_document(POLICY_KIND, body, self.key)
 
     def publish_documents(self) -> None:
-        self.allowlist_version += 1
         self.policy_version += 1
-        for topic, data in ((topics.ALLOWLIST, self.signed_allowlist(self.allowlist_version)),
-                            (topics.POLICY, self.signed_policy(self.policy_version))):
-            self.client.publish(topic, data, qos=1, retain=True).wait_for_publish(timeout=10)
+        self.publish_allowlist()
+        data = self.signed_policy_tuf(self.policy_version)
+        self.client.publish(topics.POLICY, data, qos=1, retain=True).wait_for_publish(timeout=10)
+
+    # --- the signed allow-list (manifest + chunks) and its root of trust -----------------
+
+    def root_bytes(self) -> bytes:
+        """A root in which this headquarters' one key holds every role (threshold 1): a
+        simulator's convenience; real deployments use `spbu allowlist keygen`."""
+        public = self.key.public_key()
+        far = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3650)
+        body = trust.root_body(1, far, {role: [public] for role in trust.ROLES}, {})
+        return trust.sign(body, [self.key])
+
+    def release_allowlist(self) -> int:
+        """Sign the registry as the next allow-list version (snapshot, delta, manifest)."""
+        table = table_of([(e.vehicle_id, e.category, e.products, e.status) for e in self.registry])
+        self.allowlist_version = self.releases.release(table, [self.key], self.validity, self.chunk_size)
+        return self.allowlist_version
+
+    def publish_allowlist(self) -> int:
+        version = self.release_allowlist()
+        chunks = self.releases.blobs(version)
+        for digest, data in chunks.items():
+            if digest not in self._published_chunks:
+                self.client.publish(topics.allowlist_chunk(digest), data, qos=1, retain=True).wait_for_publish(30)
+        for digest in self._published_chunks - set(chunks):
+            self.client.publish(topics.allowlist_chunk(digest), b"", qos=1, retain=True).wait_for_publish(30)
+        self._published_chunks = set(chunks)
+        manifest = self.releases.manifest_path(version).read_bytes()
+        self.client.publish(topics.ALLOWLIST_MANIFEST, manifest, qos=1, retain=True).wait_for_publish(timeout=10)
+        return version
+
+    def signed_policy_tuf(self, version: int) -> bytes:
+        created, expires = self._times()
+        body = {"_type": POLICY_KIND, "version": version, "created": created, "expires": expires,
+                "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
+                "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
+        return trust.sign(body, [self.key])
+
+    def install_into(self, data_dir: Path) -> None:
+        """Put the current documents straight into a station's data directory, as a
+        station that synced before would have them (benchmarks and fixtures)."""
+        from agent.docstore import DocumentStore, atomic_write
+
+        version = self.allowlist_version or self.release_allowlist()
+        docs = DocumentStore(data_dir, {self.key_id: self.public_key_hex})
+        manifest = allowlist_manifest.verify(docs.trust, self.releases.manifest_path(version).read_bytes(),
+                                             dt.datetime.now(dt.UTC))
+        docs.repo.install(manifest, self.releases.store_path(version).read_bytes())
+        atomic_write(docs.path(POLICY_KIND), self.signed_policy_tuf(max(1, self.policy_version)))
 
     # --- collector ---------------------------------------------------------------------
 

@@ -59,7 +59,10 @@ def test_bad_tokens_each_get_their_own_refusal(demo: DemoStation) -> None:
         "token_forged": _forge(good),
         "token_unknown_key": issue_token(car.vehicle_id, car.plate, TODAY, Ed25519PrivateKey.generate()),
         "token_plate_altered": _alter_plate(good, altered_plate),
-        "unknown_qr": "SPBU1:" + str(car.vehicle_id),  # the old unsigned form: anyone could type it
+        "unknown_qr": "SPBU2:" + "NOT-A-TOKEN",
+        # The old unsigned form, which anyone could type: with the signed list's salt it is a
+        # legacy opaque text, mapped through the keyed hash to an id that is not on the list.
+        "not_registered": "SPBU1:" + str(car.vehicle_id),
     }
     for reason, text in cases.items():
         before = len(demo.lines)

@@ -478,95 +478,81 @@ def signed_policy(key: Ed25519PrivateKey, version: int) -> bytes:
 
 def test_store_installs_and_persists(store: DocumentStore, signing_key: Ed25519PrivateKey) -> None:
     assert store.allowlist is None and store.policy is None
-    data = signed_allowlist(signing_key, 3)
-    result = store.offer(ALLOWLIST_KIND, data)
-    assert (result.kind, result.accepted, result.version) == (ALLOWLIST_KIND, True, 3)
-    assert result.detail == "installed"
-    assert store.allowlist is not None and store.allowlist.version == 3
-    assert store.policy is None
-    assert store.path(ALLOWLIST_KIND).read_bytes() == data
-    assert sorted(p.name for p in store.data_dir.iterdir()) == ["allowlist.signed"]  # no .tmp left over
-
-    result = store.offer(POLICY_KIND, signed_policy(signing_key, 1))
-    assert result.accepted and store.policy is not None and store.policy.version == 1
-    assert sorted(p.name for p in store.data_dir.iterdir()) == ["allowlist.signed", "policy.signed"]
+    data = signed_policy(signing_key, 3)
+    result = store.offer(POLICY_KIND, data)
+    assert (result.kind, result.accepted, result.version, result.detail) == (POLICY_KIND, True, 3, "installed")
+    assert store.policy is not None and store.policy.version == 3
+    assert store.path(POLICY_KIND).read_bytes() == data
+    assert not [p for p in store.data_dir.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_store_moves_forward(store: DocumentStore, signing_key: Ed25519PrivateKey) -> None:
-    store.offer(ALLOWLIST_KIND, signed_allowlist(signing_key, 3))
-    newer = signed_allowlist(signing_key, 10, entries=[GOOD_ENTRY])
-    result = store.offer(ALLOWLIST_KIND, newer)
+    store.offer(POLICY_KIND, signed_policy(signing_key, 3))
+    newer = signed_policy(signing_key, 10)
+    result = store.offer(POLICY_KIND, newer)
     assert result.accepted and result.version == 10
-    assert store.allowlist is not None and list(store.allowlist.vehicles) == [42]
-    assert store.path(ALLOWLIST_KIND).read_bytes() == newer
+    assert store.policy is not None and store.policy.version == 10
+    assert store.path(POLICY_KIND).read_bytes() == newer
 
 
-@pytest.mark.parametrize("kind", [ALLOWLIST_KIND, POLICY_KIND])
-def test_store_rejects_rollback_and_keeps_serving(
-    store: DocumentStore, signing_key: Ed25519PrivateKey, kind: str
-) -> None:
-    sign = signed_allowlist if kind == ALLOWLIST_KIND else signed_policy
-    current = sign(signing_key, 5)
-    assert store.offer(kind, current).accepted
-    result = store.offer(kind, sign(signing_key, 4))
-    assert not result.accepted
-    assert result.version == 4
+def test_store_rejects_rollback_and_keeps_serving(store: DocumentStore, signing_key: Ed25519PrivateKey) -> None:
+    current = signed_policy(signing_key, 5)
+    assert store.offer(POLICY_KIND, current).accepted
+    result = store.offer(POLICY_KIND, signed_policy(signing_key, 4))
+    assert (result.accepted, result.version) == (False, 4)
     assert result.detail == "rollback: version 4 < 5 in force"
-    doc = store.allowlist if kind == ALLOWLIST_KIND else store.policy
-    assert doc is not None and doc.version == 5
-    assert store.path(kind).read_bytes() == current
+    assert store.policy is not None and store.policy.version == 5
+    assert store.path(POLICY_KIND).read_bytes() == current
 
 
 def test_store_same_version_is_already_current(store: DocumentStore, signing_key: Ed25519PrivateKey) -> None:
-    current = signed_allowlist(signing_key, 5)
-    store.offer(ALLOWLIST_KIND, current)
-    # Same version, different content: still not installed; the one in force keeps serving.
-    result = store.offer(ALLOWLIST_KIND, signed_allowlist(signing_key, 5, entries=[GOOD_ENTRY]))
+    current = signed_policy(signing_key, 5)
+    store.offer(POLICY_KIND, current)
+    body = {**policy_body(5), "max_fill_l": 50}  # same version, different content
+    result = store.offer(POLICY_KIND, sign_document(POLICY_KIND, body, signing_key))
     assert (result.accepted, result.version, result.detail) == (False, 5, "already current")
-    assert store.allowlist is not None and len(store.allowlist.vehicles) == len(REGISTRY)
-    assert store.path(ALLOWLIST_KIND).read_bytes() == current
+    assert store.policy is not None and store.policy.max_fill_ml == 200_000
+    assert store.path(POLICY_KIND).read_bytes() == current
 
 
 def test_store_rejects_unverified_and_malformed(store: DocumentStore, signing_key: Ed25519PrivateKey) -> None:
-    current = signed_allowlist(signing_key, 5)
-    store.offer(ALLOWLIST_KIND, current)
-
-    stranger = signed_allowlist(Ed25519PrivateKey.generate(), 6)
-    result = store.offer(ALLOWLIST_KIND, stranger)
+    current = signed_policy(signing_key, 5)
+    store.offer(POLICY_KIND, current)
+    result = store.offer(POLICY_KIND, signed_policy(Ed25519PrivateKey.generate(), 6))
     assert (result.accepted, result.version) == (False, 0)
     assert result.detail.startswith("unknown signing key")
-
-    malformed = sign_document(ALLOWLIST_KIND, allowlist_body(7, entries=[_entry(1, "tractor")]), signing_key)
-    result = store.offer(ALLOWLIST_KIND, malformed)
-    assert not result.accepted and result.detail == "entry 0: unknown category 'tractor'"
-
-    result = store.offer(ALLOWLIST_KIND, signed_policy(signing_key, 8))
+    malformed = sign_document(POLICY_KIND, {**policy_body(7), "limits_l": {"avtur": {}}}, signing_key)
+    result = store.offer(POLICY_KIND, malformed)
+    assert not result.accepted and result.detail == "limits_l: unknown product 'avtur'"
+    result = store.offer(POLICY_KIND, signed_allowlist(signing_key, 8))
     assert not result.accepted and result.detail.startswith("wrong kind")
-
-    assert store.allowlist is not None and store.allowlist.version == 5
-    assert store.path(ALLOWLIST_KIND).read_bytes() == current
+    # The allow-list is no longer a single document: offering one changes nothing.
+    result = store.offer(ALLOWLIST_KIND, signed_allowlist(signing_key, 9))
+    assert not result.accepted and "manifest" in result.detail
+    assert store.allowlist is None
+    assert store.policy is not None and store.policy.version == 5
+    assert store.path(POLICY_KIND).read_bytes() == current
 
 
 def test_store_failed_write_leaves_old_file_and_document(
     store: DocumentStore, signing_key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    current = signed_allowlist(signing_key, 1)
-    store.offer(ALLOWLIST_KIND, current)
+    current = signed_policy(signing_key, 1)
+    store.offer(POLICY_KIND, current)
 
     def power_cut(src: object, dst: object) -> None:
         raise OSError("power cut before rename")
 
     monkeypatch.setattr(os, "replace", power_cut)
     with pytest.raises(OSError, match="power cut"):
-        store.offer(ALLOWLIST_KIND, signed_allowlist(signing_key, 2))
-    assert store.allowlist is not None and store.allowlist.version == 1
-    assert store.path(ALLOWLIST_KIND).read_bytes() == current
+        store.offer(POLICY_KIND, signed_policy(signing_key, 2))
+    assert store.policy is not None and store.policy.version == 1
+    assert store.path(POLICY_KIND).read_bytes() == current
 
 
 def test_load_saved_reverifies_on_a_fresh_store(
     tmp_path: Path, store: DocumentStore, signing_key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store.offer(ALLOWLIST_KIND, signed_allowlist(signing_key, 3))
     store.offer(POLICY_KIND, signed_policy(signing_key, 2))
 
     def no_writes(path: Path, data: bytes) -> None:
@@ -575,9 +561,7 @@ def test_load_saved_reverifies_on_a_fresh_store(
     monkeypatch.setattr(docstore, "atomic_write", no_writes)
     fresh = DocumentStore(tmp_path, trusted_hex(signing_key))
     results = fresh.load_saved()
-    assert [(r.kind, r.accepted, r.version, r.detail) for r in results] == [
-        (ALLOWLIST_KIND, True, 3, "installed"), (POLICY_KIND, True, 2, "installed")]
-    assert fresh.allowlist == store.allowlist
+    assert [(r.kind, r.accepted, r.version, r.detail) for r in results] == [(POLICY_KIND, True, 2, "installed")]
     assert fresh.policy == store.policy
 
 
@@ -600,33 +584,33 @@ def test_load_saved_reports_corrupt_file_not_trusted(
     tmp_path: Path, store: DocumentStore, signing_key: Ed25519PrivateKey,
     corrupt: Callable[[bytes], bytes], detail: str,
 ) -> None:
-    store.offer(ALLOWLIST_KIND, signed_allowlist(signing_key, 3))
     store.offer(POLICY_KIND, signed_policy(signing_key, 2))
-    path = store.path(ALLOWLIST_KIND)
+    path = store.path(POLICY_KIND)
     path.write_bytes(corrupt(path.read_bytes()))
-
     fresh = DocumentStore(tmp_path, trusted_hex(signing_key))
-    results = {r.kind: r for r in fresh.load_saved()}
-    assert not results[ALLOWLIST_KIND].accepted
-    assert results[ALLOWLIST_KIND].detail == detail
-    assert fresh.allowlist is None
-    assert results[POLICY_KIND].accepted  # the intact one still loads
-    assert fresh.policy is not None and fresh.policy.version == 2
+    [result] = fresh.load_saved()
+    assert not result.accepted and result.detail == detail
+    assert fresh.policy is None
 
 
 def test_load_saved_with_untrusted_signer_is_rejected(tmp_path: Path, store: DocumentStore,
                                                       signing_key: Ed25519PrivateKey) -> None:
-    store.offer(ALLOWLIST_KIND, signed_allowlist(signing_key, 3))
+    store.offer(POLICY_KIND, signed_policy(signing_key, 3))
     rotated = DocumentStore(tmp_path, trusted_hex(Ed25519PrivateKey.generate()))
     [result] = rotated.load_saved()
     assert not result.accepted and result.detail.startswith("unknown signing key")
-    assert rotated.allowlist is None
+    assert rotated.policy is None
 
 
 def test_store_accepts_headquarters_simulator_documents(tmp_path: Path) -> None:
     hq = HeadquartersSim("127.0.0.1", 1, synthetic_registry(10, seed=3))  # never started: no network
+    hq.install_into(tmp_path)
     store = DocumentStore(tmp_path, {hq.key_id: hq.public_key_hex})
-    assert store.offer(ALLOWLIST_KIND, hq.signed_allowlist(1)).accepted
-    assert store.offer(POLICY_KIND, hq.signed_policy(1)).accepted
-    assert store.allowlist is not None and len(store.allowlist.vehicles) == 10
-    assert store.offer(ALLOWLIST_KIND, hq.signed_allowlist(1)).detail == "already current"
+    results = store.load_saved()
+    assert [(r.kind, r.accepted) for r in results] == [(ALLOWLIST_KIND, True), (POLICY_KIND, True)]
+    assert store.allowlist is not None and store.allowlist.store.count == 10
+    for entry in hq.registry:
+        vehicle = store.allowlist.lookup(entry.vehicle_id)
+        assert vehicle is not None and (vehicle.category, vehicle.products, vehicle.status) == (
+            entry.category, entry.products, entry.status)
+    assert store.offer(POLICY_KIND, hq.signed_policy_tuf(1)).detail == "already current"

@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         for system, history in (("empty_journal", 0), ("history_journal", args.transactions)):
             data = work / system
             data.mkdir()
-            (data / "allowlist.signed").write_bytes(hq.signed_allowlist(1))
-            (data / "policy.signed").write_bytes(hq.signed_policy(1))
+            hq.install_into(data)  # the signed allow-list store and the policy, as after a sync
             if history:
                 t0 = time.monotonic()
                 fill_history(data / "journal.sqlite", history, args.unacked)

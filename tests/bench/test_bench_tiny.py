@@ -74,3 +74,20 @@ def test_sync_benchmark_tiny(tmp_path: Path) -> None:
     targets = report["targets"]
     assert isinstance(targets, dict)
     assert targets["lost"]["met"] and targets["duplicates_stored"]["met"]
+
+
+def test_allowlist_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("allowlist", tmp_path / "allowlist.json", "--entries", "20000")
+    results = report["results"]
+    assert isinstance(results, dict)
+    assert set(results) == {"ours", "sqlite", "lmdb"}
+    for system in results.values():
+        assert system["found"] > 0 and system["hit_p99_us"] > 0
+    ours = results["ours"]
+    assert ours["delta_changes"] > 0 and ours["delta_wire_bytes"] > 0
+    # Exact and compact: smaller on disk than both baselines holding the same entries.
+    assert ours["bytes_per_entry"] < results["sqlite"]["bytes_per_entry"]
+    assert ours["bytes_per_entry"] < results["lmdb"]["bytes_per_entry"]
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["bytes_per_entry"]["target"] == 6.0 and targets["lookup_p99_us"]["target"] == 20.0
