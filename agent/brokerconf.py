@@ -45,6 +45,7 @@ class StationBroker:
     ws_port: int = 9001
     ws_interface: str = "eth0"
     dashboard_user: str = "dashboard"
+    http_dir: Path = Path("/opt/spbu/dashboard")  # the dashboard page (deploy/install.sh puts it there)
 
 
 def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLATES) -> Path:
@@ -58,7 +59,7 @@ def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLA
               "CAFILE": str(cfg.cafile.resolve()), "CERTFILE": str(cfg.certfile.resolve()),
               "KEYFILE": str(cfg.keyfile.resolve()),
               "AGENT_PORT": str(cfg.agent_port), "WS_PORT": str(cfg.ws_port), "WS_INTERFACE": cfg.ws_interface,
-              "DASHBOARD_USER": cfg.dashboard_user, "ETC": str(etc)}
+              "DASHBOARD_USER": cfg.dashboard_user, "ETC": str(etc), "HTTP_DIR": str(cfg.http_dir)}
     for name in ("station-agent.acl", "station-dashboard.acl"):
         (etc / name).write_text(render(templates / f"{name}.in", values))
     conf = etc / "spbu.conf"

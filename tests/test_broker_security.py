@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +203,10 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
                                                              tmp_path: Path) -> None:
     etc = tmp_path / "station-etc"
     cfg = StationBroker(A, "localhost", hq_broker.port, certs.ca, certs.certs / f"{A}.crt",
-                        certs.certs / f"{A}.key", agent_port=free_port(), ws_port=free_port(), ws_interface="lo")
+                        certs.certs / f"{A}.key", agent_port=free_port(), ws_port=free_port(), ws_interface="lo",
+                        http_dir=tmp_path / "www")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("<!doctype html><title>SPBU dashboard</title>")
     conf = write_station_broker(cfg, etc)
     write_password_file(etc / "dashboard.passwd", {"dashboard": "s3cret"})
     (tmp_path / "station-broker").mkdir()
@@ -238,6 +242,9 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
         assert dashboard.publish("hq/v1/allowlist", b"forged") == NOT_AUTHORISED
         assert dashboard.publish(f"hq/v1/cmd/{A}", b"signed command") == 0
         assert wait_until(lambda: agent.payloads(f"hq/v1/cmd/{A}") == [b"signed command"], 5)
+        # The same WebSockets port serves the dashboard page itself.
+        with urllib.request.urlopen(f"http://127.0.0.1:{cfg.ws_port}/index.html", timeout=5) as page:
+            assert b"SPBU dashboard" in page.read()
         assert agent.publish(f"spbu/v1/{A}/tx", b"t2") == 0  # sentinel behind the refused ones
         assert wait_until(lambda: hq.payloads(f"spbu/v1/{A}/tx") == [b"t1", b"t2"], 10), hq.topics()
         assert hq.payloads(f"spbu/v1/{B}/tx") == []
