@@ -15,7 +15,7 @@ import time
 
 from hal import dart_proto as d
 from simulators.dispenser import Dispenser, Faults
-from simulators.pty_device import PtyDevice
+from simulators.pty_device import PtyDevice, ThreadedDevice
 
 COMM_TIMEOUT_S = 1.0  # pump heads make this configurable; short, as a dead-man should be
 
@@ -117,7 +117,7 @@ class SimPump:
             self.disp.flowing = True
 
 
-class DartPumpSim:
+class DartPumpSim(ThreadedDevice):
     def __init__(self, pumps: int = 1, flow_lps: float = 40 / 60, ramp_s: float = 0.0,
                  prices: tuple[int, ...] = (10_000,), faults: Faults | None = None) -> None:
         self.device = PtyDevice()
@@ -128,22 +128,8 @@ class DartPumpSim:
         self._decoder = d.LineDecoder()
         self._controller_starts = 0  # frames "STOP + request totals": a controller (re)starting
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dart-sim", daemon=True)
+        self._make_thread("dart-sim")
         self._last = time.monotonic()
-
-    @property
-    def path(self) -> str:
-        return self.device.path
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(2)
-        self.device.close()
 
     # --- the forecourt -----------------------------------------------------------------
 

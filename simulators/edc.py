@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hal import ecr_proto as ecr
-from simulators.pty_device import PtyDevice, SerialDevice
+from simulators.pty_device import PtyDevice, SerialDevice, ThreadedDevice
 
 BEHAVIOURS = ("approve", "decline", "slow", "no_answer", "nak", "garble", "power_cycle", "offline")
 
@@ -34,7 +34,7 @@ def _ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-class EdcSim:
+class EdcSim(ThreadedDevice):
     def __init__(self, state_path: Path | None = None, port: str | None = None, baudrate: int = 9600,
                  tid: str = "T0001234", mid: str = "000885000123456", ack_timeout_ms: int = 2000) -> None:
         self.device: PtyDevice | SerialDevice = SerialDevice(port, baudrate) if port else PtyDevice()
@@ -50,25 +50,11 @@ class EdcSim:
         self._down_until = 0.0
         self._deaf_until = 0.0
         self._scheduled: list[tuple[float, ecr.Message, bool]] = []  # (when, answer, garble)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="edc-sim", daemon=True)
+        self._make_thread("edc-sim")
         self.state: dict[str, Any] = {"invoice": 0, "ledger": [], "last": None}
         if state_path is not None and state_path.exists():
             self.state = json.loads(state_path.read_text())
         self.requests: list[ecr.Message] = []  # every request that reached the terminal
-
-    @property
-    def path(self) -> str:
-        return self.device.path
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(2)
-        self.device.close()
 
     def script(self, *behaviours: str) -> None:
         with self._lock:

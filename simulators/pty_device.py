@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import threading
 import tty
 
 
@@ -64,3 +65,29 @@ class SerialDevice(FdDevice):
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.master)
+
+
+class ThreadedDevice:
+    """A simulated device's life cycle: one daemon thread serving its port until closed."""
+
+    device: PtyDevice | SerialDevice
+
+    def _make_thread(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def path(self) -> str:
+        return self.device.path
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2)
+        self.device.close()
