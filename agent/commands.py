@@ -23,6 +23,7 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,16 +184,24 @@ class CommandStore:
 class CommandGate:
     """Everything a command must pass before the station acts on it."""
 
-    def __init__(self, station: str, keyring: dict[str, Ed25519PublicKey], store: CommandStore,
-                 manager_keyring: dict[str, Ed25519PublicKey] | None = None) -> None:
+    def __init__(self, station: str,
+                 keyring: dict[str, Ed25519PublicKey] | Callable[[], dict[str, Ed25519PublicKey]],
+                 store: CommandStore, manager_keyring: dict[str, Ed25519PublicKey] | None = None) -> None:
         self.station = station
-        self.keyring = keyring
-        self.manager_keyring = {k: v for k, v in (manager_keyring or {}).items() if k not in keyring}
+        # A callable is asked at every command, so a rotated trust root applies at once.
+        self._keyring = keyring
+        self.manager_keyring = manager_keyring or {}
         self.store = store
 
+    @property
+    def keyring(self) -> dict[str, Ed25519PublicKey]:
+        return self._keyring() if callable(self._keyring) else self._keyring
+
     def admit(self, data: bytes, effective_now: dt.datetime) -> Command:
-        command = parse_command(data, {**self.manager_keyring, **self.keyring})
-        if command.key_id in self.manager_keyring and command.name not in MANAGER_COMMANDS:
+        keyring = self.keyring
+        managers = {k: v for k, v in self.manager_keyring.items() if k not in keyring}
+        command = parse_command(data, {**managers, **keyring})
+        if command.key_id in managers and command.name not in MANAGER_COMMANDS:
             raise CommandRejected(NOT_PERMITTED, f"a manager's key may not sign {command.name}")
         if command.station != self.station:
             raise CommandRejected(WRONG_STATION, f"for station {command.station}")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from agent import __version__, homeassistant, topics
 from agent import session as ps
 from agent.allowlist_sync import AllowListSync, SyncEvent
@@ -128,7 +130,6 @@ class Station:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(config.data_dir / "journal.sqlite")
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
-        self.token_keys = self.docs.trust.keyring("tokens")  # the trust root's `tokens` role
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
@@ -160,7 +161,7 @@ class Station:
         # Signed commands: the trust root's `commands` role (plus the station manager's
         # dashboard key for the manager's commands), nonces and locks.
         self.command_store = CommandStore(config.data_dir / "commands.sqlite")
-        self.command_gate = CommandGate(config.station_id, self.docs.trust.keyring("commands"),
+        self.command_gate = CommandGate(config.station_id, lambda: self.docs.trust.keyring("commands"),
                                         self.command_store, keyring_from_config(config.manager_keys))
         self.locked: set[int] = self.command_store.locked()
         self.config_path: Path | None = None  # re-read by the reload_config command
@@ -180,6 +181,11 @@ class Station:
             return DartPumps(config.relay_board_port, self.events.put, channels=len(config.pumps),
                              baudrate=config.relay_board_baud)
         return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
+
+    @property
+    def token_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The trust root's `tokens` role, as it stands now (a root rotation applies at once)."""
+        return self.docs.trust.keyring("tokens")
 
     def health(self, max_task_age_s: float = 3.0) -> tuple[bool, str]:
         """Are the device tasks going round their loops? (The caller's own loop being alive

@@ -70,3 +70,18 @@ def test_keys_manager_prints_config_lines_the_config_loader_accepts(tmp_path: Pa
     bad = subprocess.run([sys.executable, "-m", "agent", "keys", "manager", "--station", STATION,
                           "--password-file", str(short)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("spbu: error:") and "Traceback" not in bad.stderr
+
+
+def test_a_rotated_commands_role_applies_to_the_next_command(tmp_path: Path) -> None:
+    """The station hands the gate its trust root's keyring as a callable: after a root
+    rotation the new key is honoured and the retired one refused, without a restart."""
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    ring = {key_id(old.public_key()): old.public_key()}
+    command_gate = CommandGate(STATION, lambda: ring, CommandStore(tmp_path / "commands.sqlite"))
+    assert command_gate.admit(sign_command(old, STATION, LOCK_PUMP, {"pump": 1}, issued=NOW), NOW)
+    ring.clear()
+    ring[key_id(new.public_key())] = new.public_key()  # the root rotated the commands role
+    assert command_gate.admit(sign_command(new, STATION, LOCK_PUMP, {"pump": 1}, issued=NOW), NOW)
+    with pytest.raises(CommandRejected) as refused:
+        command_gate.admit(sign_command(old, STATION, LOCK_PUMP, {"pump": 1}, issued=NOW), NOW)
+    assert refused.value.reason == "unknown_key"
