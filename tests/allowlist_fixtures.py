@@ -99,7 +99,7 @@ class Station:
         self.repo = AllowListRepo(directory / "allowlist", self.trust)
         self.events: list[SyncEvent] = []
         self.sync = AllowListSync("127.0.0.1", 9, "34.401.01", self.repo, self.trust, self.events.append,
-                                  chunk_timeout_s=0.01, now=lambda: NOW)
+                                  chunk_timeout_s=30.0, now=lambda: NOW)
 
     def offer(self, manifest: bytes, chunks: dict[str, bytes] | None = None) -> None:
         self.sync._handle(topics.ALLOWLIST_MANIFEST, manifest)
