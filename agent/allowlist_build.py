@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -382,21 +381,3 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Write beside, fsync, rename: a power cut leaves no file or the whole file."""
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,6 +25,7 @@ from agent import allowlist_manifest as manifests
 from agent import topics, trust
 from agent.allowlist_store import StoreError, check_class
 from agent.domain import PRODUCTS
+from agent.durable import atomic_write
 
 CHAIN = 7
 KEEP_SNAPSHOTS = 2
@@ -100,7 +101,7 @@ class Releases:
     def salt(self) -> bytes:
         path = self.dir / "salt"
         if not path.exists():
-            build.write_durably(path, os.urandom(16).hex().encode())
+            atomic_write(path, os.urandom(16).hex().encode())
         return bytes.fromhex(path.read_text().strip())
 
     def store_path(self, version: int) -> Path:
@@ -121,10 +122,10 @@ class Releases:
         previous = self.latest()
         version = previous + 1
         snapshot = build.encode(table, version)
-        build.write_durably(self.store_path(version), snapshot)
+        atomic_write(self.store_path(version), snapshot)
         if previous and self.store_path(previous).exists():
             delta = build.diff(self.table(previous), table, previous, version)
-            build.write_durably(self.delta_path(version), build.encode_delta(delta))
+            atomic_write(self.delta_path(version), build.encode_delta(delta))
         chain: list[tuple[int, int, bytes]] = []
         v = version
         while v > max(1, version - CHAIN) and self.delta_path(v).exists():
@@ -133,7 +134,7 @@ class Releases:
         created = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
         body = manifests.manifest_body(version, created, created + validity, self.salt(), len(table),
                                        snapshot, chain, chunk_size)
-        build.write_durably(self.manifest_path(version), trust.sign(body, keys))
+        atomic_write(self.manifest_path(version), trust.sign(body, keys))
         for old in self.versions()[:-KEEP_SNAPSHOTS]:
             self.store_path(old).unlink(missing_ok=True)
         return version

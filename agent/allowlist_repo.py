@@ -21,10 +21,11 @@ from pathlib import Path
 
 from agent import allowlist_manifest as manifests
 from agent.allowlist_build import apply as apply_delta
-from agent.allowlist_build import decode_delta, encode, fsync_dir, load
+from agent.allowlist_build import decode_delta, encode, load
 from agent.allowlist_manifest import Blob, Manifest
 from agent.allowlist_store import AllowListStore, StoreError
 from agent.documents import Vehicle
+from agent.durable import atomic_write, fsync_dir
 from agent.trust import TrustError, TrustStore
 
 KEEP_VERSIONS = 2
@@ -126,12 +127,7 @@ class AllowListRepo:
             raise TrustError("truncated", f"chunk {digest[:12]} is {len(data)} bytes, declared {length}")
         if hashlib.sha256(data).hexdigest() != digest:
             raise TrustError("chunk digest mismatch", f"chunk {digest[:12]} does not match its digest")
-        tmp = self.chunks / (digest + ".part")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.chunk_path(digest))
+        atomic_write(self.chunk_path(digest), data)
 
     def missing(self, blobs: list[Blob]) -> list[tuple[str, int]]:
         out = []

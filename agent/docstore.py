@@ -8,7 +8,6 @@ policy is a signed document of the `policy` role.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.allowlist_repo import AllowListRepo, SignedAllowList
 from agent.allowlist_store import StoreError
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND, DocumentError, QuotaPolicy
+from agent.durable import atomic_write
 from agent.signing import SignatureError, verify_document
 from agent.trust import TrustError, TrustStore
 
@@ -27,21 +27,6 @@ class UpdateResult:
     accepted: bool
     version: int
     detail: str  # why it was rejected, or "installed" / "already current"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write beside, fsync, rename over, fsync the directory: a power cut leaves old or new."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class DocumentStore:

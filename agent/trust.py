@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent.durable import atomic_write
 from agent.signing import SignatureError, key_id, load_public_key_hex, public_key_hex
 
 ROLES = ("root", "allowlist", "policy", "tokens", "commands")
@@ -271,8 +272,6 @@ class TrustStore:
     def _save(self) -> None:
         if self.state_path is None:
             return
-        from agent.docstore import atomic_write  # one durable-write helper for the agent
-
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         state = {"root": base64.b64encode(self.root.raw).decode(), "floors": self.floors}
         atomic_write(self.state_path, canonical(state))

@@ -203,7 +203,8 @@ class HeadquartersSim:
     def install_into(self, data_dir: Path) -> None:
         """Put the current documents straight into a station's data directory, as a
         station that synced before would have them (benchmarks and fixtures)."""
-        from agent.docstore import DocumentStore, atomic_write
+        from agent.docstore import DocumentStore
+        from agent.durable import atomic_write
 
         version = self.allowlist_version or self.release_allowlist()
         docs = DocumentStore(data_dir, {self.key_id: self.public_key_hex})

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent import allowlist_build as build  # noqa: E402
 from agent.allowlist_store import AllowListStore, Entry  # noqa: E402
+from agent.durable import atomic_write  # noqa: E402
 
 LOOKUPS = 100_000
 TIMED = 20_000
@@ -110,7 +111,7 @@ def rss() -> tuple[float, float]:
 
 
 def build_ours(table: build.Table, path: Path) -> None:
-    build.write_durably(path, build.encode(table, 1))
+    atomic_write(path, build.encode(table, 1))
 
 
 def build_sqlite(table: build.Table, path: Path) -> None:
@@ -239,7 +240,7 @@ def delta_ours(old_path: Path, old: build.Table, new: build.Table, work: Path) -
     base, _ = build.load(old_path)
     applied = build.apply(base, build.decode_delta(wire))
     out = work / "ours-v2.bin"
-    build.write_durably(out, build.encode(applied, 2))
+    atomic_write(out, build.encode(applied, 2))
     apply_s = time.perf_counter() - t0
     assert build.sha256_file(out) == hashlib.sha256(build.encode(new, 2)).hexdigest()
     return {"delta_changes": len(delta), "delta_wire_bytes": len(wire),
