@@ -5,60 +5,38 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import topics
 from simulators.broker import MosquittoBroker
 from simulators.collector import Collector, CollectorStore, RecordError, parse_record
 from simulators.txgen import synthetic_tx
 from tests.conftest import validate
-from tests.helpers import wait_until
+from tests.helpers import MqttRecorder, wait_until
 
 STATIONS = ("34.401.01", "34.401.02")
 
 
-class Station:
+class Station(MqttRecorder):
     """A bare MQTT client standing in for stations: publishes records, collects acks."""
 
     def __init__(self, broker: MosquittoBroker) -> None:
-        self.acks: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-stations")
-        self.client.max_inflight_messages_set(200)
+        super().__init__(broker, ["hq/v1/ack/#"], "test-stations", max_inflight=200)
 
-        def connected(client: mqtt.Client, *args: Any) -> None:
-            client.subscribe("hq/v1/ack/#", qos=1)
-            ready.set()
-
-        self.client.on_connect = connected
-        self.client.on_message = self._message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert ready.wait(5)
-
-    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.acks.append({"topic": msg.topic, **json.loads(msg.payload)})
+    @property
+    def acks(self) -> list[dict[str, Any]]:
+        return [{"topic": topic, **body} for topic, body in self.received()]
 
     def acked(self) -> dict[str, str]:
-        with self._lock:
-            return {i: a["topic"] for a in self.acks for i in a["ids"]}
+        return {i: a["topic"] for a in self.acks for i in a["ids"]}
 
     def publish(self, record: dict[str, Any]) -> None:
         self.client.publish(topics.tx(record["station"]), json.dumps(record), qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.mark.integration

@@ -8,15 +8,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import topics
 from agent.commands import (
@@ -32,45 +29,23 @@ from agent.station import Station
 from agent.tokens import encode_token
 from simulators.broker import MosquittoBroker
 from tests.conftest import validate
-from tests.helpers import wait_until
+from tests.helpers import MqttRecorder, wait_until
 
 
-class Watcher:
+class Watcher(MqttRecorder):
     """Everything the station publishes, and a way to send it commands."""
 
     def __init__(self, broker: MosquittoBroker) -> None:
-        self.messages: list[tuple[str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-commands")
-
-        def connected(client: mqtt.Client, *args: Any) -> None:
-            client.subscribe("spbu/v1/#", qos=1)
-            ready.set()
-
-        self.client.on_connect = connected
-        self.client.on_message = self._message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert ready.wait(5)
-
-    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append((msg.topic, json.loads(msg.payload)))
+        super().__init__(broker, ["spbu/v1/#"], "test-commands")
 
     def on(self, topic: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [m for t, m in self.messages if t == topic]
+        return [m for _, m in self.received(lambda t: t == topic)]
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.on(topics.event(STATION_ID)) if e["type"] == kind]
 
     def send(self, data: bytes, station: str = STATION_ID) -> None:
         self.client.publish(topics.command(station), data, qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def rejected_reasons(watcher: Watcher) -> list[str]:
@@ -134,7 +109,7 @@ def test_signed_commands_against_the_real_broker(fresh_broker: MosquittoBroker, 
         assert wait_until(lambda: len(watcher.on(results)) == 5, 5)
         assert [r["ok"] for r in watcher.on(results)] == [True, True, True, True, False]
         assert watcher.on(results)[-1]["detail"] == "no active alert no-such-alert"
-        for topic, message in watcher.messages:
+        for topic, message in watcher.received():
             if topic.endswith("/event"):
                 validate("event", message)
             elif topic.endswith("/state"):

@@ -6,21 +6,18 @@ totalisers, the journal file and what headquarters stored."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.demo import DemoStation, script_customers
 from agent.journal import from_db_id
 from simulators.broker import MosquittoBroker
 from tests.conftest import validate
+from tests.helpers import MqttRecorder
 
 pytestmark = pytest.mark.integration
 
@@ -42,35 +39,14 @@ def outbox_depth(path: Path) -> int:
         db.close()
 
 
-class Recorder:
+class Recorder(MqttRecorder):
     """A plain MQTT client watching everything the station and headquarters publish."""
 
     def __init__(self, broker: MosquittoBroker) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-recorder")
-        self.client.on_connect = self._connected
-        self.client.on_message = self._message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert self._ready.wait(5)
-
-    def _connected(self, client: mqtt.Client, *args: Any) -> None:
-        client.subscribe([("spbu/v1/#", 1), ("hq/v1/#", 1)])
-        self._ready.set()
-
-    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append((msg.topic, bytes(msg.payload)))
+        super().__init__(broker, ["spbu/v1/#", "hq/v1/#"], "test-recorder")
 
     def on(self, suffix: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [json.loads(p) for t, p in self.messages if t.endswith(suffix)]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        return [m for _, m in self.received(lambda topic: topic.endswith(suffix))]
 
 
 def assert_reconciled(demo: DemoStation, start_totals: dict[int, int]) -> list[dict[str, Any]]:
