@@ -59,6 +59,16 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _serve_until_stopped(close: Callable[[], None]) -> None:
+    """A simulator's foreground: wait for Ctrl-C or SIGTERM, then shut the device down."""
+    stop = _stop_on_signals()
+    try:
+        while not stop.wait(1.0):  # a timed wait: signal handlers run between waits
+            pass
+    finally:
+        close()
+
+
 def _cmd_agent_run(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.sdnotify import Notifier
@@ -116,12 +126,7 @@ def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
     board.start()
     print(f"relay board (firmware {FIRMWARE}) on {board.path}, {args.channels} channels,"
           f" {args.flow_lpm:g} L/min, faults: {', '.join(args.fault) or 'none'}; Ctrl-C to stop", flush=True)
-    stop = _stop_on_signals()
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        board.close()
+    _serve_until_stopped(board.close)
     return 0
 
 
@@ -139,12 +144,7 @@ def _cmd_sim_edc(args: argparse.Namespace) -> int:
     edc.start()
     print(f"EDC terminal on {edc.path}, batch {args.state or 'in memory'}, script: "
           f"{', '.join(args.script) or 'approve everything'}; Ctrl-C to stop", flush=True)
-    stop = _stop_on_signals()
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        edc.close()
+    _serve_until_stopped(edc.close)
     charged = edc.net_charged()
     print(f"{len(edc.ledger())} records; still charged: Rp {sum(charged.values())} over {len(charged)} sales")
     return 0
