@@ -43,6 +43,10 @@ _TEXT: dict[str, dict[str, str]] = {
         "payment_checking": "MENUNGGU   pompa {pump}  EDC tidak menjawab, menanyakan transaksi terakhir",
         "edc_unavailable": "DITOLAK    pompa {pump}  EDC tidak tersedia, silakan bayar tunai",
         "amount_too_small": "DITOLAK    pompa {pump}  jumlah prabayar terlalu kecil",
+        "lift_nozzle": "ANGKAT     pompa {pump}  {plate}  angkat nozel {product}",
+        "wrong_grade": "DITOLAK    pompa {pump}  {plate}  tidak berhak {product}: gantung nozel ini, "
+        "angkat nozel {detail}",
+        "pump_out_of_service": "DITOLAK    pompa {pump}  pompa tidak menjawab (rusak/kabel putus), pakai pompa lain",
     },
     "en": {
         "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
@@ -82,6 +86,9 @@ _TEXT: dict[str, dict[str, str]] = {
         "payment_checking": "WAITING   pump {pump}  EDC not answering, asking for its last transaction",
         "edc_unavailable": "REFUSED   pump {pump}  EDC unavailable, please pay cash",
         "amount_too_small": "REFUSED   pump {pump}  prepaid amount too small",
+        "lift_nozzle": "LIFT      pump {pump}  {plate}  lift the {product} nozzle",
+        "wrong_grade": "REFUSED   pump {pump}  {plate}  not entitled to {product}: hang up this nozzle, lift {detail}",
+        "pump_out_of_service": "REFUSED   pump {pump}  pump not answering (fault or cable), use another pump",
     },
 }
 
