@@ -245,3 +245,54 @@ def test_shift_close_report_on_the_page_and_to_headquarters(station: tuple[DemoS
     sign_in(page, demo.attendant.number, demo.attendant.pin)  # the next tests' shift
     expect(page.locator("#pumps")).to_be_visible(timeout=10_000)
     time.sleep(0.2)
+
+
+def write_y4m(path: Path, text: str, frames: int = 10, width: int = 640, height: int = 480) -> None:
+    """A video of a QR code on white, as Chromium's fake camera plays it (YUV 4:2:0, grey)."""
+    import cv2
+    import numpy as np
+
+    from simulators.camera import qr_matrix
+
+    modules = qr_matrix(text)
+    size = min(width, height) - 60
+    code = cv2.resize(modules, (size, size), interpolation=cv2.INTER_NEAREST)
+    luma = np.full((height, width), 255, dtype=np.uint8)
+    top, left = (height - size) // 2, (width - size) // 2
+    luma[top:top + size, left:left + size] = code
+    chroma = np.full((height // 2) * (width // 2), 128, dtype=np.uint8).tobytes()
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            out.write(b"FRAME\n" + luma.tobytes() + chroma + chroma)
+
+
+def test_phone_camera_reads_a_signed_token_and_the_fill_is_authorised(
+        station: tuple[DemoStation, Events], tmp_path: Path) -> None:
+    demo, events = station
+    assert demo.attendant is not None
+    who = eligible(demo, 1, 1)
+    video = tmp_path / "token.y4m"
+    write_y4m(video, who.qr)
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}"]
+    with sync_playwright() as pw:
+        camera_browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            tab = open_phone(camera_browser, demo)
+            sign_in(tab, demo.attendant.number, demo.attendant.pin)
+            card = tab.locator(".pump[data-pump='1']")
+            expect(card).to_be_visible(timeout=10_000)
+            card.locator(".scan").click()
+            expect(tab.locator("body")).to_have_attribute("data-camera-read", "1", timeout=20_000)
+            expect(card.locator(".decision")).to_have_attribute("data-ok", "1", timeout=5_000)
+            tx_id = card.locator(".decision").get_attribute("data-tx")
+            decision = events.find("decision", pump=1, tx_id=tx_id)
+            assert decision is not None and decision["ok"], "the agent did not authorise the camera's read"
+            fill(demo, 0, 3_000)
+            assert wait_until(lambda: events.find("transaction", tx_id=tx_id) is not None, 10.0)
+            done = events.find("transaction", tx_id=tx_id)
+            assert done is not None and done["dispensed_ml"] >= 3_000
+            expect(card.locator(".last-text")).to_contain_text("L", timeout=5_000)
+        finally:
+            camera_browser.close()
