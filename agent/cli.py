@@ -30,6 +30,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CliError("--customers must be between 1 and 1000")
     if not 1 <= args.nozzles <= 2 or (args.nozzles > 1 and args.pump != "dart"):
         raise CliError("--nozzles must be 1 or 2, and more than 1 needs --pump dart")
+    if args.attendant:
+        from agent.attendant.files import AttendantPageMissing, attendant_dir
+
+        try:
+            attendant_dir()
+        except AttendantPageMissing as exc:
+            raise CliError(str(exc)) from exc
     if args.dashboard:
         from agent.dashboard_files import DashboardMissing, dashboard_dir
 
@@ -47,7 +54,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
                     json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump,
-                    dashboard=args.dashboard, nozzles=args.nozzles)
+                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -246,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
     demo.add_argument("--nozzles", type=int, default=1,
                       help="grades per DART dispenser, 1..2 (with --pump dart): the nozzle lifted decides the product")
+    demo.add_argument("--attendant", action="store_true",
+                      help="keep the station running and serve the attendant's page over TLS (prints the "
+                           "address, the device link and the attendant's number and PIN)")
     demo.add_argument("--dashboard", action="store_true",
                       help="keep the station running and serve the manager's dashboard (prints the URL)")
     demo.set_defaults(func=_cmd_demo)
