@@ -564,7 +564,11 @@ class Station:
 
     def totaliser_ml(self, pump: int) -> int | None:
         runtime = self.pumps[pump]
-        return None if runtime.device_total is None else self._ml(runtime, runtime.device_total)
+        if runtime.device_total is None:
+            if self.board_connected:
+                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+            return None
+        return self._ml(runtime, runtime.device_total)
 
     def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
         return self.payments.payment_for_tx(tx_id)
