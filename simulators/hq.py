@@ -171,7 +171,7 @@ class HeadquartersSim:
         simulator's convenience; real deployments use `spbu allowlist keygen`."""
         public = self.key.public_key()
         far = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3650)
-        body = trust.root_body(1, far, {role: [public] for role in trust.ROLES}, {})
+        body = trust.root_body(1, far, {role: [public] for role in trust.ALL_ROLES}, {})
         return trust.sign(body, [self.key])
 
     def release_allowlist(self) -> int:
