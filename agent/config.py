@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.attendant.config import AttendantConfig, AttendantConfigError, parse_attendant, parse_beep
 from agent.domain import PRODUCTS, ZONES
 from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
@@ -79,6 +80,8 @@ class StationConfig:
     manager_keys: dict[str, str] = field(default_factory=dict)
     trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
+    attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
+    scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -219,7 +222,16 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
+        **_attendant(data, {p.number for p in pumps}),
     )
+
+
+def _attendant(data: dict[str, Any], pumps: set[int]) -> dict[str, Any]:
+    try:
+        return {"attendant": parse_attendant(data.get("attendant"), pumps),
+                "scanner_beep": parse_beep(data.get("scanners"))}
+    except AttendantConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _check_keys(keys: dict[str, Any], where: str) -> None:
