@@ -31,7 +31,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  # mosquitto 2.0.11's libwebsockets offers HTTP/2 on TLS but answers http_dir
                  # requests over it with a protocol error; HTTP/1.1 works (docs/attendant.md).
                  "--disable-http2"]
-PHONE = {"width": 360, "height": 740}
 SCANS = 50
 P99_TARGET_MS = 300.0
 
@@ -53,7 +52,9 @@ def _skip_reason() -> str | None:
 if (reason := _skip_reason()) is not None:
     pytest.skip(reason, allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright  # noqa: E402
+
+PHONE: ViewportSize = {"width": 360, "height": 740}  # a cheap Android phone, portrait
 
 
 class Events:
@@ -189,9 +190,10 @@ def test_kartu_makes_the_fill_a_card_payment_on_the_edc(station: tuple[DemoStati
     receipt = events.find("receipt", pump=1, tx_id=decision["tx_id"])
     assert receipt is not None and receipt["payment"]["method"] == "card"
     assert receipt["payment"]["status"] == "paid"
-    assert demo.hq is not None and demo.attendant is not None
-    assert wait_until(lambda: any(t["tx_id"] == decision["tx_id"] for t in demo.hq.transactions()), 10.0)
-    record = next(t for t in demo.hq.transactions() if t["tx_id"] == decision["tx_id"])
+    hq = demo.hq
+    assert hq is not None and demo.attendant is not None
+    assert wait_until(lambda: any(t["tx_id"] == decision["tx_id"] for t in hq.transactions()), 10.0)
+    record = next(t for t in hq.transactions() if t["tx_id"] == decision["tx_id"])
     validate("tx", record)
     assert record["attendant"] == demo.attendant.number  # every transaction names the attendant on shift
     card.locator(".reprint").click()
