@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import config_keys
+from agent.disk_guard import DiskPolicy
 from agent.domain import PRODUCTS, ZONES
 from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
+from agent.retention import RetentionPolicy
 from agent.signing import SignatureError, key_id, load_public_key_hex
 from agent.trust import TrustError, load_root
 
@@ -79,6 +82,8 @@ class StationConfig:
     manager_keys: dict[str, str] = field(default_factory=dict)
     trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
+    disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -111,6 +116,9 @@ def _scanner_suffix(table: Any) -> str:
 
 
 def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
+    unknown = config_keys.check_known(data)
+    if unknown:
+        raise ConfigError(unknown)
     station = _get(data, "station", dict, "config")
     station_id = _get(station, "id", str, "[station]")
     if not STATION_ID.fullmatch(station_id):
@@ -122,6 +130,9 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
     if lang not in LANGUAGES:
         raise ConfigError(f"[station]: lang must be one of {', '.join(LANGUAGES)}")
     data_dir = base / _get(station, "data_dir", str, "[station]")
+    bad_dir = config_keys.check_data_dir(data_dir)
+    if bad_dir:
+        raise ConfigError(bad_dir)
 
     mqtt = _get(data, "mqtt", dict, "config")
     port = _get(mqtt, "port", int, "[mqtt]")
@@ -170,8 +181,9 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         )
         if not 1 <= pump.number <= 64:
             raise ConfigError(f"{where}: number must be 1..64")
-        if not 0 <= pump.channel <= 255:
-            raise ConfigError(f"{where}: channel must be 0..255")
+        top = config_keys.MAX_CHANNEL.get(kind, 15)
+        if not 0 <= pump.channel <= top:
+            raise ConfigError(f"{where}: channel must be 0..{top} for a {kind} pump controller")
         if not 1 <= pump.pulses_per_litre <= 100_000:
             raise ConfigError(f"{where}: pulses_per_litre must be 1..100000")
         pumps.append(pump)
@@ -219,7 +231,16 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
+        disk=_policy(config_keys.parse_disk, data.get("disk")),
+        retention=_policy(config_keys.parse_retention, data.get("retention")),
     )
+
+
+def _policy(parse: Any, raw: Any) -> Any:
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _check_keys(keys: dict[str, Any], where: str) -> None:
@@ -334,6 +355,15 @@ def render_config(cfg: StationConfig) -> str:
         "[freeze]",
         f"grace_h = {float(cfg.freeze.grace_h)}",
         f"after_grace = {_q(cfg.freeze.after_grace)}",
+        "",
+        "[disk]",
+        f"warn_free_mb = {float(cfg.disk.warn_free_mb)}",
+        f"refuse_free_mb = {float(cfg.disk.refuse_free_mb)}",
+        f"reserve_mb = {float(cfg.disk.reserve_mb)}",
+        "",
+        "[retention]",
+        f"days = {float(cfg.retention.days)}",
+        f"mask_plates = {'true' if cfg.retention.mask_plates else 'false'}",
     ]
     if cfg.edc is not None:
         lines += [

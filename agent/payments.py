@@ -173,6 +173,7 @@ class PaymentDesk:
         self._dirty = True
         self._next_try = 0.0
         self._held: dict[int, float] = {}  # pay_id -> monotonic time before which it waits
+        self._scan_texts: dict[int, str] = {}  # pay_id -> the QR a prepayment waits to authorise
         with journal.atomic() as db:
             for statement in SCHEMA:
                 db.execute(statement)
@@ -202,8 +203,11 @@ class PaymentDesk:
 
     def start_prepay(self, pump: int, scan_text: str, choice: PaymentChoice, charge: int, preset_ml: int) -> None:
         with self.journal.atomic() as db:
-            pay_id = self._insert_payment(db, pump, choice, CHARGING, None, preset_ml, scan_text)
+            # The QR's text stays in memory only (no token at rest): after a crash a prepayment
+            # without its session is refunded, never re-authorised, so it is not needed again.
+            pay_id = self._insert_payment(db, pump, choice, CHARGING, None, preset_ml, "")
             self._insert_step(db, pay_id, "qris_sale" if choice.method == "qris" else "sale", charge)
+        self._scan_texts[pay_id] = scan_text
         self._dirty = True
         killpoint("pay_before_charge")
         self._say("paying", pump, {"amount_idr": charge, "preset_ml": preset_ml})
@@ -442,8 +446,9 @@ class PaymentDesk:
                     self._say("payment_approved", pump, {"amount_idr": int(step["amount_idr"]),
                                                          "detail": answer.approval})
                     try:
-                        opened = self._open_prepaid(pump, pay["scan_text"], int(pay["preset_ml"]),
-                                                    int(pay["pay_id"]))
+                        text = self._scan_texts.pop(int(pay["pay_id"]), "")
+                        opened = bool(text) and self._open_prepaid(pump, text, int(pay["preset_ml"]),
+                                                                   int(pay["pay_id"]))
                     except Exception:  # whatever went wrong, the charge must not be left standing
                         log.exception("authorising prepayment %s failed", pay["pay_id"])
                         opened = False

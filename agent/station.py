@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import __version__, homeassistant, topics
+from agent import __version__, disk_guard, homeassistant, topics
 from agent import session as ps
 from agent.allowlist_sync import AllowListSync, SyncEvent
 from agent.clock import ClockGuard, ClockReading
@@ -46,6 +46,7 @@ from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
+from agent.retention import Retention
 from agent.scan_identity import identify, legacy_salt_of
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
@@ -167,6 +168,12 @@ class Station:
         self.config_path: Path | None = None  # re-read by the reload_config command
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
+        # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
+        self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
+        self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
+        self._disk_alarmed = disk_guard.OK
+        self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
+        self._loop_errors: dict[str, float] = {}
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -218,6 +225,7 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        self.disk.refresh()
         floor = self.journal.get_meta("wall_floor")
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
@@ -264,11 +272,23 @@ class Station:
                 self._dispatch(event)
             except Exception:  # a bug in one event must not stop the station
                 log.exception("event %r failed", event)
-        self._timers(time.monotonic())
-        self._live_tick(time.monotonic())
-        self.payments.tick(time.monotonic())
-        if self.outbox.pump(time.monotonic(), self.link.publish):
+        # Every timer and callback is guarded too: a full disk or a bug in one of them
+        # must not kill the loop (and with it the relay board's heartbeat).
+        self._guarded("timers", self._timers)
+        self._guarded("live view", self._live_tick)
+        self._guarded("payments", self.payments.tick)
+        if self._guarded("outbox", lambda now: self.outbox.pump(now, self.link.publish)):
             killpoint("published")
+
+    def _guarded(self, name: str, work: Callable[[float], Any]) -> Any:
+        try:
+            return work(time.monotonic())
+        except Exception:
+            now = time.monotonic()
+            if now - self._loop_errors.get(name, -3600.0) >= 60.0:  # once a minute, not 10 times a second
+                self._loop_errors[name] = now
+                log.exception("%s failed (the loop goes on)", name)
+            return None
 
     # --- recovery ----------------------------------------------------------------------
 
@@ -441,6 +461,10 @@ class Station:
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate)
+        if not self.disk.check().sales_allowed:  # refused only when the sale could not be journaled
+            reason = "disk_read_only" if self.disk.state.level == disk_guard.READ_ONLY else "disk_full"
+            return self._refuse(pump, Decision(False, reason, decision.vehicle, decision.vehicle_id),
+                                disk_guard.describe(self.disk.state), plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
         if prepaid is None and payment.electronic:
             if not self.payments.available:  # the terminal is off or unplugged: cash is offered
@@ -459,11 +483,18 @@ class Station:
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
         # Journal first (fsync), relay second: a crash between the two leaves a session
         # that recovery closes, never fuel that no record knows of.
-        session = self.journal.open_session(
-            self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
-            decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
-            pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
-        )
+        try:
+            session = self.journal.open_session(
+                self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
+                decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
+                pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
+            )
+        except Exception as exc:
+            if not disk_guard.is_disk_error(exc):
+                raise
+            log.error("journal cannot be written, sale refused: %s", exc)
+            return self._refuse(pump, Decision(False, "journal_unwritable", decision.vehicle, decision.vehicle_id),
+                                str(exc), plate=ident.plate)
         if prepaid is None and payment.electronic:
             self.payments.open_postpay(session, payment)
         pump.session = session
@@ -540,7 +571,12 @@ class Station:
         if isinstance(event, NozzleChange):
             pump.nozzle_up = event.up
             if event.up and pump.state == ps.AUTHORISED and pump.session is not None:
-                self.journal.mark_fuelling(pump.session.seq)
+                try:
+                    self.journal.mark_fuelling(pump.session.seq)
+                except Exception as exc:  # only recovery reads it: the fill goes on, its close is what counts
+                    if not disk_guard.is_disk_error(exc):
+                        raise
+                    log.warning("pump %d: fuelling state not journaled: %s", pump.config.number, exc)
                 self._set_state(pump, ps.FUELLING)
                 pump.last_flow_mono = time.monotonic()
                 killpoint("fuelling_journaled")
@@ -600,8 +636,9 @@ class Station:
             self.link.publish(topics.heartbeat(self.config.station_id),
                               json.dumps(heartbeat(self, utc_now())).encode(), qos=0,
                               retain=True)  # a dashboard opened now sees the last one at once
+        self._retry_closes()
         for pump in self.pumps.values():
-            if pump.session is None or pump.state == ps.RECOVERING:
+            if pump.session is None or pump.state == ps.RECOVERING or pump.session.seq in self._pending_closes:
                 continue
             if pump.state == ps.STOPPING:
                 if now - pump.stop_sent_mono > t.stop_confirm_s:
@@ -625,9 +662,16 @@ class Station:
             meta["wall_floor"] = clock.now.isoformat()
         keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
         killpoint("before_close")
-        self.journal.close_session(session, dispensed_ml, amount, reason,
-                                   None if keep else (session.tx_id, topics.tx(self.config.station_id), record),
-                                   meta, extra=keep)
+        try:
+            disk_guard.write_with_reserve(self.disk, lambda: self.journal.close_session(
+                session, dispensed_ml, amount, reason,
+                None if keep else (session.tx_id, topics.tx(self.config.station_id), record), meta, extra=keep))
+        except Exception as exc:
+            if not disk_guard.is_disk_error(exc):
+                raise
+            self._close_failed(session, dispensed_ml, reason, notify, exc)
+            return
+        self._pending_closes.pop(session.seq, None)
         killpoint("close_journaled")
         self.live.transaction(record)
         pump = self.pumps.get(session.pump)
@@ -644,6 +688,24 @@ class Station:
         self._emit({"type": "transaction", "pump": session.pump, "tx_id": session.tx_id,
                     "dispensed_ml": dispensed_ml, "amount_idr": amount, "end_reason": reason,
                     "product": session.product, "plate": mask_plate(session.plate)})
+
+    def _close_failed(self, session: SessionRow, dispensed_ml: int, reason: str, notify: bool,
+                      exc: BaseException) -> None:
+        """The journal cannot take the close (disk full even without the reserve, or read-only):
+        the session stays open, in memory and in the journal, and is retried; the pump takes
+        no new sale meanwhile. A restart would close it from the board's count."""
+        first = session.seq not in self._pending_closes
+        self._pending_closes[session.seq] = (session, dispensed_ml, reason, notify)
+        if first:
+            log.error("%s: close not journaled (%s); retrying", session.tx_id, exc)
+            self._say("close_pending", session.pump)
+            self._emit({"type": "alert", "pump": session.pump, "alert": "journal_unwritable",
+                        "detail": f"{session.tx_id}: {dispensed_ml} ml not yet journaled: {exc}"})
+
+    def _retry_closes(self) -> None:
+        for seq, (session, dispensed_ml, reason, notify) in list(self._pending_closes.items()):
+            if seq in self._pending_closes:
+                self._close(session, dispensed_ml, reason, notify)
 
     def _tx_record(self, s: SessionRow, dispensed_ml: int, amount: int, reason: str,
                    clock: ClockReading) -> dict[str, Any]:
@@ -752,7 +814,22 @@ class Station:
         self.live.condition("allowlist_expired", expired,
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        self._disk_tick()
+        self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
         self.live.new_day(self._read_clock().quota_day)
+
+    def _disk_tick(self) -> None:
+        """Free space and read-only alarms, before the disk is full: dashboard, event, attendant."""
+        state = self.disk.refresh()
+        if state.level != self._disk_alarmed:
+            self._disk_alarmed = state.level
+            alarm = "disk_ok" if state.level == disk_guard.OK else f"disk_{state.level}"
+            (log.info if state.level == disk_guard.OK else log.warning)("data disk %s: %s", state.level,
+                                                                          disk_guard.describe(state))
+            self._say(f"{alarm}_alarm", 0, detail=disk_guard.describe(state))
+            self._emit({"type": "alert", "alert": alarm, "detail": disk_guard.describe(state)})
+        for level in (disk_guard.LOW, disk_guard.FULL, disk_guard.READ_ONLY):
+            self.live.condition(f"disk_{level}", state.level == level, disk_guard.describe(state))
 
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}
