@@ -172,6 +172,7 @@ class Station:
         self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
         self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
         self._disk_alarmed = disk_guard.OK
+        self._close_retry_mono = 0.0
         self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
         self._loop_errors: dict[str, float] = {}
 
@@ -636,7 +637,9 @@ class Station:
             self.link.publish(topics.heartbeat(self.config.station_id),
                               json.dumps(heartbeat(self, utc_now())).encode(), qos=0,
                               retain=True)  # a dashboard opened now sees the last one at once
-        self._retry_closes()
+        if self._pending_closes and now - self._close_retry_mono >= 2.0:
+            self._close_retry_mono = now
+            self._retry_closes()
         for pump in self.pumps.values():
             if pump.session is None or pump.state == ps.RECOVERING or pump.session.seq in self._pending_closes:
                 continue
