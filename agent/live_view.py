@@ -107,6 +107,14 @@ class LiveView:
         self._publish_totals()
         self._publish_recent()
 
+    def payment(self, tx_id: str, payment: dict[str, Any]) -> None:
+        """A card or QRIS payment settled after its fill closed: the listed sale follows it."""
+        for item in self.recent:
+            if item.get("tx_id") == tx_id:
+                item["payment"] = {"method": payment.get("method"), "status": payment.get("status")}
+                self._publish_recent()
+                return
+
     def new_day(self, day: str) -> None:
         if day != self.totals.day:
             self.totals = Totals(day)

@@ -523,6 +523,12 @@ class PaymentDesk:
                     "payment": record["payment"], "amount_idr": record["amount_idr"],
                     "dispensed_ml": record["dispensed_ml"], "text": text})
 
+    def payment_of(self, tx_id: str) -> dict[str, Any] | None:
+        """The payment object of a sale paid by card or QRIS (None: no such payment, cash)."""
+        row = self.journal._db.execute("SELECT pay_id FROM payments WHERE tx_id=? ORDER BY pay_id DESC LIMIT 1",
+                                       (tx_id,)).fetchone()
+        return None if row is None else self.payment_object(int(row[0]))
+
     def payment_object(self, pay_id: int) -> dict[str, Any]:
         pay = self._payment(pay_id)
         steps = self._steps(pay_id)

@@ -27,6 +27,7 @@ from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
+from agent.device_watch import DeviceWatch
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import amount_idr, format_litres, mask_plate
@@ -48,6 +49,7 @@ from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepa
 from agent.presence import heartbeat, pump_states
 from agent.retention import Retention
 from agent.scan_identity import identify, legacy_salt_of
+from agent.status_socket import StatusServer, snapshot, start_line
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -105,11 +107,12 @@ OUTBOX_ALERT_DEPTH = 200
 CONDITIONS_EVERY_S = 5.0
 
 
-def _recent_item(row: dict[str, Any]) -> dict[str, Any]:
+def _recent_item(row: dict[str, Any], payment: dict[str, Any] | None) -> dict[str, Any]:
     closed = row.pop("closed_at")
     row["plate_masked"] = mask_plate(row.pop("plate"))
     row["closed_at"] = dt.datetime.fromtimestamp(closed, dt.UTC).isoformat() if closed else None
-    row["payment"] = {"method": None, "status": None}
+    payment = payment or {"method": "cash", "status": "paid"}  # no card or QRIS payment row: cash
+    row["payment"] = {"method": payment.get("method"), "status": payment.get("status")}
     return row
 
 
@@ -174,6 +177,15 @@ class Station:
         self._disk_alarmed = disk_guard.OK
         self._close_retry_mono = 0.0
         self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
+        # Speaking up: a warning once per missing device, `spbu agent status` on a local socket.
+        self.devices = DeviceWatch(time.monotonic())
+        self.devices.add("pump controller", f"{config.relay_board_kind} {config.relay_board_port}")
+        for p in config.pumps:
+            self.devices.add(f"scanner pump {p.number}", p.scanner_port)
+        if config.edc is not None:
+            self.devices.add("EDC terminal", config.edc.port)
+        self.devices.add("broker", f"{config.broker_host}:{config.broker_port}")
+        self.status = StatusServer(config.data_dir)
         self._loop_errors: dict[str, float] = {}
 
     def _make_board(self, config: StationConfig) -> PumpController:
@@ -237,7 +249,7 @@ class Station:
         self._recover()
         day = self._read_clock().quota_day
         self.live.seed(day, self.journal.day_totals(day),
-                       [_recent_item(r) for r in self.journal.recent_closed(20)])
+                       [_recent_item(r, self.payments.payment_of(r["tx_id"])) for r in self.journal.recent_closed(20)])
         self.board.start()
         if self.edc is not None:
             self.edc.start()
@@ -245,9 +257,14 @@ class Station:
             scanner.start()
         self.link.start()
         self.allowlist_sync.start()
+        self.devices.started = time.monotonic()
+        log.info("%s", start_line(self))
+        self.status.update(snapshot(self))
+        self.status.start()
         self.ready.set()
 
     def close(self) -> None:
+        self.status.close()
         self.allowlist_sync.close()
         self.link.close(offline_state={"state": "offline", "at": utc_now().isoformat()})
         for scanner in self.scanners:
@@ -352,6 +369,7 @@ class Station:
         elif isinstance(event, Incoming):
             self._incoming(event)
         elif isinstance(event, LinkState):
+            self.devices.seen("broker", event.connected)
             if event.connected:
                 self.outbox.restart()
                 self._publish_state()
@@ -360,6 +378,8 @@ class Station:
         elif isinstance(event, BoardEvent):
             self._board_event(event)
         elif isinstance(event, EdcReply | EdcLink):
+            if isinstance(event, EdcLink):
+                self.devices.seen("EDC terminal", event.connected)
             self.payments.on_event(event)
         elif isinstance(event, PaymentSelect):
             self.payments.select(event.pump, event.choice)
@@ -373,6 +393,8 @@ class Station:
             listener(event)
         if event.get("type") == "alert":
             self.live.alert(event)
+        elif event.get("type") == "receipt":  # a payment settled: the dashboard's list follows it
+            self.live.payment(str(event["tx_id"]), event["payment"])
         self.link.publish(topics.event(self.config.station_id), json.dumps(event).encode(), qos=0)
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
@@ -408,6 +430,7 @@ class Station:
         pump = self.pumps[pump_no]
         if isinstance(event, ScannerState):
             pump.scanner_connected = event.connected
+            self.devices.seen(f"scanner pump {pump_no}", event.connected)
             return
         if isinstance(event, ScanError):
             self._refuse(pump, Decision(False, "unknown_qr"), f"scanner:{event.reason}")
@@ -546,6 +569,7 @@ class Station:
     def _board_event(self, event: BoardEvent) -> None:
         if isinstance(event, BoardLink):
             self.board_connected = event.connected
+            self.devices.seen("pump controller", event.connected)
             for each in self.pumps.values():
                 if event.connected and each.state == ps.INOPERATIVE:
                     self._set_state(each, ps.after_session(each.nozzle_up))
@@ -819,6 +843,8 @@ class Station:
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
         self._disk_tick()
         self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
+        self.devices.tick(now)
+        self.status.update(snapshot(self))
         self.live.new_day(self._read_clock().quota_day)
 
     def _disk_tick(self) -> None:
