@@ -2,7 +2,7 @@
 station's age, and nothing personal stays at rest longer than it is needed.
 
 - A closed sale whose record headquarters has acknowledged (no longer in the outbox, its
-  card payment settled) gets its plate masked ('B 1234 XYZ' -> 'B ***4 XYZ'): the full
+  card payment settled) gets its plate masked ('B 1234 XYZ' -> 'B ***4 XYZ', 'B 5 XY' -> 'B * XY'): the full
   plate was needed only to show the attendant and to send it once.
 - Acknowledged sales older than `days` (default 90) are deleted, with the quota rows of
   days that old and finished payments with their steps. Headquarters holds them; the
@@ -43,6 +43,17 @@ class PruneResult:
     payments: int
 
 
+def at_rest(plate: str) -> str:
+    """The plate as kept after acknowledgement: the dashboard's mask ('B ***4 XYZ'), and a
+    one-digit number hidden too (the dashboard's mask keeps a last digit, which would be all of it)."""
+    masked = mask_plate(plate)
+    parts = masked.split()
+    if "*" not in masked and len(parts) >= 2:
+        parts[1] = "*" * len(parts[1])
+        masked = " ".join(parts)
+    return masked
+
+
 def _acknowledged_clause(db: sqlite3.Connection) -> str:
     """SQL that is true for a session row `s` whose record headquarters has acknowledged."""
     clause = "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.msg_id = s.tx_id)"
@@ -64,7 +75,7 @@ def mask_acknowledged(journal: Journal, batch: int) -> int:
         for seq, plate, done in rows:
             if not done:
                 break
-            masked_plate = mask_plate(str(plate))
+            masked_plate = at_rest(str(plate))
             if masked_plate != plate:
                 db.execute("UPDATE sessions SET plate=? WHERE seq=?", (masked_plate, seq))
             masked += 1

@@ -64,7 +64,7 @@ from hal.relay_board import (
     RelayBoard,
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead
-from hal.scanner_select import open_scanner
+from hal.scanner_select import AbsentScanner, Scanner, ScannerUnavailable, open_scanner
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +138,7 @@ class Station:
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
         self.board = self._make_board(config)
-        self.scanners = [
-            open_scanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud,
-                         suffix=SCANNER_SUFFIXES[config.scanner_suffix])
-            for p in config.pumps
-        ]
+        self.scanners = [self._open_scanner(p) for p in config.pumps]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
                                             self.docs.repo, self.docs.trust, self.events.put)
@@ -187,6 +183,14 @@ class Station:
         self.devices.add("broker", f"{config.broker_host}:{config.broker_port}")
         self.status = StatusServer(config.data_dir)
         self._loop_errors: dict[str, float] = {}
+
+    def _open_scanner(self, pump: PumpConfig) -> Scanner:
+        try:
+            return open_scanner(pump.scanner_port, self._scanner_sink(pump.number), baudrate=self.config.scanner_baud,
+                                suffix=SCANNER_SUFFIXES[self.config.scanner_suffix])
+        except ScannerUnavailable as exc:  # one pump without its scanner, not a station down
+            log.error("scanner of pump %d unavailable: %s", pump.number, exc)
+            return AbsentScanner(str(exc))
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:

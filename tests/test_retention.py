@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import agent.journal
 from agent.config import ConfigError, parse_config
 from agent.journal import Journal
-from agent.retention import MASKED_UPTO, Retention, RetentionPolicy
+from agent.retention import MASKED_UPTO, Retention, RetentionPolicy, at_rest
 from agent.signing import key_id, public_key_hex
 from tests.bench.journal_retention import SimClock, simulate
 
@@ -61,6 +61,13 @@ def test_plates_masked_only_after_acknowledgement_in_order(tmp_path: Path, clock
     assert all("*" in plate for plate in _plates(journal).values())
     assert journal.get_meta(MASKED_UPTO) == "3"
     journal.close()
+
+
+def test_at_rest_mask_hides_every_plate_number() -> None:
+    assert at_rest("B 1234 XYZ") == "B ***4 XYZ"
+    assert at_rest("B 5 XY") == "B * XY"  # the dashboard's mask would keep the one digit
+    assert at_rest(at_rest("D 77 AB")) == "D *7 AB"  # idempotent
+    assert at_rest("UNREGISTERED") == "UNREGISTERED"
 
 
 def test_card_sale_waiting_for_its_payment_keeps_its_plate(tmp_path: Path, clock: Clock) -> None:
