@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config_keys
+from agent.attendant.config import AttendantConfig, AttendantConfigError, parse_attendant, parse_beep
 from agent.disk_guard import DiskPolicy
 from agent.domain import PRODUCTS, ZONES
 from agent.freeze import AFTER_GRACE, FreezePolicy
@@ -84,6 +85,8 @@ class StationConfig:
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
     disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
+    attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
+    scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -233,6 +236,7 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         freeze=_freeze(data),
         disk=_policy(config_keys.parse_disk, data.get("disk")),
         retention=_policy(config_keys.parse_retention, data.get("retention")),
+        **_attendant(data, {p.number for p in pumps}),
     )
 
 
@@ -240,6 +244,14 @@ def _policy(parse: Any, raw: Any) -> Any:
     try:
         return parse(raw)
     except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _attendant(data: dict[str, Any], pumps: set[int]) -> dict[str, Any]:
+    try:
+        return {"attendant": parse_attendant(data.get("attendant"), pumps),
+                "scanner_beep": parse_beep(data.get("scanners"))}
+    except AttendantConfigError as exc:
         raise ConfigError(str(exc)) from exc
 
 

@@ -22,7 +22,8 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "dashboard": frozenset({"manager_keys"}),
     "relay_board": frozenset({"kind", "port", "baud", "active_high", "relay_gpio", "pulser_gpio", "nozzle_gpio",
                               "estop_gpio"}),
-    "scanners": frozenset({"baud", "suffix"}),
+    "scanners": frozenset({"baud", "suffix", "good_read_hex", "bad_read_hex"}),
+    "attendant": None,  # checked where it is parsed (agent/attendant/config.py)
     "timeouts": None,  # checked against Timeouts where it is parsed
     "edc": None,  # checked against EdcConfig where it is parsed
     "freeze": frozenset({"grace_h", "after_grace"}),
