@@ -53,6 +53,7 @@ from agent.receipt import render_receipt
 from agent.retention import Retention
 from agent.scan_identity import identify, legacy_salt_of
 from agent.status_socket import StatusServer, snapshot, start_line
+from agent.usage_link import UsageLink
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -103,6 +104,7 @@ class PumpRuntime:
     last_query_mono: float = 0.0
     verify_after_hello: bool = False  # the board rebooted: does it still know this session?
     device_total: int | None = None  # the device's own totaliser, last reported (its units)
+    cap_ml: int | None = None  # usage elsewhere arrived mid-fill: stop here (below the preset)
 
 
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
@@ -178,6 +180,10 @@ class Station:
             self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
+        # National quota: usage at other stations, from headquarters' signed feed.
+        self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
+                               lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
+                               self._emit, lambda: self.docs.policy)
         # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
         self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
         self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
@@ -385,6 +391,7 @@ class Station:
             self._incoming(event)
         elif isinstance(event, LinkState):
             self.devices.seen("broker", event.connected)
+            self.usage.on_link(event.connected, self._read_clock().quota_day, time.monotonic())
             if event.connected:
                 self.outbox.restart()
                 self._publish_state()
@@ -500,7 +507,8 @@ class Station:
         day = clock.quota_day
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
-                          used + reserved, requested_ml, clock.effective, self.config.freeze)
+                          used + reserved, requested_ml, clock.effective, self.config.freeze,
+                          self.usage.elsewhere(vehicle_id, product, day))
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate)
@@ -545,16 +553,20 @@ class Station:
         pump.opened_mono = time.monotonic()
         pump.pulses = 0
         pump.stop_sent_mono = 0.0
+        pump.cap_ml = None
         killpoint("session_journaled")
         self.board.authorize(pump.config.channel, session.seq, preset_pulses)
         killpoint("authorize_sent")
+        self.usage.opened(session, self.link.connected)
         wanted = self.docs.policy.max_fill_ml if requested_ml is None else requested_ml
-        code = "ok_offline" if decision.offline else "ok_capped" if preset_ml < wanted else "ok"
-        self._say(code, pump_no, plate=plate, product=product,
-                  remaining_ml=decision.remaining_ml, preset_ml=preset_ml)
+        code = ("ok_offline" if decision.offline else "ok_offline_share" if decision.share_capped
+                else "ok_elsewhere" if decision.elsewhere_ml else "ok_capped" if preset_ml < wanted else "ok")
+        self._say(code, pump_no, plate=plate, product=product, remaining_ml=decision.remaining_ml,
+                  preset_ml=preset_ml, elsewhere_ml=decision.elsewhere_ml)
         event = {"type": "decision", "pump": pump_no, "ok": True, "reason": "", "code": code,
                  "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
-                 "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml}
+                 "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml,
+                 "elsewhere_ml": decision.elsewhere_ml}
         self._emit(event)
         self._decided(event, plate, decision)
         return decision
@@ -573,12 +585,12 @@ class Station:
         plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
         self._say(decision.reason, pump.config.number, plate=plate,
                   product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
-                  zone=self.config.zone)
+                  zone=self.config.zone, elsewhere_ml=decision.elsewhere_ml)
         event = {"type": "decision", "pump": pump.config.number, "ok": False,
                  "reason": decision.reason, "code": decision.reason, "detail": detail,
                  "plate": mask_plate(plate) if plate else "",
                  "product": pump.config.product, "preset_ml": 0,
-                 "remaining_ml": decision.remaining_ml}
+                 "remaining_ml": decision.remaining_ml, "elsewhere_ml": decision.elsewhere_ml}
         self._emit(event)
         self._decided(event, plate, decision)
         return decision
@@ -623,7 +635,11 @@ class Station:
 
     def totaliser_ml(self, pump: int) -> int | None:
         runtime = self.pumps[pump]
-        return None if runtime.device_total is None else self._ml(runtime, runtime.device_total)
+        if runtime.device_total is None:
+            if self.board_connected:
+                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+            return None
+        return self._ml(runtime, runtime.device_total)
 
     def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
         return self.payments.payment_for_tx(tx_id)
@@ -695,6 +711,7 @@ class Station:
                 pump.last_flow_mono = time.monotonic()
                 pump.pulses = event.pulses
                 self._live_pump(pump)
+                self._check_cap(pump)
         elif isinstance(event, BoardEnd):
             # A device whose END carries no totaliser (-1) gets a fresh reading before the
             # next session may rely on it.
@@ -774,6 +791,7 @@ class Station:
         self._pending_closes.pop(session.seq, None)
         killpoint("close_journaled")
         self.live.transaction(record)
+        self.usage.closed(session, self.link.connected)
         pump = self.pumps.get(session.pump)
         if pump is not None and pump.session is not None and pump.session.seq == session.seq:
             pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
@@ -871,6 +889,35 @@ class Station:
                 killpoint("ack_applied")
         elif message.topic == topics.command(self.config.station_id):
             self._command(message.payload)
+        elif message.topic in (topics.usage(self.config.station_id), topics.USAGE_TICK):
+            self._usage_batch(message.payload)
+
+    # --- national quota: usage elsewhere (agent/usage_link.py) -----------------------------
+
+    def _usage_batch(self, payload: bytes) -> None:
+        changed = self.usage.on_message(payload, self._read_clock().quota_day)
+        for pump in self.pumps.values():
+            s = pump.session
+            if s is not None and (s.vehicle_id, s.product) in changed:
+                self._check_cap(pump)
+
+    def _check_cap(self, pump: PumpRuntime) -> None:
+        """A fill in progress for a vehicle whose quota is being or was used elsewhere (a
+        copied QR, or a first visit to this area) stops where the national quota ends."""
+        s = pump.session
+        if s is None or pump.state not in (ps.AUTHORISED, ps.FUELLING):
+            return
+        if pump.cap_ml is None:
+            elsewhere = self.usage.elsewhere(s.vehicle_id, s.product, s.quota_day)
+            allowed = s.limit_ml - s.quota_before_ml - (elsewhere.total_ml if elsewhere else 0)
+            if allowed >= s.preset_ml:
+                return
+            pump.cap_ml = max(0, allowed)
+            self._say("stopped_elsewhere", s.pump, plate=s.plate, elsewhere_ml=elsewhere.total_ml if elsewhere else 0)
+            self._emit({"type": "alert", "pump": s.pump, "alert": "quota_used_elsewhere", "tx_id": s.tx_id,
+                        "detail": f"cap {pump.cap_ml} ml below preset {s.preset_ml} ml"})
+        if self._ml(pump, pump.pulses) >= pump.cap_ml:
+            self._request_stop(pump)
 
     def _command(self, payload: bytes) -> None:
         try:
@@ -925,6 +972,13 @@ class Station:
         self.devices.tick(now)
         self.status.update(snapshot(self))
         self.live.new_day(self._read_clock().quota_day)
+        changed = self.usage.tick(now, self._read_clock().quota_day, self.link.connected)
+        if changed is not None:
+            stale, detail = changed
+            self.live.condition("usage_feed_stale", stale, detail)
+            self._say("usage_stale" if stale else "usage_fresh", 0)
+            self._emit({"type": "alert", "alert": "usage_feed_stale" if stale else "usage_feed_fresh",
+                        "detail": detail})
 
     def _disk_tick(self) -> None:
         """Free space and read-only alarms, before the disk is full: dashboard, event, attendant."""

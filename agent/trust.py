@@ -30,6 +30,10 @@ from agent.durable import atomic_write
 from agent.signing import SignatureError, key_id, load_public_key_hex, public_key_hex
 
 ROLES = ("root", "allowlist", "policy", "tokens", "commands")
+# Roles a root may name; when it does not, another role stands in (agent/national_usage.py:
+# the `usage` feed falls back to the `policy` keys).
+OPTIONAL_ROLES = ("usage",)
+ALL_ROLES = ROLES + OPTIONAL_ROLES
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 
 
@@ -150,8 +154,10 @@ class Root:
         raw_roles = signed.get("roles")
         if not isinstance(raw_roles, dict):
             raise TrustError("malformed", "root 'roles' must be an object")
-        for name in ROLES:
+        for name in ALL_ROLES:
             spec = raw_roles.get(name)
+            if name in OPTIONAL_ROLES and spec is None:
+                continue
             if not isinstance(spec, dict):
                 raise TrustError("malformed", f"root lacks role {name!r}")
             keyids, threshold = spec.get("keyids"), spec.get("threshold")
@@ -180,7 +186,9 @@ def root_body(version: int, expires: dt.datetime, role_keys: dict[str, list[Ed25
               thresholds: dict[str, int]) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     roles: dict[str, Any] = {}
-    for role in ROLES:
+    for role in ALL_ROLES:
+        if role in OPTIONAL_ROLES and role not in role_keys:
+            continue
         ids = []
         for public in role_keys[role]:
             kid = key_id(public)
@@ -260,9 +268,10 @@ class TrustStore:
         check_signatures(signed, signatures, new.keyring("root"), new.roles["root"].threshold, "root (new keys)")
         if (now or dt.datetime.now(dt.UTC)) >= new.expires:
             raise TrustError("expired", f"root version {new.version} expired {new.expires.isoformat()}")
-        changed = [r for r in ROLES if r != "root"
-                   and (set(old.roles[r].keyids), old.roles[r].threshold) != (set(new.roles[r].keyids),
-                                                                               new.roles[r].threshold)]
+        changed = [r for r in ALL_ROLES if r != "root" and old.roles.get(r) != new.roles.get(r)
+                   and (r not in old.roles or r not in new.roles
+                        or (set(old.roles[r].keyids), old.roles[r].threshold) != (set(new.roles[r].keyids),
+                                                                                  new.roles[r].threshold))]
         self.root = new
         for role in changed:
             self.floors.pop(role, None)  # fast-forward recovery: the new keys start afresh
