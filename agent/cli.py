@@ -80,7 +80,7 @@ def _cmd_agent_run(args: argparse.Namespace) -> int:
     station = Station(config)
     station.config_path = args.config  # the reload_config command re-reads it
     serve(station, Notifier(), stop)
-    return 0
+    return station.exit_code or 0  # a release switch or rollback: systemd starts us again
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

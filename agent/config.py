@@ -14,6 +14,8 @@ from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
 from agent.signing import SignatureError, key_id, load_public_key_hex
 from agent.trust import TrustError, load_root
+from agent.update_config import parse_update, render_update
+from agent.updater import UpdateConfig
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -79,6 +81,7 @@ class StationConfig:
     manager_keys: dict[str, str] = field(default_factory=dict)
     trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
+    update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -110,7 +113,7 @@ def _scanner_suffix(table: Any) -> str:
     return str(suffix)
 
 
-def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
+def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = None) -> StationConfig:
     station = _get(data, "station", dict, "config")
     station_id = _get(station, "id", str, "[station]")
     if not STATION_ID.fullmatch(station_id):
@@ -219,6 +222,7 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
+        update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
     )
 
 
@@ -290,7 +294,7 @@ def load_config(path: Path) -> StationConfig:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return parse_config(data, path.parent)
+    return parse_config(data, path.parent, path)
 
 
 def _q(text: str) -> str:
@@ -346,6 +350,8 @@ def render_config(cfg: StationConfig) -> str:
             f"response_timeout_s = {cfg.edc.response_timeout_s}",
             "scan_payments = [" + ", ".join(_q(c) for c in cfg.edc.scan_payments) + "]",
         ]
+    if cfg.update is not None:
+        lines += render_update(cfg.update)
     if cfg.manager_keys:
         lines += ["", "[dashboard.manager_keys]", *[f"{_q(k)} = {_q(v)}" for k, v in cfg.manager_keys.items()]]
     for pump in cfg.pumps:

@@ -47,6 +47,7 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.scan_identity import identify, legacy_salt_of
+from agent.updater import UpdateAgent, UpdateEvent
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -167,6 +168,9 @@ class Station:
         self.config_path: Path | None = None  # re-read by the reload_config command
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
+        # Fleet updates (agent/updater.py); exit_code set: the service loop ends, we restart.
+        self.updates = UpdateAgent(config.update, self) if config.update is not None else None
+        self.exit_code: int | None = None
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -236,9 +240,13 @@ class Station:
             scanner.start()
         self.link.start()
         self.allowlist_sync.start()
+        if self.updates is not None:
+            self.updates.start()
         self.ready.set()
 
     def close(self) -> None:
+        if self.updates is not None:
+            self.updates.close()
         self.allowlist_sync.close()
         self.link.close(offline_state={"state": "offline", "at": utc_now().isoformat()})
         for scanner in self.scanners:
@@ -344,6 +352,8 @@ class Station:
             self.payments.select(event.pump, event.choice)
         elif isinstance(event, SyncEvent):
             self._allowlist_event(event)
+        elif isinstance(event, UpdateEvent) and self.updates is not None:
+            self.updates.on_event(event)
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("station", self.config.station_id)
@@ -521,6 +531,8 @@ class Station:
                     self._set_state(each, ps.INOPERATIVE)
             return
         if isinstance(event, BoardHello):
+            if self.updates is not None:
+                self.updates.on_board_hello(event.firmware)
             # The board (re)booted with every relay open. A HELLO can also be read late
             # (it waited in the UART buffer), so ask the board which sessions it still
             # knows instead of closing them on sight.
@@ -595,6 +607,9 @@ class Station:
     def _timers(self, now: float) -> None:
         t = self.config.timeouts
         self._query_recovering(now)
+        if self.updates is not None:
+            self.updates.tick(now)
+            self.exit_code = self.updates.exit_code
         if self.link.connected and now - self._last_heartbeat >= self.heartbeat_s:
             self._last_heartbeat = now
             self.link.publish(topics.heartbeat(self.config.station_id),

@@ -1,7 +1,9 @@
 """Root of trust, TUF-style: offline root keys certify the online keys of each role.
 
 A root document lists Ed25519 keys and, per role (`root`, `allowlist`, `policy`, `tokens`,
-`commands`), which keys may sign and how many must agree. Every signed document is an
+`commands`, `software`), which keys may sign and how many must agree. `software` (signed
+release manifests, agent/release_manifest.py) is optional: a root without it trusts no
+release, so stations provisioned before fleet updates keep loading their root. Every signed document is an
 envelope {"signed": {...}, "signatures": [{"keyid", "sig"}]}; a signature covers
 b"spbu-tuf/" + signed["_type"] + b"\\n" + canonical JSON of `signed`, so a document of one
 role can never pass for another.
@@ -29,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.durable import atomic_write
 from agent.signing import SignatureError, key_id, load_public_key_hex, public_key_hex
 
-ROLES = ("root", "allowlist", "policy", "tokens", "commands")
+ROLES = ("root", "allowlist", "policy", "tokens", "commands", "software")
+OPTIONAL_ROLES = ("software",)  # absent from a root: no key may sign for it
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 
 
@@ -152,6 +155,9 @@ class Root:
             raise TrustError("malformed", "root 'roles' must be an object")
         for name in ROLES:
             spec = raw_roles.get(name)
+            if spec is None and name in OPTIONAL_ROLES:
+                roles[name] = Role((), 1)
+                continue
             if not isinstance(spec, dict):
                 raise TrustError("malformed", f"root lacks role {name!r}")
             keyids, threshold = spec.get("keyids"), spec.get("threshold")
@@ -181,6 +187,8 @@ def root_body(version: int, expires: dt.datetime, role_keys: dict[str, list[Ed25
     keys: dict[str, Any] = {}
     roles: dict[str, Any] = {}
     for role in ROLES:
+        if role in OPTIONAL_ROLES and not role_keys.get(role):
+            continue
         ids = []
         for public in role_keys[role]:
             kid = key_id(public)
@@ -221,8 +229,9 @@ class TrustStore:
         """Compatibility with configs that list `trusted_keys`: every role is any one of them,
         and the root cannot rotate (it has no root keys)."""
         keys = {kid: load_public_key_hex(hexkey) for kid, hexkey in trusted_keys.items()}
-        roles = {name: Role(tuple(keys), 1) for name in ROLES if name != "root"}
+        roles = {name: Role(tuple(keys), 1) for name in ROLES if name not in ("root", *OPTIONAL_ROLES)}
         roles["root"] = Role((), 1)
+        roles["software"] = Role((), 1)  # code updates need a real root, never a flat key list
         far = dt.datetime.max.replace(tzinfo=dt.UTC)
         store = cls(Root(1, far, keys, roles), state_path, legacy=True)
         if state_path is not None and state_path.exists():
