@@ -127,6 +127,8 @@ class Switch:
     def request_switch(self, version: str, config_ops: list[dict[str, Any]] | None = None,
                        journal_up: list[str] | None = None, journal_down: list[str] | None = None) -> None:
         state = self.load()
+        if self.current() == version:
+            return  # already there (a trial under way, or committed)
         if version in state["parked"]:
             raise ValueError(f"release {version} is parked after {PARK_AFTER} failed attempts")
         if not _complete(self.root / version):
@@ -165,12 +167,15 @@ class Switch:
         """Bring the link to one complete release and carry out what was requested."""
         state = self.load()
         self._clean(state)
+        state.setdefault("committed", self.current())
         trial = state.get("trial")
         request = state.get("request") or {}
         if trial and trial.get("phase") == "rolling_back":
             return self._rollback(state, trial["reason"])
-        if trial and self.current() != trial["version"]:
-            return self._cancel(state)
+        if trial and trial.get("phase") == "migrating":
+            if not _complete(self.root / trial["version"]):
+                return self._cancel(state)
+            return self._finish_switch(state)  # cut short by a power cut: each step again
         if trial:
             if "rollback" in request:
                 return self._rollback(state, str(request["rollback"]))
@@ -207,18 +212,23 @@ class Switch:
                              "reason": "parked" if version in state["parked"] else "not a complete release"}
             self.save(state)
             return f"switch to {version} refused"
-        state["trial"] = {"version": version, "previous": previous, "boots": 1, "phase": "migrating",
+        state["trial"] = {"version": version, "previous": previous, "boots": 0, "phase": "migrating",
                           "config": request.get("config") or [], "journal_up": request.get("journal_up") or [],
                           "journal_down": request.get("journal_down"), "started": _now()}
         self.save(state)
         killpoint("switch_trial_saved")
-        self._migrate(state["trial"])
+        return self._finish_switch(state)
+
+    def _finish_switch(self, state: dict[str, Any]) -> str:
+        """Migrate, swap: both idempotent, so a boot after a power cut simply does them again."""
+        trial = state["trial"]
+        self._migrate(trial)
         killpoint("switch_migrated")
-        self._link(version)
+        self._link(trial["version"])
         killpoint("switch_link_swapped")
-        state["trial"]["phase"] = "running"
+        trial["phase"], trial["boots"] = "running", 1
         self.save(state)
-        return f"trial of {version}"
+        return f"trial of {trial['version']}"
 
     def _cancel(self, state: dict[str, Any]) -> str:
         """A switch cut short before the link moved: undo its migrations, try again later."""

@@ -70,7 +70,7 @@ def build_venv(release: Path, version: str, base_site: Path | None = None, timeo
     steps = [[python, "-m", "venv", "--without-pip", str(venv)],
              [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
               "--no-index", "--disable-pip-version-check", "--find-links", str(release / "files" / "wheels"),
-              *(["--no-deps"] if base_site else []), f"spbu-edge=={version}"]]
+              "--ignore-installed", *(["--no-deps"] if base_site else []), f"spbu-edge=={version}"]]
     for i, command in enumerate(steps):
         try:
             subprocess.run(command, check=True, capture_output=True, timeout=timeout_s)
