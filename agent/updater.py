@@ -149,6 +149,8 @@ class ReleaseFetch:
             if exc.check != "already current":
                 self._reject("release manifest", exc)
             return None
+        if manifest.version == __version__:
+            return None  # the release we run (on trial until its health window closes)
         if self.switch.parked(manifest.version):
             self.on_event(UpdateEvent("waiting", manifest.version, "parked",
                                       "parked after two failed attempts: waiting for a newer release"))

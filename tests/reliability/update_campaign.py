@@ -92,7 +92,7 @@ def run_step(station: Path, release_dir: Path, action: str, killpoint: str = "")
 
 def invariants(station: Path) -> dict[str, Any]:
     """The station is on one complete release, with exactly its migrations applied."""
-    releases, state, config, journal = _paths(station)
+    releases, _, config, journal = _paths(station)
     current = os.readlink(releases / "current")
     problems = []
     if not is_complete(releases / current):
