@@ -160,7 +160,9 @@ def test_fleet_update_install_rollback_park_and_refusals(mosquitto: MosquittoBro
     hq, stations, reports = fleet
     a, b = stations
     for s in stations:
-        assert wait_until(lambda s=s: last_report(reports, s.station_id).get("running") == "0.1.0", 60), s.log()
+        def on_first(s: SimStation = s) -> bool:
+            return last_report(reports, s.station_id).get("running") == "0.1.0"
+        assert wait_until(on_first, 60), s.log()
 
     # 0.2.0 to the 1 % cohort: only station a takes it.
     good = tmp_path / "release-0.2.0"
@@ -217,5 +219,6 @@ def test_fleet_update_install_rollback_park_and_refusals(mosquitto: MosquittoBro
 
 def assert_rejected(reports: MqttRecorder, stations: list[SimStation], check: str) -> None:
     for s in stations:
-        assert wait_until(lambda s=s: last_report(reports, s.station_id).get("check") == check, 60), (
-            last_report(reports, s.station_id), s.log())
+        def refused(s: SimStation = s) -> bool:
+            return last_report(reports, s.station_id).get("check") == check
+        assert wait_until(refused, 60), (last_report(reports, s.station_id), s.log())

@@ -9,6 +9,7 @@ import json
 import sqlite3
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_two_failures_park_the_version(switch: Switch) -> None:
 def test_config_and_journal_migrations_run_once_and_are_undone(switch: Switch) -> None:
     assert switch.config is not None and switch.journal is not None
     before = switch.config.read_bytes()
-    ops = [{"op": "rename", "key": "relay_board.baud", "to": "relay_board.speed"},
+    ops: list[dict[str, Any]] = [{"op": "rename", "key": "relay_board.baud", "to": "relay_board.speed"},
            {"op": "set", "key": "update.health_window_s", "value": 30}]
     switch.request_switch("0.2.0", ops, ["CREATE TABLE extra (x)"], ["DROP TABLE extra"])
     switch.boot()
