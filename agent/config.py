@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.attendant.config import AttendantConfig, AttendantConfigError, parse_attendant, parse_beep
 from agent.domain import PRODUCTS, ZONES
 from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
@@ -82,6 +83,8 @@ class StationConfig:
     trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
     update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
+    attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
+    scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -223,7 +226,16 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         trust_root=trust_root,
         freeze=_freeze(data),
         update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
+        **_attendant(data, {p.number for p in pumps}),
     )
+
+
+def _attendant(data: dict[str, Any], pumps: set[int]) -> dict[str, Any]:
+    try:
+        return {"attendant": parse_attendant(data.get("attendant"), pumps),
+                "scanner_beep": parse_beep(data.get("scanners"))}
+    except AttendantConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _check_keys(keys: dict[str, Any], where: str) -> None:

@@ -281,7 +281,11 @@ class DemoStation:
     def __init__(self, pumps: int = 2, flow_lps: float = 25.0, lang: str = "id",
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
-                 dashboard: bool = False, edc: bool = False) -> None:
+                 dashboard: bool = False, edc: bool = False, attendant: bool = False,
+                 station_id: str = STATION_ID, hq: HeadquartersSim | None = None) -> None:
+        """hq: headquarters shared with other stations (started and closed by its owner)."""
+        self.station_id = station_id
+        self._shared_hq = hq
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
@@ -293,12 +297,20 @@ class DemoStation:
         if dashboard:
             from agent.dashboard_files import dashboard_dir
 
-            self.dashboard = DashboardListener(dashboard_dir(), STATION_ID,
+            self.dashboard = DashboardListener(dashboard_dir(), station_id,
                                                {self.dashboard_user: self.dashboard_password})
             assert broker is None, "the dashboard needs the demo's own broker"
-        self.broker = broker or MosquittoBroker(dashboard=self.dashboard)
-        self.registry = synthetic_registry(vehicles)
-        self.hq_key = Ed25519PrivateKey.generate()  # signs the lists and the customers' QR tokens
+        # The attendants' phones: TLS WebSockets with the station's certificate, one device per two pumps.
+        self.attendant = None
+        if attendant:
+            from simulators.attendant_setup import make_attendant_setup
+
+            assert broker is None, "the attendant's page needs the demo's own broker"
+            self.attendant = make_attendant_setup(station_id, list(self.products), self.workdir)
+        self.broker = broker or MosquittoBroker(dashboard=self.dashboard,
+                                                attendant=self.attendant.listener if self.attendant else None)
+        self.registry = hq.registry if hq else synthetic_registry(vehicles)
+        self.hq_key = hq.key if hq else Ed25519PrivateKey.generate()  # signs the lists and the QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
         self.pump_kind = pump_kind
         self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps)
@@ -329,7 +341,7 @@ class DemoStation:
     def config(self) -> StationConfig:
         assert self.hq is not None
         return StationConfig(
-            station_id=STATION_ID, zone="WIB", data_dir=self.workdir / "station",
+            station_id=self.station_id, zone="WIB", data_dir=self.workdir / "station",
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={}, trust_root=self._root_file(),
             relay_board_port=self.board.path,
@@ -339,13 +351,14 @@ class DemoStation:
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
             edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
             manager_keys=self._manager_keys(),
+            attendant=self.attendant.config if self.attendant else None,
         )
 
     def _manager_keys(self) -> dict[str, str]:
         """The dashboard user's command key, derived from the password as the browser does."""
         if self.dashboard is None:
             return {}
-        public = manager_key(STATION_ID, self.dashboard_user, self.dashboard_password).public_key()
+        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_password).public_key()
         return {key_id(public): public_key_hex(public)}
 
     def _root_file(self) -> Path:
@@ -359,9 +372,12 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
-        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
-        self.hq.start()
-        self.hq.publish_documents()
+        if self._shared_hq is not None:
+            self.hq = self._shared_hq
+        else:
+            self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
+            self.hq.start()
+            self.hq.publish_documents()
         self.board.start()
         if self.edc is not None:
             self.edc.start()
@@ -421,7 +437,7 @@ class DemoStation:
         totaliser = {n: self.board.totaliser_ml(n - 1) - self._start_totals.get(n, 0) for n in self.products}
         journal, journal_count = journal_totals(self.journal_path)
         hq: dict[int, int] = {}
-        hq_txs = [t for t in self.hq.transactions() if t.get("station") == STATION_ID]
+        hq_txs = [t for t in self.hq.transactions() if t.get("station") == self.station_id]
         for tx in hq_txs:
             hq[int(tx["pump"])] = hq.get(int(tx["pump"]), 0) + int(tx["dispensed_ml"])
         unmatched = unmatched_approvals(self.edc.ledger(), self.journal_path) if self.edc else None
@@ -431,7 +447,7 @@ class DemoStation:
     @property
     def dashboard_url(self) -> str:
         assert self.dashboard is not None
-        return f"http://127.0.0.1:{self.dashboard.port}/?station={STATION_ID}"
+        return f"http://127.0.0.1:{self.dashboard.port}/?station={self.station_id}"
 
     def close(self) -> None:
         self._stop.set()
@@ -439,7 +455,7 @@ class DemoStation:
             self._thread.join(timeout=5)
         if self.station is not None:
             self.station.close()
-        if self.hq is not None:
+        if self.hq is not None and self._shared_hq is None:
             self.hq.close()
         self.board.close()
         if self.edc is not None:
@@ -454,10 +470,10 @@ class DemoStation:
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
-             dashboard: bool = False) -> int:
+             dashboard: bool = False, attendant: bool = False) -> int:
     started = time.monotonic()
     demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard,
-                       edc=True)
+                       edc=True, attendant=attendant)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -493,7 +509,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         if json_path is not None:
             json_path.write_text(json.dumps({"ok": result.ok, **result.summary,
                                              "differences": result.differences}, indent=2) + "\n")
-        if dashboard:
+        if dashboard or attendant:
             keep_serving(demo, lang)
         return 0 if result.ok else 1
     except KeyboardInterrupt:
@@ -508,7 +524,12 @@ def keep_serving(demo: DemoStation, lang: str) -> None:
     text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
             if lang == "id" else
             "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
-    print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
-          flush=True)
+    if demo.dashboard is not None:
+        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
+              flush=True)
+    if demo.attendant is not None:
+        from simulators.attendant_setup import describe
+
+        print(describe(demo.attendant, lang), flush=True)
     while True:
         time.sleep(3600)

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent import __version__, homeassistant, topics
 from agent import session as ps
 from agent.allowlist_sync import AllowListSync, SyncEvent
+from agent.attendant import topics as attendant_topics
+from agent.attendant.desk import AttendantDesk
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
@@ -46,8 +48,10 @@ from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
+from agent.receipt import render_receipt
 from agent.scan_identity import identify, legacy_salt_of
 from agent.updater import UpdateAgent, UpdateEvent
+from agent.usage_link import UsageLink
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -61,7 +65,7 @@ from hal.relay_board import (
     PumpController,
     RelayBoard,
 )
-from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead
+from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
 from hal.scanner_select import open_scanner
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,7 @@ class PumpRuntime:
     last_query_mono: float = 0.0
     verify_after_hello: bool = False  # the board rebooted: does it still know this session?
     device_total: int | None = None  # the device's own totaliser, last reported (its units)
+    cap_ml: int | None = None  # usage elsewhere arrived mid-fill: stop here (below the preset)
 
 
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
@@ -140,7 +145,8 @@ class Station:
                          suffix=SCANNER_SUFFIXES[config.scanner_suffix])
             for p in config.pumps
         ]
-        self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)
+        self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
+                             subscribe=(attendant_topics.requests(config.station_id),) if config.attendant else ())
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
                                             self.docs.repo, self.docs.trust, self.events.put)
         self.allowlist_sync_state: dict[str, Any] = {"state": "idle"}
@@ -166,11 +172,22 @@ class Station:
                                         self.command_store, keyring_from_config(config.manager_keys))
         self.locked: set[int] = self.command_store.locked()
         self.config_path: Path | None = None  # re-read by the reload_config command
+        # The attendants' phones (agent/attendant/): sign-in, camera scans, payment choice, stop.
+        self.attendants = None if config.attendant is None else AttendantDesk(
+            config.station_id, config.attendant, self.journal,
+            lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain), self,
+            {p.number: p.product for p in config.pumps}, self._price)
+        if self.attendants is not None:
+            self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
         # Fleet updates (agent/updater.py); exit_code set: the service loop ends, we restart.
         self.updates = UpdateAgent(config.update, self) if config.update is not None else None
         self.exit_code: int | None = None
+        # National quota: usage at other stations, from headquarters' signed feed.
+        self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
+                               lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
+                               self._emit, lambda: self.docs.policy)
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -339,10 +356,13 @@ class Station:
         elif isinstance(event, Incoming):
             self._incoming(event)
         elif isinstance(event, LinkState):
+            self.usage.on_link(event.connected, self._read_clock().quota_day, time.monotonic())
             if event.connected:
                 self.outbox.restart()
                 self._publish_state()
                 self.live.publish_all(time.monotonic())
+                if self.attendants is not None:
+                    self.attendants.publish_all()
                 self._announce_to_home_assistant()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
@@ -365,6 +385,8 @@ class Station:
         self.link.publish(topics.event(self.config.station_id), json.dumps(event).encode(), qos=0)
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
+        if kw.get("plate"):  # stdout ends in journald: full plates only on the attendant's page
+            kw["plate"] = mask_plate(kw["plate"])
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
     def _set_state(self, pump: PumpRuntime, new: str) -> bool:
@@ -447,7 +469,8 @@ class Station:
         day = clock.quota_day
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
-                          used + reserved, requested_ml, clock.effective, self.config.freeze)
+                          used + reserved, requested_ml, clock.effective, self.config.freeze,
+                          self.usage.elsewhere(vehicle_id, product, day))
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate)
@@ -481,16 +504,22 @@ class Station:
         pump.opened_mono = time.monotonic()
         pump.pulses = 0
         pump.stop_sent_mono = 0.0
+        pump.cap_ml = None
         killpoint("session_journaled")
         self.board.authorize(pump.config.channel, session.seq, preset_pulses)
         killpoint("authorize_sent")
+        self.usage.opened(session, self.link.connected)
         wanted = self.docs.policy.max_fill_ml if requested_ml is None else requested_ml
-        code = "ok_offline" if decision.offline else "ok_capped" if preset_ml < wanted else "ok"
-        self._say(code, pump_no, plate=plate, product=product,
-                  remaining_ml=decision.remaining_ml, preset_ml=preset_ml)
-        self._emit({"type": "decision", "pump": pump_no, "ok": True, "reason": "", "code": code,
-                    "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
-                    "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
+        code = ("ok_offline" if decision.offline else "ok_offline_share" if decision.share_capped
+                else "ok_elsewhere" if decision.elsewhere_ml else "ok_capped" if preset_ml < wanted else "ok")
+        self._say(code, pump_no, plate=plate, product=product, remaining_ml=decision.remaining_ml,
+                  preset_ml=preset_ml, elsewhere_ml=decision.elsewhere_ml)
+        event = {"type": "decision", "pump": pump_no, "ok": True, "reason": "", "code": code,
+                 "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
+                 "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml,
+                 "elsewhere_ml": decision.elsewhere_ml}
+        self._emit(event)
+        self._decided(event, plate, decision)
         return decision
 
     def _open_prepaid(self, pump_no: int, text: str, preset_ml: int, pay_id: int) -> bool:
@@ -507,13 +536,67 @@ class Station:
         plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
         self._say(decision.reason, pump.config.number, plate=plate,
                   product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
-                  zone=self.config.zone)
-        self._emit({"type": "decision", "pump": pump.config.number, "ok": False,
-                    "reason": decision.reason, "code": decision.reason, "detail": detail,
-                    "plate": mask_plate(plate) if plate else "",
-                    "product": pump.config.product, "preset_ml": 0,
-                    "remaining_ml": decision.remaining_ml})
+                  zone=self.config.zone, elsewhere_ml=decision.elsewhere_ml)
+        event = {"type": "decision", "pump": pump.config.number, "ok": False,
+                 "reason": decision.reason, "code": decision.reason, "detail": detail,
+                 "plate": mask_plate(plate) if plate else "",
+                 "product": pump.config.product, "preset_ml": 0,
+                 "remaining_ml": decision.remaining_ml, "elsewhere_ml": decision.elsewhere_ml}
+        self._emit(event)
+        self._decided(event, plate, decision)
         return decision
+
+    def _decided(self, event: dict[str, Any], plate: str, decision: Decision) -> None:
+        """After each decision: the attendant's page (full plate) and the scanner's beep."""
+        pump_no = int(event["pump"])
+        if self.attendants is not None:
+            category = decision.vehicle.category if decision.vehicle else ""
+            self.attendants.decision(event, plate, category, decision.used_ml, decision.limit_ml)
+        command = self.config.scanner_beep[0 if event["ok"] else 1]
+        scanner = self.scanners[self.config.pumps.index(self.pumps[pump_no].config)]
+        if command and isinstance(scanner, SerialScanner):
+            scanner.send(command)  # a serial scanner that beeps on command (good or bad read)
+
+    # --- the attendant's page (agent/attendant/desk.py StationActions) -----------------
+
+    def attendant_scan(self, pump: int, text: str) -> None:
+        """A phone camera's read: the same path, checks and duplicate rule as a scanner's."""
+        self._scanner_event(pump, ScanRead(text, "]Q1"))
+
+    def attendant_pay(self, pump: int, choice: PaymentChoice) -> str:
+        """This customer's payment: for the fill running now (postpay, not yet paid
+        electronically) or else for the next scan on the pump."""
+        session = self.pumps[pump].session
+        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available
+                and self.payment_for_tx(session.tx_id) is None):
+            self.payments.open_postpay(session, choice)
+            return "this_fill"
+        self.payments.select(pump, choice)
+        return "next"
+
+    def attendant_stop(self, pump: int) -> bool:
+        runtime = self.pumps[pump]
+        if runtime.session is None or runtime.state not in (ps.AUTHORISED, ps.FUELLING):
+            return False
+        self._request_stop(runtime)
+        return True
+
+    def pump_running(self, pump: int) -> bool:
+        return self.pumps[pump].session is not None
+
+    def totaliser_ml(self, pump: int) -> int | None:
+        runtime = self.pumps[pump]
+        if runtime.device_total is None:
+            if self.board_connected:
+                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+            return None
+        return self._ml(runtime, runtime.device_total)
+
+    def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
+        return self.payments.payment_for_tx(tx_id)
+
+    def _price(self, product: str) -> int:
+        return self.docs.policy.prices_idr.get(product, 0) if self.docs.policy else 0
 
     # --- board -------------------------------------------------------------------------
 
@@ -575,6 +658,7 @@ class Station:
                 pump.last_flow_mono = time.monotonic()
                 pump.pulses = event.pulses
                 self._live_pump(pump)
+                self._check_cap(pump)
         elif isinstance(event, BoardEnd):
             # A device whose END carries no totaliser (-1) gets a fresh reading before the
             # next session may rely on it.
@@ -639,12 +723,15 @@ class Station:
         if clock.trusted:
             meta["wall_floor"] = clock.now.isoformat()
         keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
+        if self.attendants is not None:
+            self.attendants.closed(record, render_receipt(record, self.config.lang))
         killpoint("before_close")
         self.journal.close_session(session, dispensed_ml, amount, reason,
                                    None if keep else (session.tx_id, topics.tx(self.config.station_id), record),
                                    meta, extra=keep)
         killpoint("close_journaled")
         self.live.transaction(record)
+        self.usage.closed(session, self.link.connected)
         pump = self.pumps.get(session.pump)
         if pump is not None and pump.session is not None and pump.session.seq == session.seq:
             pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
@@ -693,12 +780,15 @@ class Station:
             "final_state": final,
             "allowlist_version": self.docs.allowlist.version if self.docs.allowlist else 0,
             "policy_version": self.docs.policy.version if self.docs.policy else 0,
+            **({} if self.attendants is None else {"attendant": self.attendants.attendant_on(s.pump)}),
         }
 
     # --- headquarters ------------------------------------------------------------------
 
     def _incoming(self, message: Incoming) -> None:
-        if message.topic == homeassistant.BIRTH_TOPIC:
+        if self.attendants is not None and message.topic.startswith("att/"):
+            self.attendants.handle(message.topic, message.payload)
+        elif message.topic == homeassistant.BIRTH_TOPIC:
             if message.payload.strip() == b"online":
                 self._announce_to_home_assistant()
         elif message.topic == topics.ALLOWLIST:
@@ -721,6 +811,35 @@ class Station:
                 killpoint("ack_applied")
         elif message.topic == topics.command(self.config.station_id):
             self._command(message.payload)
+        elif message.topic in (topics.usage(self.config.station_id), topics.USAGE_TICK):
+            self._usage_batch(message.payload)
+
+    # --- national quota: usage elsewhere (agent/usage_link.py) -----------------------------
+
+    def _usage_batch(self, payload: bytes) -> None:
+        changed = self.usage.on_message(payload, self._read_clock().quota_day)
+        for pump in self.pumps.values():
+            s = pump.session
+            if s is not None and (s.vehicle_id, s.product) in changed:
+                self._check_cap(pump)
+
+    def _check_cap(self, pump: PumpRuntime) -> None:
+        """A fill in progress for a vehicle whose quota is being or was used elsewhere (a
+        copied QR, or a first visit to this area) stops where the national quota ends."""
+        s = pump.session
+        if s is None or pump.state not in (ps.AUTHORISED, ps.FUELLING):
+            return
+        if pump.cap_ml is None:
+            elsewhere = self.usage.elsewhere(s.vehicle_id, s.product, s.quota_day)
+            allowed = s.limit_ml - s.quota_before_ml - (elsewhere.total_ml if elsewhere else 0)
+            if allowed >= s.preset_ml:
+                return
+            pump.cap_ml = max(0, allowed)
+            self._say("stopped_elsewhere", s.pump, plate=s.plate, elsewhere_ml=elsewhere.total_ml if elsewhere else 0)
+            self._emit({"type": "alert", "pump": s.pump, "alert": "quota_used_elsewhere", "tx_id": s.tx_id,
+                        "detail": f"cap {pump.cap_ml} ml below preset {s.preset_ml} ml"})
+        if self._ml(pump, pump.pulses) >= pump.cap_ml:
+            self._request_stop(pump)
 
     def _command(self, payload: bytes) -> None:
         try:
@@ -753,6 +872,9 @@ class Station:
             dt.datetime.fromtimestamp(s.opened_at, dt.UTC).isoformat())
         state = "locked" if pump.config.number in self.locked else pump.state
         self.live.pump(pump.config.number, state, live, time.monotonic())
+        if self.attendants is not None:
+            self.attendants.pump(pump.config.number, state, live.dispensed_ml if live else None,
+                                 s.tx_id if s else None, s.preset_ml if s else 0)
 
     def _live_tick(self, now: float) -> None:
         self.live.tick(now)
@@ -768,6 +890,13 @@ class Station:
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
         self.live.new_day(self._read_clock().quota_day)
+        changed = self.usage.tick(now, self._read_clock().quota_day, self.link.connected)
+        if changed is not None:
+            stale, detail = changed
+            self.live.condition("usage_feed_stale", stale, detail)
+            self._say("usage_stale" if stale else "usage_fresh", 0)
+            self._emit({"type": "alert", "alert": "usage_feed_stale" if stale else "usage_feed_fresh",
+                        "detail": detail})
 
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}

@@ -1,1 +1,1 @@
-"""Headquarters: collector, usage ledger, releases, station PKI (never imported by a station)."""
+"""Headquarters: transaction collector, national usage ledger, releases, station PKI."""
