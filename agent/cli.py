@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(keys_sub)
 
+    from agent.attendant_cli import add_attendant_commands
+
+    add_attendant_commands(sub)
     from agent.qr_cli import add_scan_parser, add_token_parser
 
     add_token_parser(sub)
