@@ -18,6 +18,8 @@ from agent.messages import LANGUAGES
 from agent.retention import RetentionPolicy
 from agent.signing import SignatureError, key_id, load_public_key_hex
 from agent.trust import TrustError, load_root
+from agent.update_config import parse_update, render_update
+from agent.updater import UpdateConfig
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -90,6 +92,7 @@ class StationConfig:
     manager_keys: dict[str, str] = field(default_factory=dict)
     trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
+    update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
     disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
     attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
@@ -125,7 +128,7 @@ def _scanner_suffix(table: Any) -> str:
     return str(suffix)
 
 
-def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
+def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = None) -> StationConfig:
     unknown = config_keys.check_known(data)
     if unknown:
         raise ConfigError(unknown)
@@ -245,6 +248,7 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
+        update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
         disk=_policy(config_keys.parse_disk, data.get("disk")),
         retention=_policy(config_keys.parse_retention, data.get("retention")),
         **_attendant(data, {p.number for p in pumps}),
@@ -346,7 +350,7 @@ def load_config(path: Path) -> StationConfig:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return parse_config(data, path.parent)
+    return parse_config(data, path.parent, path)
 
 
 def _q(text: str) -> str:
@@ -411,6 +415,8 @@ def render_config(cfg: StationConfig) -> str:
             f"response_timeout_s = {cfg.edc.response_timeout_s}",
             "scan_payments = [" + ", ".join(_q(c) for c in cfg.edc.scan_payments) + "]",
         ]
+    if cfg.update is not None:
+        lines += render_update(cfg.update)
     if cfg.manager_keys:
         lines += ["", "[dashboard.manager_keys]", *[f"{_q(k)} = {_q(v)}" for k, v in cfg.manager_keys.items()]]
     for pump in cfg.pumps:

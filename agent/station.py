@@ -53,6 +53,7 @@ from agent.receipt import render_receipt
 from agent.retention import Retention
 from agent.scan_identity import identify, legacy_salt_of
 from agent.status_socket import StatusServer, snapshot, start_line
+from agent.updater import UpdateAgent, UpdateEvent
 from agent.usage_link import UsageLink
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
@@ -185,6 +186,9 @@ class Station:
             self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
+        # Fleet updates (agent/updater.py); exit_code set: the service loop ends, we restart.
+        self.updates = UpdateAgent(config.update, self) if config.update is not None else None
+        self.exit_code: int | None = None
         # National quota: usage at other stations, from headquarters' signed feed.
         self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
                                lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
@@ -285,6 +289,8 @@ class Station:
             scanner.start()
         self.link.start()
         self.allowlist_sync.start()
+        if self.updates is not None:
+            self.updates.start()
         self.devices.started = time.monotonic()
         log.info("%s", start_line(self))
         self.status.update(snapshot(self))
@@ -292,6 +298,8 @@ class Station:
         self.ready.set()
 
     def close(self) -> None:
+        if self.updates is not None:
+            self.updates.close()
         self.status.close()
         self.allowlist_sync.close()
         self.link.close(offline_state={"state": "offline", "at": utc_now().isoformat()})
@@ -416,6 +424,8 @@ class Station:
             self.payments.select(event.pump, event.choice)
         elif isinstance(event, SyncEvent):
             self._allowlist_event(event)
+        elif isinstance(event, UpdateEvent) and self.updates is not None:
+            self.updates.on_event(event)
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("station", self.config.station_id)
@@ -770,6 +780,8 @@ class Station:
                     self._set_state(each, ps.INOPERATIVE)
             return
         if isinstance(event, BoardHello):
+            if self.updates is not None:
+                self.updates.on_board_hello(event.firmware)
             # The board (re)booted with every relay open. A HELLO can also be read late
             # (it waited in the UART buffer), so ask the board which sessions it still
             # knows instead of closing them on sight.
@@ -865,6 +877,9 @@ class Station:
     def _timers(self, now: float) -> None:
         t = self.config.timeouts
         self._query_recovering(now)
+        if self.updates is not None:
+            self.updates.tick(now)
+            self.exit_code = self.updates.exit_code
         if self.link.connected and now - self._last_heartbeat >= self.heartbeat_s:
             self._last_heartbeat = now
             self.link.publish(topics.heartbeat(self.config.station_id),
