@@ -78,6 +78,45 @@ def _serve_until_stopped(close: Callable[[], None]) -> None:
         close()
 
 
+def _serve_with_console(target: object, close: Callable[[], None]) -> None:
+    """A simulator's foreground with keyboard control (simulators/console.py): commands
+    from stdin until `quit`, end of input, Ctrl-C or SIGTERM."""
+    from simulators.console import run_console
+
+    stop = _stop_on_signals()
+    reader = threading.Thread(target=run_console, args=(target, sys.stdin, sys.stdout, stop.set),
+                              name="console", daemon=True)
+    reader.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        close()
+
+
+def _cmd_sim_dart(args: argparse.Namespace) -> int:
+    from simulators.dart_pump import DartPumpSim
+    from simulators.dispenser import Faults
+    from simulators.pty_device import SerialDevice
+
+    if not 1 <= args.pumps <= 32 or not 1 <= args.nozzles <= 4:
+        raise CliError("--pumps must be 1..32 and --nozzles 1..4")
+    faults = Faults(no_flow="no_flow" in args.fault, overrun_pulses=20 if "overrun" in args.fault else 0)
+    try:
+        device = SerialDevice(args.port, args.baud, odd_parity=True) if args.port else None
+    except (OSError, AttributeError) as exc:
+        raise CliError(f"cannot open {args.port}: {exc}") from exc
+    line = DartPumpSim(pumps=args.pumps, flow_lps=args.flow_lpm / 60, ramp_s=args.ramp_s, faults=faults,
+                       nozzles=args.nozzles, device=device)
+    for channel in args.dead:
+        line.set_dead(channel, True)
+    line.start()
+    print(f"DART line on {line.path}: pumps 50..{0x50 + args.pumps - 1:02X}, {args.nozzles} nozzle(s) each,"
+          f" {args.flow_lpm:g} L/min; type help for commands, Ctrl-C to stop", flush=True)
+    _serve_with_console(line, line.close)
+    return 0
+
+
 def _cmd_agent_run(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.sdnotify import Notifier
@@ -134,8 +173,9 @@ def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     board.start()
     print(f"relay board (firmware {FIRMWARE}) on {board.path}, {args.channels} channels,"
-          f" {args.flow_lpm:g} L/min, faults: {', '.join(args.fault) or 'none'}; Ctrl-C to stop", flush=True)
-    _serve_until_stopped(board.close)
+          f" {args.flow_lpm:g} L/min, faults: {', '.join(args.fault) or 'none'}; type help for commands,"
+          " Ctrl-C to stop", flush=True)
+    _serve_with_console(board, board.close)
     return 0
 
 
@@ -326,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=("no_flow", "stuck_valve", "pulser_noise", "overrun"),
                        help="inject a dispenser fault (repeatable)")
     board.set_defaults(func=_cmd_sim_relay_board)
+    dart = sim_sub.add_parser("dart", help="Wayne DART pumps with 1..4 nozzles on one line, on a pseudo-terminal "
+                              "or a real RS-485 adapter; keyboard commands lift/hang nozzles and kill pumps")
+    dart.add_argument("--pumps", type=int, default=2, help="pumps on the line, addresses 0x50 up (default 2)")
+    dart.add_argument("--nozzles", type=int, default=1, help="logical nozzles (grades) per pump, 1..4")
+    dart.add_argument("--port", help="serial device to serve on (default: a new pseudo-terminal)")
+    dart.add_argument("--baud", type=int, default=9600, choices=(9600, 19200))
+    dart.add_argument("--flow-lpm", type=float, default=40.0, help="nominal flow, litres per minute")
+    dart.add_argument("--ramp-s", type=float, default=1.0, help="seconds for the flow to reach nominal")
+    dart.add_argument("--dead", type=int, action="append", default=[],
+                      help="channel of a pump that never answers (repeatable)")
+    dart.add_argument("--fault", action="append", default=[], choices=("no_flow", "overrun"),
+                      help="inject a dispenser fault into every pump (repeatable)")
+    dart.set_defaults(func=_cmd_sim_dart)
     edc = sim_sub.add_parser("edc", help="bank EDC card terminal (ECR protocol) on a pseudo-terminal or serial "
                              "port: approvals, declines, lost answers, power cycles")
     edc.add_argument("--port", help="serial device to serve on (default: a new pseudo-terminal)")
