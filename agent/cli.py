@@ -54,7 +54,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
                     json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump,
-                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles)
+                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles, leak=args.leak)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
     demo.add_argument("--pump", choices=("relay", "dart"), default="relay",
                       help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
+    demo.add_argument("--leak", action="store_true",
+                      help="tank 1 leaks: the shift reconciliation must raise the variance alarm")
     demo.add_argument("--nozzles", type=int, default=1,
                       help="grades per DART dispenser, 1..2 (with --pump dart): the nozzle lifted decides the product")
     demo.add_argument("--attendant", action="store_true",

@@ -138,9 +138,11 @@ class TankGaugeSim(ThreadedDevice):
                      tls.STATUS_DELIVERY if time.monotonic() < t.delivering_until else 0, t.inventory())
                     for t in chosen]
             return tls.inventory_response(tank, stamp, rows)
-        if function == tls.DELIVERIES:
+        if function == tls.DELIVERIES:  # a delivery is reported once it has ended, as the console does
+            now = time.monotonic()
             return tls.deliveries_response(tank, stamp, [(t.number, PRODUCT_CODES.get(t.product, "0"),
-                                                          t.deliveries) for t in chosen])
+                                                          t.deliveries if now >= t.delivering_until
+                                                          else t.deliveries[:-1]) for t in chosen])
         if function == tls.ALARMS_FN:
             return tls.alarms_response(tank, stamp, [(t.number, t.alarms()) for t in chosen])
         return bytes([tls.SOH]) + tls.UNKNOWN_COMMAND + bytes([tls.ETX])
