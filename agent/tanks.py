@@ -5,9 +5,10 @@ manager's dashboard and headquarters, and the shift reconciliation a manager sig
 
 per product (the tanks holding it summed). Metered sales are the litres journaled for
 sales closed in the shift; the shift closes at the first inventory after its scheduled end
-with no fill running (a fill in progress has left the tank but not yet the journal), and
-after a delivery report newer than the closing inventory (a delivery landing at the
-boundary is counted on the right side). A variance past the tolerance (litres plus a
+with no fill running (a fill in progress has left the tank but not yet the journal) and no
+tank taking a delivery, and is reconciled at the next delivery report (so a delivery that
+ended before the closing reading is counted on the right side). The first shift opens the
+same way: at a quiet inventory, after a delivery report that sets which deliveries are old. A variance past the tolerance (litres plus a
 percentage of sales) raises the `tank_variance` alarm: a leak, theft or a meter out of
 calibration shows there first.
 
@@ -74,6 +75,7 @@ class TankDesk:
         self.delivery_marks: list[dict[str, Any]] = []
         self._sampled = 0.0
         self._closing: tuple[float, dict[int, float]] | None = None  # waiting for a newer delivery report
+        self._close_wanted = False
         self.last_reconciliation: dict[str, Any] | None = None
         self.shift = self._load_shift()
         self._baseline: list[str] | None = list(self.shift["known"]) if self.shift else None
@@ -131,8 +133,10 @@ class TankDesk:
             for reading in event.tanks:
                 self._sample(reading, now)
         self._publish("tanks", self.snapshot(now), True)
-        due = self.shift and now - float(self.shift["start"]) >= self.config.shift_s
-        if due and self._closing is None and not self._fills_running():
+        if self.shift and now - float(self.shift["start"]) >= self.config.shift_s:
+            self._close_wanted = True
+        quiet = not self._fills_running() and not any(r.delivering for r in self.readings.values())
+        if self._close_wanted and self._closing is None and quiet:
             self._closing = (now, self._stock())  # closed once a newer delivery report is in
 
     def _sample(self, reading: TankReading, now: float) -> None:
@@ -208,6 +212,7 @@ class TankDesk:
                 self._emit({"type": "alert", "alert": "tank_variance", "product": row["product"],
                             "detail": f"{row['product']}: variance {row['variance_l']:+.1f} L over the shift"
                                       f" (tolerance {row['tolerance_l']:.1f} L): leak, theft or meter drift?"})
+        self._close_wanted = False
         self._open_shift(closing_at, closing, list(self.shift["known"]))
         return result
 
@@ -216,7 +221,7 @@ class TankDesk:
         the reconciliation follows the next delivery report, as at a scheduled close."""
         if not self.shift or not set(self.products) <= set(self.readings):
             return False
-        self._closing = (time.time(), self._stock())
+        self._close_wanted = True  # at the next inventory with no fill running and no delivery
         return True
 
     def snapshot(self, now: float) -> dict[str, Any]:
