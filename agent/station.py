@@ -50,7 +50,7 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.receipt import render_receipt
-from agent.retention import Retention
+from agent.retention import Retention, at_rest
 from agent.scan_identity import identify, legacy_salt_of
 from agent.status_socket import StatusServer, snapshot, start_line
 from agent.usage_link import UsageLink
@@ -423,7 +423,7 @@ class Station:
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
         if kw.get("plate"):  # stdout ends in journald: full plates only on the attendant's page
-            kw["plate"] = mask_plate(kw["plate"])
+            kw["plate"] = at_rest(kw["plate"])  # a one-digit number too
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
     def _set_state(self, pump: PumpRuntime, new: str) -> bool:
