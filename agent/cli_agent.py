@@ -28,7 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     station = Station(config)
     station.config_path = path  # the reload_config command re-reads it
     serve(station, Notifier(), stop)
-    return 0
+    return station.exit_code or 0  # a release switch or rollback: systemd starts us again
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
