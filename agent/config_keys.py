@@ -29,7 +29,6 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "update": None,  # checked where it is parsed (agent/update_config.py)
     "freeze": frozenset({"grace_h", "after_grace"}),
     "pumps": frozenset({"number", "product", "channel", "scanner", "pulses_per_litre", "nozzles"}),
-    "update": None,  # checked where it is parsed (agent/update_config.py)
     "disk": frozenset({"warn_free_mb", "refuse_free_mb", "reserve_mb"}),
     "retention": frozenset({"days", "mask_plates"}),
 }
