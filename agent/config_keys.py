@@ -26,6 +26,7 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "attendant": None,  # checked where it is parsed (agent/attendant/config.py)
     "timeouts": None,  # checked against Timeouts where it is parsed
     "edc": None,  # checked against EdcConfig where it is parsed
+    "update": None,  # checked where it is parsed (agent/update_config.py)
     "freeze": frozenset({"grace_h", "after_grace"}),
     "pumps": frozenset({"number", "product", "channel", "scanner", "pulses_per_litre"}),
     "disk": frozenset({"warn_free_mb", "refuse_free_mb", "reserve_mb"}),
