@@ -460,6 +460,8 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
+        if self.attendant is not None:
+            self.attendant.start()  # the page over HTTPS; MQTT is on the broker's TLS WebSockets
         if self._shared_hq is not None:
             self.hq = self._shared_hq
         else:
@@ -562,6 +564,8 @@ class DemoStation:
             self.edc.close()
         for scanner in self.scanners.values():
             scanner.close()
+        if self.attendant is not None:
+            self.attendant.close()
         if self._own_broker:
             self.broker.close()
         if self._own_dir:
