@@ -107,9 +107,9 @@ class UsageLink:
                                                        or now - self._asked_at >= RESYNC_EVERY_S):
             self._ask(day, now)
         stale = self.national.stale(stale_after)
-        if stale == self.was_stale:
-            return None
-        self.was_stale = stale
+        previous, self.was_stale = self.was_stale, stale
+        if stale == previous or (previous is None and not stale):
+            return None  # no change (a feed fresh from the start is not news)
         age = self.national.age_s()
         detail = (f"usage feed {'stale' if stale else 'fresh'}: last synced "
                   f"{'never' if age is None else f'{age:.0f} s ago'}, threshold {stale_after:g} s")
