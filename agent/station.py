@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import __version__, homeassistant, topics
+from agent import __version__, disk_guard, grades, homeassistant, topics
 from agent import session as ps
 from agent.allowlist_sync import AllowListSync, SyncEvent
 from agent.attendant import topics as attendant_topics
@@ -29,9 +29,10 @@ from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
+from agent.device_watch import DeviceWatch
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
-from agent.domain import amount_idr, format_litres, mask_plate
+from agent.domain import PRODUCT_LABELS, amount_idr, format_litres, mask_plate
 from agent.eligibility import (
     PUMP_BUSY,
     PUMP_UNAVAILABLE,
@@ -49,7 +50,10 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.receipt import render_receipt
+from agent.retention import Retention
 from agent.scan_identity import identify, legacy_salt_of
+from agent.status_socket import StatusServer, snapshot, start_line
+from agent.updater import UpdateAgent, UpdateEvent
 from agent.usage_link import UsageLink, fill_cap
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
@@ -62,10 +66,11 @@ from hal.relay_board import (
     CommandLost,
     NozzleChange,
     PumpController,
+    PumpOnline,
     RelayBoard,
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
-from hal.scanner_select import open_scanner
+from hal.scanner_select import AbsentScanner, Scanner, ScannerUnavailable, open_scanner
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,10 @@ class PumpRuntime:
     last_query_mono: float = 0.0
     verify_after_hello: bool = False  # the board rebooted: does it still know this session?
     device_total: int | None = None  # the device's own totaliser, last reported (its units)
+    out_of_service: bool = False  # its line is up but the pump does not answer
+    lifted: int = 0  # the logical nozzle out of its holster (multi-grade pumps)
+    pending: grades.PendingLift | None = None  # scanned before the lift: eligible grades
+    nozzle_totals: tuple[int, ...] = ()  # the pump's totals per logical nozzle, last reported
     cap_ml: int | None = None  # usage elsewhere arrived mid-fill: stop here (below the preset)
 
 
@@ -109,11 +118,12 @@ OUTBOX_ALERT_DEPTH = 200
 CONDITIONS_EVERY_S = 5.0
 
 
-def _recent_item(row: dict[str, Any]) -> dict[str, Any]:
+def _recent_item(row: dict[str, Any], payment: dict[str, Any] | None) -> dict[str, Any]:
     closed = row.pop("closed_at")
     row["plate_masked"] = mask_plate(row.pop("plate"))
     row["closed_at"] = dt.datetime.fromtimestamp(closed, dt.UTC).isoformat() if closed else None
-    row["payment"] = {"method": None, "status": None}
+    payment = payment or {"method": "cash", "status": "paid"}  # no card or QRIS payment row: cash
+    row["payment"] = {"method": payment.get("method"), "status": payment.get("status")}
     return row
 
 
@@ -139,11 +149,7 @@ class Station:
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
         self.board = self._make_board(config)
-        self.scanners = [
-            open_scanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud,
-                         suffix=SCANNER_SUFFIXES[config.scanner_suffix])
-            for p in config.pumps
-        ]
+        self.scanners = [self._open_scanner(p) for p in config.pumps]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
                              subscribe=(attendant_topics.requests(config.station_id),) if config.attendant else ())
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
@@ -180,10 +186,37 @@ class Station:
             self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
+        # Fleet updates (agent/updater.py); exit_code set: the service loop ends, we restart.
+        self.updates = UpdateAgent(config.update, self) if config.update is not None else None
+        self.exit_code: int | None = None
         # National quota: usage at other stations, from headquarters' signed feed.
         self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
                                lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
                                self._emit, lambda: self.docs.policy)
+        # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
+        self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
+        self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
+        self._disk_alarmed = disk_guard.OK
+        self._close_retry_mono = 0.0
+        self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
+        # Speaking up: a warning once per missing device, `spbu agent status` on a local socket.
+        self.devices = DeviceWatch(time.monotonic())
+        self.devices.add("pump controller", f"{config.relay_board_kind} {config.relay_board_port}")
+        for p in config.pumps:
+            self.devices.add(f"scanner pump {p.number}", p.scanner_port)
+        if config.edc is not None:
+            self.devices.add("EDC terminal", config.edc.port)
+        self.devices.add("broker", f"{config.broker_host}:{config.broker_port}")
+        self.status = StatusServer(config.data_dir)
+        self._loop_errors: dict[str, float] = {}
+
+    def _open_scanner(self, pump: PumpConfig) -> Scanner:
+        try:
+            return open_scanner(pump.scanner_port, self._scanner_sink(pump.number), baudrate=self.config.scanner_baud,
+                                suffix=SCANNER_SUFFIXES[self.config.scanner_suffix])
+        except ScannerUnavailable as exc:  # one pump without its scanner, not a station down
+            log.error("scanner of pump %d unavailable: %s", pump.number, exc)
+            return AbsentScanner(str(exc))
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -195,8 +228,10 @@ class Station:
         if config.relay_board_kind == "dart":
             from hal.dart_pump import DartPumps
 
+            by_channel = sorted(config.pumps, key=lambda p: p.channel)
             return DartPumps(config.relay_board_port, self.events.put, channels=len(config.pumps),
-                             baudrate=config.relay_board_baud)
+                             baudrate=config.relay_board_baud,
+                             nozzles=tuple(len(p.nozzle_products) for p in by_channel))
         return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
 
     @property
@@ -235,6 +270,7 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        self.disk.refresh()
         floor = self.journal.get_meta("wall_floor")
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
@@ -245,7 +281,7 @@ class Station:
         self._recover()
         day = self._read_clock().quota_day
         self.live.seed(day, self.journal.day_totals(day),
-                       [_recent_item(r) for r in self.journal.recent_closed(20)])
+                       [_recent_item(r, self.payments.payment_of(r["tx_id"])) for r in self.journal.recent_closed(20)])
         self.board.start()
         if self.edc is not None:
             self.edc.start()
@@ -253,9 +289,18 @@ class Station:
             scanner.start()
         self.link.start()
         self.allowlist_sync.start()
+        if self.updates is not None:
+            self.updates.start()
+        self.devices.started = time.monotonic()
+        log.info("%s", start_line(self))
+        self.status.update(snapshot(self))
+        self.status.start()
         self.ready.set()
 
     def close(self) -> None:
+        if self.updates is not None:
+            self.updates.close()
+        self.status.close()
         self.allowlist_sync.close()
         self.link.close(offline_state={"state": "offline", "at": utc_now().isoformat()})
         for scanner in self.scanners:
@@ -281,11 +326,23 @@ class Station:
                 self._dispatch(event)
             except Exception:  # a bug in one event must not stop the station
                 log.exception("event %r failed", event)
-        self._timers(time.monotonic())
-        self._live_tick(time.monotonic())
-        self.payments.tick(time.monotonic())
-        if self.outbox.pump(time.monotonic(), self.link.publish):
+        # Every timer and callback is guarded too: a full disk or a bug in one of them
+        # must not kill the loop (and with it the relay board's heartbeat).
+        self._guarded("timers", self._timers)
+        self._guarded("live view", self._live_tick)
+        self._guarded("payments", self.payments.tick)
+        if self._guarded("outbox", lambda now: self.outbox.pump(now, self.link.publish)):
             killpoint("published")
+
+    def _guarded(self, name: str, work: Callable[[float], Any]) -> Any:
+        try:
+            return work(time.monotonic())
+        except Exception:
+            now = time.monotonic()
+            if now - self._loop_errors.get(name, -3600.0) >= 60.0:  # once a minute, not 10 times a second
+                self._loop_errors[name] = now
+                log.exception("%s failed (the loop goes on)", name)
+            return None
 
     # --- recovery ----------------------------------------------------------------------
 
@@ -348,6 +405,7 @@ class Station:
         elif isinstance(event, Incoming):
             self._incoming(event)
         elif isinstance(event, LinkState):
+            self.devices.seen("broker", event.connected)
             self.usage.on_link(event.connected, self._read_clock().quota_day, time.monotonic())
             if event.connected:
                 self.outbox.restart()
@@ -359,11 +417,15 @@ class Station:
         elif isinstance(event, BoardEvent):
             self._board_event(event)
         elif isinstance(event, EdcReply | EdcLink):
+            if isinstance(event, EdcLink):
+                self.devices.seen("EDC terminal", event.connected)
             self.payments.on_event(event)
         elif isinstance(event, PaymentSelect):
             self.payments.select(event.pump, event.choice)
         elif isinstance(event, SyncEvent):
             self._allowlist_event(event)
+        elif isinstance(event, UpdateEvent) and self.updates is not None:
+            self.updates.on_event(event)
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("station", self.config.station_id)
@@ -372,6 +434,8 @@ class Station:
             listener(event)
         if event.get("type") == "alert":
             self.live.alert(event)
+        elif event.get("type") == "receipt":  # a payment settled: the dashboard's list follows it
+            self.live.payment(str(event["tx_id"]), event["payment"])
         self.link.publish(topics.event(self.config.station_id), json.dumps(event).encode(), qos=0)
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
@@ -409,6 +473,7 @@ class Station:
         pump = self.pumps[pump_no]
         if isinstance(event, ScannerState):
             pump.scanner_connected = event.connected
+            self.devices.seen(f"scanner pump {pump_no}", event.connected)
             return
         if isinstance(event, ScanError):
             self._refuse(pump, Decision(False, "unknown_qr"), f"scanner:{event.reason}")
@@ -427,17 +492,25 @@ class Station:
         self.scan(pump_no, event.text, payment=self.payments.take_choice(pump_no))
 
     def scan(self, pump_no: int, text: str, requested_ml: int | None = None,
-             payment: PaymentChoice | None = None, prepaid: int | None = None) -> Decision:
+             payment: PaymentChoice | None = None, prepaid: int | None = None,
+             nozzle: int | None = None) -> Decision:
         """`payment`: how the customer pays (cash by default). `prepaid`: the payment id
-        of an approved prepayment this scan authorises (the desk's second pass)."""
+        of an approved prepayment this scan authorises (the desk's second pass). `nozzle`:
+        the logical nozzle lifted on a multi-grade pump (agent/grades.py)."""
         pump = self.pumps[pump_no]
-        product = pump.config.product
+        if nozzle is None and pump.nozzle_up:
+            nozzle = pump.lifted
+        product = grades.nozzle_product(pump.config, nozzle or 0) or pump.config.product
+        if nozzle is None and grades.multi_grade(pump.config):
+            nozzle = 0  # before the lift: decide per grade, authorise on the lift
         ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
         vehicle_id = ident.vehicle_id
         payment = payment or CASH
         if (pump.session is not None or pump.state in ps.WITH_SESSION
                 or (prepaid is None and self.payments.busy(pump_no))):
             return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
+        if pump.out_of_service:
+            return self._refuse(pump, Decision(False, "pump_out_of_service", vehicle_id=vehicle_id))
         if not self.board_connected or pump.state == ps.INOPERATIVE:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if self.board.totals_required and pump.device_total is None:
@@ -457,13 +530,19 @@ class Station:
             return self._refuse(pump, Decision(False, ident.reason), ident.detail, plate=ident.plate)
         clock = self._read_clock()
         day = clock.quota_day
+        if nozzle == 0:
+            return self._await_lift(pump, text, ident.plate, requested_ml, payment, clock)
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
                           used + reserved, requested_ml, clock.effective, self.config.freeze,
                           self.usage.elsewhere(vehicle_id, product, day))
         self._check_freeze(clock.effective)
         if not decision.ok:
-            return self._refuse(pump, decision, plate=ident.plate)
+            return self._refuse(pump, decision, plate=ident.plate, product=product)
+        if not self.disk.check().sales_allowed:  # refused only when the sale could not be journaled
+            reason = "disk_read_only" if self.disk.state.level == disk_guard.READ_ONLY else "disk_full"
+            return self._refuse(pump, Decision(False, reason, decision.vehicle, decision.vehicle_id),
+                                disk_guard.describe(self.disk.state), plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
         if prepaid is None and payment.electronic:
             if not self.payments.available:  # the terminal is off or unplugged: cash is offered
@@ -482,11 +561,18 @@ class Station:
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
         # Journal first (fsync), relay second: a crash between the two leaves a session
         # that recovery closes, never fuel that no record knows of.
-        session = self.journal.open_session(
-            self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
-            decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
-            pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
-        )
+        try:
+            session = self.journal.open_session(
+                self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
+                decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
+                pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
+            )
+        except Exception as exc:
+            if not disk_guard.is_disk_error(exc):
+                raise
+            log.error("journal cannot be written, sale refused: %s", exc)
+            return self._refuse(pump, Decision(False, "journal_unwritable", decision.vehicle, decision.vehicle_id),
+                                str(exc), plate=ident.plate)
         if prepaid is None and payment.electronic:
             self.payments.open_postpay(session, payment)
         pump.session = session
@@ -494,10 +580,17 @@ class Station:
         pump.opened_mono = time.monotonic()
         pump.pulses = 0
         pump.stop_sent_mono = 0.0
+        pump.pending = None
         pump.cap_ml = None
         killpoint("session_journaled")
+        multi = grades.multi_grade(pump.config)
+        select_nozzles = getattr(self.board, "select_nozzles", None)
+        if multi and select_nozzles is not None:  # only the nozzle of the grade decided for
+            select_nozzles(pump.config.channel, (grades.nozzle_of(pump.config, product),))
         self.board.authorize(pump.config.channel, session.seq, preset_pulses)
         killpoint("authorize_sent")
+        if multi and pump.nozzle_up and grades.nozzle_product(pump.config, pump.lifted) == product:
+            self._start_fuelling(pump)  # the nozzle was out before the authorisation
         self.usage.opened(session, self.link.connected)
         wanted = self.docs.policy.max_fill_ml if requested_ml is None else requested_ml
         code = ("ok_offline" if decision.offline else "ok_offline_share" if decision.share_capped
@@ -521,16 +614,18 @@ class Station:
     def _queue_record(self, db: Any, record: dict[str, Any]) -> None:
         insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), record)
 
-    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "") -> Decision:
+    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "",
+                product: str = "") -> Decision:
         vehicle = decision.vehicle
         plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
+        product = product or pump.config.product
         self._say(decision.reason, pump.config.number, plate=plate,
-                  product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
-                  zone=self.config.zone, elsewhere_ml=decision.elsewhere_ml)
+                  product=product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
+                  zone=self.config.zone, elsewhere_ml=decision.elsewhere_ml, detail=detail)
         event = {"type": "decision", "pump": pump.config.number, "ok": False,
                  "reason": decision.reason, "code": decision.reason, "detail": detail,
                  "plate": mask_plate(plate) if plate else "",
-                 "product": pump.config.product, "preset_ml": 0,
+                 "product": product, "preset_ml": 0,
                  "remaining_ml": decision.remaining_ml, "elsewhere_ml": decision.elsewhere_ml}
         self._emit(event)
         self._decided(event, plate, decision)
@@ -576,13 +671,96 @@ class Station:
 
     def totaliser_ml(self, pump: int) -> int | None:
         runtime = self.pumps[pump]
-        return None if runtime.device_total is None else self._ml(runtime, runtime.device_total)
+        if runtime.device_total is None:
+            if self.board_connected:
+                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+            return None
+        return self._ml(runtime, runtime.device_total)
 
     def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
         return self.payments.payment_for_tx(tx_id)
 
     def _price(self, product: str) -> int:
         return self.docs.policy.prices_idr.get(product, 0) if self.docs.policy else 0
+
+    # --- multi-grade pumps (agent/grades.py) ---------------------------------------------
+
+    def _await_lift(self, pump: PumpRuntime, text: str, plate: str, requested_ml: int | None,
+                    payment: PaymentChoice | None, clock: ClockReading) -> Decision:
+        """A scan before the lift on a multi-grade pump: decide each grade, remember the
+        eligible ones; the lift of one of them opens the session."""
+        ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
+        decisions = []
+        for product in pump.config.nozzle_products:
+            used, reserved = ((0, 0) if ident.vehicle_id is None else
+                              self.journal.quota_used(ident.vehicle_id, product, clock.quota_day))
+            decisions.append(decide(ident.vehicle_id, product, self.docs.allowlist, self.docs.policy,
+                                    used + reserved, requested_ml, clock.effective, self.config.freeze,
+                                    self.usage.elsewhere(ident.vehicle_id, product, clock.quota_day)))
+        self._check_freeze(clock.effective)
+        eligible = tuple(p for p, d in zip(pump.config.nozzle_products, decisions, strict=True) if d.ok)
+        if not eligible:
+            return self._refuse(pump, grades.refusal(decisions), plate=plate)
+        first = decisions[pump.config.nozzle_products.index(eligible[0])]
+        plate = plate or (first.vehicle.plate if first.vehicle else "UNREGISTERED")
+        pump.pending = grades.PendingLift(text, payment, requested_ml, eligible, plate, time.monotonic())
+        labels = " / ".join(PRODUCT_LABELS[p] for p in eligible)
+        self._say("lift_nozzle", pump.config.number, plate=plate, product=labels)
+        event = {"type": "decision", "pump": pump.config.number, "ok": True, "reason": "",
+                 "code": "lift_nozzle", "plate": mask_plate(plate), "product": eligible[0],
+                 "products": list(eligible), "preset_ml": 0, "remaining_ml": first.remaining_ml}
+        self._emit(event)
+        self._decided(event, plate, first)
+        return first
+
+    def _lifted(self, pump: PumpRuntime, nozzle: int) -> None:
+        """A nozzle came out on a multi-grade pump: open the waiting scan's session for its
+        grade, or refuse a grade the vehicle may not have (nothing is authorised for it)."""
+        pending = pump.pending
+        product = grades.nozzle_product(pump.config, nozzle)
+        if pending is not None and pump.session is None:
+            if product in pending.products:
+                pump.pending = None
+                self.scan(pump.config.number, pending.text, pending.requested_ml, pending.payment, nozzle=nozzle)
+                return
+            self._wrong_grade(pump, product or "?", pending.plate, pending.products)
+        elif pump.session is not None and product != pump.session.product:
+            self._wrong_grade(pump, product or "?", pump.session.plate, (pump.session.product,))
+
+    def _wrong_grade(self, pump: PumpRuntime, product: str, plate: str, allowed: tuple[str, ...]) -> None:
+        self._refuse(pump, Decision(False, "wrong_grade"), " / ".join(PRODUCT_LABELS[p] for p in allowed),
+                     plate=plate, product=product)
+
+    def _push_prices(self) -> None:
+        """Unit prices per nozzle from the signed policy, to pumps that display them."""
+        set_prices = getattr(self.board, "set_prices", None)
+        policy = self.docs.policy
+        if set_prices is None or policy is None or not self.board_connected:
+            return
+        for pump in self.pumps.values():
+            prices = [policy.prices_idr.get(p, 0) for p in pump.config.nozzle_products]
+            if all(prices):
+                set_prices(pump.config.channel, prices)
+
+    def _pump_online(self, pump: PumpRuntime, online: bool) -> None:
+        """A pump on a shared line stopped answering (out of service) or came back."""
+        if pump.out_of_service == (not online):
+            return
+        pump.out_of_service = not online
+        number = pump.config.number
+        if not online:
+            pump.pending = None
+            if pump.state in (ps.IDLE, ps.CALLING):
+                self._set_state(pump, ps.INOPERATIVE)
+            elif pump.state in (ps.AUTHORISED, ps.FUELLING):
+                self._request_stop(pump)  # goes out first when it answers; its head stops by itself
+            self._emit({"type": "alert", "pump": number, "alert": "pump_out_of_service",
+                        "detail": f"pump {number} does not answer on its line; polled slowly until it does"})
+        else:
+            if pump.state == ps.INOPERATIVE and self.board_connected:
+                self._set_state(pump, ps.after_session(pump.nozzle_up))
+            self._emit({"type": "alert", "pump": number, "alert": "pump_back_in_service", "detail": ""})
+        self._live_pump(pump)
 
     # --- board -------------------------------------------------------------------------
 
@@ -593,13 +771,17 @@ class Station:
     def _board_event(self, event: BoardEvent) -> None:
         if isinstance(event, BoardLink):
             self.board_connected = event.connected
+            self._push_prices()
+            self.devices.seen("pump controller", event.connected)
             for each in self.pumps.values():
-                if event.connected and each.state == ps.INOPERATIVE:
+                if event.connected and each.state == ps.INOPERATIVE and not each.out_of_service:
                     self._set_state(each, ps.after_session(each.nozzle_up))
                 elif not event.connected and each.state in (ps.IDLE, ps.CALLING):
                     self._set_state(each, ps.INOPERATIVE)
             return
         if isinstance(event, BoardHello):
+            if self.updates is not None:
+                self.updates.on_board_hello(event.firmware)
             # The board (re)booted with every relay open. A HELLO can also be read late
             # (it waited in the UART buffer), so ask the board which sessions it still
             # knows instead of closing them on sight.
@@ -616,13 +798,19 @@ class Station:
         pump = self._pump_for_channel(event.channel)
         if pump is None:
             return
+        if isinstance(event, PumpOnline):
+            self._pump_online(pump, event.online)
+            return
         if isinstance(event, NozzleChange):
             pump.nozzle_up = event.up
-            if event.up and pump.state == ps.AUTHORISED and pump.session is not None:
-                self.journal.mark_fuelling(pump.session.seq)
-                self._set_state(pump, ps.FUELLING)
-                pump.last_flow_mono = time.monotonic()
-                killpoint("fuelling_journaled")
+            pump.lifted = event.nozzle if event.up else 0
+            if event.up and grades.multi_grade(pump.config):
+                self._lifted(pump, event.nozzle)
+            right_grade = pump.session is not None and (
+                grades.nozzle_product(pump.config, event.nozzle) in (None, pump.session.product)
+                if grades.multi_grade(pump.config) else True)
+            if event.up and pump.state == ps.AUTHORISED and pump.session is not None and right_grade:
+                self._start_fuelling(pump)
             elif event.up and pump.state == ps.IDLE:
                 self._set_state(pump, ps.CALLING)
             elif not event.up and pump.state == ps.CALLING:
@@ -630,6 +818,8 @@ class Station:
         elif isinstance(event, BoardStatus):
             if event.totaliser >= 0:
                 pump.device_total = event.totaliser
+            if event.nozzle_totals:
+                pump.nozzle_totals = event.nozzle_totals
             if pump.state == ps.RECOVERING and pump.session is not None:
                 self._recovered(pump, event)
             elif pump.verify_after_hello and pump.session is not None:
@@ -662,6 +852,18 @@ class Station:
             self._emit({"type": "alert", "pump": pump.config.number, "alert": "unauthorised_flow",
                         "code": event.code})
 
+    def _start_fuelling(self, pump: PumpRuntime) -> None:
+        assert pump.session is not None
+        try:
+            self.journal.mark_fuelling(pump.session.seq)
+        except Exception as exc:  # only recovery reads it: the fill goes on, its close is what counts
+            if not disk_guard.is_disk_error(exc):
+                raise
+            log.warning("pump %d: fuelling state not journaled: %s", pump.config.number, exc)
+        self._set_state(pump, ps.FUELLING)
+        pump.last_flow_mono = time.monotonic()
+        killpoint("fuelling_journaled")
+
     @staticmethod
     def _ml(pump: PumpRuntime, pulses: int) -> int:
         return pulses * 1000 // pump.config.pulses_per_litre
@@ -675,13 +877,21 @@ class Station:
     def _timers(self, now: float) -> None:
         t = self.config.timeouts
         self._query_recovering(now)
+        if self.updates is not None:
+            self.updates.tick(now)
+            self.exit_code = self.updates.exit_code
         if self.link.connected and now - self._last_heartbeat >= self.heartbeat_s:
             self._last_heartbeat = now
             self.link.publish(topics.heartbeat(self.config.station_id),
                               json.dumps(heartbeat(self, utc_now())).encode(), qos=0,
                               retain=True)  # a dashboard opened now sees the last one at once
+        if self._pending_closes and now - self._close_retry_mono >= 2.0:
+            self._close_retry_mono = now
+            self._retry_closes()
         for pump in self.pumps.values():
-            if pump.session is None or pump.state == ps.RECOVERING:
+            if pump.pending is not None and now - pump.pending.at > t.scan_to_nozzle_s:
+                pump.pending = None  # nobody lifted a nozzle: the scan lapses, nothing was authorised
+            if pump.session is None or pump.state == ps.RECOVERING or pump.session.seq in self._pending_closes:
                 continue
             if pump.state == ps.STOPPING:
                 if now - pump.stop_sent_mono > t.stop_confirm_s:
@@ -707,9 +917,16 @@ class Station:
         if self.attendants is not None:
             self.attendants.closed(record, render_receipt(record, self.config.lang))
         killpoint("before_close")
-        self.journal.close_session(session, dispensed_ml, amount, reason,
-                                   None if keep else (session.tx_id, topics.tx(self.config.station_id), record),
-                                   meta, extra=keep)
+        try:
+            disk_guard.write_with_reserve(self.disk, lambda: self.journal.close_session(
+                session, dispensed_ml, amount, reason,
+                None if keep else (session.tx_id, topics.tx(self.config.station_id), record), meta, extra=keep))
+        except Exception as exc:
+            if not disk_guard.is_disk_error(exc):
+                raise
+            self._close_failed(session, dispensed_ml, reason, notify, exc)
+            return
+        self._pending_closes.pop(session.seq, None)
         killpoint("close_journaled")
         self.live.transaction(record)
         self.usage.closed(session, self.link.connected)
@@ -727,6 +944,24 @@ class Station:
         self._emit({"type": "transaction", "pump": session.pump, "tx_id": session.tx_id,
                     "dispensed_ml": dispensed_ml, "amount_idr": amount, "end_reason": reason,
                     "product": session.product, "plate": mask_plate(session.plate)})
+
+    def _close_failed(self, session: SessionRow, dispensed_ml: int, reason: str, notify: bool,
+                      exc: BaseException) -> None:
+        """The journal cannot take the close (disk full even without the reserve, or read-only):
+        the session stays open, in memory and in the journal, and is retried; the pump takes
+        no new sale meanwhile. A restart would close it from the board's count."""
+        first = session.seq not in self._pending_closes
+        self._pending_closes[session.seq] = (session, dispensed_ml, reason, notify)
+        if first:
+            log.error("%s: close not journaled (%s); retrying", session.tx_id, exc)
+            self._say("close_pending", session.pump)
+            self._emit({"type": "alert", "pump": session.pump, "alert": "journal_unwritable",
+                        "detail": f"{session.tx_id}: {dispensed_ml} ml not yet journaled: {exc}"})
+
+    def _retry_closes(self) -> None:
+        for seq, (session, dispensed_ml, reason, notify) in list(self._pending_closes.items()):
+            if seq in self._pending_closes:
+                self._close(session, dispensed_ml, reason, notify)
 
     def _tx_record(self, s: SessionRow, dispensed_ml: int, amount: int, reason: str,
                    clock: ClockReading) -> dict[str, Any]:
@@ -851,6 +1086,8 @@ class Station:
             s.tx_id, mask_plate(s.plate), s.product, s.preset_ml, self._ml(pump, pump.pulses),
             dt.datetime.fromtimestamp(s.opened_at, dt.UTC).isoformat())
         state = "locked" if pump.config.number in self.locked else pump.state
+        if pump.out_of_service and pump.session is None:
+            state = "out_of_service"
         self.live.pump(pump.config.number, state, live, time.monotonic())
         if self.attendants is not None:
             self.attendants.pump(pump.config.number, state, live.dispensed_ml if live else None,
@@ -869,6 +1106,10 @@ class Station:
         self.live.condition("allowlist_expired", expired,
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        self._disk_tick()
+        self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
+        self.devices.tick(now)
+        self.status.update(snapshot(self))
         self.live.new_day(self._read_clock().quota_day)
         changed = self.usage.tick(now, self._read_clock().quota_day, self.link.connected)
         if changed is not None:
@@ -877,6 +1118,19 @@ class Station:
             self._say("usage_stale" if stale else "usage_fresh", 0)
             self._emit({"type": "alert", "alert": "usage_feed_stale" if stale else "usage_feed_fresh",
                         "detail": detail})
+
+    def _disk_tick(self) -> None:
+        """Free space and read-only alarms, before the disk is full: dashboard, event, attendant."""
+        state = self.disk.refresh()
+        if state.level != self._disk_alarmed:
+            self._disk_alarmed = state.level
+            alarm = "disk_ok" if state.level == disk_guard.OK else f"disk_{state.level}"
+            (log.info if state.level == disk_guard.OK else log.warning)("data disk %s: %s", state.level,
+                                                                          disk_guard.describe(state))
+            self._say(f"{alarm}_alarm", 0, detail=disk_guard.describe(state))
+            self._emit({"type": "alert", "alert": alarm, "detail": disk_guard.describe(state)})
+        for level in (disk_guard.LOW, disk_guard.FULL, disk_guard.READ_ONLY):
+            self.live.condition(f"disk_{level}", state.level == level, disk_guard.describe(state))
 
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}
@@ -897,6 +1151,8 @@ class Station:
                     self.clock.observe(doc.created)  # signed by headquarters: surely past
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
+            if result.kind == POLICY_KIND:
+                self._push_prices()
             if self.link.connected:
                 self.publish_presence()  # the new version shows at once, not at the next beat
         elif result.detail != "already current":
