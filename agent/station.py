@@ -54,7 +54,7 @@ from agent.retention import Retention
 from agent.scan_identity import identify, legacy_salt_of
 from agent.status_socket import StatusServer, snapshot, start_line
 from agent.updater import UpdateAgent, UpdateEvent
-from agent.usage_link import UsageLink
+from agent.usage_link import UsageLink, fill_cap
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -1047,10 +1047,9 @@ class Station:
             return
         if pump.cap_ml is None:
             elsewhere = self.usage.elsewhere(s.vehicle_id, s.product, s.quota_day)
-            allowed = s.limit_ml - s.quota_before_ml - (elsewhere.total_ml if elsewhere else 0)
-            if allowed >= s.preset_ml:
+            pump.cap_ml = fill_cap(s, elsewhere)
+            if pump.cap_ml is None:
                 return
-            pump.cap_ml = max(0, allowed)
             self._say("stopped_elsewhere", s.pump, plate=s.plate, elsewhere_ml=elsewhere.total_ml if elsewhere else 0)
             self._emit({"type": "alert", "pump": s.pump, "alert": "quota_used_elsewhere", "tx_id": s.tx_id,
                         "detail": f"cap {pump.cap_ml} ml below preset {s.preset_ml} ml"})

@@ -112,3 +112,20 @@ def test_attendant_benchmark_tiny(tmp_path: Path) -> None:
     targets = report["targets"]
     assert isinstance(targets, dict)
     assert targets["decision_to_page_p99_ms"]["target"] == 300.0
+
+
+def test_fleet_benchmark_tiny(tmp_path: Path) -> None:
+    """The national quota across a small fleet: real ledger, PostgreSQL and broker."""
+    report = run_bench("fleet", tmp_path / "fleet.json", "--stations", "16", "--vehicles", "300", "--day-s", "25",
+                       "--burst", "500", "--sample-mod", "2")
+    results = report["results"]
+    assert isinstance(results, dict)
+    national = results["national_quota"]
+    assert national["fills"] > 250 and national["ledger_stored_day"] == national["fills"]
+    assert national["outbox_left"] == 0 and national["refused_batches"] == 0
+    assert national["propagation"]["pairs"] > 0
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    for name in ("honest_false_refusals", "abusers_over_bound_with_partitions",
+                 "overspend_l_hops_slower_than_p99_links_up"):
+        assert targets[name]["met"], (name, targets[name])
