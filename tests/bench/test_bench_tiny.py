@@ -93,6 +93,27 @@ def test_allowlist_benchmark_tiny(tmp_path: Path) -> None:
     assert targets["bytes_per_entry"]["target"] == 6.0 and targets["lookup_p99_us"]["target"] == 20.0
 
 
+def test_attendant_benchmark_tiny(tmp_path: Path) -> None:
+    import shutil
+
+    from agent.attendant.files import AttendantPageMissing, attendant_dir
+
+    try:
+        attendant_dir()
+        import playwright.sync_api  # noqa: F401
+    except (AttendantPageMissing, ImportError) as exc:
+        pytest.skip(str(exc))
+    if not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
+        pytest.skip("Debian's chromium is missing")
+    report = run_bench("attendant", tmp_path / "attendant.json", "--scans", "5")
+    results = report["results"]
+    assert isinstance(results, dict)
+    assert results["attendant_page"]["n"] == 5 and results["mqtt_subscriber_baseline"]["n"] == 5
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["decision_to_page_p99_ms"]["target"] == 300.0
+
+
 def test_fleet_benchmark_tiny(tmp_path: Path) -> None:
     """The national quota across a small fleet: real ledger, PostgreSQL and broker."""
     report = run_bench("fleet", tmp_path / "fleet.json", "--stations", "16", "--vehicles", "300", "--day-s", "25",
