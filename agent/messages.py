@@ -43,6 +43,10 @@ _TEXT: dict[str, dict[str, str]] = {
         "payment_checking": "MENUNGGU   pompa {pump}  EDC tidak menjawab, menanyakan transaksi terakhir",
         "edc_unavailable": "DITOLAK    pompa {pump}  EDC tidak tersedia, silakan bayar tunai",
         "amount_too_small": "DITOLAK    pompa {pump}  jumlah prabayar terlalu kecil",
+        "lift_nozzle": "ANGKAT     pompa {pump}  {plate}  angkat nozel {product}",
+        "wrong_grade": "DITOLAK    pompa {pump}  {plate}  tidak berhak {product}: gantung nozel ini, "
+        "angkat nozel {detail}",
+        "pump_out_of_service": "DITOLAK    pompa {pump}  pompa tidak menjawab (rusak/kabel putus), pakai pompa lain",
         "disk_full": "DITOLAK    pompa {pump}  penyimpanan penuh, penjualan tidak dapat dicatat; hubungi teknisi",
         "journal_unwritable": "DITOLAK    pompa {pump}  jurnal tidak dapat ditulis; hubungi teknisi",
         "disk_read_only": "DITOLAK    pompa {pump}  penyimpanan hanya-baca, penjualan tidak dapat dicatat; "
@@ -104,6 +108,9 @@ _TEXT: dict[str, dict[str, str]] = {
         "payment_checking": "WAITING   pump {pump}  EDC not answering, asking for its last transaction",
         "edc_unavailable": "REFUSED   pump {pump}  EDC unavailable, please pay cash",
         "amount_too_small": "REFUSED   pump {pump}  prepaid amount too small",
+        "lift_nozzle": "LIFT      pump {pump}  {plate}  lift the {product} nozzle",
+        "wrong_grade": "REFUSED   pump {pump}  {plate}  not entitled to {product}: hang up this nozzle, lift {detail}",
+        "pump_out_of_service": "REFUSED   pump {pump}  pump not answering (fault or cable), use another pump",
         "disk_full": "REFUSED   pump {pump}  storage full, the sale cannot be recorded; call a technician",
         "journal_unwritable": "REFUSED   pump {pump}  journal cannot be written; call a technician",
         "disk_read_only": "REFUSED   pump {pump}  storage is read-only, the sale cannot be recorded; "
