@@ -50,13 +50,13 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.receipt import render_receipt
-from agent.retention import Retention
+from agent.retention import Retention, at_rest
 from agent.sales_chart import hourly
 from agent.scan_identity import identify, legacy_salt_of
 from agent.status_socket import StatusServer, snapshot, start_line
 from agent.tanks import CloseShift, TankDesk
 from agent.updater import UpdateAgent, UpdateEvent
-from agent.usage_link import UsageLink
+from agent.usage_link import UsageLink, fill_cap
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -66,6 +66,7 @@ from hal.relay_board import (
     BoardLink,
     BoardStatus,
     CommandLost,
+    FirmwareResult,
     NozzleChange,
     PumpController,
     PumpOnline,
@@ -276,6 +277,8 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.updates is not None:
+            self.updates.before_devices()  # the relay board on this release's firmware first
         self.disk.refresh()
         floor = self.journal.get_meta("wall_floor")
         if floor:
@@ -454,7 +457,7 @@ class Station:
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
         if kw.get("plate"):  # stdout ends in journald: full plates only on the attendant's page
-            kw["plate"] = mask_plate(kw["plate"])
+            kw["plate"] = at_rest(kw["plate"])  # a one-digit number too
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
     def _set_state(self, pump: PumpRuntime, new: str) -> bool:
@@ -809,6 +812,8 @@ class Station:
             if lost_on is not None and lost_on.state in (ps.AUTHORISED, ps.FUELLING):
                 self._request_stop(lost_on)
             return
+        if isinstance(event, FirmwareResult):
+            return  # a firmware update's answer (agent/firmware_update.py runs before we open the board)
         pump = self._pump_for_channel(event.channel)
         if pump is None:
             return
@@ -1061,10 +1066,9 @@ class Station:
             return
         if pump.cap_ml is None:
             elsewhere = self.usage.elsewhere(s.vehicle_id, s.product, s.quota_day)
-            allowed = s.limit_ml - s.quota_before_ml - (elsewhere.total_ml if elsewhere else 0)
-            if allowed >= s.preset_ml:
+            pump.cap_ml = fill_cap(s, elsewhere)
+            if pump.cap_ml is None:
                 return
-            pump.cap_ml = max(0, allowed)
             self._say("stopped_elsewhere", s.pump, plate=s.plate, elsewhere_ml=elsewhere.total_ml if elsewhere else 0)
             self._emit({"type": "alert", "pump": s.pump, "alert": "quota_used_elsewhere", "tx_id": s.tx_id,
                         "detail": f"cap {pump.cap_ml} ml below preset {s.preset_ml} ml"})

@@ -8,8 +8,8 @@ sales closed in the shift; the shift closes at the first inventory after its sch
 with no fill running (a fill in progress has left the tank but not yet the journal) and no
 tank taking a delivery, and is reconciled at the next delivery report (so a delivery that
 ended before the closing reading is counted on the right side). The first shift opens the
-same way: at a quiet inventory, after a delivery report that sets which deliveries are old. A variance past the tolerance (litres plus a
-percentage of sales) raises the `tank_variance` alarm: a leak, theft or a meter out of
+same way: at a quiet inventory, after a delivery report that sets which deliveries are old.
+A variance past the tolerance (litres plus a percentage of sales) raises the `tank_variance` alarm: a leak, theft or a meter out of
 calibration shows there first.
 
 The shift's opening stock and the deliveries already counted are kept in the journal's
