@@ -9,8 +9,8 @@ with no fill running (a fill in progress has left the tank but not yet the journ
 tank taking a delivery, and is reconciled at the next delivery report (so a delivery that
 ended before the closing reading is counted on the right side). The first shift opens the
 same way: at a quiet inventory, after a delivery report that sets which deliveries are old.
-A variance past the tolerance (litres plus a percentage of sales) raises the `tank_variance` alarm: a leak, theft or a meter out of
-calibration shows there first.
+A variance past the tolerance (litres plus a percentage of sales) raises the
+`tank_variance` alarm: a leak, theft or a meter out of calibration shows there first.
 
 The shift's opening stock and the deliveries already counted are kept in the journal's
 meta table, so a restart neither restarts the shift nor counts a delivery twice.
