@@ -63,3 +63,22 @@ def test_agent_status_without_an_agent(tmp_path: Path, capsys: pytest.CaptureFix
                       '[[pumps]]\nnumber = 1\nproduct = "solar"\nchannel = 0\nscanner = "/dev/s"\n')
     code, err = run(capsys, "agent", "status", "--config", str(config))
     assert code != 0 and "no agent answers" in err and "systemctl status spbu-agent" in err, err
+
+
+def test_every_option_with_a_default_shows_it_in_help() -> None:
+    import argparse
+
+    from agent.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        missing = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    missing += walk(sub, f"{path} {name}")
+            elif (action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
+                  and action.help != argparse.SUPPRESS and "default" not in (action.help or "")):
+                missing.append(f"{path} {action.option_strings[0]}")
+        return missing
+
+    assert walk(build_parser(), "spbu") == []
