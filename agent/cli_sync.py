@@ -7,9 +7,13 @@ import argparse
 import json
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.cli import CliError
 from agent.cli import _stop_on_signals as stop_on_signals
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def cmd_keys_ca(args: argparse.Namespace) -> int:
@@ -70,12 +74,25 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_collector(args: argparse.Namespace, hq_line: str) -> int:
+def run_collector(args: argparse.Namespace, hq_line: str, ack_key: Ed25519PrivateKey | None = None) -> int:
+    """ack_key: signs acknowledgements (else --key). Records are stored only when signed by
+    a station whose certificate is in --station-certs (checked against --ca when given)."""
+    from agent.signing import load_private_key
     from simulators.collector import Collector
+    from simulators.tx_verify import StationKeys, TxSignatureError
 
+    if ack_key is None and args.key is None:
+        raise CliError("the collector signs acknowledgements: give --key (the trust root's acks key)")
+    if args.station_certs is None:
+        raise CliError("give --station-certs DIR (the stations' certificates, to verify transaction signatures)")
+    try:
+        keys = StationKeys.from_directory(args.station_certs, args.ca)
+    except (OSError, ValueError, TxSignatureError) as exc:
+        raise CliError(f"{args.station_certs}: {exc}") from exc
     try:
         collector = Collector(args.host, args.port, args.db, name=args.name,
-                              on_alert=lambda a: print(f"ALERT {json.dumps(a.as_dict())}", flush=True))
+                              on_alert=lambda a: print(f"ALERT {json.dumps(a.as_dict())}", flush=True),
+                              ack_key=ack_key or load_private_key(args.key), verifier=keys.verify)
     except sqlite3.Error as exc:
         raise CliError(f"{args.db}: {exc}") from exc
     try:

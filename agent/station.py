@@ -22,11 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import __version__, homeassistant, topics
 from agent import session as ps
+from agent.acks import ACK_ROLE, AckRefused, verify_ack
 from agent.allowlist_sync import AllowListSync, SyncEvent
+from agent.broker_login import apply_login
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
-from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
+from agent.config import SCANNER_SUFFIXES, ConfigError, PumpConfig, StationConfig
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import amount_idr, format_litres, mask_plate
@@ -47,6 +49,8 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.scan_identity import identify, legacy_salt_of
+from agent.trust_mode import check_trust_mode
+from agent.tx_sign import StationKeyError, load_station_key, sign_record
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -123,6 +127,7 @@ class Station:
         on_line: Callable[[str], None] | None = None,
         listeners: list[Listener] | None = None,
     ) -> None:
+        check_trust_mode(config)
         self.config = config
         self.events: queue.Queue[object] = queue.Queue()
         self.on_line = on_line or (lambda text: print(text, flush=True))
@@ -143,6 +148,12 @@ class Station:
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
                                             self.docs.repo, self.docs.trust, self.events.put)
         self.allowlist_sync_state: dict[str, Any] = {"state": "idle"}
+        apply_login(config, self.link.client, self.allowlist_sync.client)
+        # Headquarters stores only records its station signed (agent/tx_sign.py).
+        try:
+            self.station_key = load_station_key(config.station_key) if config.station_key else None
+        except StationKeyError as exc:
+            raise ConfigError(str(exc)) from exc
         self._freeze_state = FRESH
         self.board_connected = False
         self.clock = ClockGuard(config.zone)
@@ -167,6 +178,8 @@ class Station:
         self.config_path: Path | None = None  # re-read by the reload_config command
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
+        self.acks_refused = 0
+        self._anchor_saved_mono: float | None = None
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -222,6 +235,7 @@ class Station:
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
         self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
+        self.clock.restore_anchor(self.journal.get_meta("hq_anchor"))
         for result in self.docs.load_saved():
             self._report_update(result)
         self.payments.recover()
@@ -371,7 +385,7 @@ class Station:
         return True
 
     def _read_clock(self) -> ClockReading:
-        reading = self.clock.read(utc_now())
+        reading = self.clock.read(utc_now(), time.monotonic())
         if reading.trusted != self._clock_trusted:
             self._clock_trusted = reading.trusted
             if not reading.trusted:
@@ -490,7 +504,10 @@ class Station:
             self.pumps[pump_no].session is not None)
 
     def _queue_record(self, db: Any, record: dict[str, Any]) -> None:
-        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), record)
+        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), self._signed(record))
+
+    def _signed(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.station_key is None else sign_record(record, self.station_key)
 
     def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "") -> Decision:
         vehicle = decision.vehicle
@@ -625,9 +642,8 @@ class Station:
             meta["wall_floor"] = clock.now.isoformat()
         keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
         killpoint("before_close")
-        self.journal.close_session(session, dispensed_ml, amount, reason,
-                                   None if keep else (session.tx_id, topics.tx(self.config.station_id), record),
-                                   meta, extra=keep)
+        queued = None if keep else (session.tx_id, topics.tx(self.config.station_id), self._signed(record))
+        self.journal.close_session(session, dispensed_ml, amount, reason, queued, meta, extra=keep)
         killpoint("close_journaled")
         self.live.transaction(record)
         pump = self.pumps.get(session.pump)
@@ -691,30 +707,39 @@ class Station:
         elif message.topic == topics.POLICY:
             self._report_update(self.docs.offer(POLICY_KIND, message.payload))
         elif message.topic == topics.ack(self.config.station_id):
-            try:
-                body = json.loads(message.payload)
-                ids = [str(i) for i in body["ids"]]
-                hq_time = dt.datetime.fromisoformat(body["at"]) if "at" in body else None
-            except (ValueError, KeyError, TypeError):
-                log.warning("malformed acknowledgement ignored")
-                return
-            if hq_time is not None and hq_time.tzinfo is not None:
-                # Headquarters' clock is a moment that has surely passed: it raises the floor
-                # an offline-booted Pi compares its own clock with.
-                self.clock.observe(hq_time)
-            if self.outbox.on_ack(ids):
-                killpoint("ack_applied")
+            self._ack(message.payload)
         elif message.topic == topics.command(self.config.station_id):
             self._command(message.payload)
 
-    def _command(self, payload: bytes) -> None:
+    def _ack(self, payload: bytes) -> None:
+        """Only a signed acknowledgement deletes from the outbox, and only rows in flight."""
         try:
-            command = self.command_gate.admit(payload, self._read_clock().effective)
+            ack = verify_ack(payload, self.config.station_id, self.docs.trust.keyring(ACK_ROLE))
+        except AckRefused as exc:
+            self.acks_refused += 1
+            log.warning("acknowledgement refused: %s", exc)
+            return
+        now = time.monotonic()
+        # Headquarters' signed time: the clock's floor (bounded) and its forward bound.
+        if self.clock.observe_hq_time(ack.at, now, utc_now()) and (
+                self._anchor_saved_mono is None or now - self._anchor_saved_mono > 600):
+            self._anchor_saved_mono = now
+            self.journal.set_meta("hq_anchor", self.clock.anchor_json())
+        if self.outbox.on_ack(list(ack.ids)):
+            killpoint("ack_applied")
+
+    def _command(self, payload: bytes) -> None:
+        reading = self._read_clock()
+        # Nothing issued after the latest moment the station believes in passes.
+        latest = reading.effective if reading.ahead else max(reading.now, self.clock.floor)
+        try:
+            command = self.command_gate.admit(payload, reading.effective, latest)
         except CommandRejected as exc:
             log.warning("command refused: %s", exc)
             self._emit({"type": "command_rejected", "reason": exc.reason, "detail": exc.detail})
             return
-        self.clock.observe(command.issued)  # signed by headquarters: surely past
+        if not command.by_manager:  # signed by headquarters: surely past (a manager's tablet is not)
+            self.clock.observe(command.issued, utc_now())
         ok, detail = execute(self, command)
         result = {"station": self.config.station_id, "command": command.name, "nonce": command.nonce,
                   "ok": ok, "detail": detail, "at": utc_now().isoformat()}
@@ -770,7 +795,7 @@ class Station:
             log.info("%s version %d installed", result.kind, result.version)
             for doc in (self.docs.allowlist, self.docs.policy):
                 if doc is not None:
-                    self.clock.observe(doc.created)  # signed by headquarters: surely past
+                    self.clock.observe(doc.created, utc_now())  # signed by headquarters: surely past
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
             if self.link.connected:

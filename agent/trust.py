@@ -30,6 +30,9 @@ from agent.durable import atomic_write
 from agent.signing import SignatureError, key_id, load_public_key_hex, public_key_hex
 
 ROLES = ("root", "allowlist", "policy", "tokens", "commands")
+# Roles a root may leave out; each then falls back to the role named here. `acks`: the
+# collectors' key that signs application-level acknowledgements (agent/acks.py).
+OPTIONAL_ROLES = {"acks": "commands"}
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 
 
@@ -150,8 +153,10 @@ class Root:
         raw_roles = signed.get("roles")
         if not isinstance(raw_roles, dict):
             raise TrustError("malformed", "root 'roles' must be an object")
-        for name in ROLES:
+        for name in (*ROLES, *OPTIONAL_ROLES):
             spec = raw_roles.get(name)
+            if name in OPTIONAL_ROLES and spec is None:
+                continue
             if not isinstance(spec, dict):
                 raise TrustError("malformed", f"root lacks role {name!r}")
             keyids, threshold = spec.get("keyids"), spec.get("threshold")
@@ -162,6 +167,8 @@ class Root:
             if name != "root" and threshold > len(set(keyids)):
                 raise TrustError("malformed", f"role {name}: threshold larger than its key count")
             roles[name] = Role(tuple(keyids), threshold)
+        for name, fallback in OPTIONAL_ROLES.items():
+            roles.setdefault(name, roles[fallback])
         return cls(version, parse_time(signed.get("expires"), "expires"), keys, roles, raw)
 
     def keyring(self, role: str) -> dict[str, Ed25519PublicKey]:
@@ -180,7 +187,7 @@ def root_body(version: int, expires: dt.datetime, role_keys: dict[str, list[Ed25
               thresholds: dict[str, int]) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     roles: dict[str, Any] = {}
-    for role in ROLES:
+    for role in (*ROLES, *(r for r in OPTIONAL_ROLES if r in role_keys)):
         ids = []
         for public in role_keys[role]:
             kid = key_id(public)
@@ -221,7 +228,7 @@ class TrustStore:
         """Compatibility with configs that list `trusted_keys`: every role is any one of them,
         and the root cannot rotate (it has no root keys)."""
         keys = {kid: load_public_key_hex(hexkey) for kid, hexkey in trusted_keys.items()}
-        roles = {name: Role(tuple(keys), 1) for name in ROLES if name != "root"}
+        roles = {name: Role(tuple(keys), 1) for name in (*ROLES, *OPTIONAL_ROLES) if name != "root"}
         roles["root"] = Role((), 1)
         far = dt.datetime.max.replace(tzinfo=dt.UTC)
         store = cls(Root(1, far, keys, roles), state_path, legacy=True)
@@ -260,7 +267,7 @@ class TrustStore:
         check_signatures(signed, signatures, new.keyring("root"), new.roles["root"].threshold, "root (new keys)")
         if (now or dt.datetime.now(dt.UTC)) >= new.expires:
             raise TrustError("expired", f"root version {new.version} expired {new.expires.isoformat()}")
-        changed = [r for r in ROLES if r != "root"
+        changed = [r for r in (*ROLES, *OPTIONAL_ROLES) if r != "root"
                    and (set(old.roles[r].keyids), old.roles[r].threshold) != (set(new.roles[r].keyids),
                                                                                new.roles[r].threshold)]
         self.root = new

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import allowlist_manifest, topics, trust
+from agent.acks import sign_ack
 from agent.allowlist_release import Releases, table_of
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
@@ -238,8 +239,7 @@ class HeadquartersSim:
             else:
                 self.received[tx_id] = record
         # Acknowledge after storing: the station may then forget it. Repeats are acked again.
-        ack = {"ids": [tx_id], "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        client.publish(topics.ack(station or ""), json.dumps(ack), qos=1)
+        client.publish(topics.ack(station or ""), sign_ack(self.key, station or "", [tx_id]), qos=1)
 
     def transactions(self) -> list[dict[str, Any]]:
         with self._lock:

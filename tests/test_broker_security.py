@@ -21,10 +21,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import pki
+from agent.acks import verify_ack
 from agent.brokerconf import StationBroker, write_hq_broker, write_password_file, write_station_broker
+from agent.signing import key_id
 from simulators.broker import MosquittoBroker, free_port
 from simulators.collector import Collector, CollectorStore
-from simulators.txgen import synthetic_tx
+from simulators.txgen import sim_ack_key, sim_station_keys, synthetic_tx
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -180,14 +182,17 @@ def test_no_client_certificate_no_connection(certs: Pki, hq_broker: MosquittoBro
 def test_collectors_share_the_subscription_over_tls_and_acls(certs: Pki, hq_broker: MosquittoBroker,
                                                              tmp_path: Path) -> None:
     db = tmp_path / "hq.sqlite"
-    collectors = [Collector("localhost", hq_broker.port, db, name=f"c{i}", tls=certs.tls(SERVICE)).start()
+    collectors = [Collector("localhost", hq_broker.port, db, name=f"c{i}", tls=certs.tls(SERVICE),
+                            ack_key=sim_ack_key(), verifier=sim_station_keys([A]).verify).start()
                   for i in (1, 2)]
     a = Client("a", hq_broker.port, certs.tls(A)).ready()
     try:
         a.subscribe(f"hq/v1/ack/{A}")
         for seq in range(1, 41):
             assert a.publish(f"spbu/v1/{A}/tx", json.dumps(synthetic_tx(A, seq, 9, 1000)).encode()) == 0
-        assert wait_until(lambda: sum(len(json.loads(p)["ids"]) for p in a.payloads(f"hq/v1/ack/{A}")) >= 40, 10)
+        ring = {key_id(sim_ack_key().public_key()): sim_ack_key().public_key()}
+        assert wait_until(lambda: sum(len(verify_ack(p, A, ring).ids) for p in a.payloads(f"hq/v1/ack/{A}")) >= 40,
+                          10)
         store = CollectorStore(db)
         try:
             assert store.count() == 40
