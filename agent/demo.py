@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
@@ -35,12 +37,14 @@ from agent.payments import PaymentChoice
 from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex
 from agent.station import PaymentSelect, Station
+from agent.tx_sign import load_station_key
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.edc import EdcSim
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
+from simulators.tx_verify import StationKeys
 
 STATION_ID = "34.401.01"
 PRODUCT_CYCLE = ("pertalite", "solar")
@@ -338,8 +342,19 @@ class DemoStation:
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
             edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
-            manager_keys=self._manager_keys(),
+            manager_keys=self._manager_keys(), station_key=self._station_key(),
         )
+
+    def _station_key(self) -> Path:
+        """The station's EC key, as `spbu provision` makes it: it signs every transaction."""
+        path = self.workdir / "station.key"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            key = ec.generate_private_key(ec.SECP256R1())
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            path.chmod(0o600)
+        return path
 
     def _manager_keys(self) -> dict[str, str]:
         """The dashboard user's command key, derived from the password as the browser does."""
@@ -359,7 +374,10 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
-        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
+        keys = StationKeys()
+        keys.add(STATION_ID, load_station_key(self._station_key()).public_key())
+        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
+                                  station_keys=keys)
         self.hq.start()
         self.hq.publish_documents()
         self.board.start()

@@ -49,6 +49,7 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.scan_identity import identify, legacy_salt_of
+from agent.token_policy import refusal as token_refusal
 from agent.trust_mode import check_trust_mode
 from agent.tx_sign import StationKeyError, load_station_key, sign_record
 from hal.edc import EdcLink, EdcReply, EdcTerminal
@@ -449,9 +450,13 @@ class Station:
             return self._refuse(pump, Decision(False, ident.reason), ident.detail, plate=ident.plate)
         clock = self._read_clock()
         day = clock.quota_day
+        barred = token_refusal(self.docs.policy, vehicle_id, ident.issued, ident.legacy,
+                               dt.date.fromisoformat(day))
+        if barred:  # legacy texts switched off, a token too old or revoked by a reissue
+            return self._refuse(pump, Decision(False, barred, vehicle_id=vehicle_id), plate=ident.plate)
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
-                          used + reserved, requested_ml, clock.effective, self.config.freeze)
+                          used + reserved, requested_ml, clock.effective, self.config.freeze, ident.legacy)
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate)

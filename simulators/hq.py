@@ -25,6 +25,7 @@ from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
 from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex, sign_document
+from simulators.tx_verify import StationKeys
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,12 @@ def synthetic_registry(count: int, seed: int = 7) -> list[RegistryEntry]:
 class HeadquartersSim:
     def __init__(self, host: str, port: int, registry: list[RegistryEntry],
                  key: Ed25519PrivateKey | None = None, validity_days: int = 14,
-                 client_id: str | None = None, collect: bool = True) -> None:
+                 client_id: str | None = None, collect: bool = True,
+                 station_keys: StationKeys | None = None) -> None:
+        """station_keys: collect only records these stations signed (simulators/tx_verify.py)."""
         self.host = host
+        self.station_keys = station_keys
+        self.policy_extra: dict[str, Any] = {}  # more signed policy fields (legacy_qr, token ages...)
         self.collect = collect  # False: simulators/collector.py processes collect instead
         self.port = port
         self.registry = registry
@@ -198,7 +203,7 @@ class HeadquartersSim:
         created, expires = self._times()
         body = {"_type": POLICY_KIND, "version": version, "created": created, "expires": expires,
                 "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
-                "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
+                "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200, **self.policy_extra}
         return trust.sign(body, [self.key])
 
     def install_into(self, data_dir: Path) -> None:
@@ -229,6 +234,8 @@ class HeadquartersSim:
             tx_id = str(record["tx_id"])
             if record.get("station") != station:
                 raise ValueError("station mismatch")
+            if self.station_keys is not None:
+                self.station_keys.verify(record)
         except (ValueError, KeyError, TypeError):
             with self._lock:
                 self.rejected += 1
