@@ -45,6 +45,7 @@ class StationBroker:
     ws_port: int = 9001
     ws_interface: str = "eth0"
     dashboard_user: str = "dashboard"
+    agent_user: str = "spbu-agent"  # the agent's login on the loopback listener
     http_dir: Path = Path("/opt/spbu/dashboard")  # the dashboard page (deploy/install.sh puts it there)
 
 
@@ -59,7 +60,8 @@ def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLA
               "CAFILE": str(cfg.cafile.resolve()), "CERTFILE": str(cfg.certfile.resolve()),
               "KEYFILE": str(cfg.keyfile.resolve()),
               "AGENT_PORT": str(cfg.agent_port), "WS_PORT": str(cfg.ws_port), "WS_INTERFACE": cfg.ws_interface,
-              "DASHBOARD_USER": cfg.dashboard_user, "ETC": str(etc), "HTTP_DIR": str(cfg.http_dir)}
+              "DASHBOARD_USER": cfg.dashboard_user, "AGENT_USER": cfg.agent_user, "ETC": str(etc),
+              "HTTP_DIR": str(cfg.http_dir)}
     for name in ("station-agent.acl", "station-dashboard.acl"):
         (etc / name).write_text(render(templates / f"{name}.in", values))
     conf = etc / "spbu.conf"
@@ -97,3 +99,18 @@ def write_password_file(path: Path, users: dict[str, str]) -> None:
                                 capture_output=True, text=True, timeout=30, check=False)
         if result.returncode != 0:
             raise BrokerConfigError(f"mosquitto_passwd failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def write_agent_login(etc: Path, user: str = "spbu-agent") -> Path:
+    """The agent's broker login: a random password kept in etc/agent.password (mode 600,
+    for the agent's service user; the broker never reads it) and its hash in
+    etc/agent.passwd for the loopback listener. An existing password is kept."""
+    import secrets
+
+    secret = etc / "agent.password"
+    if not secret.exists() or not secret.read_text().strip():
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+    write_password_file(etc / "agent.passwd", {user: secret.read_text().strip()})
+    return secret

@@ -48,7 +48,13 @@ def cmd_keys_cert(args: argparse.Namespace) -> int:
 def cmd_keys_broker_config(args: argparse.Namespace) -> int:
     import secrets
 
-    from agent.brokerconf import BrokerConfigError, StationBroker, write_password_file, write_station_broker
+    from agent.brokerconf import (
+        BrokerConfigError,
+        StationBroker,
+        write_agent_login,
+        write_password_file,
+        write_station_broker,
+    )
 
     cfg = StationBroker(args.station, args.hq_host, args.hq_port, args.ca, args.cert, args.key,
                         ws_interface=args.ws_interface, ws_port=args.ws_port)
@@ -67,10 +73,13 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
             keep.write_text(password + "\n")
             where = f"{keep} (new, mode 600)"
         write_password_file(args.out / "dashboard.passwd", {cfg.dashboard_user: password})
+        agent_secret = write_agent_login(args.out, cfg.agent_user)
     except BrokerConfigError as exc:
         raise CliError(str(exc)) from exc
     print(f"station broker {conf}\nACLs {args.out / 'station-agent.acl'}, {args.out / 'station-dashboard.acl'}\n"
-          f"dashboard user {cfg.dashboard_user}, password in {where}")
+          f"dashboard user {cfg.dashboard_user}, password in {where}\n"
+          f"agent login {cfg.agent_user}, password in {agent_secret} (mode 600: give it to the agent's user);"
+          f" add to agent.toml [mqtt]: username = \"{cfg.agent_user}\", password_file = \"{agent_secret}\"")
     return 0
 
 

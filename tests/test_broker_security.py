@@ -18,14 +18,24 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import pki
 from agent.acks import verify_ack
-from agent.brokerconf import StationBroker, write_hq_broker, write_password_file, write_station_broker
+from agent.brokerconf import (
+    StationBroker,
+    write_agent_login,
+    write_hq_broker,
+    write_password_file,
+    write_station_broker,
+)
 from agent.signing import key_id
+from agent.tx_sign import load_station_key, sign_record
 from simulators.broker import MosquittoBroker, free_port
 from simulators.collector import Collector, CollectorStore
+from simulators.tx_verify import StationKeys
 from simulators.txgen import sim_ack_key, sim_station_keys, synthetic_tx
 from tests.helpers import wait_until
 
@@ -204,6 +214,21 @@ def test_collectors_share_the_subscription_over_tls_and_acls(certs: Pki, hq_brok
             collector.close()
 
 
+def start_station_broker(cfg: StationBroker, etc: Path, tmp_path: Path) -> MosquittoBroker:
+    conf = write_station_broker(cfg, etc)
+    write_password_file(etc / "dashboard.passwd", {"dashboard": "s3cret"})
+    write_agent_login(etc)
+    (tmp_path / "station-broker").mkdir()
+    station_broker = MosquittoBroker(port=cfg.agent_port, workdir=tmp_path / "station-broker",
+                                     config=conf.read_text())
+    station_broker.start()
+    return station_broker
+
+
+def agent_login(etc: Path) -> tuple[str, str]:
+    return "spbu-agent", (etc / "agent.password").read_text().strip()
+
+
 def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_broker: MosquittoBroker,
                                                              tmp_path: Path) -> None:
     etc = tmp_path / "station-etc"
@@ -212,14 +237,9 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
                         http_dir=tmp_path / "www")
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "index.html").write_text("<!doctype html><title>SPBU dashboard</title>")
-    conf = write_station_broker(cfg, etc)
-    write_password_file(etc / "dashboard.passwd", {"dashboard": "s3cret"})
-    (tmp_path / "station-broker").mkdir()
-    station_broker = MosquittoBroker(port=cfg.agent_port, workdir=tmp_path / "station-broker",
-                                     config=conf.read_text())
-    station_broker.start()
+    station_broker = start_station_broker(cfg, etc, tmp_path)
     hq = Client("hq", hq_broker.port, certs.tls(SERVICE)).ready()
-    agent = Client("agent", cfg.agent_port).ready()
+    agent = Client("agent", cfg.agent_port, login=agent_login(etc)).ready()
     intruder = Client("intruder", cfg.ws_port, ws=True, login=("dashboard", "wrong"))
     dashboard = Client("dashboard", cfg.ws_port, ws=True, login=("dashboard", "s3cret")).ready()
     try:
@@ -256,4 +276,47 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
     finally:
         for client in (hq, agent, intruder, dashboard):
             client.close()
+        station_broker.close()
+
+
+def test_item7_only_the_agent_publishes_on_the_station_and_headquarters_stores_only_signed_sales(
+        certs: Pki, hq_broker: MosquittoBroker, tmp_path: Path) -> None:
+    """Issue 17 item 7: an anonymous client on the station's loopback listener published
+    sales that reached headquarters. Now the listener wants the agent's login, and the
+    collector stores (and acknowledges) only records signed with the station's own key."""
+    etc = tmp_path / "station-etc"
+    cfg = StationBroker(A, "localhost", hq_broker.port, certs.ca, certs.certs / f"{A}.crt",
+                        certs.certs / f"{A}.key", agent_port=free_port(), ws_port=free_port(), ws_interface="lo",
+                        http_dir=tmp_path)
+    station_broker = start_station_broker(cfg, etc, tmp_path)
+    keys = StationKeys()
+    assert keys.add_certificate((certs.certs / f"{A}.crt").read_bytes(),
+                                x509.load_pem_x509_certificate(certs.ca.read_bytes())) == A
+    collector = Collector("localhost", hq_broker.port, tmp_path / "hq.sqlite", name="c7", tls=certs.tls(SERVICE),
+                          ack_key=sim_ack_key(), verifier=keys.verify).start()
+    anonymous = Client("anonymous", cfg.agent_port)
+    guesser = Client("guesser", cfg.agent_port, login=("spbu-agent", "guess"))
+    agent = Client("agent7", cfg.agent_port, login=agent_login(etc)).ready()
+    try:
+        assert wait_until(lambda: anonymous.refused is not None and guesser.refused is not None, 5)
+        assert not anonymous.connected.is_set() and not guesser.connected.is_set()
+        agent.subscribe(f"hq/v1/ack/{A}")
+        station_key = load_station_key(certs.certs / f"{A}.key")
+        unsigned = synthetic_tx(A, 1, 9, 1000, signed=False)
+        other_key = sign_record(synthetic_tx(A, 2, 9, 1000, signed=False), ec.generate_private_key(ec.SECP256R1()))
+        altered = {**sign_record(synthetic_tx(A, 3, 9, 1000, signed=False), station_key), "dispensed_ml": 1}
+        for record in (unsigned, other_key, altered):
+            assert agent.publish(f"spbu/v1/{A}/tx", json.dumps(record).encode()) == 0
+        assert wait_until(lambda: collector.rejected == 3, 15, step_s=0.2), station_broker.log_tail()
+        good = sign_record(synthetic_tx(A, 4, 9, 1000, signed=False), station_key)
+        assert agent.publish(f"spbu/v1/{A}/tx", json.dumps(good).encode()) == 0
+        ring = {key_id(sim_ack_key().public_key()): sim_ack_key().public_key()}
+        assert wait_until(lambda: agent.payloads(f"hq/v1/ack/{A}") != [], 10)
+        acked = [i for p in agent.payloads(f"hq/v1/ack/{A}") for i in verify_ack(p, A, ring).ids]
+        assert acked == [good["tx_id"]], "only the signed record is acknowledged"
+        assert collector.store.tx_ids() == [good["tx_id"]]
+    finally:
+        for client in (anonymous, guesser, agent):
+            client.close()
+        collector.close()
         station_broker.close()
