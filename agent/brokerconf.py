@@ -101,13 +101,14 @@ def write_password_file(path: Path, users: dict[str, str]) -> None:
             raise BrokerConfigError(f"mosquitto_passwd failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
-def write_agent_login(etc: Path, user: str = "spbu-agent") -> Path:
+def write_agent_login(etc: Path, user: str = "spbu-agent", existing: Path | None = None) -> Path:
     """The agent's broker login: a random password kept in etc/agent.password (mode 600,
     for the agent's service user; the broker never reads it) and its hash in
-    etc/agent.passwd for the loopback listener. An existing password is kept."""
+    etc/agent.passwd for the loopback listener. An existing password is kept (`existing`:
+    the one `spbu provision` made, /etc/spbu/agent.password)."""
     import secrets
 
-    secret = etc / "agent.password"
+    secret = etc / "agent.password" if existing is None else existing
     if not secret.exists() or not secret.read_text().strip():
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -73,7 +73,7 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
             keep.write_text(password + "\n")
             where = f"{keep} (new, mode 600)"
         write_password_file(args.out / "dashboard.passwd", {cfg.dashboard_user: password})
-        agent_secret = write_agent_login(args.out, cfg.agent_user)
+        agent_secret = write_agent_login(args.out, cfg.agent_user, args.agent_password_file)
     except BrokerConfigError as exc:
         raise CliError(str(exc)) from exc
     print(f"station broker {conf}\nACLs {args.out / 'station-agent.acl'}, {args.out / 'station-dashboard.acl'}\n"
@@ -180,4 +180,7 @@ def add_key_commands(keys_sub: argparse._SubParsersAction[argparse.ArgumentParse
     bconf.add_argument("--ws-port", type=int, default=9001)
     bconf.add_argument("--dashboard-password-file", type=Path, help="the dashboard's password (default: a new one)")
     bconf.add_argument("--out", type=Path, required=True, help="directory for spbu.conf, ACLs and password file")
+    bconf.add_argument("--agent-password-file", type=Path,
+                       help="the agent's broker password (`spbu provision` made /etc/spbu/agent.password); "
+                            "a new one beside the config if omitted")
     bconf.set_defaults(func=cmd_keys_broker_config)
