@@ -7,8 +7,12 @@ revocation, 6 legacy texts, 7 unsigned transactions at headquarters, 8 trusted_k
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from agent import topics
 from agent.acks import sign_ack
 from agent.clock import MAX_FLOOR_STEP
 from agent.commands import sign_command
+from agent.config import render_config
 from agent.demo import STATION_ID, Customer, DemoStation
 from agent.journal import Journal
 from agent.outbox import OutboxSender
@@ -193,3 +198,43 @@ def test_item6_legacy_texts_can_be_switched_off_and_never_get_the_unregistered_a
     assert any("old-style QR no longer accepted" in line for line in demo.lines)
     # A signed token is not affected.
     assert scan(demo, 1, demo.token(vehicle(demo, "private_car")))["ok"]
+
+
+def test_item5_tokens_expire_and_a_reissued_qr_revokes_the_old_one(demo: DemoStation) -> None:
+    car = vehicle(demo, "private_car")
+    today = dt.date.today()
+    ancient = issue_token(car, plate(demo, car), dt.date(2001, 1, 1), demo.hq_key)
+    old = issue_token(car, plate(demo, car), today - dt.timedelta(days=3), demo.hq_key)
+    new = issue_token(car, plate(demo, car), today, demo.hq_key)
+    # Headquarters limits a token's age to 90 days and reissues this car's QR today.
+    publish_policy(demo, max_token_age_days=90, token_min_issued={str(car): today.isoformat()})
+    answer = scan(demo, 1, ancient)
+    assert not answer["ok"] and answer["reason"] == "token_expired", answer
+    answer = scan(demo, 1, old)
+    assert not answer["ok"] and answer["reason"] == "token_revoked", answer
+    assert any("QR was replaced by a newer one" in line for line in demo.lines)
+    assert scan(demo, 1, new)["ok"]
+    # Another vehicle's three-day-old token is still good: the revocation is per vehicle.
+    other = vehicle(demo, "goods_4w", 0x02)
+    assert scan(demo, 2, issue_token(other, plate(demo, other), today - dt.timedelta(days=3), demo.hq_key))["ok"]
+
+
+def test_item8_trusted_keys_mode_refused_under_systemd_unless_allowed(tmp_path: Path) -> None:
+    from agent.config import ConfigError
+    from agent.trust_mode import check_trust_mode
+
+    demo = DemoStation(pumps=1, workdir=tmp_path / "demo", quiet=True)
+    key = Ed25519PrivateKey.generate().public_key()
+    demo.hq = object()  # type: ignore[assignment]  # config() only needs it to exist
+    demo._root_file = lambda: None  # type: ignore[assignment,method-assign,return-value]
+    config = dataclasses.replace(demo.config(), trusted_keys={key_id(key): public_key_hex(key)})
+    check_trust_mode(config, {})  # a test or a lab shell: allowed
+    with pytest.raises(ConfigError, match="root of trust"):
+        check_trust_mode(config, {"INVOCATION_ID": "0123abcd"})  # started by systemd
+    check_trust_mode(dataclasses.replace(config, allow_trusted_keys=True), {"INVOCATION_ID": "0123abcd"})
+    # The agent itself refuses to start that way, with one clear line.
+    toml = tmp_path / "agent.toml"
+    toml.write_text(render_config(config))
+    result = subprocess.run([sys.executable, "-m", "agent", "agent", "run", "--config", str(toml)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "INVOCATION_ID": "x"})
+    assert result.returncode != 0 and "root of trust" in result.stderr and "Traceback" not in result.stderr
