@@ -69,12 +69,12 @@ def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLA
     return conf
 
 
-def write_hq_broker(etc: Path, port: int, cafile: Path, certfile: Path, keyfile: Path, bind: str = "0.0.0.0",
-                    service: str = "hq-collector", templates: Path = TEMPLATES) -> Path:
+def write_hq_broker(etc: Path, port: int, cafile: Path, certfile: Path, keyfile: Path, crlfile: Path,
+                    bind: str = "0.0.0.0", service: str = "hq-collector", templates: Path = TEMPLATES) -> Path:
     etc = etc.resolve()
     etc.mkdir(parents=True, exist_ok=True)
     values = {"HQ_PORT": str(port), "HQ_BIND": bind, "CAFILE": str(cafile), "CERTFILE": str(certfile),
-              "KEYFILE": str(keyfile), "ETC": str(etc), "HQ_SERVICE": service}
+              "KEYFILE": str(keyfile), "ETC": str(etc), "HQ_SERVICE": service, "CRLFILE": str(crlfile.resolve())}
     (etc / "hq.acl").write_text(render(templates / "hq.acl.in", values))
     conf = etc / "hq-broker.conf"
     conf.write_text(render(templates / "hq-broker.conf.in", values))

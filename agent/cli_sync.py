@@ -45,6 +45,17 @@ def cmd_keys_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from agent.pki import PkiError, revoke, write_crl
+
+    try:
+        crl = revoke(args.ca, args.cert) if args.cert else write_crl(args.ca)
+    except PkiError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"crl {crl}: copy it to headquarters' broker (crlfile) and reload it")
+    return 0
+
+
 def cmd_keys_broker_config(args: argparse.Namespace) -> int:
     import secrets
 
@@ -168,6 +179,11 @@ def add_key_commands(keys_sub: argparse._SubParsersAction[argparse.ArgumentParse
     server.add_argument("--days", type=int, default=825)
     server.add_argument("--force", action="store_true", help="replace existing files")
     server.set_defaults(func=cmd_keys_cert)
+    revoke = keys_sub.add_parser("revoke", help="add a certificate to the CA's revocation list (ca/crl.pem, which "
+                                 "headquarters' broker checks); without --cert, re-issue the list before it expires")
+    revoke.add_argument("--ca", type=Path, required=True, help="directory with ca.key and ca.crt")
+    revoke.add_argument("--cert", type=Path, help="the certificate to revoke")
+    revoke.set_defaults(func=cmd_keys_revoke)
     bconf = keys_sub.add_parser("broker-config", help="the station broker's mosquitto config and ACLs "
                                 "(loopback for the agent, WebSockets for the dashboard, TLS bridge to headquarters)")
     bconf.add_argument("--station", required=True, help="station id, e.g. 34.401.01")

@@ -119,7 +119,7 @@ def parse_command(data: bytes, keyring: dict[str, Ed25519PublicKey]) -> Command:
     """Signature and shape; station, expiry and nonce are checked by CommandGate."""
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CommandRejected(MALFORMED, "not JSON") from exc
     if not isinstance(envelope, dict):
         raise CommandRejected(MALFORMED, "not an object")

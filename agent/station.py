@@ -239,6 +239,8 @@ class Station:
         self.clock.restore_anchor(self.journal.get_meta("hq_anchor"))
         for result in self.docs.load_saved():
             self._report_update(result)
+        if self.docs.trust.state_error:
+            self._emit({"type": "alert", "alert": "trust_state_corrupt", "detail": self.docs.trust.state_error})
         self.payments.recover()
         self._recover()
         day = self._read_clock().quota_day

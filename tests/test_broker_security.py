@@ -133,7 +133,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def hq_broker(certs: Pki, tmp_path: Path) -> Iterator[MosquittoBroker]:
     port = free_port()
     conf = write_hq_broker(tmp_path / "hq-etc", port, certs.ca, certs.certs / "localhost.crt",
-                           certs.certs / "localhost.key", bind="127.0.0.1", service=SERVICE)
+                           certs.certs / "localhost.key", pki.write_crl(certs.ca.parent), bind="127.0.0.1",
+                           service=SERVICE)
     (tmp_path / "hq-broker").mkdir()
     broker = MosquittoBroker(port=port, workdir=tmp_path / "hq-broker", config=conf.read_text())
     broker.start()
@@ -320,3 +321,34 @@ def test_item7_only_the_agent_publishes_on_the_station_and_headquarters_stores_o
             client.close()
         collector.close()
         station_broker.close()
+
+
+def test_item9_a_revoked_station_certificate_is_refused_by_headquarters(tmp_path: Path) -> None:
+    """Station certificates live 825 days: headquarters' broker checks the CA's CRL, so one
+    station can be shut out at once (issue 17, item 9)."""
+    ca = tmp_path / "ca"
+    pki.make_ca(ca)
+    for name in (A, B, SERVICE):
+        pki.issue(ca, tmp_path / "certs", name)
+    pki.issue(ca, tmp_path / "certs", "localhost", server_names=("localhost", "127.0.0.1"))
+    own = Pki(ca / "ca.crt", tmp_path / "certs")
+    pki.revoke(ca, own.certs / f"{B}.crt")
+    port = free_port()
+    conf = write_hq_broker(tmp_path / "hq-etc", port, own.ca, own.certs / "localhost.crt",
+                           own.certs / "localhost.key", ca / "crl.pem", bind="127.0.0.1", service=SERVICE)
+    (tmp_path / "hq-broker").mkdir()
+    broker = MosquittoBroker(port=port, workdir=tmp_path / "hq-broker", config=conf.read_text()).start()
+    try:
+        a = Client("a-crl", port, own.tls(A)).ready()
+        a.close()
+        revoked = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-revoked", protocol=mqtt.MQTTv5)
+        revoked.tls_set(ca_certs=str(own.ca), certfile=str(own.certs / f"{B}.crt"),
+                        keyfile=str(own.certs / f"{B}.key"))
+        with pytest.raises((ssl.SSLError, OSError)):
+            revoked.connect("localhost", port)
+            for _ in range(20):  # the refusal may surface on the first read
+                revoked.loop(0.1)
+                assert not revoked.is_connected()
+            raise OSError("never connected")
+    finally:
+        broker.close()

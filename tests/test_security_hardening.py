@@ -23,17 +23,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 import agent.station
-from agent import topics
+from agent import topics, trust
 from agent.acks import sign_ack
+from agent.allowlist_sync import MAX_PENDING_ROOTS
 from agent.clock import MAX_FLOOR_STEP
 from agent.commands import sign_command
 from agent.config import render_config
 from agent.demo import STATION_ID, Customer, DemoStation
+from agent.docstore import DocumentStore
+from agent.documents import POLICY_KIND
 from agent.journal import Journal
 from agent.outbox import OutboxSender
 from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex
 from simulators.broker import MosquittoBroker
+from tests.allowlist_fixtures import Headquarters, Station, registry
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -238,3 +242,53 @@ def test_item8_trusted_keys_mode_refused_under_systemd_unless_allowed(tmp_path: 
     result = subprocess.run([sys.executable, "-m", "agent", "agent", "run", "--config", str(toml)],
                             capture_output=True, text=True, timeout=60, env={**os.environ, "INVOCATION_ID": "x"})
     assert result.returncode != 0 and "root of trust" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_item9_smaller_items_nested_json_big_messages_roots_policy_rotation_corrupt_trust(
+        demo: DemoStation, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    station = demo.station
+    assert station is not None
+    events: list[dict[str, Any]] = []
+    station.listeners.append(events.append)
+    intruder = Sender(demo.broker)
+    try:
+        # A deeply nested JSON command gets a rejection report; the loop lives on.
+        intruder.send(topics.command(STATION_ID), b"[" * 100_000)
+        assert wait_until(lambda: rejected(demo, events) == ["malformed"], 5), events
+        # A message over 4 MiB is dropped on arrival, before it is queued or parsed.
+        intruder.send(topics.POLICY, b"{" + b" " * (5 * 1024 * 1024) + b"}")
+        assert wait_until(lambda: "dropped" in caplog.text, 5)
+        assert scan(demo, 1, demo.token(vehicle(demo, "private_car")))["ok"]
+    finally:
+        intruder.close()
+
+    hq = Headquarters(tmp_path / "hq")
+    # Roots announced far ahead are not buffered without bound.
+    far = Station(tmp_path / "far", hq.root_file())
+    for version in range(2, 200):
+        far.root(version, b"{}")
+    assert len(far.sync._roots) <= MAX_PENDING_ROOTS
+
+    # The policy's version floor resets when its keys rotate (a stolen key's 10**9 recovered).
+    docs = DocumentStore(tmp_path / "docs", {}, hq.root_file())
+    assert docs.offer(POLICY_KIND, signed_policy(hq, 10**9)).accepted
+    docs.trust.update_root(hq.rotate("policy"))
+    result = docs.offer(POLICY_KIND, signed_policy(hq, 1))
+    assert result.accepted, result.detail
+
+    # A corrupt trust.json keeps the rollback floor the installed list had reached.
+    site = Station(tmp_path / "site", hq.root_file())
+    first, second = hq.release(registry(50)), hq.release(registry(60))
+    site.offer(hq.manifest(second), hq.chunks(second))
+    assert site.installed() == [second]
+    (tmp_path / "site" / "trust.json").write_text("{ not json")
+    reopened = DocumentStore(tmp_path / "site", {}, hq.root_file())
+    assert reopened.trust.state_error and reopened.trust.floor("allowlist") == second > first
+
+
+def signed_policy(hq: Headquarters, version: int) -> bytes:
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    body = {"_type": POLICY_KIND, "version": version, "created": now.isoformat(),
+            "expires": (now + dt.timedelta(days=7)).isoformat(), "limits_l": {"pertalite": {"private_car": 60}},
+            "prices_idr_per_l": {"pertalite": 10_000}}
+    return trust.sign(body, hq.role_keys["policy"])
