@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint typecheck pytest mosquitto node tools zbar browser dashboard bundle venv clean
 MP_TESTS := tests/micropython
 DASH := dashboard
+ATT := attendant
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,8 +66,14 @@ $(DASH)/www/vendor/spbu-vendor.js: $(DASH)/package-lock.json $(DASH)/src/vendor.
 	@if command -v npm >/dev/null 2>&1; then \
 		cd $(DASH) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build; fi
 
+# The attendant's page: MQTT.js and zxing-cpp's WebAssembly reader (npm zxing-wasm), bundled,
+# the .wasm copied beside the bundle (served by the station, never a CDN).
+$(ATT)/www/vendor/attendant-vendor.js: $(ATT)/package-lock.json $(ATT)/src/vendor.js $(ATT)/src/copy-wasm.js
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(ATT) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build; fi
+
 dashboard: node
-	@$(MAKE) --no-print-directory $(DASH)/www/vendor/spbu-vendor.js
+	@$(MAKE) --no-print-directory $(DASH)/www/vendor/spbu-vendor.js $(ATT)/www/vendor/attendant-vendor.js
 
 # Offline bundle for stations without internet: wheels for arm64 (Pi) and x86_64, the
 # project itself, and the install script. Copy dist/bundle to the Pi and run
@@ -80,6 +87,7 @@ bundle: $(STAMP)
 	done
 	cp -r deploy dist/bundle/
 	$(MAKE) --no-print-directory dashboard && mkdir -p dist/bundle/dashboard && cp -r $(DASH)/www/. dist/bundle/dashboard/
+	mkdir -p dist/bundle/attendant && cp -r $(ATT)/www/. dist/bundle/attendant/
 	@echo "bundle in dist/bundle: $$(ls dist/bundle | wc -l) files"
 
 $(MP_TESTS)/node_modules/.package-lock.json: $(MP_TESTS)/package-lock.json

@@ -28,6 +28,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CliError("--pumps must be between 1 and 16")
     if args.customers < 1 or args.customers > 1000:
         raise CliError("--customers must be between 1 and 1000")
+    if args.attendant:
+        from agent.attendant.files import AttendantPageMissing, attendant_dir
+
+        try:
+            attendant_dir()
+        except AttendantPageMissing as exc:
+            raise CliError(str(exc)) from exc
     if args.dashboard:
         from agent.dashboard_files import DashboardMissing, dashboard_dir
 
@@ -45,7 +52,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
                     json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump,
-                    dashboard=args.dashboard)
+                    dashboard=args.dashboard, attendant=args.attendant)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -242,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
     demo.add_argument("--pump", choices=("relay", "dart"), default="relay",
                       help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
+    demo.add_argument("--attendant", action="store_true",
+                      help="keep the station running and serve the attendant's page over TLS (prints the "
+                           "address, the device link and the attendant's number and PIN)")
     demo.add_argument("--dashboard", action="store_true",
                       help="keep the station running and serve the manager's dashboard (prints the URL)")
     demo.set_defaults(func=_cmd_demo)

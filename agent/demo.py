@@ -285,7 +285,7 @@ class DemoStation:
     def __init__(self, pumps: int = 2, flow_lps: float = 25.0, lang: str = "id",
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
-                 dashboard: bool = False, edc: bool = False) -> None:
+                 dashboard: bool = False, edc: bool = False, attendant: bool = False) -> None:
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
@@ -300,7 +300,15 @@ class DemoStation:
             self.dashboard = DashboardListener(dashboard_dir(), STATION_ID,
                                                {self.dashboard_user: self.dashboard_password})
             assert broker is None, "the dashboard needs the demo's own broker"
-        self.broker = broker or MosquittoBroker(dashboard=self.dashboard)
+        # The attendants' phones: TLS WebSockets with the station's certificate, one device per two pumps.
+        self.attendant = None
+        if attendant:
+            from simulators.attendant_setup import make_attendant_setup
+
+            assert broker is None, "the attendant's page needs the demo's own broker"
+            self.attendant = make_attendant_setup(STATION_ID, list(self.products), self.workdir)
+        self.broker = broker or MosquittoBroker(dashboard=self.dashboard,
+                                                attendant=self.attendant.listener if self.attendant else None)
         self.registry = synthetic_registry(vehicles)
         self.hq_key = Ed25519PrivateKey.generate()  # signs the lists and the customers' QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
@@ -342,7 +350,12 @@ class DemoStation:
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
             edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
+<<<<<<< HEAD
             manager_keys=self._manager_keys(), station_key=self._station_key(),
+=======
+            manager_keys=self._manager_keys(),
+            attendant=self.attendant.config if self.attendant else None,
+>>>>>>> main
         )
 
     def _station_key(self) -> Path:
@@ -472,10 +485,10 @@ class DemoStation:
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
-             dashboard: bool = False) -> int:
+             dashboard: bool = False, attendant: bool = False) -> int:
     started = time.monotonic()
     demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard,
-                       edc=True)
+                       edc=True, attendant=attendant)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -511,7 +524,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         if json_path is not None:
             json_path.write_text(json.dumps({"ok": result.ok, **result.summary,
                                              "differences": result.differences}, indent=2) + "\n")
-        if dashboard:
+        if dashboard or attendant:
             keep_serving(demo, lang)
         return 0 if result.ok else 1
     except KeyboardInterrupt:
@@ -526,7 +539,12 @@ def keep_serving(demo: DemoStation, lang: str) -> None:
     text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
             if lang == "id" else
             "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
-    print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
-          flush=True)
+    if demo.dashboard is not None:
+        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
+              flush=True)
+    if demo.attendant is not None:
+        from simulators.attendant_setup import describe
+
+        print(describe(demo.attendant, lang), flush=True)
     while True:
         time.sleep(3600)

@@ -195,6 +195,14 @@ class PaymentDesk:
             return self._scan_payments[(self._scan_count - 1) % len(self._scan_payments)]
         return CASH
 
+    def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
+        """The card/QRIS payment of a fill (None: paid in cash), `settled` once done."""
+        row = self.journal._db.execute("SELECT pay_id, state FROM payments WHERE tx_id=? ORDER BY pay_id DESC",
+                                       (tx_id,)).fetchone()
+        if row is None:
+            return None
+        return {**self.payment_object(int(row[0])), "settled": row[1] == DONE}
+
     def busy(self, pump: int) -> bool:
         row = self.journal._db.execute(
             f"SELECT 1 FROM payments WHERE {OPEN_PAYMENTS} AND state='charging' AND pump=?", (pump,)).fetchone()

@@ -24,7 +24,12 @@ from agent import __version__, homeassistant, topics
 from agent import session as ps
 from agent.acks import ACK_ROLE, AckRefused, verify_ack
 from agent.allowlist_sync import AllowListSync, SyncEvent
+<<<<<<< HEAD
 from agent.broker_login import apply_login
+=======
+from agent.attendant import topics as attendant_topics
+from agent.attendant.desk import AttendantDesk
+>>>>>>> main
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
@@ -48,6 +53,7 @@ from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
+from agent.receipt import render_receipt
 from agent.scan_identity import identify, legacy_salt_of
 from agent.token_policy import refusal as token_refusal
 from agent.trust_mode import check_trust_mode
@@ -65,7 +71,7 @@ from hal.relay_board import (
     PumpController,
     RelayBoard,
 )
-from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead
+from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
 from hal.scanner_select import open_scanner
 
 log = logging.getLogger(__name__)
@@ -145,7 +151,8 @@ class Station:
                          suffix=SCANNER_SUFFIXES[config.scanner_suffix])
             for p in config.pumps
         ]
-        self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put)
+        self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
+                             subscribe=(attendant_topics.requests(config.station_id),) if config.attendant else ())
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
                                             self.docs.repo, self.docs.trust, self.events.put)
         self.allowlist_sync_state: dict[str, Any] = {"state": "idle"}
@@ -177,6 +184,13 @@ class Station:
                                         self.command_store, keyring_from_config(config.manager_keys))
         self.locked: set[int] = self.command_store.locked()
         self.config_path: Path | None = None  # re-read by the reload_config command
+        # The attendants' phones (agent/attendant/): sign-in, camera scans, payment choice, stop.
+        self.attendants = None if config.attendant is None else AttendantDesk(
+            config.station_id, config.attendant, self.journal,
+            lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain), self,
+            {p.number: p.product for p in config.pumps}, self._price)
+        if self.attendants is not None:
+            self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
         self.acks_refused = 0
@@ -352,6 +366,8 @@ class Station:
                 self.outbox.restart()
                 self._publish_state()
                 self.live.publish_all(time.monotonic())
+                if self.attendants is not None:
+                    self.attendants.publish_all()
                 self._announce_to_home_assistant()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
@@ -372,6 +388,8 @@ class Station:
         self.link.publish(topics.event(self.config.station_id), json.dumps(event).encode(), qos=0)
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
+        if kw.get("plate"):  # stdout ends in journald: full plates only on the attendant's page
+            kw["plate"] = mask_plate(kw["plate"])
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
     def _set_state(self, pump: PumpRuntime, new: str) -> bool:
@@ -499,9 +517,11 @@ class Station:
         code = "ok_offline" if decision.offline else "ok_capped" if preset_ml < wanted else "ok"
         self._say(code, pump_no, plate=plate, product=product,
                   remaining_ml=decision.remaining_ml, preset_ml=preset_ml)
-        self._emit({"type": "decision", "pump": pump_no, "ok": True, "reason": "", "code": code,
-                    "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
-                    "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
+        event = {"type": "decision", "pump": pump_no, "ok": True, "reason": "", "code": code,
+                 "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
+                 "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml}
+        self._emit(event)
+        self._decided(event, plate, decision)
         return decision
 
     def _open_prepaid(self, pump_no: int, text: str, preset_ml: int, pay_id: int) -> bool:
@@ -522,12 +542,62 @@ class Station:
         self._say(decision.reason, pump.config.number, plate=plate,
                   product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
                   zone=self.config.zone)
-        self._emit({"type": "decision", "pump": pump.config.number, "ok": False,
-                    "reason": decision.reason, "code": decision.reason, "detail": detail,
-                    "plate": mask_plate(plate) if plate else "",
-                    "product": pump.config.product, "preset_ml": 0,
-                    "remaining_ml": decision.remaining_ml})
+        event = {"type": "decision", "pump": pump.config.number, "ok": False,
+                 "reason": decision.reason, "code": decision.reason, "detail": detail,
+                 "plate": mask_plate(plate) if plate else "",
+                 "product": pump.config.product, "preset_ml": 0,
+                 "remaining_ml": decision.remaining_ml}
+        self._emit(event)
+        self._decided(event, plate, decision)
         return decision
+
+    def _decided(self, event: dict[str, Any], plate: str, decision: Decision) -> None:
+        """After each decision: the attendant's page (full plate) and the scanner's beep."""
+        pump_no = int(event["pump"])
+        if self.attendants is not None:
+            category = decision.vehicle.category if decision.vehicle else ""
+            self.attendants.decision(event, plate, category, decision.used_ml, decision.limit_ml)
+        command = self.config.scanner_beep[0 if event["ok"] else 1]
+        scanner = self.scanners[self.config.pumps.index(self.pumps[pump_no].config)]
+        if command and isinstance(scanner, SerialScanner):
+            scanner.send(command)  # a serial scanner that beeps on command (good or bad read)
+
+    # --- the attendant's page (agent/attendant/desk.py StationActions) -----------------
+
+    def attendant_scan(self, pump: int, text: str) -> None:
+        """A phone camera's read: the same path, checks and duplicate rule as a scanner's."""
+        self._scanner_event(pump, ScanRead(text, "]Q1"))
+
+    def attendant_pay(self, pump: int, choice: PaymentChoice) -> str:
+        """This customer's payment: for the fill running now (postpay, not yet paid
+        electronically) or else for the next scan on the pump."""
+        session = self.pumps[pump].session
+        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available
+                and self.payment_for_tx(session.tx_id) is None):
+            self.payments.open_postpay(session, choice)
+            return "this_fill"
+        self.payments.select(pump, choice)
+        return "next"
+
+    def attendant_stop(self, pump: int) -> bool:
+        runtime = self.pumps[pump]
+        if runtime.session is None or runtime.state not in (ps.AUTHORISED, ps.FUELLING):
+            return False
+        self._request_stop(runtime)
+        return True
+
+    def pump_running(self, pump: int) -> bool:
+        return self.pumps[pump].session is not None
+
+    def totaliser_ml(self, pump: int) -> int | None:
+        runtime = self.pumps[pump]
+        return None if runtime.device_total is None else self._ml(runtime, runtime.device_total)
+
+    def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
+        return self.payments.payment_for_tx(tx_id)
+
+    def _price(self, product: str) -> int:
+        return self.docs.policy.prices_idr.get(product, 0) if self.docs.policy else 0
 
     # --- board -------------------------------------------------------------------------
 
@@ -648,6 +718,8 @@ class Station:
         if clock.trusted:
             meta["wall_floor"] = clock.now.isoformat()
         keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
+        if self.attendants is not None:
+            self.attendants.closed(record, render_receipt(record, self.config.lang))
         killpoint("before_close")
         queued = None if keep else (session.tx_id, topics.tx(self.config.station_id), self._signed(record))
         self.journal.close_session(session, dispensed_ml, amount, reason, queued, meta, extra=keep)
@@ -701,12 +773,15 @@ class Station:
             "final_state": final,
             "allowlist_version": self.docs.allowlist.version if self.docs.allowlist else 0,
             "policy_version": self.docs.policy.version if self.docs.policy else 0,
+            **({} if self.attendants is None else {"attendant": self.attendants.attendant_on(s.pump)}),
         }
 
     # --- headquarters ------------------------------------------------------------------
 
     def _incoming(self, message: Incoming) -> None:
-        if message.topic == homeassistant.BIRTH_TOPIC:
+        if self.attendants is not None and message.topic.startswith("att/"):
+            self.attendants.handle(message.topic, message.payload)
+        elif message.topic == homeassistant.BIRTH_TOPIC:
             if message.payload.strip() == b"online":
                 self._announce_to_home_assistant()
         elif message.topic == topics.ALLOWLIST:
@@ -770,6 +845,9 @@ class Station:
             dt.datetime.fromtimestamp(s.opened_at, dt.UTC).isoformat())
         state = "locked" if pump.config.number in self.locked else pump.state
         self.live.pump(pump.config.number, state, live, time.monotonic())
+        if self.attendants is not None:
+            self.attendants.pump(pump.config.number, state, live.dispensed_ml if live else None,
+                                 s.tx_id if s else None, s.preset_ml if s else 0)
 
     def _live_tick(self, now: float) -> None:
         self.live.tick(now)
