@@ -77,10 +77,6 @@ def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLA
     return conf
 
 
-<<<<<<< HEAD
-def write_hq_broker(etc: Path, port: int, cafile: Path, certfile: Path, keyfile: Path, crlfile: Path,
-                    bind: str = "0.0.0.0", service: str = "hq-collector", templates: Path = TEMPLATES) -> Path:
-=======
 def _with_attendant_listener(text: str, cfg: StationBroker, etc: Path, values: dict[str, str],
                              templates: Path) -> str:
     """The attendants' TLS WebSockets listener, placed before the bridge section (a listener
@@ -104,9 +100,8 @@ def _with_attendant_listener(text: str, cfg: StationBroker, etc: Path, values: d
     return text[:start] + "\n" + block + text[start:]
 
 
-def write_hq_broker(etc: Path, port: int, cafile: Path, certfile: Path, keyfile: Path, bind: str = "0.0.0.0",
-                    service: str = "hq-collector", templates: Path = TEMPLATES) -> Path:
->>>>>>> main
+def write_hq_broker(etc: Path, port: int, cafile: Path, certfile: Path, keyfile: Path, crlfile: Path,
+                    bind: str = "0.0.0.0", service: str = "hq-collector", templates: Path = TEMPLATES) -> Path:
     etc = etc.resolve()
     etc.mkdir(parents=True, exist_ok=True)
     values = {"HQ_PORT": str(port), "HQ_BIND": bind, "CAFILE": str(cafile), "CERTFILE": str(certfile),

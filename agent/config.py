@@ -80,17 +80,14 @@ class StationConfig:
     manager_keys: dict[str, str] = field(default_factory=dict)
     trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
-<<<<<<< HEAD
     # Security (docs/operations.md, threat model): the station's EC key signs transaction
     # records; the agent logs in to its broker; [trust.keys] without a root only if allowed.
     station_key: Path | None = None
     broker_user: str = ""
     broker_password_file: Path | None = None
     allow_trusted_keys: bool = False
-=======
     attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
     scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
->>>>>>> main
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -231,15 +228,12 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
-<<<<<<< HEAD
         station_key=base / str(_get(station, "key", str, "[station]")) if "key" in station else None,
         broker_user=_get(mqtt, "username", str, "[mqtt]", ""),
         broker_password_file=(base / str(_get(mqtt, "password_file", str, "[mqtt]"))
                               if "password_file" in mqtt else None),
         allow_trusted_keys=_get(trust, "allow_trusted_keys", bool, "[trust]", False),
-=======
         **_attendant(data, {p.number for p in pumps}),
->>>>>>> main
     )
 
 

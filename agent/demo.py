@@ -350,12 +350,8 @@ class DemoStation:
             pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
             edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
-<<<<<<< HEAD
             manager_keys=self._manager_keys(), station_key=self._station_key(),
-=======
-            manager_keys=self._manager_keys(),
             attendant=self.attendant.config if self.attendant else None,
->>>>>>> main
         )
 
     def _station_key(self) -> Path:

@@ -24,12 +24,9 @@ from agent import __version__, homeassistant, topics
 from agent import session as ps
 from agent.acks import ACK_ROLE, AckRefused, verify_ack
 from agent.allowlist_sync import AllowListSync, SyncEvent
-<<<<<<< HEAD
-from agent.broker_login import apply_login
-=======
 from agent.attendant import topics as attendant_topics
 from agent.attendant.desk import AttendantDesk
->>>>>>> main
+from agent.broker_login import apply_login
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
