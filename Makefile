@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest mosquitto node tools zbar browser dashboard bundle venv clean
+.PHONY: demo test lint typecheck pytest mosquitto postgresql node tools zbar browser dashboard bundle venv clean
 MP_TESTS := tests/micropython
 DASH := dashboard
 ATT := attendant
@@ -26,6 +26,18 @@ mosquitto:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	else \
 		echo "mosquitto is missing; run: sudo apt-get install mosquitto" >&2; exit 1; \
+	fi
+
+# Debian's PostgreSQL binaries (initdb, postgres) for headquarters' ledger; the demo, tests and
+# benchmarks start private instances in temporary directories, never the system cluster.
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "installing Debian's postgresql"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "PostgreSQL is missing; run: sudo apt-get install postgresql" >&2; exit 1; \
 	fi
 
 # Node.js runs the MicroPython WebAssembly interpreter for the firmware tests.
@@ -93,7 +105,7 @@ bundle: $(STAMP)
 $(MP_TESTS)/node_modules/.package-lock.json: $(MP_TESTS)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then cd $(MP_TESTS) && npm ci --no-audit --no-fund --loglevel=error; fi
 
-demo: $(STAMP) mosquitto dashboard
+demo: $(STAMP) mosquitto postgresql dashboard
 	$(BIN)/spbu demo $(DEMO_ARGS)
 
 lint: $(STAMP)
@@ -102,7 +114,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) mosquitto node tools zbar browser dashboard
+pytest: $(STAMP) mosquitto postgresql node tools zbar browser dashboard
 	@$(MAKE) --no-print-directory $(MP_TESTS)/node_modules/.package-lock.json
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

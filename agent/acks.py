@@ -20,11 +20,17 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.signing import SignatureError, sign_document, verify_document
+from agent.trust import TrustStore
 
 ACK_KIND = "ack"
 ACK_ROLE = "acks"
 MAX_IDS = 1000
 MAX_ACK_BYTES = 256 * 1024
+
+
+def ack_keyring(trust: TrustStore) -> dict[str, Ed25519PublicKey]:
+    """The `acks` role's keys; a root that names none leaves acknowledgements to `commands`."""
+    return trust.keyring(ACK_ROLE if ACK_ROLE in trust.root.roles else "commands")
 
 
 class AckRefused(ValueError):

@@ -98,8 +98,8 @@ def run_collector(args: argparse.Namespace, hq_line: str, ack_key: Ed25519Privat
     """ack_key: signs acknowledgements (else --key). Records are stored only when signed by
     a station whose certificate is in --station-certs (checked against --ca when given)."""
     from agent.signing import load_private_key
+    from hq.tx_verify import StationKeys, TxSignatureError
     from simulators.collector import Collector
-    from simulators.tx_verify import StationKeys, TxSignatureError
 
     if ack_key is None and args.key is None:
         raise CliError("the collector signs acknowledgements: give --key (the trust root's acks key)")

@@ -38,13 +38,13 @@ from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex
 from agent.station import PaymentSelect, Station
 from agent.tx_sign import load_station_key
+from hq.tx_verify import StationKeys
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.edc import EdcSim
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
-from simulators.tx_verify import StationKeys
 
 STATION_ID = "34.401.01"
 PRODUCT_CYCLE = ("pertalite", "solar")
@@ -285,7 +285,11 @@ class DemoStation:
     def __init__(self, pumps: int = 2, flow_lps: float = 25.0, lang: str = "id",
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
-                 dashboard: bool = False, edc: bool = False, attendant: bool = False) -> None:
+                 dashboard: bool = False, edc: bool = False, attendant: bool = False,
+                 station_id: str = STATION_ID, hq: HeadquartersSim | None = None) -> None:
+        """hq: headquarters shared with other stations (started and closed by its owner)."""
+        self.station_id = station_id
+        self._shared_hq = hq
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
@@ -297,7 +301,7 @@ class DemoStation:
         if dashboard:
             from agent.dashboard_files import dashboard_dir
 
-            self.dashboard = DashboardListener(dashboard_dir(), STATION_ID,
+            self.dashboard = DashboardListener(dashboard_dir(), station_id,
                                                {self.dashboard_user: self.dashboard_password})
             assert broker is None, "the dashboard needs the demo's own broker"
         # The attendants' phones: TLS WebSockets with the station's certificate, one device per two pumps.
@@ -306,11 +310,11 @@ class DemoStation:
             from simulators.attendant_setup import make_attendant_setup
 
             assert broker is None, "the attendant's page needs the demo's own broker"
-            self.attendant = make_attendant_setup(STATION_ID, list(self.products), self.workdir)
+            self.attendant = make_attendant_setup(station_id, list(self.products), self.workdir)
         self.broker = broker or MosquittoBroker(dashboard=self.dashboard,
                                                 attendant=self.attendant.listener if self.attendant else None)
-        self.registry = synthetic_registry(vehicles)
-        self.hq_key = Ed25519PrivateKey.generate()  # signs the lists and the customers' QR tokens
+        self.registry = hq.registry if hq else synthetic_registry(vehicles)
+        self.hq_key = hq.key if hq else Ed25519PrivateKey.generate()  # signs the lists and the QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
         self.pump_kind = pump_kind
         self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps)
@@ -341,7 +345,7 @@ class DemoStation:
     def config(self) -> StationConfig:
         assert self.hq is not None
         return StationConfig(
-            station_id=STATION_ID, zone="WIB", data_dir=self.workdir / "station",
+            station_id=self.station_id, zone="WIB", data_dir=self.workdir / "station",
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={}, trust_root=self._root_file(),
             relay_board_port=self.board.path,
@@ -369,7 +373,7 @@ class DemoStation:
         """The dashboard user's command key, derived from the password as the browser does."""
         if self.dashboard is None:
             return {}
-        public = manager_key(STATION_ID, self.dashboard_user, self.dashboard_password).public_key()
+        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_password).public_key()
         return {key_id(public): public_key_hex(public)}
 
     def _root_file(self) -> Path:
@@ -385,10 +389,14 @@ class DemoStation:
         self.broker.start()
         keys = StationKeys()
         keys.add(STATION_ID, load_station_key(self._station_key()).public_key())
-        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
-                                  station_keys=keys)
-        self.hq.start()
-        self.hq.publish_documents()
+        if self._shared_hq is not None:
+            self.hq = self._shared_hq
+            self.hq.station_keys = None  # shared by several stations: each has its own key
+        else:
+            self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
+                                      station_keys=keys)
+            self.hq.start()
+            self.hq.publish_documents()
         self.board.start()
         if self.edc is not None:
             self.edc.start()
@@ -448,7 +456,7 @@ class DemoStation:
         totaliser = {n: self.board.totaliser_ml(n - 1) - self._start_totals.get(n, 0) for n in self.products}
         journal, journal_count = journal_totals(self.journal_path)
         hq: dict[int, int] = {}
-        hq_txs = [t for t in self.hq.transactions() if t.get("station") == STATION_ID]
+        hq_txs = [t for t in self.hq.transactions() if t.get("station") == self.station_id]
         for tx in hq_txs:
             hq[int(tx["pump"])] = hq.get(int(tx["pump"]), 0) + int(tx["dispensed_ml"])
         unmatched = unmatched_approvals(self.edc.ledger(), self.journal_path) if self.edc else None
@@ -458,7 +466,7 @@ class DemoStation:
     @property
     def dashboard_url(self) -> str:
         assert self.dashboard is not None
-        return f"http://127.0.0.1:{self.dashboard.port}/?station={STATION_ID}"
+        return f"http://127.0.0.1:{self.dashboard.port}/?station={self.station_id}"
 
     def close(self) -> None:
         self._stop.set()
@@ -466,7 +474,7 @@ class DemoStation:
             self._thread.join(timeout=5)
         if self.station is not None:
             self.station.close()
-        if self.hq is not None:
+        if self.hq is not None and self._shared_hq is None:
             self.hq.close()
         self.board.close()
         if self.edc is not None:

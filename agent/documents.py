@@ -110,6 +110,9 @@ class QuotaPolicy:
     legacy_qr: bool = True
     max_token_age_days: int | None = None
     token_min_issued: dict[int, dt.date] = field(default_factory=dict)
+    # National quota (agent/national_usage.py); None: no feed configured, local usage only.
+    usage_stale_after_s: float | None = None
+    usage_offline_share: float | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> QuotaPolicy:
@@ -152,6 +155,7 @@ class QuotaPolicy:
             legacy_qr=_flag(body.get("legacy_qr", True), "legacy_qr"),
             max_token_age_days=_max_age(body.get("max_token_age_days")),
             token_min_issued=_min_issued(body.get("token_min_issued", {})),
+            **_usage_feed(body.get("usage_feed")),
         )
 
     def limit_ml(self, product: str, category: str) -> int:
@@ -201,6 +205,19 @@ def _min_issued(value: object) -> dict[int, dt.date]:
         except ValueError:
             raise DocumentError(f"token_min_issued: {vid!r} must be a vehicle id with a YYYY-MM-DD date") from None
     return result
+
+
+def _usage_feed(value: object) -> dict[str, float | None]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DocumentError("usage_feed must be an object")
+    stale, share = value.get("stale_after_s"), value.get("offline_share")
+    if isinstance(stale, bool) or not isinstance(stale, int | float) or not 0 < stale <= 86_400:
+        raise DocumentError("usage_feed.stale_after_s must be seconds between 0 and 86400")
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise DocumentError("usage_feed.offline_share must be a fraction between 0 and 1")
+    return {"usage_stale_after_s": float(stale), "usage_offline_share": float(share)}
 
 
 def _caps(value: object) -> dict[str, int]:

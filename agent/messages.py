@@ -47,6 +47,18 @@ _TEXT: dict[str, dict[str, str]] = {
         "token_expired": "DITOLAK    pompa {pump}  {plate}  QR kedaluwarsa; minta QR terbaru dari aplikasi",
         "token_revoked": "DITOLAK    pompa {pump}  {plate}  QR sudah diganti yang baru; minta QR terbaru dari "
         "aplikasi",
+        "ok_elsewhere": "BOLEH ISI  pompa {pump}  {plate}  {product}  sudah {elsewhere} L hari ini di SPBU lain; "
+        "sisa kuota {remaining} L, preset {preset} L",
+        "ok_offline_share": "BOLEH ISI  pompa {pump}  {plate}  {product}  DATA KUOTA NASIONAL TERTUNDA: "
+        "maks {preset} L di SPBU ini hari ini",
+        "quota_used_elsewhere": "DITOLAK    pompa {pump}  {plate}  kuota harian {product} habis: sudah {elsewhere} L "
+        "hari ini di SPBU lain (batas {limit} L), kembali pukul 00.00 {zone}",
+        "offline_share_used": "DITOLAK    pompa {pump}  {plate}  DATA KUOTA NASIONAL TERTUNDA: batas offline {product} "
+        "di SPBU ini habis (terpakai {used} L)",
+        "stopped_elsewhere": "DIHENTIKAN pompa {pump}  {plate}  kuota sedang/sudah dipakai di SPBU lain "
+        "({elsewhere} L); hentikan pengisian",
+        "usage_stale": "PERINGATAN data kuota nasional tertunda; tiap kendaraan dibatasi bagian offline",
+        "usage_fresh": "INFO       data kuota nasional kembali terkini",
     },
     "en": {
         "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
@@ -89,6 +101,18 @@ _TEXT: dict[str, dict[str, str]] = {
         "legacy_disabled": "REFUSED   pump {pump}  old-style QR no longer accepted; ask for a new QR from the app",
         "token_expired": "REFUSED   pump {pump}  {plate}  QR expired; ask for the latest QR from the app",
         "token_revoked": "REFUSED   pump {pump}  {plate}  QR was replaced by a newer one; ask for the latest QR",
+        "ok_elsewhere": "GO AHEAD  pump {pump}  {plate}  {product}  already {elsewhere} L today at other stations; "
+        "quota left {remaining} L, preset {preset} L",
+        "ok_offline_share": "GO AHEAD  pump {pump}  {plate}  {product}  NATIONAL USAGE DELAYED: max {preset} L at "
+        "this station today",
+        "quota_used_elsewhere": "REFUSED   pump {pump}  {plate}  daily {product} quota used up: already {elsewhere} L "
+        "today at other stations (limit {limit} L), resets at 00:00 {zone}",
+        "offline_share_used": "REFUSED   pump {pump}  {plate}  NATIONAL USAGE DELAYED: this station's offline "
+        "{product} share is used ({used} L)",
+        "stopped_elsewhere": "STOPPED   pump {pump}  {plate}  quota being used or used at another station "
+        "({elsewhere} L); stop fuelling",
+        "usage_stale": "WARNING   national usage delayed; each vehicle limited to the offline share",
+        "usage_fresh": "INFO      national usage up to date again",
     },
 }
 
@@ -111,6 +135,7 @@ def attendant_line(
     zone: str = "WIB",
     day: str = "",
     detail: str = "",
+    elsewhere_ml: int = 0,
 ) -> str:
     table = _TEXT.get(lang, _TEXT["id"])
     template = table.get(key, table["unknown_qr"])
@@ -127,4 +152,5 @@ def attendant_line(
         zone=zone,
         day=day,
         detail=detail,
+        elsewhere=format_litres(elsewhere_ml, lang),
     ).rstrip()

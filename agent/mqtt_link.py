@@ -94,7 +94,8 @@ class MqttLink:
             return
         self.connected = True
         client.subscribe([(topics.ALLOWLIST, 1), (topics.POLICY, 1), (topics.ack(self.station), 1),
-                          (topics.command(self.station), 1)])
+                          (topics.command(self.station), 1), (topics.usage(self.station), 1),
+                          (topics.USAGE_TICK, 0)])
         client.subscribe(BIRTH_TOPIC, 1)  # re-announce discovery when Home Assistant restarts
         for topic in self._extra:
             client.subscribe(topic, 1)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import __version__, homeassistant, topics
 from agent import session as ps
-from agent.acks import ACK_ROLE, AckRefused, verify_ack
+from agent.acks import AckRefused, ack_keyring, verify_ack
 from agent.allowlist_sync import AllowListSync, SyncEvent
 from agent.attendant import topics as attendant_topics
 from agent.attendant.desk import AttendantDesk
@@ -55,6 +55,7 @@ from agent.scan_identity import identify, legacy_salt_of
 from agent.token_policy import refusal as token_refusal
 from agent.trust_mode import check_trust_mode
 from agent.tx_sign import StationKeyError, load_station_key, sign_record
+from agent.usage_link import UsageLink
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -105,6 +106,7 @@ class PumpRuntime:
     last_query_mono: float = 0.0
     verify_after_hello: bool = False  # the board rebooted: does it still know this session?
     device_total: int | None = None  # the device's own totaliser, last reported (its units)
+    cap_ml: int | None = None  # usage elsewhere arrived mid-fill: stop here (below the preset)
 
 
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
@@ -192,6 +194,10 @@ class Station:
         self._last_heartbeat = 0.0
         self.acks_refused = 0
         self._anchor_saved_mono: float | None = None
+        # National quota: usage at other stations, from headquarters' signed feed.
+        self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
+                               lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
+                               self._emit, lambda: self.docs.policy)
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -359,6 +365,7 @@ class Station:
         elif isinstance(event, Incoming):
             self._incoming(event)
         elif isinstance(event, LinkState):
+            self.usage.on_link(event.connected, self._read_clock().quota_day, time.monotonic())
             if event.connected:
                 self.outbox.restart()
                 self._publish_state()
@@ -473,7 +480,8 @@ class Station:
             return self._refuse(pump, Decision(False, barred, vehicle_id=vehicle_id), plate=ident.plate)
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
-                          used + reserved, requested_ml, clock.effective, self.config.freeze, ident.legacy)
+                          used + reserved, requested_ml, clock.effective, self.config.freeze,
+                          self.usage.elsewhere(vehicle_id, product, day), ident.legacy)
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate)
@@ -507,16 +515,20 @@ class Station:
         pump.opened_mono = time.monotonic()
         pump.pulses = 0
         pump.stop_sent_mono = 0.0
+        pump.cap_ml = None
         killpoint("session_journaled")
         self.board.authorize(pump.config.channel, session.seq, preset_pulses)
         killpoint("authorize_sent")
+        self.usage.opened(session, self.link.connected)
         wanted = self.docs.policy.max_fill_ml if requested_ml is None else requested_ml
-        code = "ok_offline" if decision.offline else "ok_capped" if preset_ml < wanted else "ok"
-        self._say(code, pump_no, plate=plate, product=product,
-                  remaining_ml=decision.remaining_ml, preset_ml=preset_ml)
+        code = ("ok_offline" if decision.offline else "ok_offline_share" if decision.share_capped
+                else "ok_elsewhere" if decision.elsewhere_ml else "ok_capped" if preset_ml < wanted else "ok")
+        self._say(code, pump_no, plate=plate, product=product, remaining_ml=decision.remaining_ml,
+                  preset_ml=preset_ml, elsewhere_ml=decision.elsewhere_ml)
         event = {"type": "decision", "pump": pump_no, "ok": True, "reason": "", "code": code,
                  "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
-                 "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml}
+                 "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml,
+                 "elsewhere_ml": decision.elsewhere_ml}
         self._emit(event)
         self._decided(event, plate, decision)
         return decision
@@ -538,12 +550,12 @@ class Station:
         plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
         self._say(decision.reason, pump.config.number, plate=plate,
                   product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
-                  zone=self.config.zone)
+                  zone=self.config.zone, elsewhere_ml=decision.elsewhere_ml)
         event = {"type": "decision", "pump": pump.config.number, "ok": False,
                  "reason": decision.reason, "code": decision.reason, "detail": detail,
                  "plate": mask_plate(plate) if plate else "",
                  "product": pump.config.product, "preset_ml": 0,
-                 "remaining_ml": decision.remaining_ml}
+                 "remaining_ml": decision.remaining_ml, "elsewhere_ml": decision.elsewhere_ml}
         self._emit(event)
         self._decided(event, plate, decision)
         return decision
@@ -588,7 +600,11 @@ class Station:
 
     def totaliser_ml(self, pump: int) -> int | None:
         runtime = self.pumps[pump]
-        return None if runtime.device_total is None else self._ml(runtime, runtime.device_total)
+        if runtime.device_total is None:
+            if self.board_connected:
+                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+            return None
+        return self._ml(runtime, runtime.device_total)
 
     def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
         return self.payments.payment_for_tx(tx_id)
@@ -654,6 +670,7 @@ class Station:
                 pump.last_flow_mono = time.monotonic()
                 pump.pulses = event.pulses
                 self._live_pump(pump)
+                self._check_cap(pump)
         elif isinstance(event, BoardEnd):
             # A device whose END carries no totaliser (-1) gets a fresh reading before the
             # next session may rely on it.
@@ -722,6 +739,7 @@ class Station:
         self.journal.close_session(session, dispensed_ml, amount, reason, queued, meta, extra=keep)
         killpoint("close_journaled")
         self.live.transaction(record)
+        self.usage.closed(session, self.link.connected)
         pump = self.pumps.get(session.pump)
         if pump is not None and pump.session is not None and pump.session.seq == session.seq:
             pump.last_scan = ("", 0.0)  # the next read of any code is a new customer
@@ -789,11 +807,40 @@ class Station:
             self._ack(message.payload)
         elif message.topic == topics.command(self.config.station_id):
             self._command(message.payload)
+        elif message.topic in (topics.usage(self.config.station_id), topics.USAGE_TICK):
+            self._usage_batch(message.payload)
+
+    # --- national quota: usage elsewhere (agent/usage_link.py) -----------------------------
+
+    def _usage_batch(self, payload: bytes) -> None:
+        changed = self.usage.on_message(payload, self._read_clock().quota_day)
+        for pump in self.pumps.values():
+            s = pump.session
+            if s is not None and (s.vehicle_id, s.product) in changed:
+                self._check_cap(pump)
+
+    def _check_cap(self, pump: PumpRuntime) -> None:
+        """A fill in progress for a vehicle whose quota is being or was used elsewhere (a
+        copied QR, or a first visit to this area) stops where the national quota ends."""
+        s = pump.session
+        if s is None or pump.state not in (ps.AUTHORISED, ps.FUELLING):
+            return
+        if pump.cap_ml is None:
+            elsewhere = self.usage.elsewhere(s.vehicle_id, s.product, s.quota_day)
+            allowed = s.limit_ml - s.quota_before_ml - (elsewhere.total_ml if elsewhere else 0)
+            if allowed >= s.preset_ml:
+                return
+            pump.cap_ml = max(0, allowed)
+            self._say("stopped_elsewhere", s.pump, plate=s.plate, elsewhere_ml=elsewhere.total_ml if elsewhere else 0)
+            self._emit({"type": "alert", "pump": s.pump, "alert": "quota_used_elsewhere", "tx_id": s.tx_id,
+                        "detail": f"cap {pump.cap_ml} ml below preset {s.preset_ml} ml"})
+        if self._ml(pump, pump.pulses) >= pump.cap_ml:
+            self._request_stop(pump)
 
     def _ack(self, payload: bytes) -> None:
         """Only a signed acknowledgement deletes from the outbox, and only rows in flight."""
         try:
-            ack = verify_ack(payload, self.config.station_id, self.docs.trust.keyring(ACK_ROLE))
+            ack = verify_ack(payload, self.config.station_id, ack_keyring(self.docs.trust))
         except AckRefused as exc:
             self.acks_refused += 1
             log.warning("acknowledgement refused: %s", exc)
@@ -860,6 +907,13 @@ class Station:
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
         self.live.new_day(self._read_clock().quota_day)
+        changed = self.usage.tick(now, self._read_clock().quota_day, self.link.connected)
+        if changed is not None:
+            stale, detail = changed
+            self.live.condition("usage_feed_stale", stale, detail)
+            self._say("usage_stale" if stale else "usage_fresh", 0)
+            self._emit({"type": "alert", "alert": "usage_feed_stale" if stale else "usage_feed_fresh",
+                        "detail": detail})
 
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}

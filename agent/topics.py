@@ -74,3 +74,22 @@ def allowlist_chunk(sha256_hex: str) -> str:
 
 def root(version: int) -> str:
     return f"{ROOT_PREFIX}{version}"
+
+
+# National quota (issue 15): reservations and sync requests up, signed usage batches down.
+USAGE_PREFIX = "hq/v1/usage/"
+USAGE_TICK = "hq/v1/usage/tick"  # headquarters' signed heartbeat for every station's feed
+RESERVE_SHARED = "$share/collectors/spbu/v1/+/reserve"
+USAGE_SYNC_SHARED = "$share/collectors/spbu/v1/+/usage_sync"
+
+
+def usage(station: str) -> str:
+    return f"{USAGE_PREFIX}{station}"
+
+
+def reserve(station: str) -> str:
+    return f"spbu/v1/{station}/reserve"
+
+
+def usage_sync(station: str) -> str:
+    return f"spbu/v1/{station}/usage_sync"

@@ -30,9 +30,11 @@ from agent.durable import atomic_write
 from agent.signing import SignatureError, key_id, load_public_key_hex, public_key_hex
 
 ROLES = ("root", "allowlist", "policy", "tokens", "commands")
-# Roles a root may leave out; each then falls back to the role named here. `acks`: the
-# collectors' key that signs application-level acknowledgements (agent/acks.py).
-OPTIONAL_ROLES = {"acks": "commands"}
+# Roles a root may name; when it does not, another role stands in (agent/national_usage.py:
+# the `usage` feed falls back to the `policy` keys; agent/acks.py: `acks`, the collectors'
+# acknowledgement key, falls back to `commands`).
+OPTIONAL_ROLES = ("usage", "acks")
+ALL_ROLES = ROLES + OPTIONAL_ROLES
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 
 
@@ -153,7 +155,7 @@ class Root:
         raw_roles = signed.get("roles")
         if not isinstance(raw_roles, dict):
             raise TrustError("malformed", "root 'roles' must be an object")
-        for name in (*ROLES, *OPTIONAL_ROLES):
+        for name in ALL_ROLES:
             spec = raw_roles.get(name)
             if name in OPTIONAL_ROLES and spec is None:
                 continue
@@ -167,8 +169,6 @@ class Root:
             if name != "root" and threshold > len(set(keyids)):
                 raise TrustError("malformed", f"role {name}: threshold larger than its key count")
             roles[name] = Role(tuple(keyids), threshold)
-        for name, fallback in OPTIONAL_ROLES.items():
-            roles.setdefault(name, roles[fallback])
         return cls(version, parse_time(signed.get("expires"), "expires"), keys, roles, raw)
 
     def keyring(self, role: str) -> dict[str, Ed25519PublicKey]:
@@ -187,7 +187,9 @@ def root_body(version: int, expires: dt.datetime, role_keys: dict[str, list[Ed25
               thresholds: dict[str, int]) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     roles: dict[str, Any] = {}
-    for role in (*ROLES, *(r for r in OPTIONAL_ROLES if r in role_keys)):
+    for role in ALL_ROLES:
+        if role in OPTIONAL_ROLES and role not in role_keys:
+            continue
         ids = []
         for public in role_keys[role]:
             kid = key_id(public)
@@ -270,9 +272,10 @@ class TrustStore:
         check_signatures(signed, signatures, new.keyring("root"), new.roles["root"].threshold, "root (new keys)")
         if (now or dt.datetime.now(dt.UTC)) >= new.expires:
             raise TrustError("expired", f"root version {new.version} expired {new.expires.isoformat()}")
-        changed = [r for r in (*ROLES, *OPTIONAL_ROLES) if r != "root"
-                   and (set(old.roles[r].keyids), old.roles[r].threshold) != (set(new.roles[r].keyids),
-                                                                               new.roles[r].threshold)]
+        changed = [r for r in ALL_ROLES if r != "root" and old.roles.get(r) != new.roles.get(r)
+                   and (r not in old.roles or r not in new.roles
+                        or (set(old.roles[r].keyids), old.roles[r].threshold) != (set(new.roles[r].keyids),
+                                                                                  new.roles[r].threshold))]
         self.root = new
         for role in changed:
             self.floors.pop(role, None)  # fast-forward recovery: the new keys start afresh

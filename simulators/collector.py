@@ -37,7 +37,7 @@ from paho.mqtt.properties import Properties
 
 from agent import topics
 from agent.acks import sign_ack
-from simulators.tx_verify import TxSignatureError, Verifier
+from hq.tx_verify import TxSignatureError, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class Collector:
                  verifier: Verifier) -> None:
         """tls: (CA, certificate, key) for a broker that wants client certificates.
         ack_key: signs acknowledgements (the trust root's `acks` role). verifier: checks each
-        record's station signature (simulators/tx_verify.py StationKeys.verify)."""
+        record's station signature (hq/tx_verify.py StationKeys.verify)."""
         self.ack_key = ack_key
         self.verifier = verifier
         self.name = name or f"collector-{uuid.uuid4().hex[:8]}"

@@ -25,7 +25,7 @@ from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
 from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex, sign_document
-from simulators.tx_verify import StationKeys
+from hq.tx_verify import StationKeys
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,14 @@ class HeadquartersSim:
     def __init__(self, host: str, port: int, registry: list[RegistryEntry],
                  key: Ed25519PrivateKey | None = None, validity_days: int = 14,
                  client_id: str | None = None, collect: bool = True,
-                 station_keys: StationKeys | None = None) -> None:
-        """station_keys: collect only records these stations signed (simulators/tx_verify.py)."""
+                 station_keys: StationKeys | None = None, usage_feed: dict[str, float] | None = None) -> None:
+        """station_keys: collect only records these stations signed (hq/tx_verify.py).
+        usage_feed: the national quota's signed settings ({"stale_after_s", "offline_share"})
+        put in the policy; None leaves each station counting only its own sales."""
         self.host = host
         self.station_keys = station_keys
         self.policy_extra: dict[str, Any] = {}  # more signed policy fields (legacy_qr, token ages...)
+        self.usage_feed = usage_feed
         self.collect = collect  # False: simulators/collector.py processes collect instead
         self.port = port
         self.registry = registry
@@ -177,7 +180,7 @@ class HeadquartersSim:
         simulator's convenience; real deployments use `spbu allowlist keygen`."""
         public = self.key.public_key()
         far = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3650)
-        body = trust.root_body(1, far, {role: [public] for role in trust.ROLES}, {})
+        body = trust.root_body(1, far, {role: [public] for role in trust.ALL_ROLES}, {})
         return trust.sign(body, [self.key])
 
     def release_allowlist(self) -> int:
@@ -201,9 +204,13 @@ class HeadquartersSim:
 
     def signed_policy_tuf(self, version: int) -> bytes:
         created, expires = self._times()
-        body = {"_type": POLICY_KIND, "version": version, "created": created, "expires": expires,
-                "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
-                "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200, **self.policy_extra}
+        body: dict[str, Any] = {
+            "_type": POLICY_KIND, "version": version, "created": created, "expires": expires,
+            "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
+            "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
+        if self.usage_feed is not None:
+            body["usage_feed"] = self.usage_feed
+        body.update(self.policy_extra)
         return trust.sign(body, [self.key])
 
     def install_into(self, data_dir: Path) -> None:

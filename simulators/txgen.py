@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from agent.domain import amount_idr, mask_plate
 from agent.signing import save_private_key
 from agent.tx_sign import sign_record
-from simulators.tx_verify import StationKeys
+from hq.tx_verify import StationKeys
 
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 

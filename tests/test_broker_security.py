@@ -33,9 +33,9 @@ from agent.brokerconf import (
 )
 from agent.signing import key_id
 from agent.tx_sign import load_station_key, sign_record
+from hq.tx_verify import StationKeys
 from simulators.broker import MosquittoBroker, free_port
 from simulators.collector import Collector, CollectorStore
-from simulators.tx_verify import StationKeys
 from simulators.txgen import sim_ack_key, sim_station_keys, synthetic_tx
 from tests.helpers import wait_until
 

@@ -260,6 +260,7 @@ class AttendantDesk:
         view = self.views.get(int(event["pump"]))
         if view is None:
             return
+        self._learn_totaliser(view.pump)  # an authorised pump has not flowed yet
         price = self.prices(view.product)
         view.decision = {
             "ok": bool(event["ok"]), "code": event["code"], "tx_id": event.get("tx_id"), "plate": plate,
@@ -278,7 +279,8 @@ class AttendantDesk:
             return
         fill = None if tx_id is None else {"tx_id": tx_id, "litres_ml": dispensed_ml or 0, "preset_ml": preset_ml,
                                            "amount_idr": (dispensed_ml or 0) * self.prices(view.product) // 1000}
-        self._learn_totaliser(number)
+        if tx_id is None:
+            self._learn_totaliser(number)  # between fills only: mid-fill it would skip litres
         same = state == view.state and (fill is None) == (view.fill is None)
         view.state, view.fill = state, fill
         if not same or time.monotonic() - view.published_mono >= FLOW_INTERVAL_S:
