@@ -388,10 +388,13 @@ class DemoStation:
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
         keys = StationKeys()
-        keys.add(STATION_ID, load_station_key(self._station_key()).public_key())
+        keys.add(self.station_id, load_station_key(self._station_key()).public_key())
         if self._shared_hq is not None:
             self.hq = self._shared_hq
-            self.hq.station_keys = None  # shared by several stations: each has its own key
+            if self.hq.station_keys is None:
+                self.hq.station_keys = keys
+            else:  # shared by several stations: each has its own key
+                self.hq.station_keys.add(self.station_id, keys.keys[self.station_id])
         else:
             self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
                                       station_keys=keys)
