@@ -87,7 +87,7 @@ def _cmd_agent_run(args: argparse.Namespace) -> int:
     station = Station(config)
     station.config_path = args.config  # the reload_config command re-reads it
     serve(station, Notifier(), stop)
-    return 0
+    return station.exit_code or 0  # a release switch or rollback: systemd starts us again
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(keys_sub)
 
+    from agent.attendant_cli import add_attendant_commands
+
+    add_attendant_commands(sub)
     from agent.qr_cli import add_scan_parser, add_token_parser
 
     add_token_parser(sub)

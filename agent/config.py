@@ -9,12 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import config_keys
 from agent.attendant.config import AttendantConfig, AttendantConfigError, parse_attendant, parse_beep
+from agent.disk_guard import DiskPolicy
 from agent.domain import PRODUCTS, ZONES
 from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
+from agent.retention import RetentionPolicy
 from agent.signing import SignatureError, key_id, load_public_key_hex
 from agent.trust import TrustError, load_root
+from agent.update_config import parse_update, render_update
+from agent.updater import UpdateConfig
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -86,6 +91,9 @@ class StationConfig:
     broker_user: str = ""
     broker_password_file: Path | None = None
     allow_trusted_keys: bool = False
+    update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
+    disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
     attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
     scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
@@ -119,7 +127,10 @@ def _scanner_suffix(table: Any) -> str:
     return str(suffix)
 
 
-def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
+def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = None) -> StationConfig:
+    unknown = config_keys.check_known(data)
+    if unknown:
+        raise ConfigError(unknown)
     station = _get(data, "station", dict, "config")
     station_id = _get(station, "id", str, "[station]")
     if not STATION_ID.fullmatch(station_id):
@@ -131,6 +142,9 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
     if lang not in LANGUAGES:
         raise ConfigError(f"[station]: lang must be one of {', '.join(LANGUAGES)}")
     data_dir = base / _get(station, "data_dir", str, "[station]")
+    bad_dir = config_keys.check_data_dir(data_dir)
+    if bad_dir:
+        raise ConfigError(bad_dir)
 
     mqtt = _get(data, "mqtt", dict, "config")
     port = _get(mqtt, "port", int, "[mqtt]")
@@ -179,8 +193,9 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         )
         if not 1 <= pump.number <= 64:
             raise ConfigError(f"{where}: number must be 1..64")
-        if not 0 <= pump.channel <= 255:
-            raise ConfigError(f"{where}: channel must be 0..255")
+        top = config_keys.MAX_CHANNEL.get(kind, 15)
+        if not 0 <= pump.channel <= top:
+            raise ConfigError(f"{where}: channel must be 0..{top} for a {kind} pump controller")
         if not 1 <= pump.pulses_per_litre <= 100_000:
             raise ConfigError(f"{where}: pulses_per_litre must be 1..100000")
         pumps.append(pump)
@@ -233,8 +248,18 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         broker_password_file=(base / str(_get(mqtt, "password_file", str, "[mqtt]"))
                               if "password_file" in mqtt else None),
         allow_trusted_keys=_get(trust, "allow_trusted_keys", bool, "[trust]", False),
+        update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
+        disk=_policy(config_keys.parse_disk, data.get("disk")),
+        retention=_policy(config_keys.parse_retention, data.get("retention")),
         **_attendant(data, {p.number for p in pumps}),
     )
+
+
+def _policy(parse: Any, raw: Any) -> Any:
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _attendant(data: dict[str, Any], pumps: set[int]) -> dict[str, Any]:
@@ -313,7 +338,7 @@ def load_config(path: Path) -> StationConfig:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return parse_config(data, path.parent)
+    return parse_config(data, path.parent, path)
 
 
 def _q(text: str) -> str:
@@ -363,6 +388,15 @@ def render_config(cfg: StationConfig) -> str:
         "[freeze]",
         f"grace_h = {float(cfg.freeze.grace_h)}",
         f"after_grace = {_q(cfg.freeze.after_grace)}",
+        "",
+        "[disk]",
+        f"warn_free_mb = {float(cfg.disk.warn_free_mb)}",
+        f"refuse_free_mb = {float(cfg.disk.refuse_free_mb)}",
+        f"reserve_mb = {float(cfg.disk.reserve_mb)}",
+        "",
+        "[retention]",
+        f"days = {float(cfg.retention.days)}",
+        f"mask_plates = {'true' if cfg.retention.mask_plates else 'false'}",
     ]
     if cfg.edc is not None:
         lines += [
@@ -375,6 +409,8 @@ def render_config(cfg: StationConfig) -> str:
             f"response_timeout_s = {cfg.edc.response_timeout_s}",
             "scan_payments = [" + ", ".join(_q(c) for c in cfg.edc.scan_payments) + "]",
         ]
+    if cfg.update is not None:
+        lines += render_update(cfg.update)
     if cfg.manager_keys:
         lines += ["", "[dashboard.manager_keys]", *[f"{_q(k)} = {_q(v)}" for k, v in cfg.manager_keys.items()]]
     for pump in cfg.pumps:

@@ -47,6 +47,16 @@ _TEXT: dict[str, dict[str, str]] = {
         "token_expired": "DITOLAK    pompa {pump}  {plate}  QR kedaluwarsa; minta QR terbaru dari aplikasi",
         "token_revoked": "DITOLAK    pompa {pump}  {plate}  QR sudah diganti yang baru; minta QR terbaru dari "
         "aplikasi",
+        "disk_full": "DITOLAK    pompa {pump}  penyimpanan penuh, penjualan tidak dapat dicatat; hubungi teknisi",
+        "journal_unwritable": "DITOLAK    pompa {pump}  jurnal tidak dapat ditulis; hubungi teknisi",
+        "disk_read_only": "DITOLAK    pompa {pump}  penyimpanan hanya-baca, penjualan tidak dapat dicatat; "
+        "hubungi teknisi",
+        "disk_low_alarm": "PERINGATAN ruang penyimpanan hampir habis ({detail}); hubungi teknisi",
+        "disk_full_alarm": "PERINGATAN penyimpanan penuh ({detail}): penjualan baru ditolak; hubungi teknisi",
+        "disk_read_only_alarm": "PERINGATAN penyimpanan hanya-baca: penjualan baru ditolak; hubungi teknisi",
+        "disk_ok_alarm": "INFO       ruang penyimpanan normal kembali ({detail})",
+        "close_pending": "PERINGATAN pompa {pump}  pengisian selesai tetapi belum tercatat (penyimpanan penuh); "
+        "hubungi teknisi",
         "ok_elsewhere": "BOLEH ISI  pompa {pump}  {plate}  {product}  sudah {elsewhere} L hari ini di SPBU lain; "
         "sisa kuota {remaining} L, preset {preset} L",
         "ok_offline_share": "BOLEH ISI  pompa {pump}  {plate}  {product}  DATA KUOTA NASIONAL TERTUNDA: "
@@ -101,6 +111,16 @@ _TEXT: dict[str, dict[str, str]] = {
         "legacy_disabled": "REFUSED   pump {pump}  old-style QR no longer accepted; ask for a new QR from the app",
         "token_expired": "REFUSED   pump {pump}  {plate}  QR expired; ask for the latest QR from the app",
         "token_revoked": "REFUSED   pump {pump}  {plate}  QR was replaced by a newer one; ask for the latest QR",
+        "disk_full": "REFUSED   pump {pump}  storage full, the sale cannot be recorded; call a technician",
+        "journal_unwritable": "REFUSED   pump {pump}  journal cannot be written; call a technician",
+        "disk_read_only": "REFUSED   pump {pump}  storage is read-only, the sale cannot be recorded; "
+        "call a technician",
+        "disk_low_alarm": "WARNING   storage almost full ({detail}); call a technician",
+        "disk_full_alarm": "WARNING   storage full ({detail}): new sales refused; call a technician",
+        "disk_read_only_alarm": "WARNING   storage is read-only: new sales refused; call a technician",
+        "disk_ok_alarm": "INFO      storage back to normal ({detail})",
+        "close_pending": "WARNING   pump {pump}  fill ended but not yet recorded (storage full); "
+        "call a technician",
         "ok_elsewhere": "GO AHEAD  pump {pump}  {plate}  {product}  already {elsewhere} L today at other stations; "
         "quota left {remaining} L, preset {preset} L",
         "ok_offline_share": "GO AHEAD  pump {pump}  {plate}  {product}  NATIONAL USAGE DELAYED: max {preset} L at "

@@ -44,4 +44,5 @@ def heartbeat(station: Station, now: dt.datetime) -> dict[str, Any]:
         "pumps": pump_states(station),
         "locked_pumps": sorted(station.locked),
         "hq_link": station.link.connected,
+        "disk": station.disk.state.as_dict(),
     }

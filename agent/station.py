@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import __version__, homeassistant, topics
+from agent import __version__, disk_guard, homeassistant, topics
 from agent import session as ps
 from agent.acks import AckRefused, ack_keyring, verify_ack
 from agent.allowlist_sync import AllowListSync, SyncEvent
@@ -31,6 +31,7 @@ from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.config import SCANNER_SUFFIXES, ConfigError, PumpConfig, StationConfig
+from agent.device_watch import DeviceWatch
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import amount_idr, format_litres, mask_plate
@@ -51,10 +52,13 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.receipt import render_receipt
+from agent.retention import Retention
 from agent.scan_identity import identify, legacy_salt_of
+from agent.status_socket import StatusServer, snapshot, start_line
 from agent.token_policy import refusal as token_refusal
 from agent.trust_mode import check_trust_mode
 from agent.tx_sign import StationKeyError, load_station_key, sign_record
+from agent.updater import UpdateAgent, UpdateEvent
 from agent.usage_link import UsageLink
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
@@ -70,7 +74,7 @@ from hal.relay_board import (
     RelayBoard,
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
-from hal.scanner_select import open_scanner
+from hal.scanner_select import AbsentScanner, Scanner, ScannerUnavailable, open_scanner
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +118,12 @@ OUTBOX_ALERT_DEPTH = 200
 CONDITIONS_EVERY_S = 5.0
 
 
-def _recent_item(row: dict[str, Any]) -> dict[str, Any]:
+def _recent_item(row: dict[str, Any], payment: dict[str, Any] | None) -> dict[str, Any]:
     closed = row.pop("closed_at")
     row["plate_masked"] = mask_plate(row.pop("plate"))
     row["closed_at"] = dt.datetime.fromtimestamp(closed, dt.UTC).isoformat() if closed else None
-    row["payment"] = {"method": None, "status": None}
+    payment = payment or {"method": "cash", "status": "paid"}  # no card or QRIS payment row: cash
+    row["payment"] = {"method": payment.get("method"), "status": payment.get("status")}
     return row
 
 
@@ -145,11 +150,7 @@ class Station:
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
         self.board = self._make_board(config)
-        self.scanners = [
-            open_scanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud,
-                         suffix=SCANNER_SUFFIXES[config.scanner_suffix])
-            for p in config.pumps
-        ]
+        self.scanners = [self._open_scanner(p) for p in config.pumps]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
                              subscribe=(attendant_topics.requests(config.station_id),) if config.attendant else ())
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
@@ -194,10 +195,37 @@ class Station:
         self._last_heartbeat = 0.0
         self.acks_refused = 0
         self._anchor_saved_mono: float | None = None
+        # Fleet updates (agent/updater.py); exit_code set: the service loop ends, we restart.
+        self.updates = UpdateAgent(config.update, self) if config.update is not None else None
+        self.exit_code: int | None = None
         # National quota: usage at other stations, from headquarters' signed feed.
         self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
                                lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
                                self._emit, lambda: self.docs.policy)
+        # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
+        self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
+        self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
+        self._disk_alarmed = disk_guard.OK
+        self._close_retry_mono = 0.0
+        self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
+        # Speaking up: a warning once per missing device, `spbu agent status` on a local socket.
+        self.devices = DeviceWatch(time.monotonic())
+        self.devices.add("pump controller", f"{config.relay_board_kind} {config.relay_board_port}")
+        for p in config.pumps:
+            self.devices.add(f"scanner pump {p.number}", p.scanner_port)
+        if config.edc is not None:
+            self.devices.add("EDC terminal", config.edc.port)
+        self.devices.add("broker", f"{config.broker_host}:{config.broker_port}")
+        self.status = StatusServer(config.data_dir)
+        self._loop_errors: dict[str, float] = {}
+
+    def _open_scanner(self, pump: PumpConfig) -> Scanner:
+        try:
+            return open_scanner(pump.scanner_port, self._scanner_sink(pump.number), baudrate=self.config.scanner_baud,
+                                suffix=SCANNER_SUFFIXES[self.config.scanner_suffix])
+        except ScannerUnavailable as exc:  # one pump without its scanner, not a station down
+            log.error("scanner of pump %d unavailable: %s", pump.number, exc)
+            return AbsentScanner(str(exc))
 
     def _make_board(self, config: StationConfig) -> PumpController:
         if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
@@ -249,6 +277,7 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        self.disk.refresh()
         floor = self.journal.get_meta("wall_floor")
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
@@ -262,7 +291,7 @@ class Station:
         self._recover()
         day = self._read_clock().quota_day
         self.live.seed(day, self.journal.day_totals(day),
-                       [_recent_item(r) for r in self.journal.recent_closed(20)])
+                       [_recent_item(r, self.payments.payment_of(r["tx_id"])) for r in self.journal.recent_closed(20)])
         self.board.start()
         if self.edc is not None:
             self.edc.start()
@@ -270,9 +299,18 @@ class Station:
             scanner.start()
         self.link.start()
         self.allowlist_sync.start()
+        if self.updates is not None:
+            self.updates.start()
+        self.devices.started = time.monotonic()
+        log.info("%s", start_line(self))
+        self.status.update(snapshot(self))
+        self.status.start()
         self.ready.set()
 
     def close(self) -> None:
+        if self.updates is not None:
+            self.updates.close()
+        self.status.close()
         self.allowlist_sync.close()
         self.link.close(offline_state={"state": "offline", "at": utc_now().isoformat()})
         for scanner in self.scanners:
@@ -298,11 +336,23 @@ class Station:
                 self._dispatch(event)
             except Exception:  # a bug in one event must not stop the station
                 log.exception("event %r failed", event)
-        self._timers(time.monotonic())
-        self._live_tick(time.monotonic())
-        self.payments.tick(time.monotonic())
-        if self.outbox.pump(time.monotonic(), self.link.publish):
+        # Every timer and callback is guarded too: a full disk or a bug in one of them
+        # must not kill the loop (and with it the relay board's heartbeat).
+        self._guarded("timers", self._timers)
+        self._guarded("live view", self._live_tick)
+        self._guarded("payments", self.payments.tick)
+        if self._guarded("outbox", lambda now: self.outbox.pump(now, self.link.publish)):
             killpoint("published")
+
+    def _guarded(self, name: str, work: Callable[[float], Any]) -> Any:
+        try:
+            return work(time.monotonic())
+        except Exception:
+            now = time.monotonic()
+            if now - self._loop_errors.get(name, -3600.0) >= 60.0:  # once a minute, not 10 times a second
+                self._loop_errors[name] = now
+                log.exception("%s failed (the loop goes on)", name)
+            return None
 
     # --- recovery ----------------------------------------------------------------------
 
@@ -365,6 +415,7 @@ class Station:
         elif isinstance(event, Incoming):
             self._incoming(event)
         elif isinstance(event, LinkState):
+            self.devices.seen("broker", event.connected)
             self.usage.on_link(event.connected, self._read_clock().quota_day, time.monotonic())
             if event.connected:
                 self.outbox.restart()
@@ -376,11 +427,15 @@ class Station:
         elif isinstance(event, BoardEvent):
             self._board_event(event)
         elif isinstance(event, EdcReply | EdcLink):
+            if isinstance(event, EdcLink):
+                self.devices.seen("EDC terminal", event.connected)
             self.payments.on_event(event)
         elif isinstance(event, PaymentSelect):
             self.payments.select(event.pump, event.choice)
         elif isinstance(event, SyncEvent):
             self._allowlist_event(event)
+        elif isinstance(event, UpdateEvent) and self.updates is not None:
+            self.updates.on_event(event)
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("station", self.config.station_id)
@@ -389,6 +444,8 @@ class Station:
             listener(event)
         if event.get("type") == "alert":
             self.live.alert(event)
+        elif event.get("type") == "receipt":  # a payment settled: the dashboard's list follows it
+            self.live.payment(str(event["tx_id"]), event["payment"])
         self.link.publish(topics.event(self.config.station_id), json.dumps(event).encode(), qos=0)
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
@@ -426,6 +483,7 @@ class Station:
         pump = self.pumps[pump_no]
         if isinstance(event, ScannerState):
             pump.scanner_connected = event.connected
+            self.devices.seen(f"scanner pump {pump_no}", event.connected)
             return
         if isinstance(event, ScanError):
             self._refuse(pump, Decision(False, "unknown_qr"), f"scanner:{event.reason}")
@@ -485,6 +543,10 @@ class Station:
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate)
+        if not self.disk.check().sales_allowed:  # refused only when the sale could not be journaled
+            reason = "disk_read_only" if self.disk.state.level == disk_guard.READ_ONLY else "disk_full"
+            return self._refuse(pump, Decision(False, reason, decision.vehicle, decision.vehicle_id),
+                                disk_guard.describe(self.disk.state), plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
         if prepaid is None and payment.electronic:
             if not self.payments.available:  # the terminal is off or unplugged: cash is offered
@@ -503,11 +565,18 @@ class Station:
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
         # Journal first (fsync), relay second: a crash between the two leaves a session
         # that recovery closes, never fuel that no record knows of.
-        session = self.journal.open_session(
-            self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
-            decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
-            pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
-        )
+        try:
+            session = self.journal.open_session(
+                self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
+                decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
+                pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
+            )
+        except Exception as exc:
+            if not disk_guard.is_disk_error(exc):
+                raise
+            log.error("journal cannot be written, sale refused: %s", exc)
+            return self._refuse(pump, Decision(False, "journal_unwritable", decision.vehicle, decision.vehicle_id),
+                                str(exc), plate=ident.plate)
         if prepaid is None and payment.electronic:
             self.payments.open_postpay(session, payment)
         pump.session = session
@@ -621,6 +690,7 @@ class Station:
     def _board_event(self, event: BoardEvent) -> None:
         if isinstance(event, BoardLink):
             self.board_connected = event.connected
+            self.devices.seen("pump controller", event.connected)
             for each in self.pumps.values():
                 if event.connected and each.state == ps.INOPERATIVE:
                     self._set_state(each, ps.after_session(each.nozzle_up))
@@ -628,6 +698,8 @@ class Station:
                     self._set_state(each, ps.INOPERATIVE)
             return
         if isinstance(event, BoardHello):
+            if self.updates is not None:
+                self.updates.on_board_hello(event.firmware)
             # The board (re)booted with every relay open. A HELLO can also be read late
             # (it waited in the UART buffer), so ask the board which sessions it still
             # knows instead of closing them on sight.
@@ -647,7 +719,12 @@ class Station:
         if isinstance(event, NozzleChange):
             pump.nozzle_up = event.up
             if event.up and pump.state == ps.AUTHORISED and pump.session is not None:
-                self.journal.mark_fuelling(pump.session.seq)
+                try:
+                    self.journal.mark_fuelling(pump.session.seq)
+                except Exception as exc:  # only recovery reads it: the fill goes on, its close is what counts
+                    if not disk_guard.is_disk_error(exc):
+                        raise
+                    log.warning("pump %d: fuelling state not journaled: %s", pump.config.number, exc)
                 self._set_state(pump, ps.FUELLING)
                 pump.last_flow_mono = time.monotonic()
                 killpoint("fuelling_journaled")
@@ -703,13 +780,19 @@ class Station:
     def _timers(self, now: float) -> None:
         t = self.config.timeouts
         self._query_recovering(now)
+        if self.updates is not None:
+            self.updates.tick(now)
+            self.exit_code = self.updates.exit_code
         if self.link.connected and now - self._last_heartbeat >= self.heartbeat_s:
             self._last_heartbeat = now
             self.link.publish(topics.heartbeat(self.config.station_id),
                               json.dumps(heartbeat(self, utc_now())).encode(), qos=0,
                               retain=True)  # a dashboard opened now sees the last one at once
+        if self._pending_closes and now - self._close_retry_mono >= 2.0:
+            self._close_retry_mono = now
+            self._retry_closes()
         for pump in self.pumps.values():
-            if pump.session is None or pump.state == ps.RECOVERING:
+            if pump.session is None or pump.state == ps.RECOVERING or pump.session.seq in self._pending_closes:
                 continue
             if pump.state == ps.STOPPING:
                 if now - pump.stop_sent_mono > t.stop_confirm_s:
@@ -736,7 +819,15 @@ class Station:
             self.attendants.closed(record, render_receipt(record, self.config.lang))
         killpoint("before_close")
         queued = None if keep else (session.tx_id, topics.tx(self.config.station_id), self._signed(record))
-        self.journal.close_session(session, dispensed_ml, amount, reason, queued, meta, extra=keep)
+        try:
+            disk_guard.write_with_reserve(self.disk, lambda: self.journal.close_session(
+                session, dispensed_ml, amount, reason, queued, meta, extra=keep))
+        except Exception as exc:
+            if not disk_guard.is_disk_error(exc):
+                raise
+            self._close_failed(session, dispensed_ml, reason, notify, exc)
+            return
+        self._pending_closes.pop(session.seq, None)
         killpoint("close_journaled")
         self.live.transaction(record)
         self.usage.closed(session, self.link.connected)
@@ -754,6 +845,24 @@ class Station:
         self._emit({"type": "transaction", "pump": session.pump, "tx_id": session.tx_id,
                     "dispensed_ml": dispensed_ml, "amount_idr": amount, "end_reason": reason,
                     "product": session.product, "plate": mask_plate(session.plate)})
+
+    def _close_failed(self, session: SessionRow, dispensed_ml: int, reason: str, notify: bool,
+                      exc: BaseException) -> None:
+        """The journal cannot take the close (disk full even without the reserve, or read-only):
+        the session stays open, in memory and in the journal, and is retried; the pump takes
+        no new sale meanwhile. A restart would close it from the board's count."""
+        first = session.seq not in self._pending_closes
+        self._pending_closes[session.seq] = (session, dispensed_ml, reason, notify)
+        if first:
+            log.error("%s: close not journaled (%s); retrying", session.tx_id, exc)
+            self._say("close_pending", session.pump)
+            self._emit({"type": "alert", "pump": session.pump, "alert": "journal_unwritable",
+                        "detail": f"{session.tx_id}: {dispensed_ml} ml not yet journaled: {exc}"})
+
+    def _retry_closes(self) -> None:
+        for seq, (session, dispensed_ml, reason, notify) in list(self._pending_closes.items()):
+            if seq in self._pending_closes:
+                self._close(session, dispensed_ml, reason, notify)
 
     def _tx_record(self, s: SessionRow, dispensed_ml: int, amount: int, reason: str,
                    clock: ClockReading) -> dict[str, Any]:
@@ -906,6 +1015,10 @@ class Station:
         self.live.condition("allowlist_expired", expired,
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        self._disk_tick()
+        self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
+        self.devices.tick(now)
+        self.status.update(snapshot(self))
         self.live.new_day(self._read_clock().quota_day)
         changed = self.usage.tick(now, self._read_clock().quota_day, self.link.connected)
         if changed is not None:
@@ -914,6 +1027,19 @@ class Station:
             self._say("usage_stale" if stale else "usage_fresh", 0)
             self._emit({"type": "alert", "alert": "usage_feed_stale" if stale else "usage_feed_fresh",
                         "detail": detail})
+
+    def _disk_tick(self) -> None:
+        """Free space and read-only alarms, before the disk is full: dashboard, event, attendant."""
+        state = self.disk.refresh()
+        if state.level != self._disk_alarmed:
+            self._disk_alarmed = state.level
+            alarm = "disk_ok" if state.level == disk_guard.OK else f"disk_{state.level}"
+            (log.info if state.level == disk_guard.OK else log.warning)("data disk %s: %s", state.level,
+                                                                          disk_guard.describe(state))
+            self._say(f"{alarm}_alarm", 0, detail=disk_guard.describe(state))
+            self._emit({"type": "alert", "alert": alarm, "detail": disk_guard.describe(state)})
+        for level in (disk_guard.LOW, disk_guard.FULL, disk_guard.READ_ONLY):
+            self.live.condition(f"disk_{level}", state.level == level, disk_guard.describe(state))
 
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}

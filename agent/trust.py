@@ -1,8 +1,10 @@
 """Root of trust, TUF-style: offline root keys certify the online keys of each role.
 
 A root document lists Ed25519 keys and, per role (`root`, `allowlist`, `policy`, `tokens`,
-`commands`), which keys may sign and how many must agree. Every signed document is an
-envelope {"signed": {...}, "signatures": [{"keyid", "sig"}]}; a signature covers
+`commands`; optional `usage`, `software`), which keys may sign and how many must agree.
+A root without `software` (signed release manifests, agent/release_manifest.py) trusts no
+release, so stations provisioned before fleet updates keep loading theirs. Every signed
+document is an envelope {"signed": {...}, "signatures": [{"keyid", "sig"}]}; a signature covers
 b"spbu-tuf/" + signed["_type"] + b"\\n" + canonical JSON of `signed`, so a document of one
 role can never pass for another.
 
@@ -32,8 +34,10 @@ from agent.signing import SignatureError, key_id, load_public_key_hex, public_ke
 ROLES = ("root", "allowlist", "policy", "tokens", "commands")
 # Roles a root may name; when it does not, another role stands in (agent/national_usage.py:
 # the `usage` feed falls back to the `policy` keys; agent/acks.py: `acks`, the collectors'
-# acknowledgement key, falls back to `commands`).
-OPTIONAL_ROLES = ("usage", "acks")
+# acknowledgement key, falls back to `commands`), or nobody (`software`: a root without
+# it trusts no release, agent/release_manifest.py).
+OPTIONAL_ROLES = ("usage", "software", "acks")
+NOBODY_WHEN_ABSENT = ("software",)
 ALL_ROLES = ROLES + OPTIONAL_ROLES
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 
@@ -158,6 +162,8 @@ class Root:
         for name in ALL_ROLES:
             spec = raw_roles.get(name)
             if name in OPTIONAL_ROLES and spec is None:
+                if name in NOBODY_WHEN_ABSENT:
+                    roles[name] = Role((), 1)
                 continue
             if not isinstance(spec, dict):
                 raise TrustError("malformed", f"root lacks role {name!r}")
@@ -188,7 +194,7 @@ def root_body(version: int, expires: dt.datetime, role_keys: dict[str, list[Ed25
     keys: dict[str, Any] = {}
     roles: dict[str, Any] = {}
     for role in ALL_ROLES:
-        if role in OPTIONAL_ROLES and role not in role_keys:
+        if role in OPTIONAL_ROLES and not role_keys.get(role):
             continue
         ids = []
         for public in role_keys[role]:
@@ -233,8 +239,9 @@ class TrustStore:
         """Compatibility with configs that list `trusted_keys`: every role is any one of them,
         and the root cannot rotate (it has no root keys)."""
         keys = {kid: load_public_key_hex(hexkey) for kid, hexkey in trusted_keys.items()}
-        roles = {name: Role(tuple(keys), 1) for name in (*ROLES, *OPTIONAL_ROLES) if name != "root"}
+        roles = {name: Role(tuple(keys), 1) for name in ROLES if name not in ("root", *OPTIONAL_ROLES)}
         roles["root"] = Role((), 1)
+        roles["software"] = Role((), 1)  # code updates need a real root, never a flat key list
         far = dt.datetime.max.replace(tzinfo=dt.UTC)
         store = cls(Root(1, far, keys, roles), state_path, legacy=True)
         if state_path is not None and state_path.exists():

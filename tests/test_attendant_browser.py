@@ -218,6 +218,8 @@ def test_stop_button_stops_a_running_fill(station: tuple[DemoStation, Events], p
     demo.board.lift_nozzle(1)
     expect(card).to_have_attribute("data-state", "fuelling", timeout=5_000)
     expect(card.locator(".litres")).not_to_have_text("0,00 L", timeout=5_000)
+    card.scroll_into_view_if_needed()
+    page.evaluate("window.scrollBy(0, -56)")  # below the sticky header
     page.screenshot(path=str(ARTIFACTS / "fuelling.png"))
     card.locator(".stop").click()
     try:

@@ -188,7 +188,7 @@ function render(view) {
   $(".name", card).textContent = `${t("pump")} ${view.pump} · ${product}`;
   $(".state", card).textContent = WORDS[app.lang].states[view.state] || view.state;
   card.dataset.state = view.state;
-  renderDecision(card, view.decision);
+  renderDecision(card, view.decision, view);
   const fill = view.fill;
   $(".litres", card).textContent = fill ? `${litres(fill.litres_ml)} L` : "";
   $(".amount", card).textContent = fill ? rupiah(fill.amount_idr) : "";
@@ -203,11 +203,13 @@ function render(view) {
   card.dataset.lastMethod = last ? `${last.method}/${last.status || ""}` : "";
 }
 
-function renderDecision(card, d) {
+function renderDecision(card, d, view) {
   const box = $(".decision", card);
   box.dataset.ok = d ? (d.ok ? "1" : "0") : "";
   box.dataset.code = d ? d.code : "";
   box.dataset.tx = d && d.tx_id ? d.tx_id : "";
+  // The fill it allowed is over: the answer stays for reference, dimmed, until the next scan.
+  box.dataset.done = String(Boolean(d && d.tx_id && view.last && view.last.tx_id === d.tx_id));
   $(".verdict", box).textContent = d ? t(d.ok ? "allowed" : "refused") : "";
   $(".plate", box).textContent = d ? d.plate || "" : "";
   $(".category", box).textContent = d && d.category ? (WORDS[app.lang].categories[d.category] || d.category) : "";
