@@ -47,6 +47,9 @@ class StationBroker:
     dashboard_user: str = "dashboard"
     agent_user: str = "spbu-agent"  # the agent's login on the loopback listener
     http_dir: Path = Path("/opt/spbu/dashboard")  # the dashboard page (deploy/install.sh puts it there)
+    # The dashboard's TLS WebSockets listener: the station's server certificate and key.
+    ws_certfile: Path | None = None
+    ws_keyfile: Path | None = None
     # The attendants' phones over TLS WebSockets: on when the station's server certificate is given.
     attendant_certfile: Path | None = None
     attendant_keyfile: Path | None = None
@@ -67,6 +70,10 @@ def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLA
               "AGENT_PORT": str(cfg.agent_port), "WS_PORT": str(cfg.ws_port), "WS_INTERFACE": cfg.ws_interface,
               "DASHBOARD_USER": cfg.dashboard_user, "AGENT_USER": cfg.agent_user, "ETC": str(etc),
               "HTTP_DIR": str(cfg.http_dir)}
+    if cfg.ws_certfile is None or cfg.ws_keyfile is None:
+        raise BrokerConfigError("the dashboard's WebSockets listener needs the station's server certificate and key "
+                                "(TLS: its password must not cross the LAN in clear)")
+    values |= {"WS_CERTFILE": str(cfg.ws_certfile.resolve()), "WS_KEYFILE": str(cfg.ws_keyfile.resolve())}
     for name in ("station-agent.acl", "station-dashboard.acl"):
         (etc / name).write_text(render(templates / f"{name}.in", values))
     conf = etc / "spbu.conf"

@@ -69,29 +69,27 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
 
     cfg = StationBroker(args.station, args.hq_host, args.hq_port, args.ca, args.cert, args.key,
                         ws_interface=args.ws_interface, ws_port=args.ws_port,
+                        ws_certfile=args.ws_cert, ws_keyfile=args.ws_key,
                         attendant_certfile=args.attendant_cert, attendant_keyfile=args.attendant_key)
     if (args.attendant_cert is None) != (args.attendant_key is None):
         raise CliError("give both --attendant-cert and --attendant-key, or neither")
     try:
-        for path in (args.ca, args.cert, args.key):
+        for path in (args.ca, args.cert, args.key, args.ws_cert, args.ws_key):
             if not path.is_file():
                 raise CliError(f"{path}: no such file")
         conf = write_station_broker(cfg, args.out)
         if args.dashboard_password_file is not None:
             password = args.dashboard_password_file.read_text().strip()
             where = str(args.dashboard_password_file)
-        else:
+        else:  # shown once, never stored in clear (the broker keeps only its hash)
             password = secrets.token_urlsafe(18)
-            keep = args.out / "dashboard.password"
-            keep.touch(mode=0o600)
-            keep.write_text(password + "\n")
-            where = f"{keep} (new, mode 600)"
+            where = f"{password} (new: give it to the manager now, it is not stored)"
         write_password_file(args.out / "dashboard.passwd", {cfg.dashboard_user: password})
         agent_secret = write_agent_login(args.out, cfg.agent_user, args.agent_password_file)
     except BrokerConfigError as exc:
         raise CliError(str(exc)) from exc
     print(f"station broker {conf}\nACLs {args.out / 'station-agent.acl'}, {args.out / 'station-dashboard.acl'}\n"
-          f"dashboard user {cfg.dashboard_user}, password in {where}\n"
+          f"dashboard user {cfg.dashboard_user}, password {where}\n"
           f"agent login {cfg.agent_user}, password in {agent_secret} (mode 600: give it to the agent's user);"
           f" add to agent.toml [mqtt]: username = \"{cfg.agent_user}\", password_file = \"{agent_secret}\"")
     return 0
@@ -135,14 +133,19 @@ def run_collector(args: argparse.Namespace, hq_line: str, ack_key: Ed25519Privat
 
 
 def cmd_keys_manager(args: argparse.Namespace) -> int:
-    """The dashboard user's command key: derived from the password, as the browser does."""
+    """The manager's command key: derived from the signing passphrase, as the browser does.
+    The passphrase is typed by the manager and never sent to the broker; it must not be the
+    dashboard's broker password (--broker-password-file checks)."""
     from agent.manager_keys import manager_key
     from agent.signing import key_id, public_key_hex
 
     try:
         password = args.password_file.read_text().strip()
+        login = args.broker_password_file.read_text().strip() if args.broker_password_file else None
     except OSError as exc:
-        raise CliError(f"cannot read {args.password_file}: {exc.strerror}") from exc
+        raise CliError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    if login is not None and login == password:
+        raise CliError("the signing passphrase must not be the broker password (that one crosses the LAN)")
     try:
         public = manager_key(args.station, args.user, password).public_key()
     except ValueError as exc:
@@ -153,11 +156,14 @@ def cmd_keys_manager(args: argparse.Namespace) -> int:
 
 
 def add_key_commands(keys_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    manager = keys_sub.add_parser("manager", help="the station manager's command key, derived from the dashboard "
-                                  "password (prints the config lines that make the station trust it)")
+    manager = keys_sub.add_parser("manager", help="the station manager's command key, derived from the manager's "
+                                  "signing passphrase (prints the config lines that make the station trust it)")
     manager.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
     manager.add_argument("--user", default="dashboard", help="the dashboard's user name on the broker")
-    manager.add_argument("--password-file", type=Path, required=True, help="file holding the dashboard password")
+    manager.add_argument("--passphrase-file", "--password-file", dest="password_file", type=Path, required=True,
+                         help="file holding the manager's signing passphrase (not the broker password)")
+    manager.add_argument("--broker-password-file", type=Path,
+                         help="the dashboard's broker password: refused if the passphrase is the same")
     manager.set_defaults(func=cmd_keys_manager)
     ca = keys_sub.add_parser("ca", help="make a test certificate authority for the MQTT links (EC P-256)")
     ca.add_argument("--out", type=Path, required=True, help="directory for ca.key and ca.crt")
@@ -197,6 +203,9 @@ def add_key_commands(keys_sub: argparse._SubParsersAction[argparse.ArgumentParse
     bconf.add_argument("--key", type=Path, required=True, help="this station's key (spbu provision made it)")
     bconf.add_argument("--ws-interface", default="eth0", help="network interface for the dashboard's WebSockets")
     bconf.add_argument("--ws-port", type=int, default=9001)
+    bconf.add_argument("--ws-cert", type=Path, required=True, help="the station's TLS server certificate (spbu keys "
+                       "server-cert --host <the station's LAN name or address>) for the dashboard's WebSockets")
+    bconf.add_argument("--ws-key", type=Path, required=True, help="its key")
     bconf.add_argument("--dashboard-password-file", type=Path, help="the dashboard's password (default: a new one)")
     bconf.add_argument("--attendant-cert", type=Path, help="the station's TLS server certificate (spbu keys "
                        "server-cert): turns on the attendants' TLS WebSockets listener on port 9443")

@@ -296,7 +296,8 @@ class DemoStation:
         self._own_broker = broker is None
         # The manager's dashboard: served by the broker's WebSockets listener, one user.
         self.dashboard_user = "manager"
-        self.dashboard_password = secrets.token_urlsafe(12)
+        self.dashboard_password = secrets.token_urlsafe(12)  # the broker login (crosses the LAN)
+        self.dashboard_passphrase = secrets.token_urlsafe(12)  # the signing key's; never sent anywhere
         self.dashboard: DashboardListener | None = None
         if dashboard:
             from agent.dashboard_files import dashboard_dir
@@ -373,7 +374,7 @@ class DemoStation:
         """The dashboard user's command key, derived from the password as the browser does."""
         if self.dashboard is None:
             return {}
-        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_password).public_key()
+        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_passphrase).public_key()
         return {key_id(public): public_key_hex(public)}
 
     def _root_file(self) -> Path:
@@ -543,12 +544,13 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
 
 def keep_serving(demo: DemoStation, lang: str) -> None:
     """`--dashboard`: the station keeps running for the manager's page until Ctrl-C."""
-    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
-            if lang == "id" else
-            "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
+    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}, frasa tanda tangan {passphrase}\n"
+            "  Ctrl-C untuk berhenti" if lang == "id" else
+            "Manager dashboard: {url}\n  user {user}, password {password}, signing passphrase {passphrase}\n"
+            "  Ctrl-C to stop")
     if demo.dashboard is not None:
-        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
-              flush=True)
+        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password,
+                          passphrase=demo.dashboard_passphrase), flush=True)
     if demo.attendant is not None:
         from simulators.attendant_setup import describe
 

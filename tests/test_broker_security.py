@@ -31,6 +31,8 @@ from agent.brokerconf import (
     write_password_file,
     write_station_broker,
 )
+from agent.cli import main as cli_main
+from agent.manager_keys import manager_key
 from agent.signing import key_id
 from agent.tx_sign import load_station_key, sign_record
 from hq.tx_verify import StationKeys
@@ -59,7 +61,8 @@ class Client:
     """An MQTT 5 client that records what it receives and the reason code of each publish."""
 
     def __init__(self, name: str, port: int, tls: tuple[Path, Path, Path] | None = None, ws: bool = False,
-                 login: tuple[str, str] | None = None) -> None:
+                 login: tuple[str, str] | None = None, server_ca: Path | None = None) -> None:
+        """server_ca: TLS that checks only the server (the dashboard's WebSockets)."""
         self.received: list[tuple[str, bytes]] = []
         self.codes: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -69,12 +72,14 @@ class Client:
                                   transport="websockets" if ws else "tcp")
         if tls is not None:
             self.client.tls_set(ca_certs=str(tls[0]), certfile=str(tls[1]), keyfile=str(tls[2]))
+        elif server_ca is not None:
+            self.client.tls_set(ca_certs=str(server_ca))
         if login is not None:
             self.client.username_pw_set(*login)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
-        self.client.connect("localhost" if tls else "127.0.0.1", port)
+        self.client.connect("localhost" if tls or server_ca else "127.0.0.1", port)
         self.client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -235,14 +240,15 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
     etc = tmp_path / "station-etc"
     cfg = StationBroker(A, "localhost", hq_broker.port, certs.ca, certs.certs / f"{A}.crt",
                         certs.certs / f"{A}.key", agent_port=free_port(), ws_port=free_port(), ws_interface="lo",
+                        ws_certfile=certs.certs / "localhost.crt", ws_keyfile=certs.certs / "localhost.key",
                         http_dir=tmp_path / "www")
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "index.html").write_text("<!doctype html><title>SPBU dashboard</title>")
     station_broker = start_station_broker(cfg, etc, tmp_path)
     hq = Client("hq", hq_broker.port, certs.tls(SERVICE)).ready()
     agent = Client("agent", cfg.agent_port, login=agent_login(etc)).ready()
-    intruder = Client("intruder", cfg.ws_port, ws=True, login=("dashboard", "wrong"))
-    dashboard = Client("dashboard", cfg.ws_port, ws=True, login=("dashboard", "s3cret")).ready()
+    intruder = Client("intruder", cfg.ws_port, ws=True, login=("dashboard", "wrong"), server_ca=certs.ca)
+    dashboard = Client("dashboard", cfg.ws_port, ws=True, login=("dashboard", "s3cret"), server_ca=certs.ca).ready()
     try:
         assert wait_until(lambda: intruder.refused is not None, 5) and not intruder.connected.is_set()
         hq.subscribe("spbu/v1/#")
@@ -269,7 +275,8 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
         assert dashboard.publish(f"hq/v1/cmd/{A}", b"signed command") == 0
         assert wait_until(lambda: agent.payloads(f"hq/v1/cmd/{A}") == [b"signed command"], 5)
         # The same WebSockets port serves the dashboard page itself.
-        with urllib.request.urlopen(f"http://127.0.0.1:{cfg.ws_port}/index.html", timeout=5) as page:
+        tls = ssl.create_default_context(cafile=str(certs.ca))
+        with urllib.request.urlopen(f"https://localhost:{cfg.ws_port}/index.html", timeout=5, context=tls) as page:
             assert b"SPBU dashboard" in page.read()
         assert agent.publish(f"spbu/v1/{A}/tx", b"t2") == 0  # sentinel behind the refused ones
         assert wait_until(lambda: hq.payloads(f"spbu/v1/{A}/tx") == [b"t1", b"t2"], 10), hq.topics()
@@ -288,6 +295,7 @@ def test_item7_only_the_agent_publishes_on_the_station_and_headquarters_stores_o
     etc = tmp_path / "station-etc"
     cfg = StationBroker(A, "localhost", hq_broker.port, certs.ca, certs.certs / f"{A}.crt",
                         certs.certs / f"{A}.key", agent_port=free_port(), ws_port=free_port(), ws_interface="lo",
+                        ws_certfile=certs.certs / "localhost.crt", ws_keyfile=certs.certs / "localhost.key",
                         http_dir=tmp_path)
     station_broker = start_station_broker(cfg, etc, tmp_path)
     keys = StationKeys()
@@ -352,3 +360,48 @@ def test_item9_a_revoked_station_certificate_is_refused_by_headquarters(tmp_path
             raise OSError("never connected")
     finally:
         broker.close()
+
+
+def test_item4_dashboard_password_crosses_the_lan_only_over_tls_and_signs_nothing(
+        certs: Pki, hq_broker: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 item 4: the manager's signing key came from the broker password, which crossed
+    ws:// in clear and sat in plain text beside the broker's config."""
+    etc = tmp_path / "station-etc"
+    out = cli_main(["keys", "broker-config", "--station", A, "--hq-host", "localhost", "--hq-port",
+                    str(hq_broker.port), "--ca", str(certs.ca), "--cert", str(certs.certs / f"{A}.crt"),
+                    "--key", str(certs.certs / f"{A}.key"), "--ws-interface", "lo", "--ws-port", str(free_port()),
+                    "--ws-cert", str(certs.certs / "localhost.crt"), "--ws-key", str(certs.certs / "localhost.key"),
+                    "--out", str(etc)])
+    assert out == 0
+    printed = capsys.readouterr().out
+    password = printed.split("dashboard user dashboard, password ")[1].split(" ")[0]
+    assert not any(password in p.read_text(errors="replace") for p in etc.iterdir() if p.is_file()), \
+        "the dashboard password is stored in clear"
+    conf = (etc / "spbu.conf").read_text()
+    agent_port, ws_port = (int(line.split()[1]) for line in conf.splitlines() if line.startswith("listener "))
+    station_broker = MosquittoBroker(port=agent_port, workdir=etc, config=conf.replace(
+        "http_dir /opt/spbu/dashboard", f"http_dir {tmp_path}")).start()
+    try:
+        try:  # the password sent over plain ws:// (readable by anyone on the LAN)
+            plain = Client("plain-ws", ws_port, ws=True, login=("dashboard", password))
+            in_clear = wait_until(plain.connected.is_set, 2)
+            plain.close()
+        except (OSError, mqtt.WebsocketConnectionError):
+            in_clear = False
+        assert not in_clear, "the password was accepted over plain ws://"
+        Client("wss", ws_port, ws=True, login=("dashboard", password), server_ca=certs.ca).ready().close()
+    finally:
+        station_broker.close()
+    # The manager's key comes from a passphrase the broker never sees; the same text is refused.
+    same = tmp_path / "same"
+    same.write_text(password + "\n")
+    assert cli_main(["keys", "manager", "--station", A, "--passphrase-file", str(same),
+                     "--broker-password-file", str(same)]) == 2
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("a different long passphrase\n")
+    assert cli_main(["keys", "manager", "--station", A, "--passphrase-file", str(passphrase),
+                     "--broker-password-file", str(same)]) == 0
+    trusted = capsys.readouterr().out
+    from_password = key_id(manager_key(A, "dashboard", password).public_key())
+    assert key_id(manager_key(A, "dashboard", "a different long passphrase").public_key()) in trusted
+    assert from_password not in trusted, "the broker password would sign commands"
