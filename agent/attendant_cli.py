@@ -53,7 +53,29 @@ def cmd_device(args: argparse.Namespace) -> int:
     listed = ", ".join(str(p) for p in sorted(set(pumps)))
     print(f"# add to /etc/spbu/agent.toml under [attendant.devices]\n{args.name} = [{listed}]\n"
           f"# then reload the broker (systemctl reload mosquitto) and open this link once on the phone:\n"
-          f"https://{args.host}:{args.port}/?station={args.station}#device={args.name}&key={key}")
+          f"https://{args.host}:{args.page_port}/?station={args.station}&mqtt={args.port}"
+          f"#device={args.name}&key={key}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The page's static files over HTTPS/1.1 until stopped (systemd: spbu-attendant-page)."""
+    from agent.attendant.files import AttendantPageMissing, attendant_dir
+    from agent.attendant.page_server import PageServer
+    from agent.cli import _stop_on_signals
+
+    try:
+        root = args.dir or attendant_dir()
+        server = PageServer(root, args.cert, args.key, host=args.host, port=args.port)
+    except (AttendantPageMissing, OSError, ValueError) as exc:
+        raise CliError(f"cannot serve the attendant's page: {exc}") from exc
+    stop = _stop_on_signals()
+    server.start()
+    print(f"attendant page on https://{args.host}:{server.port}/ from {root}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.close()
     return 0
 
 
@@ -72,5 +94,14 @@ def add_attendant_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     dev.add_argument("--etc", type=Path, required=True,
                      help="the broker's config directory (spbu keys broker-config --out)")
     dev.add_argument("--host", required=True, help="the station's address as in its server certificate")
-    dev.add_argument("--port", type=int, default=9443, help="the attendants' TLS WebSockets port")
+    dev.add_argument("--port", type=int, default=9443, help="the attendants' TLS WebSockets port (MQTT)")
+    dev.add_argument("--page-port", type=int, default=9444, help="the port of spbu attendant serve")
     dev.set_defaults(func=cmd_device)
+    serve = att_sub.add_parser("serve", help="serve the attendant's page over HTTPS (HTTP/1.1) with the station's "
+                               "certificate; MQTT stays on the broker's TLS WebSockets")
+    serve.add_argument("--cert", type=Path, required=True, help="the station's TLS server certificate")
+    serve.add_argument("--key", type=Path, required=True, help="its key")
+    serve.add_argument("--dir", type=Path, help="the page's files (default: /opt/spbu/attendant or the checkout)")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument("--port", type=int, default=9444)
+    serve.set_defaults(func=cmd_serve)

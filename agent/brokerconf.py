@@ -54,7 +54,6 @@ class StationBroker:
     attendant_certfile: Path | None = None
     attendant_keyfile: Path | None = None
     attendant_port: int = 9443
-    attendant_http_dir: Path = Path("/opt/spbu/attendant")
 
 
 def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLATES) -> Path:
@@ -93,7 +92,7 @@ def _with_attendant_listener(text: str, cfg: StationBroker, etc: Path, values: d
 
     assert cfg.attendant_certfile is not None and cfg.attendant_keyfile is not None
     block = render(templates / "station-attendant.conf.in", {
-        **values, "ATT_PORT": str(cfg.attendant_port), "ATT_HTTP_DIR": str(cfg.attendant_http_dir),
+        **values, "ATT_PORT": str(cfg.attendant_port),
         "ATT_CERTFILE": str(cfg.attendant_certfile.resolve()), "ATT_KEYFILE": str(cfg.attendant_keyfile.resolve())})
     (etc / "station-attendant.acl").write_text(render_acl(cfg.station, load_devices(etc)))
     passwd = etc / "attendant.passwd"

@@ -28,6 +28,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CliError("--pumps must be between 1 and 16")
     if args.customers < 1 or args.customers > 1000:
         raise CliError("--customers must be between 1 and 1000")
+    if not 1 <= args.nozzles <= 2 or (args.nozzles > 1 and args.pump != "dart"):
+        raise CliError("--nozzles must be 1 or 2, and more than 1 needs --pump dart")
     if args.attendant:
         from agent.attendant.files import AttendantPageMissing, attendant_dir
 
@@ -52,7 +54,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
                     json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump,
-                    dashboard=args.dashboard, attendant=args.attendant)
+                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -249,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
     demo.add_argument("--pump", choices=("relay", "dart"), default="relay",
                       help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
+    demo.add_argument("--nozzles", type=int, default=1,
+                      help="grades per DART dispenser, 1..2 (with --pump dart): the nozzle lifted decides the product")
     demo.add_argument("--attendant", action="store_true",
                       help="keep the station running and serve the attendant's page over TLS (prints the "
                            "address, the device link and the attendant's number and PIN)")

@@ -35,6 +35,13 @@ class PumpConfig:
     channel: int  # relay-board channel wired to this fuelling point
     scanner_port: str
     pulses_per_litre: int = 100
+    # A multi-grade dispenser (DART): the product of each logical nozzle 1..4, in order.
+    # Empty: one nozzle, `product`.
+    grades: tuple[str, ...] = ()
+
+    @property
+    def nozzle_products(self) -> tuple[str, ...]:
+        return self.grades or (self.product,)
 
 
 @dataclass(frozen=True)
@@ -181,10 +188,12 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         where = f"[[pumps]] #{index + 1}"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        product = _get(raw, "product", str, where)
+        grades = _grades(raw, where)
+        product = _get(raw, "product", str, where, grades[0] if grades else None)
         if product not in PRODUCTS:
             raise ConfigError(f"{where}: unknown product {product!r}")
         pump = PumpConfig(
+            grades=grades,
             number=_get(raw, "number", int, where),
             product=product,
             channel=_get(raw, "channel", int, where),
@@ -203,6 +212,8 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         raise ConfigError("config: at least one [[pumps]] entry is needed")
     if len({p.number for p in pumps}) != len(pumps) or len({p.channel for p in pumps}) != len(pumps):
         raise ConfigError("[[pumps]]: numbers and channels must be unique")
+    if kind != "dart" and any(p.grades for p in pumps):
+        raise ConfigError("[[pumps]]: nozzles (several grades on one pump) need [relay_board] kind dart")
     if kind == "gpio" and (len(pumps) != 1 or pumps[0].channel != 0):
         raise ConfigError("[relay_board]: kind gpio drives exactly one pump, on channel 0")
     # DART: channel i is the pump at address 0x50 + i, and volumes are 0.01 L
@@ -253,6 +264,18 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         retention=_policy(config_keys.parse_retention, data.get("retention")),
         **_attendant(data, {p.number for p in pumps}),
     )
+
+
+def _grades(raw: dict[str, Any], where: str) -> tuple[str, ...]:
+    """`nozzles = ["pertalite", "solar"]`: the product of logical nozzles 1, 2, ... of a
+    multi-grade DART pump."""
+    grades = _get(raw, "nozzles", list, where, []) or []
+    if len(grades) > 4:
+        raise ConfigError(f"{where}: a pump has at most 4 nozzles")
+    for grade in grades:
+        if grade not in PRODUCTS:
+            raise ConfigError(f"{where}: unknown product {grade!r} in nozzles")
+    return tuple(str(g) for g in grades)
 
 
 def _policy(parse: Any, raw: Any) -> Any:
@@ -422,5 +445,6 @@ def render_config(cfg: StationConfig) -> str:
             f"channel = {pump.channel}",
             f"scanner = {_q(pump.scanner_port)}",
             f"pulses_per_litre = {pump.pulses_per_litre}",
+            *([f"nozzles = [{', '.join(_q(g) for g in pump.grades)}]"] if pump.grades else []),
         ]
     return "\n".join(lines) + "\n"

@@ -47,6 +47,10 @@ _TEXT: dict[str, dict[str, str]] = {
         "token_expired": "DITOLAK    pompa {pump}  {plate}  QR kedaluwarsa; minta QR terbaru dari aplikasi",
         "token_revoked": "DITOLAK    pompa {pump}  {plate}  QR sudah diganti yang baru; minta QR terbaru dari "
         "aplikasi",
+        "lift_nozzle": "ANGKAT     pompa {pump}  {plate}  angkat nozel {product}",
+        "wrong_grade": "DITOLAK    pompa {pump}  {plate}  tidak berhak {product}: gantung nozel ini, "
+        "angkat nozel {detail}",
+        "pump_out_of_service": "DITOLAK    pompa {pump}  pompa tidak menjawab (rusak/kabel putus), pakai pompa lain",
         "disk_full": "DITOLAK    pompa {pump}  penyimpanan penuh, penjualan tidak dapat dicatat; hubungi teknisi",
         "journal_unwritable": "DITOLAK    pompa {pump}  jurnal tidak dapat ditulis; hubungi teknisi",
         "disk_read_only": "DITOLAK    pompa {pump}  penyimpanan hanya-baca, penjualan tidak dapat dicatat; "
@@ -111,6 +115,9 @@ _TEXT: dict[str, dict[str, str]] = {
         "legacy_disabled": "REFUSED   pump {pump}  old-style QR no longer accepted; ask for a new QR from the app",
         "token_expired": "REFUSED   pump {pump}  {plate}  QR expired; ask for the latest QR from the app",
         "token_revoked": "REFUSED   pump {pump}  {plate}  QR was replaced by a newer one; ask for the latest QR",
+        "lift_nozzle": "LIFT      pump {pump}  {plate}  lift the {product} nozzle",
+        "wrong_grade": "REFUSED   pump {pump}  {plate}  not entitled to {product}: hang up this nozzle, lift {detail}",
+        "pump_out_of_service": "REFUSED   pump {pump}  pump not answering (fault or cable), use another pump",
         "disk_full": "REFUSED   pump {pump}  storage full, the sale cannot be recorded; call a technician",
         "journal_unwritable": "REFUSED   pump {pump}  journal cannot be written; call a technician",
         "disk_read_only": "REFUSED   pump {pump}  storage is read-only, the sale cannot be recorded; "

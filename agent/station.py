@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import __version__, disk_guard, homeassistant, topics
+from agent import __version__, disk_guard, grades, homeassistant, topics
 from agent import session as ps
 from agent.acks import AckRefused, ack_keyring, verify_ack
 from agent.allowlist_sync import AllowListSync, SyncEvent
@@ -34,7 +34,7 @@ from agent.config import SCANNER_SUFFIXES, ConfigError, PumpConfig, StationConfi
 from agent.device_watch import DeviceWatch
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
-from agent.domain import amount_idr, format_litres, mask_plate
+from agent.domain import PRODUCT_LABELS, amount_idr, format_litres, mask_plate
 from agent.eligibility import (
     PUMP_BUSY,
     PUMP_UNAVAILABLE,
@@ -71,6 +71,7 @@ from hal.relay_board import (
     CommandLost,
     NozzleChange,
     PumpController,
+    PumpOnline,
     RelayBoard,
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
@@ -110,6 +111,10 @@ class PumpRuntime:
     last_query_mono: float = 0.0
     verify_after_hello: bool = False  # the board rebooted: does it still know this session?
     device_total: int | None = None  # the device's own totaliser, last reported (its units)
+    out_of_service: bool = False  # its line is up but the pump does not answer
+    lifted: int = 0  # the logical nozzle out of its holster (multi-grade pumps)
+    pending: grades.PendingLift | None = None  # scanned before the lift: eligible grades
+    nozzle_totals: tuple[int, ...] = ()  # the pump's totals per logical nozzle, last reported
     cap_ml: int | None = None  # usage elsewhere arrived mid-fill: stop here (below the preset)
 
 
@@ -237,8 +242,10 @@ class Station:
         if config.relay_board_kind == "dart":
             from hal.dart_pump import DartPumps
 
+            by_channel = sorted(config.pumps, key=lambda p: p.channel)
             return DartPumps(config.relay_board_port, self.events.put, channels=len(config.pumps),
-                             baudrate=config.relay_board_baud)
+                             baudrate=config.relay_board_baud,
+                             nozzles=tuple(len(p.nozzle_products) for p in by_channel))
         return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
 
     @property
@@ -502,17 +509,25 @@ class Station:
         self.scan(pump_no, event.text, payment=self.payments.take_choice(pump_no))
 
     def scan(self, pump_no: int, text: str, requested_ml: int | None = None,
-             payment: PaymentChoice | None = None, prepaid: int | None = None) -> Decision:
+             payment: PaymentChoice | None = None, prepaid: int | None = None,
+             nozzle: int | None = None) -> Decision:
         """`payment`: how the customer pays (cash by default). `prepaid`: the payment id
-        of an approved prepayment this scan authorises (the desk's second pass)."""
+        of an approved prepayment this scan authorises (the desk's second pass). `nozzle`:
+        the logical nozzle lifted on a multi-grade pump (agent/grades.py)."""
         pump = self.pumps[pump_no]
-        product = pump.config.product
+        if nozzle is None and pump.nozzle_up:
+            nozzle = pump.lifted
+        product = grades.nozzle_product(pump.config, nozzle or 0) or pump.config.product
+        if nozzle is None and grades.multi_grade(pump.config):
+            nozzle = 0  # before the lift: decide per grade, authorise on the lift
         ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
         vehicle_id = ident.vehicle_id
         payment = payment or CASH
         if (pump.session is not None or pump.state in ps.WITH_SESSION
                 or (prepaid is None and self.payments.busy(pump_no))):
             return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
+        if pump.out_of_service:
+            return self._refuse(pump, Decision(False, "pump_out_of_service", vehicle_id=vehicle_id))
         if not self.board_connected or pump.state == ps.INOPERATIVE:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if self.board.totals_required and pump.device_total is None:
@@ -536,13 +551,15 @@ class Station:
                                dt.date.fromisoformat(day))
         if barred:  # legacy texts switched off, a token too old or revoked by a reissue
             return self._refuse(pump, Decision(False, barred, vehicle_id=vehicle_id), plate=ident.plate)
+        if nozzle == 0:
+            return self._await_lift(pump, text, ident.plate, requested_ml, payment, clock)
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
                           used + reserved, requested_ml, clock.effective, self.config.freeze,
                           self.usage.elsewhere(vehicle_id, product, day), ident.legacy)
         self._check_freeze(clock.effective)
         if not decision.ok:
-            return self._refuse(pump, decision, plate=ident.plate)
+            return self._refuse(pump, decision, plate=ident.plate, product=product)
         if not self.disk.check().sales_allowed:  # refused only when the sale could not be journaled
             reason = "disk_read_only" if self.disk.state.level == disk_guard.READ_ONLY else "disk_full"
             return self._refuse(pump, Decision(False, reason, decision.vehicle, decision.vehicle_id),
@@ -584,10 +601,17 @@ class Station:
         pump.opened_mono = time.monotonic()
         pump.pulses = 0
         pump.stop_sent_mono = 0.0
+        pump.pending = None
         pump.cap_ml = None
         killpoint("session_journaled")
+        multi = grades.multi_grade(pump.config)
+        select_nozzles = getattr(self.board, "select_nozzles", None)
+        if multi and select_nozzles is not None:  # only the nozzle of the grade decided for
+            select_nozzles(pump.config.channel, (grades.nozzle_of(pump.config, product),))
         self.board.authorize(pump.config.channel, session.seq, preset_pulses)
         killpoint("authorize_sent")
+        if multi and pump.nozzle_up and grades.nozzle_product(pump.config, pump.lifted) == product:
+            self._start_fuelling(pump)  # the nozzle was out before the authorisation
         self.usage.opened(session, self.link.connected)
         wanted = self.docs.policy.max_fill_ml if requested_ml is None else requested_ml
         code = ("ok_offline" if decision.offline else "ok_offline_share" if decision.share_capped
@@ -614,16 +638,18 @@ class Station:
     def _signed(self, record: dict[str, Any]) -> dict[str, Any]:
         return record if self.station_key is None else sign_record(record, self.station_key)
 
-    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "") -> Decision:
+    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "",
+                product: str = "") -> Decision:
         vehicle = decision.vehicle
         plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
+        product = product or pump.config.product
         self._say(decision.reason, pump.config.number, plate=plate,
-                  product=pump.config.product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
-                  zone=self.config.zone, elsewhere_ml=decision.elsewhere_ml)
+                  product=product, used_ml=decision.used_ml, limit_ml=decision.limit_ml,
+                  zone=self.config.zone, elsewhere_ml=decision.elsewhere_ml, detail=detail)
         event = {"type": "decision", "pump": pump.config.number, "ok": False,
                  "reason": decision.reason, "code": decision.reason, "detail": detail,
                  "plate": mask_plate(plate) if plate else "",
-                 "product": pump.config.product, "preset_ml": 0,
+                 "product": product, "preset_ml": 0,
                  "remaining_ml": decision.remaining_ml, "elsewhere_ml": decision.elsewhere_ml}
         self._emit(event)
         self._decided(event, plate, decision)
@@ -681,6 +707,85 @@ class Station:
     def _price(self, product: str) -> int:
         return self.docs.policy.prices_idr.get(product, 0) if self.docs.policy else 0
 
+    # --- multi-grade pumps (agent/grades.py) ---------------------------------------------
+
+    def _await_lift(self, pump: PumpRuntime, text: str, plate: str, requested_ml: int | None,
+                    payment: PaymentChoice | None, clock: ClockReading) -> Decision:
+        """A scan before the lift on a multi-grade pump: decide each grade, remember the
+        eligible ones; the lift of one of them opens the session."""
+        ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
+        decisions = []
+        for product in pump.config.nozzle_products:
+            used, reserved = ((0, 0) if ident.vehicle_id is None else
+                              self.journal.quota_used(ident.vehicle_id, product, clock.quota_day))
+            decisions.append(decide(ident.vehicle_id, product, self.docs.allowlist, self.docs.policy,
+                                    used + reserved, requested_ml, clock.effective, self.config.freeze,
+                                    self.usage.elsewhere(ident.vehicle_id, product, clock.quota_day)))
+        self._check_freeze(clock.effective)
+        eligible = tuple(p for p, d in zip(pump.config.nozzle_products, decisions, strict=True) if d.ok)
+        if not eligible:
+            return self._refuse(pump, grades.refusal(decisions), plate=plate)
+        first = decisions[pump.config.nozzle_products.index(eligible[0])]
+        plate = plate or (first.vehicle.plate if first.vehicle else "UNREGISTERED")
+        pump.pending = grades.PendingLift(text, payment, requested_ml, eligible, plate, time.monotonic())
+        labels = " / ".join(PRODUCT_LABELS[p] for p in eligible)
+        self._say("lift_nozzle", pump.config.number, plate=plate, product=labels)
+        event = {"type": "decision", "pump": pump.config.number, "ok": True, "reason": "",
+                 "code": "lift_nozzle", "plate": mask_plate(plate), "product": eligible[0],
+                 "products": list(eligible), "preset_ml": 0, "remaining_ml": first.remaining_ml}
+        self._emit(event)
+        self._decided(event, plate, first)
+        return first
+
+    def _lifted(self, pump: PumpRuntime, nozzle: int) -> None:
+        """A nozzle came out on a multi-grade pump: open the waiting scan's session for its
+        grade, or refuse a grade the vehicle may not have (nothing is authorised for it)."""
+        pending = pump.pending
+        product = grades.nozzle_product(pump.config, nozzle)
+        if pending is not None and pump.session is None:
+            if product in pending.products:
+                pump.pending = None
+                self.scan(pump.config.number, pending.text, pending.requested_ml, pending.payment, nozzle=nozzle)
+                return
+            self._wrong_grade(pump, product or "?", pending.plate, pending.products)
+        elif pump.session is not None and product != pump.session.product:
+            self._wrong_grade(pump, product or "?", pump.session.plate, (pump.session.product,))
+
+    def _wrong_grade(self, pump: PumpRuntime, product: str, plate: str, allowed: tuple[str, ...]) -> None:
+        self._refuse(pump, Decision(False, "wrong_grade"), " / ".join(PRODUCT_LABELS[p] for p in allowed),
+                     plate=plate, product=product)
+
+    def _push_prices(self) -> None:
+        """Unit prices per nozzle from the signed policy, to pumps that display them."""
+        set_prices = getattr(self.board, "set_prices", None)
+        policy = self.docs.policy
+        if set_prices is None or policy is None or not self.board_connected:
+            return
+        for pump in self.pumps.values():
+            prices = [policy.prices_idr.get(p, 0) for p in pump.config.nozzle_products]
+            if all(prices):
+                set_prices(pump.config.channel, prices)
+
+    def _pump_online(self, pump: PumpRuntime, online: bool) -> None:
+        """A pump on a shared line stopped answering (out of service) or came back."""
+        if pump.out_of_service == (not online):
+            return
+        pump.out_of_service = not online
+        number = pump.config.number
+        if not online:
+            pump.pending = None
+            if pump.state in (ps.IDLE, ps.CALLING):
+                self._set_state(pump, ps.INOPERATIVE)
+            elif pump.state in (ps.AUTHORISED, ps.FUELLING):
+                self._request_stop(pump)  # goes out first when it answers; its head stops by itself
+            self._emit({"type": "alert", "pump": number, "alert": "pump_out_of_service",
+                        "detail": f"pump {number} does not answer on its line; polled slowly until it does"})
+        else:
+            if pump.state == ps.INOPERATIVE and self.board_connected:
+                self._set_state(pump, ps.after_session(pump.nozzle_up))
+            self._emit({"type": "alert", "pump": number, "alert": "pump_back_in_service", "detail": ""})
+        self._live_pump(pump)
+
     # --- board -------------------------------------------------------------------------
 
     def _pump_for_channel(self, channel: int) -> PumpRuntime | None:
@@ -690,9 +795,10 @@ class Station:
     def _board_event(self, event: BoardEvent) -> None:
         if isinstance(event, BoardLink):
             self.board_connected = event.connected
+            self._push_prices()
             self.devices.seen("pump controller", event.connected)
             for each in self.pumps.values():
-                if event.connected and each.state == ps.INOPERATIVE:
+                if event.connected and each.state == ps.INOPERATIVE and not each.out_of_service:
                     self._set_state(each, ps.after_session(each.nozzle_up))
                 elif not event.connected and each.state in (ps.IDLE, ps.CALLING):
                     self._set_state(each, ps.INOPERATIVE)
@@ -716,18 +822,19 @@ class Station:
         pump = self._pump_for_channel(event.channel)
         if pump is None:
             return
+        if isinstance(event, PumpOnline):
+            self._pump_online(pump, event.online)
+            return
         if isinstance(event, NozzleChange):
             pump.nozzle_up = event.up
-            if event.up and pump.state == ps.AUTHORISED and pump.session is not None:
-                try:
-                    self.journal.mark_fuelling(pump.session.seq)
-                except Exception as exc:  # only recovery reads it: the fill goes on, its close is what counts
-                    if not disk_guard.is_disk_error(exc):
-                        raise
-                    log.warning("pump %d: fuelling state not journaled: %s", pump.config.number, exc)
-                self._set_state(pump, ps.FUELLING)
-                pump.last_flow_mono = time.monotonic()
-                killpoint("fuelling_journaled")
+            pump.lifted = event.nozzle if event.up else 0
+            if event.up and grades.multi_grade(pump.config):
+                self._lifted(pump, event.nozzle)
+            right_grade = pump.session is not None and (
+                grades.nozzle_product(pump.config, event.nozzle) in (None, pump.session.product)
+                if grades.multi_grade(pump.config) else True)
+            if event.up and pump.state == ps.AUTHORISED and pump.session is not None and right_grade:
+                self._start_fuelling(pump)
             elif event.up and pump.state == ps.IDLE:
                 self._set_state(pump, ps.CALLING)
             elif not event.up and pump.state == ps.CALLING:
@@ -735,6 +842,8 @@ class Station:
         elif isinstance(event, BoardStatus):
             if event.totaliser >= 0:
                 pump.device_total = event.totaliser
+            if event.nozzle_totals:
+                pump.nozzle_totals = event.nozzle_totals
             if pump.state == ps.RECOVERING and pump.session is not None:
                 self._recovered(pump, event)
             elif pump.verify_after_hello and pump.session is not None:
@@ -767,6 +876,18 @@ class Station:
             self._emit({"type": "alert", "pump": pump.config.number, "alert": "unauthorised_flow",
                         "code": event.code})
 
+    def _start_fuelling(self, pump: PumpRuntime) -> None:
+        assert pump.session is not None
+        try:
+            self.journal.mark_fuelling(pump.session.seq)
+        except Exception as exc:  # only recovery reads it: the fill goes on, its close is what counts
+            if not disk_guard.is_disk_error(exc):
+                raise
+            log.warning("pump %d: fuelling state not journaled: %s", pump.config.number, exc)
+        self._set_state(pump, ps.FUELLING)
+        pump.last_flow_mono = time.monotonic()
+        killpoint("fuelling_journaled")
+
     @staticmethod
     def _ml(pump: PumpRuntime, pulses: int) -> int:
         return pulses * 1000 // pump.config.pulses_per_litre
@@ -792,6 +913,8 @@ class Station:
             self._close_retry_mono = now
             self._retry_closes()
         for pump in self.pumps.values():
+            if pump.pending is not None and now - pump.pending.at > t.scan_to_nozzle_s:
+                pump.pending = None  # nobody lifted a nozzle: the scan lapses, nothing was authorised
             if pump.session is None or pump.state == ps.RECOVERING or pump.session.seq in self._pending_closes:
                 continue
             if pump.state == ps.STOPPING:
@@ -997,6 +1120,8 @@ class Station:
             s.tx_id, mask_plate(s.plate), s.product, s.preset_ml, self._ml(pump, pump.pulses),
             dt.datetime.fromtimestamp(s.opened_at, dt.UTC).isoformat())
         state = "locked" if pump.config.number in self.locked else pump.state
+        if pump.out_of_service and pump.session is None:
+            state = "out_of_service"
         self.live.pump(pump.config.number, state, live, time.monotonic())
         if self.attendants is not None:
             self.attendants.pump(pump.config.number, state, live.dispensed_ml if live else None,
@@ -1060,6 +1185,8 @@ class Station:
                     self.clock.observe(doc.created, utc_now())  # signed by headquarters: surely past
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
+            if result.kind == POLICY_KIND:
+                self._push_prices()
             if self.link.connected:
                 self.publish_presence()  # the new version shows at once, not at the next beat
         elif result.detail != "already current":

@@ -132,6 +132,19 @@ else
     say "dashboard not built (run 'make dashboard' or 'make bundle' first): skipped"
 fi
 
+# The attendant's page (static files; `spbu attendant serve` serves them over HTTPS) and its unit.
+ATT_SRC="$SRC/attendant/www"
+[ -n "$BUNDLE" ] && ATT_SRC="$BUNDLE/attendant"
+install -D -m 0644 "$SRC/deploy/systemd/spbu-attendant-page.service" "$ROOT/etc/systemd/system/spbu-attendant-page.service"
+if [ -f "$ATT_SRC/vendor/attendant-vendor.js" ]; then
+    install -d -m 0755 "$ROOT/opt/spbu/attendant" "$ROOT/opt/spbu/attendant/vendor"
+    for file in index.html app.js i18n.js style.css vendor/attendant-vendor.js vendor/zxing_reader.wasm; do
+        install -m 0644 "$ATT_SRC/$file" "$ROOT/opt/spbu/attendant/$file"
+    done
+else
+    say "attendant page not built (run 'make dashboard' or 'make bundle' first): skipped"
+fi
+
 # 6. SD-card care and the Pi's hardware watchdog (on the system only; see docs/deploy.md).
 if on_system; then
     # No swap on the SD card: swapping wears it out and stalls the agent anyway.

@@ -11,6 +11,7 @@ from pathlib import Path
 from agent import pki
 from agent.attendant.config import AttendantConfig, Person, hash_pin
 from agent.attendant.files import attendant_dir
+from agent.attendant.page_server import PageServer
 from simulators.broker import AttendantListener
 
 
@@ -22,14 +23,24 @@ class AttendantSetup:
     config: AttendantConfig
     number: str
     pin: str
+    page: PageServer
+
+    def start(self) -> None:
+        self.page.start()
+
+    def close(self) -> None:
+        self.page.close()
+
+    @property
+    def page_url(self) -> str:
+        return f"https://127.0.0.1:{self.page.port}/?station={self.station}&mqtt={self.listener.port}"
 
     def device_key(self, device: str) -> str:
         return self.listener.devices[device][1]
 
     def url(self, device: str) -> str:
         """The enrolment link: the page takes the device's name and key from the fragment."""
-        return (f"https://127.0.0.1:{self.listener.port}/?station={self.station}"
-                f"#device={device}&key={self.device_key(device)}")
+        return f"{self.page_url}#device={device}&key={self.device_key(device)}"
 
 
 def make_attendant_setup(station: str, pumps: list[int], workdir: Path, number: str = "01",
@@ -42,11 +53,12 @@ def make_attendant_setup(station: str, pumps: list[int], workdir: Path, number: 
         pki.issue(tls, tls, "127.0.0.1", server_names=("127.0.0.1", "localhost"))
     devices = {f"pulau-{i // 2 + 1}": (tuple(pumps[i:i + 2]), secrets.token_urlsafe(18))
                for i in range(0, len(pumps), 2)}
-    listener = AttendantListener(attendant_dir(), station, devices, tls / "127.0.0.1.crt", tls / "127.0.0.1.key")
+    listener = AttendantListener(station, devices, tls / "127.0.0.1.crt", tls / "127.0.0.1.key")
+    page = PageServer(attendant_dir(), tls / "127.0.0.1.crt", tls / "127.0.0.1.key", host="127.0.0.1", port=0)
     pin = f"{secrets.randbelow(10**6):06d}"
     config = AttendantConfig(people={number: Person(number, name, hash_pin(pin))},
                              devices={d: p for d, (p, _) in devices.items()})
-    return AttendantSetup(station, tls / "ca.crt", listener, config, number, pin)
+    return AttendantSetup(station, tls / "ca.crt", listener, config, number, pin, page)
 
 
 def describe(setup: AttendantSetup, lang: str) -> str:
@@ -54,11 +66,11 @@ def describe(setup: AttendantSetup, lang: str) -> str:
                         if lang == "id" else f"    {name} (pumps {', '.join(map(str, pumps))}): {setup.url(name)}"
                         for name, (pumps, _) in setup.listener.devices.items())
     if lang == "id":
-        return (f"Halaman petugas: https://127.0.0.1:{setup.listener.port}/?station={setup.station}\n"
+        return (f"Halaman petugas: {setup.page_url}\n"
                 f"  perangkat (buka tautannya sekali untuk mendaftar):\n{devices}\n"
                 f"  petugas nomor {setup.number}, PIN {setup.pin}\n"
                 f"  sertifikat CA untuk dipercaya ponsel: {setup.ca_cert}\n  Ctrl-C untuk berhenti")
-    return (f"Attendant page: https://127.0.0.1:{setup.listener.port}/?station={setup.station}\n"
+    return (f"Attendant page: {setup.page_url}\n"
             f"  devices (open the link once to enrol):\n{devices}\n"
             f"  attendant number {setup.number}, PIN {setup.pin}\n"
             f"  CA certificate for the phone to trust: {setup.ca_cert}\n  Ctrl-C to stop")

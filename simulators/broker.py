@@ -71,10 +71,10 @@ class DashboardListener:
 
 @dataclass
 class AttendantListener:
-    """The attendants' phones: MQTT over TLS WebSockets (a camera needs a secure page), the
-    attendant's page from `http_dir`, one broker user per device with the station's ACL."""
+    """The attendants' phones: MQTT over TLS WebSockets (a camera needs a secure page), one
+    broker user per device with the station's ACL. (The page comes from
+    agent/attendant/page_server.py, which says why not from `http_dir`.)"""
 
-    http_dir: Path
     station: str
     devices: dict[str, tuple[tuple[int, ...], str]]  # device name -> (its pumps, its key)
     certfile: Path
@@ -90,7 +90,7 @@ class AttendantListener:
         subprocess.run([find_mosquitto_passwd(), "-U", str(passwords)], check=True, capture_output=True)
         acl = workdir / "attendant.acl"
         acl.write_text(render_acl(self.station, {name: pumps for name, (pumps, _) in self.devices.items()}))
-        return (f"listener {self.port} {host}\nprotocol websockets\nhttp_dir {self.http_dir}\n"
+        return (f"listener {self.port} {host}\nprotocol websockets\n"
                 f"certfile {self.certfile}\nkeyfile {self.keyfile}\n"
                 f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
 

@@ -27,10 +27,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts" / "attendant"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic",
-                 # mosquitto 2.0.11's libwebsockets offers HTTP/2 on TLS but answers http_dir
-                 # requests over it with a protocol error; HTTP/1.1 works (docs/attendant.md).
-                 "--disable-http2"]
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
 SCANS = 50
 P99_TARGET_MS = 300.0
 

@@ -5,9 +5,11 @@ device` and `spbu attendant pin`; then the rendered configuration on real mosqui
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import tomllib
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent import pki
 from agent.attendant import topics
 from agent.attendant.config import parse_attendant, verify_pin
+from agent.attendant.page_server import PageServer
 from agent.cli import main
 from simulators.broker import MosquittoBroker, free_port
 from tests.helpers import wait_until
@@ -103,13 +107,12 @@ def test_provisioned_station_broker_serves_the_page_and_enforces_device_pumps(
     assert "pulau 2" not in (etc / "station-attendant.acl").read_text().lower()
 
     conf = (etc / "spbu.conf").read_text()
-    assert conf.index("http_dir /opt/spbu/attendant") < conf.index("connection hq")  # not inside the bridge
+    assert conf.index("listener 9443 lo") < conf.index("connection hq")  # not inside the bridge's settings
     att_port, agent_port = free_port(), free_port()
     www = tmp_path / "www"
     www.mkdir()
     (www / "index.html").write_text("<!doctype html><title>SPBU attendant</title>")
     conf = (conf.replace("listener 9443 lo", f"listener {att_port} 127.0.0.1")
-            .replace("http_dir /opt/spbu/attendant", f"http_dir {www}")
             .replace("http_dir /opt/spbu/dashboard", f"http_dir {www}")
             .replace("listener 1883 127.0.0.1", f"listener {agent_port} 127.0.0.1"))
     (tmp_path / "broker").mkdir()
@@ -128,9 +131,6 @@ def test_provisioned_station_broker_serves_the_page_and_enforces_device_pumps(
         assert agent.publish(topics.pump_view(A, 1)) in (0, NO_SUBSCRIBERS)
         assert agent.publish(topics.reply(A, "pulau-1")) in (0, NO_SUBSCRIBERS)
         assert agent.publish(topics.pump_view("34.401.02", 1)) == NOT_AUTHORISED
-        context = ssl.create_default_context(cafile=str(ca / "ca.crt"))
-        with urllib.request.urlopen(f"https://127.0.0.1:{att_port}/index.html", context=context, timeout=5) as page:
-            assert b"SPBU attendant" in page.read()
     finally:
         agent.close()
         phone.close()
@@ -150,3 +150,32 @@ def test_pin_command_prints_config_the_agent_accepts(tmp_path: Path, capsys: pyt
     pin_file.write_text("12\n")
     assert main(["attendant", "pin", "--number", "07", "--name", "Budi", "--pin-file", str(pin_file)]) == 2
     assert json.dumps(cfg.devices) == '{"pulau-1": [1, 2]}'
+
+
+def test_page_server_speaks_http11_only_with_the_station_certificate(tmp_path: Path) -> None:
+    """Phones take HTTP/2 when offered; mosquitto's libwebsockets breaks static files over it."""
+    pki.make_ca(tmp_path / "ca")
+    pki.issue(tmp_path / "ca", tmp_path / "tls", "127.0.0.1", server_names=("127.0.0.1",))
+    www = tmp_path / "www"
+    (www / "vendor").mkdir(parents=True)
+    (www / "index.html").write_text("<!doctype html><title>SPBU attendant</title>")
+    (www / "vendor" / "zxing_reader.wasm").write_bytes(b"\0asm\1\0\0\0")
+    server = PageServer(www, tmp_path / "tls" / "127.0.0.1.crt", tmp_path / "tls" / "127.0.0.1.key",
+                        host="127.0.0.1", port=0).start()
+    try:
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.crt"))
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"
+        base = f"https://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(f"{base}/?station={A}", context=context, timeout=5) as page:
+            assert b"SPBU attendant" in page.read()
+        with urllib.request.urlopen(f"{base}/vendor/zxing_reader.wasm", context=context, timeout=5) as wasm:
+            assert wasm.headers["Content-Type"] == "application/wasm"  # compiled while it streams in
+        for path in ("/vendor/", "/../etc/passwd"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{base}{path}", context=context, timeout=5)
+            assert refused.value.code == 404
+    finally:
+        server.close()

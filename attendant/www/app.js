@@ -8,6 +8,9 @@ const V = window.SpbuAttendantVendor;
 const $ = (sel, root = document) => root.querySelector(sel);
 const params = new URLSearchParams(location.search);
 const station = params.get("station") || localStorage.getItem("spbu.station") || "";
+// MQTT is on the broker's TLS WebSockets port; the page itself may come from another port
+// (agent/attendant/page_server.py says why).
+const mqttPort = params.get("mqtt") || localStorage.getItem("spbu.mqtt") || location.port;
 const app = {
   lang: localStorage.getItem("spbu.lang") || "id",
   client: null, device: localStorage.getItem("spbu.device") || "", key: localStorage.getItem("spbu.key") || "",
@@ -61,7 +64,7 @@ function setOnline(up) {
 }
 
 function connect() {
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/mqtt`;
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.hostname}:${mqttPort}/mqtt`;
   const rand = Math.random().toString(16).slice(2, 8);
   const client = V.mqtt.connect(url, { username: app.device, password: app.key, protocolVersion: 4,
     clientId: `att-${app.device}-${rand}`, reconnectPeriod: 2000, connectTimeout: 5000, clean: true });
@@ -342,7 +345,7 @@ function onReport(msg) {
 // --- start -----------------------------------------------------------------------------------
 
 function enrolFromFragment() {
-  // Enrolment link (or its QR): https://station:9443/?station=ID#device=NAME&key=KEY
+  // Enrolment link (or its QR): https://station:9444/?station=ID&mqtt=9443#device=NAME&key=KEY
   const frag = new URLSearchParams(location.hash.slice(1));
   if (frag.get("device") && frag.get("key")) {
     localStorage.setItem("spbu.device", frag.get("device"));
@@ -355,6 +358,7 @@ function enrolFromFragment() {
 
 function start() {
   if (station) localStorage.setItem("spbu.station", station);
+  if (params.get("mqtt")) localStorage.setItem("spbu.mqtt", params.get("mqtt"));
   enrolFromFragment();
   $("#lang-toggle").addEventListener("click", () => {
     app.lang = app.lang === "id" ? "en" : "id";
