@@ -52,14 +52,14 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.receipt import render_receipt
-from agent.retention import Retention
+from agent.retention import Retention, at_rest
 from agent.scan_identity import identify, legacy_salt_of
 from agent.status_socket import StatusServer, snapshot, start_line
 from agent.token_policy import refusal as token_refusal
 from agent.trust_mode import check_trust_mode
 from agent.tx_sign import StationKeyError, load_station_key, sign_record
 from agent.updater import UpdateAgent, UpdateEvent
-from agent.usage_link import UsageLink
+from agent.usage_link import UsageLink, fill_cap
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.relay_board import (
     BoardEnd,
@@ -457,7 +457,7 @@ class Station:
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
         if kw.get("plate"):  # stdout ends in journald: full plates only on the attendant's page
-            kw["plate"] = mask_plate(kw["plate"])
+            kw["plate"] = at_rest(kw["plate"])  # a one-digit number too
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
     def _set_state(self, pump: PumpRuntime, new: str) -> bool:
@@ -1059,10 +1059,9 @@ class Station:
             return
         if pump.cap_ml is None:
             elsewhere = self.usage.elsewhere(s.vehicle_id, s.product, s.quota_day)
-            allowed = s.limit_ml - s.quota_before_ml - (elsewhere.total_ml if elsewhere else 0)
-            if allowed >= s.preset_ml:
+            pump.cap_ml = fill_cap(s, elsewhere)
+            if pump.cap_ml is None:
                 return
-            pump.cap_ml = max(0, allowed)
             self._say("stopped_elsewhere", s.pump, plate=s.plate, elsewhere_ml=elsewhere.total_ml if elsewhere else 0)
             self._emit({"type": "alert", "pump": s.pump, "alert": "quota_used_elsewhere", "tx_id": s.tx_id,
                         "detail": f"cap {pump.cap_ml} ml below preset {s.preset_ml} ml"})
