@@ -8,6 +8,7 @@ subscriber and a sentinel message sent after the refused one."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import urllib.request
@@ -228,7 +229,16 @@ def start_station_broker(cfg: StationBroker, etc: Path, tmp_path: Path) -> Mosqu
     station_broker = MosquittoBroker(port=cfg.agent_port, workdir=tmp_path / "station-broker",
                                      config=conf.read_text())
     station_broker.start()
+    assert wait_until(lambda: listening(cfg.ws_port), 10)  # start() waited for the first listener only
     return station_broker
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 def agent_login(etc: Path) -> tuple[str, str]:
@@ -382,6 +392,7 @@ def test_item4_dashboard_password_crosses_the_lan_only_over_tls_and_signs_nothin
     station_broker = MosquittoBroker(port=agent_port, workdir=etc, config=conf.replace(
         "http_dir /opt/spbu/dashboard", f"http_dir {tmp_path}")).start()
     try:
+        assert wait_until(lambda: listening(ws_port), 10)  # start() waited for the first listener only
         try:  # the password sent over plain ws:// (readable by anyone on the LAN)
             plain = Client("plain-ws", ws_port, ws=True, login=("dashboard", password))
             in_clear = wait_until(plain.connected.is_set, 2)
