@@ -333,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.allowlist_cli import add_allowlist_commands
 
     add_allowlist_commands(sub)
+    from agent.release_cli import add_release_commands
+
+    add_release_commands(sub)
     return parser
 
 

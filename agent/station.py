@@ -69,6 +69,7 @@ from hal.relay_board import (
     BoardLink,
     BoardStatus,
     CommandLost,
+    FirmwareResult,
     NozzleChange,
     PumpController,
     PumpOnline,
@@ -284,6 +285,8 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.updates is not None:
+            self.updates.before_devices()  # the relay board on this release's firmware first
         self.disk.refresh()
         floor = self.journal.get_meta("wall_floor")
         if floor:
@@ -819,6 +822,8 @@ class Station:
             if lost_on is not None and lost_on.state in (ps.AUTHORISED, ps.FUELLING):
                 self._request_stop(lost_on)
             return
+        if isinstance(event, FirmwareResult):
+            return  # a firmware update's answer (agent/firmware_update.py runs before we open the board)
         pump = self._pump_for_channel(event.channel)
         if pump is None:
             return

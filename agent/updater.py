@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import __version__, topics
 from agent import release_manifest as rm
 from agent.chunks import ChunkFetcher, ChunkStore
+from agent.firmware_update import FirmwareOutcome, converge
 from agent.release_switch import Switch
 from agent.releases import ReleaseError, ReleaseStore
 from agent.trust import TrustError, TrustStore
@@ -56,6 +57,7 @@ class UpdateConfig:
     base_site: Path | None = None  # simulation only: see agent/releases.build_venv
     config_path: Path | None = None
     journal_path: Path | None = None
+    board_trial_ms: int = 20000  # the relay board's boot guard waits this long for CONFIRM
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,17 @@ class UpdateAgent:
         self.unhealthy = ""
         self.state: dict[str, Any] = {"state": "trial" if self.trial else "idle", "running": __version__}
         self.exit_code: int | None = None
+        self.firmware: FirmwareOutcome | None = None
+
+    def before_devices(self) -> None:
+        """The relay board on this release's firmware (agent/firmware_update.py), pumps closed."""
+        c = self.station.config
+        if c.relay_board_kind != "uart":
+            return
+        self.firmware = converge(c.relay_board_port, c.relay_board_baud, self.cfg.releases / "current",
+                                 trial_ms=self.cfg.board_trial_ms)
+        if not self.firmware.ok:
+            log.error("relay board firmware: %s", self.firmware.detail)
 
     def _firmware_version(self, version: str | None) -> int:
         try:
@@ -328,7 +341,9 @@ class UpdateAgent:
             not self.firmware_expected or self.seen_hello == self.firmware_expected))
         if now < self.trial_deadline:
             return
-        failures = [w for ok, w in ((not self.unhealthy, f"unhealthy: {self.unhealthy}"),
+        firmware_ok = self.firmware is None or self.firmware.ok
+        failures = [w for ok, w in ((firmware_ok, self.firmware.detail if self.firmware else ""),
+                                    (not self.unhealthy, f"unhealthy: {self.unhealthy}"),
                                     (self.seen_link, "the broker link never came up"),
                                     (hello_ok, self._hello_failure())) if not ok]
         version, self.trial = self.trial, None
