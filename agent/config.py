@@ -17,6 +17,7 @@ from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
 from agent.retention import RetentionPolicy
 from agent.signing import SignatureError, key_id, load_public_key_hex
+from agent.tank_config import TankGaugeConfig, parse_tanks, render_tanks
 from agent.trust import TrustError, load_root
 from agent.update_config import parse_update, render_update
 from agent.updater import UpdateConfig
@@ -101,6 +102,7 @@ class StationConfig:
     update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
     disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
+    tank_gauge: TankGaugeConfig | None = None  # agent/tank_config.py: the tanks and their gauge
     attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
     scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
@@ -262,6 +264,7 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
         disk=_policy(config_keys.parse_disk, data.get("disk")),
         retention=_policy(config_keys.parse_retention, data.get("retention")),
+        tank_gauge=_policy(parse_tanks, data),
         **_attendant(data, {p.number for p in pumps}),
     )
 
@@ -447,4 +450,5 @@ def render_config(cfg: StationConfig) -> str:
             f"pulses_per_litre = {pump.pulses_per_litre}",
             *([f"nozzles = [{', '.join(_q(g) for g in pump.grades)}]"] if pump.grades else []),
         ]
+    lines += render_tanks(cfg.tank_gauge)
     return "\n".join(lines) + "\n"

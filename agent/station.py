@@ -53,8 +53,10 @@ from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepa
 from agent.presence import heartbeat, pump_states
 from agent.receipt import render_receipt
 from agent.retention import Retention, at_rest
+from agent.sales_chart import hourly
 from agent.scan_identity import identify, legacy_salt_of
 from agent.status_socket import StatusServer, snapshot, start_line
+from agent.tanks import CloseShift, TankDesk
 from agent.token_policy import refusal as token_refusal
 from agent.trust_mode import check_trust_mode
 from agent.tx_sign import StationKeyError, load_station_key, sign_record
@@ -77,6 +79,7 @@ from hal.relay_board import (
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
 from hal.scanner_select import AbsentScanner, Scanner, ScannerUnavailable, open_scanner
+from hal.tank_gauge import GaugeEvent
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +201,9 @@ class Station:
         if self.attendants is not None:
             self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
+        self.tanks = None if config.tank_gauge is None else TankDesk(
+            config.tank_gauge, self.journal, self.events.put, self._publish_station, self._emit,
+            lambda: any(p.session is not None for p in self.pumps.values()))
         self._last_heartbeat = 0.0
         self.acks_refused = 0
         self._anchor_saved_mono: float | None = None
@@ -303,6 +309,8 @@ class Station:
         self.live.seed(day, self.journal.day_totals(day),
                        [_recent_item(r, self.payments.payment_of(r["tx_id"])) for r in self.journal.recent_closed(20)])
         self.board.start()
+        if self.tanks is not None:
+            self.tanks.gauge.start()
         if self.edc is not None:
             self.edc.start()
         for scanner in self.scanners:
@@ -326,6 +334,8 @@ class Station:
         for scanner in self.scanners:
             scanner.close()
         self.board.close()
+        if self.tanks is not None:
+            self.tanks.gauge.close()
         if self.edc is not None:
             self.edc.close()
         self.journal.close()
@@ -444,6 +454,10 @@ class Station:
             self.payments.select(event.pump, event.choice)
         elif isinstance(event, SyncEvent):
             self._allowlist_event(event)
+        elif isinstance(event, GaugeEvent) and self.tanks is not None:
+            self.tanks.on_event(event)
+        elif isinstance(event, CloseShift) and self.tanks is not None:
+            self.tanks.close_shift_now()
         elif isinstance(event, UpdateEvent) and self.updates is not None:
             self.updates.on_event(event)
 
@@ -1136,6 +1150,7 @@ class Station:
         if now - self._conditions_mono < CONDITIONS_EVERY_S:
             return
         self._conditions_mono = now
+        self._publish_station("sales/hourly", hourly(self.journal, self.config.zone, utc_now()), True)
         depth = self.journal.outbox_depth()
         self.live.condition("outbox_growing", depth >= OUTBOX_ALERT_DEPTH,
                             f"{depth} transactions not yet acknowledged by headquarters")
@@ -1169,6 +1184,13 @@ class Station:
             self._emit({"type": "alert", "alert": alarm, "detail": disk_guard.describe(state)})
         for level in (disk_guard.LOW, disk_guard.FULL, disk_guard.READ_ONLY):
             self.live.condition(f"disk_{level}", state.level == level, disk_guard.describe(state))
+
+    def _publish_station(self, suffix: str, payload: dict[str, Any], retain: bool) -> None:
+        """Manager's views under spbu/v1/<station>/: tanks, their history and reconciliation,
+        litres per hour (docs/schemas/tanks*.schema.json, sales-hourly.schema.json)."""
+        body = {"station": self.config.station_id, **payload}
+        self.link.publish(f"spbu/v1/{self.config.station_id}/{suffix}", json.dumps(body).encode(), qos=1,
+                          retain=retain)
 
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}
