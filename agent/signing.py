@@ -87,7 +87,7 @@ def verify_document(
         raise SignatureError("envelope too large")
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError("envelope is not JSON") from exc
     if not isinstance(envelope, dict):
         raise SignatureError("envelope is not an object")
@@ -107,7 +107,7 @@ def verify_document(
         raise SignatureError("bad signature") from exc
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError("signed payload is not JSON") from exc
     if not isinstance(body, dict):
         raise SignatureError("signed payload is not an object")

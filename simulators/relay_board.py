@@ -140,6 +140,10 @@ class RelayBoardSim:
             self._step()
             self.machine.pins[firmware.RESET_PIN].drive(1)
 
+    def status_text(self) -> str:
+        return "\n".join(f"channel {c}: relay {'closed' if self.relay_closed(c) else 'open'},"
+                         f" totaliser {self.totaliser_ml(c) / 1000:.2f} L" for c in range(len(self.dispensers)))
+
     def relay_closed(self, channel: int) -> bool:
         with self._lock:
             return self._relay(channel)

@@ -3,6 +3,8 @@
 window.SPBU_TEXT = {
   id: {
     title: "Dasbor SPBU", login_title: "Masuk", station: "SPBU", username: "Nama pengguna", password: "Kata sandi",
+    passphrase: "Frasa tanda tangan (untuk mengunci pompa; tidak dikirim ke broker)",
+    no_passphrase: "Masuk dengan frasa tanda tangan untuk mengirim perintah",
     login: "Masuk", login_failed: "Gagal masuk: nama pengguna atau kata sandi salah, atau broker tidak terjangkau",
     pumps: "Pompa", pump: "Pompa", alerts: "Peringatan", no_alerts: "Tidak ada peringatan aktif", health: "Sistem",
     allowlist: "Daftar kendaraan", outbox: "Menunggu kantor pusat", clock: "Jam", software: "Perangkat lunak",
@@ -36,6 +38,8 @@ window.SPBU_TEXT = {
   },
   en: {
     title: "SPBU dashboard", login_title: "Sign in", station: "Station", username: "User name", password: "Password",
+    passphrase: "Signing passphrase (to lock pumps; never sent to the broker)",
+    no_passphrase: "Sign in with the signing passphrase to send commands",
     login: "Sign in", login_failed: "Sign-in failed: wrong user name or password, or the broker is unreachable",
     pumps: "Pumps", pump: "Pump", alerts: "Alerts", no_alerts: "No active alerts", health: "System",
     allowlist: "Vehicle list", outbox: "Waiting for headquarters", clock: "Clock", software: "Software",

@@ -10,7 +10,7 @@ import url from "url";
 const here = path.dirname(url.fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..", "..");
 const files = [
-  ["hal/__init__.py", root], ["hal/crc16.py", root], ["hal/relay_proto.py", root], ["hal/dart_proto.py", root], ["hal/ecr_proto.py", root],
+  ["hal/__init__.py", root], ["hal/crc16.py", root], ["hal/relay_proto.py", root], ["hal/dart_proto.py", root], ["hal/dart_master.py", root], ["hal/ecr_proto.py", root], ["hal/tls_proto.py", root],
   ["hal/firmware/__init__.py", root], ["hal/firmware/board_core.py", root], ["hal/firmware/main.py", root],
   ["hal/firmware/fw_update.py", root], ["hal/firmware/boot_guard.py", root], ["hal/fw_update.py", root],
   ["machine.py", here], ["vectors.py", here], ["safety_checks.py", here], ["update_checks.py", here],
