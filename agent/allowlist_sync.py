@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import allowlist_manifest as manifests
-from agent import topics
+from agent import disk_guard, topics
 from agent.allowlist_manifest import Manifest
 from agent.allowlist_repo import AllowListRepo
 from agent.allowlist_store import StoreError
@@ -175,6 +175,14 @@ class AllowListSync:
         self.pending = manifest
         chain = manifest.plan(self.repo.current_version())
         blobs = [manifest.snapshot] if chain is None else [d.blob for d in chain]
+        need = disk_guard.LIST_INSTALL_FACTOR * sum(b.length for b in blobs)
+        enough, free = disk_guard.room_for(self.repo.root, need)
+        if not enough:  # refused before a byte is fetched, with an alarm, not half-way with a full disk
+            self.pending = None
+            self.on_event(SyncEvent("rejected", manifest.version, "disk_space",
+                                    f"allow-list v{manifest.version} needs {need >> 20} MB free, "
+                                    f"{free >> 20} MB left"))
+            return
         self._missing = dict(self.repo.missing(blobs))
         self._total = sum(len(b.chunks) for b in blobs)
         self._attempts.clear()

@@ -391,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.release_cli import add_release_commands
 
     add_release_commands(sub)
+    from agent.cli_help import show_defaults
+
+    show_defaults(parser)
     return parser
 
 

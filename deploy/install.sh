@@ -89,14 +89,27 @@ if [ -n "$SERVICE_USER" ]; then
     chown "$SERVICE_USER:$GROUP" "$ROOT/var/lib/spbu"
 fi
 
-# 4. The package in its own venv, with the Pi extras.
+# 4. The package in its own venv, with the Pi extras: the first release of the side-by-side
+#    layout fleet updates use (/opt/spbu/releases/<version>, `current`; docs/updates.md), and
+#    /opt/spbu/venv pointing through `current` so the unit always runs the release in force.
+install -d -m 0755 "$ROOT/opt/spbu/releases"
+install -m 0644 "$SRC/agent/release_switch.py" "$ROOT/opt/spbu/release_switch.py"
+on_system && chown "$SERVICE_USER:$GROUP" "$ROOT/opt/spbu/releases"
 if [ "$VENV" = 1 ]; then
-    [ -x "$ROOT/opt/spbu/venv/bin/python" ] || python3 -m venv "$ROOT/opt/spbu/venv"
+    VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$SRC/pyproject.toml" | head -n 1)"
+    RELEASE="$ROOT/opt/spbu/releases/$VERSION"
+    [ -x "$RELEASE/venv/bin/python" ] || python3 -m venv "$RELEASE/venv"
     if [ -n "$BUNDLE" ]; then
-        "$ROOT/opt/spbu/venv/bin/pip" install --quiet --no-index --find-links "$BUNDLE" "spbu-edge[pi]"
+        "$RELEASE/venv/bin/pip" install --quiet --no-index --find-links "$BUNDLE" "spbu-edge[pi]"
     else
-        "$ROOT/opt/spbu/venv/bin/pip" install --quiet --upgrade "${SRC}[pi]"
+        "$RELEASE/venv/bin/pip" install --quiet --upgrade "${SRC}[pi]"
     fi
+    ln -sfn "$VERSION" "$ROOT/opt/spbu/releases/current"
+    # An install from before fleet updates had one venv here: the release replaces it.
+    if [ -d "$ROOT/opt/spbu/venv" ] && [ ! -L "$ROOT/opt/spbu/venv" ]; then
+        rm -rf "$ROOT/opt/spbu/venv"
+    fi
+    ln -sfn releases/current/venv "$ROOT/opt/spbu/venv"
 else
     # Lay the entry point where the unit expects it (used by --root test trees).
     install -d -m 0755 "$ROOT/opt/spbu/venv/bin"
