@@ -121,6 +121,10 @@ install -D -m 0644 "$SRC/deploy/systemd/spbu-agent.service" "$ROOT/etc/systemd/s
 install -D -m 0644 "$SRC/deploy/systemd/journald-spbu.conf" "$ROOT/etc/systemd/journald.conf.d/spbu.conf"
 install -D -m 0644 "$SRC/deploy/systemd/spbu-watchdog.conf" "$ROOT/etc/systemd/system.conf.d/spbu-watchdog.conf"
 install -D -m 0644 "$SRC/deploy/udev/99-spbu.rules" "$ROOT/etc/udev/rules.d/99-spbu.rules"
+# Authenticated time (NTS) for chrony, when chrony is the time daemon (docs/operations.md).
+if [ -d "$ROOT/etc/chrony" ]; then
+    install -D -m 0644 "$SRC/deploy/chrony/spbu-nts.conf" "$ROOT/etc/chrony/conf.d/spbu-nts.conf"
+fi
 # The loopback-only broker config goes in only if there is none, or if it is still ours
 # unchanged in kind (an older copy of this file). A station's own config - the link to
 # `spbu keys broker-config`'s output, with the bridge and the dashboard - is kept.
