@@ -211,7 +211,7 @@ def _cmd_sim_hq(args: argparse.Namespace) -> int:
         try:
             publisher.publish_documents()
             return run_collector(args, f"headquarters: key {publisher.key_id} ({publisher.public_key_hex}), "
-                                        f"{len(publisher.registry)} vehicles published\n")
+                                        f"{len(publisher.registry)} vehicles published\n", publisher.key)
         finally:
             publisher.close()
     if args.collect_only:
@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     hq.add_argument("--collect-only", action="store_true", help="with --db: one more collector process, "
                     "no documents published")
     hq.add_argument("--name", help="collector name (default: random)")
+    hq.add_argument("--station-certs", type=Path, help="with --db: directory of the stations' certificates "
+                    "(*.crt); only records these stations signed are stored")
+    hq.add_argument("--ca", type=Path, help="with --station-certs: the CA that must have issued them")
     hq.set_defaults(func=_cmd_sim_hq)
 
     from agent.allowlist_cli import add_allowlist_commands
@@ -396,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.release_cli import add_release_commands
 
     add_release_commands(sub)
+    from agent.cli_help import show_defaults
+
+    show_defaults(parser)
     return parser
 
 

@@ -100,6 +100,12 @@ class StationConfig:
     manager_keys: dict[str, str] = field(default_factory=dict)
     trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
+    # Security (docs/operations.md, threat model): the station's EC key signs transaction
+    # records; the agent logs in to its broker; [trust.keys] without a root only if allowed.
+    station_key: Path | None = None
+    broker_user: str = ""
+    broker_password_file: Path | None = None
+    allow_trusted_keys: bool = False
     update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
     disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
@@ -264,6 +270,11 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
+        station_key=base / str(_get(station, "key", str, "[station]")) if "key" in station else None,
+        broker_user=_get(mqtt, "username", str, "[mqtt]", ""),
+        broker_password_file=(base / str(_get(mqtt, "password_file", str, "[mqtt]"))
+                              if "password_file" in mqtt else None),
+        allow_trusted_keys=_get(trust, "allow_trusted_keys", bool, "[trust]", False),
         update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
         disk=_policy(config_keys.parse_disk, data.get("disk")),
         retention=_policy(config_keys.parse_retention, data.get("retention")),
@@ -413,12 +424,18 @@ def render_config(cfg: StationConfig) -> str:
         f"zone = {_q(cfg.zone)}",
         f"lang = {_q(cfg.lang)}",
         f"data_dir = {_q(str(cfg.data_dir))}",
+        *([f"key = {_q(str(cfg.station_key))}"] if cfg.station_key else []),
         "",
         "[mqtt]",
         f"host = {_q(cfg.broker_host)}",
         f"port = {cfg.broker_port}",
+        *([f"username = {_q(cfg.broker_user)}"] if cfg.broker_user else []),
+        *([f"password_file = {_q(str(cfg.broker_password_file))}"] if cfg.broker_password_file else []),
         "",
-        *(["[trust]", f"root = {_q(str(cfg.trust_root))}", ""] if cfg.trust_root else []),
+        "[trust]",
+        *([f"root = {_q(str(cfg.trust_root))}"] if cfg.trust_root else []),
+        *(["allow_trusted_keys = true"] if cfg.allow_trusted_keys else []),
+        "",
         "[trust.keys]",
         *[f"{_q(kid)} = {_q(key)}" for kid, key in cfg.trusted_keys.items()],
         "",

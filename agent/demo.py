@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
@@ -37,6 +39,8 @@ from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex
 from agent.station import PaymentSelect, Station
 from agent.tanks import CloseShift
+from agent.tx_sign import load_station_key
+from hq.tx_verify import StationKeys
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.edc import EdcSim
@@ -397,7 +401,8 @@ class DemoStation:
         self._own_broker = broker is None
         # The manager's dashboard: served by the broker's WebSockets listener, one user.
         self.dashboard_user = "manager"
-        self.dashboard_password = secrets.token_urlsafe(12)
+        self.dashboard_password = secrets.token_urlsafe(12)  # the broker login (crosses the LAN)
+        self.dashboard_passphrase = secrets.token_urlsafe(12)  # the signing key's; never sent anywhere
         self.dashboard: DashboardListener | None = None
         if dashboard:
             from agent.dashboard_files import dashboard_dir
@@ -475,7 +480,7 @@ class DemoStation:
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
             edc=self._edc_config(0) if self.edcs else None,
             more_edcs=tuple(self._edc_config(i) for i in range(1, len(self.edcs))),
-            manager_keys=self._manager_keys(),
+            manager_keys=self._manager_keys(), station_key=self._station_key(),
             attendant=self.attendant.config if self.attendant else None,
             tank_gauge=gauge_config(self.gauge) if self.gauge else None,
         )
@@ -496,11 +501,22 @@ class DemoStation:
         return EdcConfig(self.edcs[island].path, ack_timeout_s=0.5, response_timeout_s=10.0,
                          pumps=tuple(self.islands[island]) if len(self.edcs) > 1 else ())
 
+    def _station_key(self) -> Path:
+        """The station's EC key, as `spbu provision` makes it: it signs every transaction."""
+        path = self.workdir / "station.key"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            key = ec.generate_private_key(ec.SECP256R1())
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            path.chmod(0o600)
+        return path
+
     def _manager_keys(self) -> dict[str, str]:
         """The dashboard user's command key, derived from the password as the browser does."""
         if self.dashboard is None:
             return {}
-        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_password).public_key()
+        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_passphrase).public_key()
         return {key_id(public): public_key_hex(public)}
 
     def _root_file(self) -> Path:
@@ -514,13 +530,19 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
+        keys = StationKeys()
+        keys.add(self.station_id, load_station_key(self._station_key()).public_key())
         if self.attendant is not None:
             self.attendant.start()  # the page over HTTPS; MQTT is on the broker's TLS WebSockets
         if self._shared_hq is not None:
             self.hq = self._shared_hq
+            if self.hq.station_keys is None:
+                self.hq.station_keys = keys
+            else:  # shared by several stations: each has its own key
+                self.hq.station_keys.add(self.station_id, keys.keys[self.station_id])
         else:
             self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
-                                      usage_feed=NATIONAL_FEED if self.ledger_dsn else None)
+                                      station_keys=keys, usage_feed=NATIONAL_FEED if self.ledger_dsn else None)
             self.hq.start()
             self.hq.publish_documents()
             if self.ledger_dsn is not None:
@@ -734,12 +756,13 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
 
 def keep_serving(demo: DemoStation, lang: str) -> None:
     """`--dashboard`: the station keeps running for the manager's page until Ctrl-C."""
-    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
-            if lang == "id" else
-            "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
+    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}, frasa tanda tangan {passphrase}\n"
+            "  Ctrl-C untuk berhenti" if lang == "id" else
+            "Manager dashboard: {url}\n  user {user}, password {password}, signing passphrase {passphrase}\n"
+            "  Ctrl-C to stop")
     if demo.dashboard is not None:
-        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
-              flush=True)
+        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password,
+                          passphrase=demo.dashboard_passphrase), flush=True)
     if demo.attendant is not None:
         from simulators.attendant_setup import describe
 
