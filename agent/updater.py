@@ -299,6 +299,14 @@ class UpdateAgent:
         if event.kind != "progress" or event.extra.get("chunks_have") == event.extra.get("chunks_total"):
             self.report()
 
+    def summary(self) -> dict[str, Any]:
+        """For the heartbeat and the dashboard: what runs and what the update is doing."""
+        out = {"state": str(self.state.get("state", "idle")), "running": __version__}
+        for key in ("candidate", "version", "check", "why", "reason"):
+            if key in self.state:
+                out[key] = str(self.state[key])
+        return out
+
     def on_board_hello(self, firmware: int) -> None:
         self.seen_hello = firmware
 

@@ -43,6 +43,7 @@ from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
 from simulators.service_supervisor import ServiceSupervisor
 from tests.allowlist_fixtures import Headquarters
+from tests.conftest import validate
 from tests.helpers import MqttRecorder, wait_until
 from tests.release_fixtures import BASE_SITE, build_base_wheel, firmware_files, wheel_variant
 
@@ -241,6 +242,8 @@ def test_fleet_update_install_rollback_park_and_refusals(mosquitto: MosquittoBro
     assert_rejected(reports, stations, "chunk digest mismatch")
     assert all(s.current() == "0.2.0" and s.started()[-1] == "0.2.0" for s in stations)
     assert all(not s.board.relay_ever_closed for s in stations)
+    for _, report in reports.received():
+        validate("update", report)
 
 
 def assert_rejected(reports: MqttRecorder, stations: list[SimStation], check: str) -> None:

@@ -74,7 +74,11 @@ function renderHealth() {
   const trusted = hb ? hb.clock.trusted : undefined;
   $("#clock").textContent = trusted === false ? t("clock_bad") : trusted === true ? t("clock_ok") : "?";
   $("#clock").className = trusted === false ? "error" : "";
-  $("#software").textContent = (hb && hb.version) || s.version || "?";
+  const update = hb && hb.update;  // fleet updates: the release on trial, or why one was refused
+  $("#software").textContent = ((hb && hb.version) || s.version || "?")
+    + (update && update.state !== "idle" && update.state !== "installed"
+      ? " (" + update.state + (update.candidate || update.version ? " " + (update.candidate || update.version) : "") + ")"
+      : "");
 }
 
 function renderPumps() {
