@@ -1159,6 +1159,9 @@ class Station:
         self.live.condition("allowlist_expired", expired,
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
+        self.live.condition("root_expired", self._read_clock().effective >= root.expires,
+                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
         self._disk_tick()
         self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
         self.devices.tick(now)

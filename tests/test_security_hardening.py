@@ -259,6 +259,11 @@ def test_item9_smaller_items_nested_json_big_messages_roots_policy_rotation_corr
         intruder.send(topics.POLICY, b"{" + b" " * (5 * 1024 * 1024) + b"}")
         assert wait_until(lambda: "dropped" in caplog.text, 5)
         assert scan(demo, 1, demo.token(vehicle(demo, "private_car")))["ok"]
+        # An installed root past its expiry raises a standing alarm on the dashboard.
+        old = station.docs.trust.root
+        station.docs.trust.root = dataclasses.replace(old, expires=dt.datetime.now(UTC) - dt.timedelta(days=1))
+        assert wait_until(lambda: "root_expired" in station.live.alerts, 10)
+        station.docs.trust.root = old
     finally:
         intruder.close()
 
