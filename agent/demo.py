@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
 from agent.config import EdcConfig, PumpConfig, StationConfig, Timeouts
+from agent.demo_tanks import DELIVERY_L, Reconciliations, gauge_config, make_gauge, print_tanks
 from agent.domain import PRODUCT_LABELS, format_litres
 from agent.manager_keys import manager_key
 from agent.payment_audit import unmatched_approvals
@@ -35,9 +38,13 @@ from agent.payments import PaymentChoice
 from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex
 from agent.station import PaymentSelect, Station
+from agent.tanks import CloseShift
+from agent.tx_sign import load_station_key
+from hq.tx_verify import StationKeys
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.edc import EdcSim
+from simulators.forecourt import Forecourt
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
@@ -101,11 +108,16 @@ def _pick(registry: list[RegistryEntry], used: set[int], category: str, product_
 
 
 def multi_grade_customers(registry: list[RegistryEntry], used: set[int], number: int, grades: tuple[str, ...],
-                          token: Callable[[int], str]) -> list[Customer]:
-    """A dispenser with several grades: the nozzle lifted decides the product."""
+                          token: Callable[[int], str], card: bool = False) -> list[Customer]:
+    """A dispenser with several grades: the nozzle lifted decides the product. With `card`,
+    a customer pays on the island's terminal (postpay)."""
     bits = {"pertalite": 0x01, "solar": 0x02}
     category = {"pertalite": "private_car", "solar": "goods_4w"}
     script = []
+    if card:
+        entry = _pick(registry, used, category[grades[0]], bits[grades[0]])
+        script.append(Customer(f"card postpay, {grades[0]} nozzle 1", number, token(entry.vehicle_id), 15_000, "ok",
+                               "card", ("approve",), "card/paid", nozzle=1))
     for nozzle, grade in enumerate(grades, 1):
         entry = _pick(registry, used, category[grade], bits[grade])
         script.append(Customer(f"{grade} from nozzle {nozzle}", number, token(entry.vehicle_id), 20_000, "ok",
@@ -120,7 +132,8 @@ def multi_grade_customers(registry: list[RegistryEntry], used: set[int], number:
 
 def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count: int,
                      token: Callable[[int], str], payments: bool = False,
-                     grades: dict[int, tuple[str, ...]] | None = None) -> list[Customer]:
+                     grades: dict[int, tuple[str, ...]] | None = None,
+                     card_pumps: set[int] | None = None) -> list[Customer]:
     """The required cases first (each at least once), then ordinary fills up to `count`.
     With `payments`, the first Pertalite pump also serves card customers on the EDC: postpay,
     prepay with a partial fill (refunded automatically) and a declined card paid in cash."""
@@ -130,10 +143,11 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
     grades = grades or {}
     for number, product in pumps.items():
         if len(grades.get(number, ())) > 1:
-            script += multi_grade_customers(registry, used, number, grades[number], token)
+            script += multi_grade_customers(registry, used, number, grades[number], token,
+                                            card=card_pumps is not None and number in card_pumps)
             continue
-        if product == "pertalite" and payments:
-            payments = False  # one pump: the station's one terminal answers in script order
+        if product == "pertalite" and (number in card_pumps if card_pumps is not None else payments):
+            payments = False  # one pump per terminal: it answers in script order
             script += [
                 Customer("card postpay", number, token(_pick(registry, used, "private_car", pert).vehicle_id),
                          20_000, "ok", "card", ("approve",), "card/paid"),
@@ -204,21 +218,22 @@ class DecisionTracker:
         return None
 
 
-def _lift_after_scan(customer: Customer, board: RelayBoardSim | DartPumpSim, channel: int,
-                     tracker: DecisionTracker, decision: dict[str, Any]) -> dict[str, Any] | None:
-    """A multi-grade pump: the scan named the eligible grades; the customer lifts a nozzle,
-    which opens the session for its grade (or is refused: the customer hangs it up)."""
-    assert isinstance(board, DartPumpSim)
-    board.lift_nozzle(channel, customer.nozzle)
+def _lift_after_scan(customer: Customer, board: Any, channel: int, tracker: DecisionTracker,
+                     decision: dict[str, Any], grades: tuple[str, ...]) -> dict[str, Any] | None:
+    """A multi-grade pump: the scan named the eligible grades; the customer lifts a nozzle
+    (theirs, or the first eligible grade's), which opens the session for its grade (or is
+    refused: the customer hangs it up)."""
+    board.lift_nozzle(channel, customer.nozzle or grades.index(decision["product"]) + 1)
     lifted = tracker.next(customer.pump, "decision", 5.0)
     if lifted is None or not lifted["ok"]:
         board.hang_nozzle(channel)
     return lifted
 
 
-def serve_customers(customers: list[Customer], scanner: ScannerSim, board: RelayBoardSim | DartPumpSim,
+def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Any,
                     channel: int, tracker: DecisionTracker, outcomes: list[Outcome],
-                    stop: threading.Event, station: Station | None = None, edc: EdcSim | None = None) -> None:
+                    stop: threading.Event, station: Station | None = None, edc: EdcSim | None = None,
+                    grades: tuple[str, ...] = ()) -> None:
     for customer in customers:
         if stop.is_set():
             return
@@ -228,8 +243,9 @@ def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Relay
         scanner.scan(customer.qr)
         decision = tracker.next(customer.pump, "decision", 5.0)
         start = board.totaliser_ml(channel)
-        if customer.nozzle and decision is not None and decision.get("code") == "lift_nozzle":
-            decision = _lift_after_scan(customer, board, channel, tracker, decision)
+        lifted = decision is not None and decision.get("code") == "lift_nozzle"
+        if lifted and decision is not None:
+            decision = _lift_after_scan(customer, board, channel, tracker, decision, grades)
         outcome = Outcome(customer, decision)
         outcomes.append(outcome)
         if decision is None or not decision["ok"]:
@@ -238,7 +254,7 @@ def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Relay
         deadline = time.monotonic() + 5
         while not board.relay_closed(channel) and time.monotonic() < deadline:
             time.sleep(0.005)
-        if not customer.nozzle:
+        if not lifted:
             start = board.totaliser_ml(channel)
             board.lift_nozzle(channel)
         deadline = time.monotonic() + 60
@@ -367,7 +383,7 @@ class DemoStation:
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
                  dashboard: bool = False, edc: bool = False, attendant: bool = False,
                  station_id: str = STATION_ID, hq: HeadquartersSim | None = None, nozzles: int = 1,
-                 ledger_dsn: str | None = None) -> None:
+                 tanks: bool = False, leak: bool = False, ledger_dsn: str | None = None, islands: int = 1) -> None:
         """hq: headquarters shared with other stations (started and closed by its owner).
         ledger_dsn: count the quota nationally, with headquarters' usage ledger on this
         PostgreSQL (agent/demo_national.py)."""
@@ -385,7 +401,8 @@ class DemoStation:
         self._own_broker = broker is None
         # The manager's dashboard: served by the broker's WebSockets listener, one user.
         self.dashboard_user = "manager"
-        self.dashboard_password = secrets.token_urlsafe(12)
+        self.dashboard_password = secrets.token_urlsafe(12)  # the broker login (crosses the LAN)
+        self.dashboard_passphrase = secrets.token_urlsafe(12)  # the signing key's; never sent anywhere
         self.dashboard: DashboardListener | None = None
         if dashboard:
             from agent.dashboard_files import dashboard_dir
@@ -406,11 +423,24 @@ class DemoStation:
         self.hq_key = hq.key if hq else Ed25519PrivateKey.generate()  # signs the lists and the QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
         self.pump_kind = pump_kind
-        self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps, nozzles=nozzles)
-                                                   if pump_kind == "dart" else
-                                                   RelayBoardSim(channels=pumps, flow_lps=flow_lps))
+        # --islands N: the pumps split into N islands, each with its own line and EDC terminal.
+        size = -(-pumps // islands)  # contiguous: island 1 has pumps 1..size, and so on
+        self.islands = [list(range(1 + i * size, min(pumps, (i + 1) * size) + 1)) for i in range(islands)]
+        self.island_of = {n: i for i, members in enumerate(self.islands) for n in members}
+        order = [n for members in self.islands for n in members]  # station channel = position here
+
+        def line(count: int) -> RelayBoardSim | DartPumpSim:
+            return (DartPumpSim(pumps=count, flow_lps=flow_lps, nozzles=nozzles) if pump_kind == "dart"
+                    else RelayBoardSim(channels=count, flow_lps=flow_lps))
+        self.channel_of = {n: order.index(n) for n in self.products}
+        self.board: Any = (line(pumps) if islands == 1 else
+                           Forecourt([line(len(m)) for m in self.islands], [len(m) for m in self.islands]))
         self.scanners = {n: ScannerSim() for n in self.products}
-        self.edc = EdcSim(self.workdir / "edc-batch.json") if edc else None
+        # The tank gauge (TLS console) whose tanks the dispensers drain: agent/demo_tanks.py
+        self.gauge = make_gauge(self.products, self.grades, self.board, self.channel_of, leak) if tanks else None
+        self.reconciliations = Reconciliations()
+        self.edcs = [EdcSim(self.workdir / f"edc-batch-{i + 1}.json") for i in range(islands)] if edc else []
+        self.edc = self.edcs[0] if self.edcs else None
         self.tracker = DecisionTracker(list(self.products))
         self.lines: list[str] = []
         self.quiet = quiet
@@ -441,21 +471,52 @@ class DemoStation:
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={}, trust_root=self._root_file(),
             relay_board_port=self.board.path,
+            relay_board_lines=tuple(self.board.paths[1:]) if isinstance(self.board, Forecourt) else (),
             relay_board_kind="dart" if self.pump_kind == "dart" else "uart",
             relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
-            pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path, grades=self.grades.get(n, ()))
+            pumps=tuple(PumpConfig(n, p, self._line_channel(n)[1], self.scanners[n].path,
+                                   grades=self.grades.get(n, ()), line=self._line_channel(n)[0])
                         for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
-            edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
-            manager_keys=self._manager_keys(),
+            edc=self._edc_config(0) if self.edcs else None,
+            more_edcs=tuple(self._edc_config(i) for i in range(1, len(self.edcs))),
+            manager_keys=self._manager_keys(), station_key=self._station_key(),
             attendant=self.attendant.config if self.attendant else None,
+            tank_gauge=gauge_config(self.gauge) if self.gauge else None,
         )
+
+    def card_pumps(self) -> set[int] | None:
+        """One pump per island takes card customers (its terminal answers them in order):
+        the first multi-grade pump, or the first Pertalite pump."""
+        if len(self.islands) == 1 and not self.grades:
+            return None  # the classic demo: the first Pertalite pump
+        return {next((n for n in members if n in self.grades or self.products[n] == "pertalite"), members[0])
+                for members in self.islands}
+
+    def _line_channel(self, number: int) -> tuple[int, int]:
+        channel = self.channel_of[number]
+        return self.board.where(channel) if isinstance(self.board, Forecourt) else (0, channel)
+
+    def _edc_config(self, island: int) -> EdcConfig:
+        return EdcConfig(self.edcs[island].path, ack_timeout_s=0.5, response_timeout_s=10.0,
+                         pumps=tuple(self.islands[island]) if len(self.edcs) > 1 else ())
+
+    def _station_key(self) -> Path:
+        """The station's EC key, as `spbu provision` makes it: it signs every transaction."""
+        path = self.workdir / "station.key"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            key = ec.generate_private_key(ec.SECP256R1())
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            path.chmod(0o600)
+        return path
 
     def _manager_keys(self) -> dict[str, str]:
         """The dashboard user's command key, derived from the password as the browser does."""
         if self.dashboard is None:
             return {}
-        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_password).public_key()
+        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_passphrase).public_key()
         return {key_id(public): public_key_hex(public)}
 
     def _root_file(self) -> Path:
@@ -469,13 +530,19 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
+        keys = StationKeys()
+        keys.add(self.station_id, load_station_key(self._station_key()).public_key())
         if self.attendant is not None:
             self.attendant.start()  # the page over HTTPS; MQTT is on the broker's TLS WebSockets
         if self._shared_hq is not None:
             self.hq = self._shared_hq
+            if self.hq.station_keys is None:
+                self.hq.station_keys = keys
+            else:  # shared by several stations: each has its own key
+                self.hq.station_keys.add(self.station_id, keys.keys[self.station_id])
         else:
             self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
-                                      usage_feed=NATIONAL_FEED if self.ledger_dsn else None)
+                                      station_keys=keys, usage_feed=NATIONAL_FEED if self.ledger_dsn else None)
             self.hq.start()
             self.hq.publish_documents()
             if self.ledger_dsn is not None:
@@ -483,13 +550,15 @@ class DemoStation:
 
                 self.ledger = start_ledger(self.broker, self.ledger_dsn, self.hq)
         self.board.start()
-        if self.edc is not None:
-            self.edc.start()
-        self._start_totals = {n: self.board.totaliser_ml(n - 1) for n in self.products}
-        if isinstance(self.board, DartPumpSim):
-            self._start_nozzles = {(n, k): self.board.nozzle_totaliser_ml(n - 1, k)
+        if self.gauge is not None:
+            self.gauge.start()
+        for terminal in self.edcs:
+            terminal.start()
+        self._start_totals = {n: self.board.totaliser_ml(self.channel_of[n]) for n in self.products}
+        if self.pump_kind == "dart":
+            self._start_nozzles = {(n, k): self.board.nozzle_totaliser_ml(self.channel_of[n], k)
                                    for n, g in self.grades.items() for k in range(1, len(g) + 1)}
-        self.station = Station(self.config(), on_line=self._line, listeners=[self.tracker])
+        self.station = Station(self.config(), on_line=self._line, listeners=[self.tracker, self.reconciliations])
         self.station.start()
         self._thread = threading.Thread(target=self.station.run, args=(self._stop,), name="agent",
                                         daemon=True)
@@ -498,9 +567,10 @@ class DemoStation:
         while time.monotonic() < deadline:
             docs = self.station.docs
             edc_ready = self.edc is None or self.station.payments.available
+            tanks_ready = self.gauge is None or bool(self.station.tanks and self.station.tanks.shift)
             synced = self.station.usage.national.synced or not self.station.usage.enabled
             if (docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready() and edc_ready
-                    and synced):
+                    and synced and tanks_ready):
                 return
             time.sleep(0.05)
         raise TimeoutError("the agent did not receive the signed list and policy in time")
@@ -512,8 +582,9 @@ class DemoStation:
             mine = [c for c in customers if c.pump == number]
             thread = threading.Thread(
                 target=serve_customers,
-                args=(mine, self.scanners[number], self.board, number - 1, self.tracker, outcomes,
-                      self._stop, self.station, self.edc),
+                args=(mine, self.scanners[number], self.board, self.channel_of[number], self.tracker, outcomes,
+                      self._stop, self.station, self.edcs[self.island_of[number]] if self.edcs else None,
+                      self.grades.get(number, ())),
                 name=f"customers-pump-{number}", daemon=True)
             thread.start()
             threads.append(thread)
@@ -543,24 +614,46 @@ class DemoStation:
 
     def reconcile(self) -> DemoResult:
         assert self.hq is not None
-        totaliser = {n: self.board.totaliser_ml(n - 1) - self._start_totals.get(n, 0) for n in self.products}
+        totaliser = {n: self.board.totaliser_ml(self.channel_of[n]) - self._start_totals.get(n, 0)
+                     for n in self.products}
         journal, journal_count = journal_totals(self.journal_path)
         hq: dict[int, int] = {}
         hq_txs = [t for t in self.hq.transactions() if t.get("station") == self.station_id]
         for tx in hq_txs:
             hq[int(tx["pump"])] = hq.get(int(tx["pump"]), 0) + int(tx["dispensed_ml"])
-        unmatched = unmatched_approvals(self.edc.ledger(), self.journal_path) if self.edc else None
+        unmatched = (unmatched_approvals([r for e in self.edcs for r in e.ledger()], self.journal_path)
+                     if self.edcs else None)
         result = reconcile(self.products, totaliser, journal, hq, journal_count, len(hq_txs), self.unacked(),
                            unmatched)
-        if self.grades and isinstance(self.board, DartPumpSim):
+        if self.grades and self.pump_kind == "dart":
             hq_grade: dict[tuple[int, str], int] = {}
             for tx in hq_txs:
                 key = (int(tx["pump"]), str(tx["product"]))
                 hq_grade[key] = hq_grade.get(key, 0) + int(tx["dispensed_ml"])
-            by_nozzle = {(n, k): self.board.nozzle_totaliser_ml(n - 1, k) - self._start_nozzles.get((n, k), 0)
+            by_nozzle = {(n, k): self.board.nozzle_totaliser_ml(self.channel_of[n], k)
+                         - self._start_nozzles.get((n, k), 0)
                          for n, g in self.grades.items() for k in range(1, len(g) + 1)}
             reconcile_nozzles(result, self.grades, by_nozzle, journal_by_grade(self.journal_path), hq_grade)
         return result
+
+    def reconcile_tanks(self, result: DemoResult, leak: bool, timeout_s: float = 10.0) -> None:
+        """The agent closes the shift; per tank, the variance must stay within tolerance,
+        except the leaking tank's, which must raise the alarm."""
+        assert self.station is not None
+        self.station.events.put(CloseShift())
+        try:
+            shift = self.reconciliations.results.get(timeout=timeout_s)
+        except queue.Empty:
+            result.ok = False
+            result.differences.append("no tank reconciliation from the agent")
+            return
+        result.summary["tanks"] = shift["products"]
+        for row in shift["products"]:
+            leaking = leak and 1 in row["tanks"]
+            if row["alarm"] != leaking:
+                result.ok = False
+                result.differences.append(f"tank {row['tanks']} {row['product']}: variance {row['variance_l']} L,"
+                                          f" alarm {row['alarm']}, expected {'an alarm' if leaking else 'none'}")
 
     @property
     def dashboard_url(self) -> str:
@@ -578,8 +671,10 @@ class DemoStation:
         if self.hq is not None and self._shared_hq is None:
             self.hq.close()
         self.board.close()
-        if self.edc is not None:
-            self.edc.close()
+        if self.gauge is not None:
+            self.gauge.close()
+        for terminal in self.edcs:
+            terminal.close()
         for scanner in self.scanners.values():
             scanner.close()
         if self.attendant is not None:
@@ -592,13 +687,15 @@ class DemoStation:
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
-             dashboard: bool = False, attendant: bool = False, nozzles: int = 1) -> int:
+             dashboard: bool = False, attendant: bool = False, nozzles: int = 1, leak: bool = False,
+             islands: int = 1) -> int:
     started = time.monotonic()
     from agent.demo_national import private_postgres, second_station
 
     pg = private_postgres()
     demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard,
-                       edc=True, attendant=attendant, nozzles=nozzles, ledger_dsn=pg.create_database("ledger"))
+                       edc=True, attendant=attendant, nozzles=nozzles, ledger_dsn=pg.create_database("ledger"),
+                       tanks=True, leak=leak, islands=islands)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -609,12 +706,16 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
                  f" ({len(demo.registry)} vehicles), broker 127.0.0.1:{demo.broker.port}")
         print(intro, flush=True)
         script = script_customers(demo.registry, demo.products, customers, demo.token, payments=True,
-                                  grades=demo.grades)
+                                  grades=demo.grades, card_pumps=demo.card_pumps())
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
+        tanker = threading.Timer(3.0, lambda: demo.gauge.deliver(2, DELIVERY_L) if demo.gauge else None)
+        tanker.start()  # a tanker drops Solar while customers fuel
         outcomes = demo.serve(script, budget)
+        tanker.join()
         national = second_station(demo, lang)
         demo.wait_delivered(max(5.0, timeout_s - (time.monotonic() - started)))
         result = demo.reconcile()
+        demo.reconcile_tanks(result, leak)
         result.summary["national"] = national
         if not national["ok"]:
             result.ok = False
@@ -637,6 +738,8 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         result.summary["duration_s"] = round(time.monotonic() - started, 2)
         result.summary["topics"] = {"tx": topics.tx(STATION_ID)}
         print_summary(result, lang)
+        if "tanks" in result.summary:
+            print_tanks(result.summary["tanks"], lang)
         if json_path is not None:
             json_path.write_text(json.dumps({"ok": result.ok, **result.summary,
                                              "differences": result.differences}, indent=2) + "\n")
@@ -653,12 +756,13 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
 
 def keep_serving(demo: DemoStation, lang: str) -> None:
     """`--dashboard`: the station keeps running for the manager's page until Ctrl-C."""
-    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
-            if lang == "id" else
-            "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
+    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}, frasa tanda tangan {passphrase}\n"
+            "  Ctrl-C untuk berhenti" if lang == "id" else
+            "Manager dashboard: {url}\n  user {user}, password {password}, signing passphrase {passphrase}\n"
+            "  Ctrl-C to stop")
     if demo.dashboard is not None:
-        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
-              flush=True)
+        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password,
+                          passphrase=demo.dashboard_passphrase), flush=True)
     if demo.attendant is not None:
         from simulators.attendant_setup import describe
 

@@ -46,5 +46,7 @@ def heartbeat(station: Station, now: dt.datetime) -> dict[str, Any]:
         "pumps": pump_states(station),
         "locked_pumps": sorted(station.locked),
         "hq_link": station.link.connected,
+        # fleet updates (agent/updater.py): idle, fetching, staged, trial, rolling_back ...
+        **({"update": station.updates.summary()} if station.updates is not None else {}),
         "disk": station.disk.state.as_dict(),
     }

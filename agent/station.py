@@ -22,13 +22,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import __version__, disk_guard, grades, homeassistant, topics
 from agent import session as ps
+from agent.acks import AckRefused, ack_keyring, verify_ack
 from agent.allowlist_sync import AllowListSync, SyncEvent
 from agent.attendant import topics as attendant_topics
 from agent.attendant.desk import AttendantDesk
+from agent.broker_login import apply_login
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
 from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
-from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
+from agent.config import SCANNER_SUFFIXES, ConfigError, PumpConfig, StationConfig
 from agent.device_watch import DeviceWatch
 from agent.docstore import DocumentStore, UpdateResult
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
@@ -41,6 +43,7 @@ from agent.eligibility import (
     decide,
 )
 from agent.freeze import FRESH
+from agent.islands import IslandEdc, IslandPayments
 from agent.journal import Journal, SessionRow, insert_outbox
 from agent.killpoints import killpoint
 from agent.live_view import LiveSession, LiveView
@@ -50,12 +53,17 @@ from agent.outbox import OutboxSender
 from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
 from agent.receipt import render_receipt
-from agent.retention import Retention
+from agent.retention import Retention, at_rest
+from agent.sales_chart import hourly
 from agent.scan_identity import identify, legacy_salt_of
 from agent.status_socket import StatusServer, snapshot, start_line
+from agent.tanks import CloseShift, TankDesk
+from agent.token_policy import refusal as token_refusal
+from agent.trust_mode import check_trust_mode
+from agent.tx_sign import StationKeyError, load_station_key, sign_record
 from agent.updater import UpdateAgent, UpdateEvent
 from agent.usage_link import UsageLink, fill_cap
-from hal.edc import EdcLink, EdcReply, EdcTerminal
+from hal.edc import EdcLink
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -64,6 +72,7 @@ from hal.relay_board import (
     BoardLink,
     BoardStatus,
     CommandLost,
+    FirmwareResult,
     NozzleChange,
     PumpController,
     PumpOnline,
@@ -71,6 +80,7 @@ from hal.relay_board import (
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
 from hal.scanner_select import AbsentScanner, Scanner, ScannerUnavailable, open_scanner
+from hal.tank_gauge import GaugeEvent
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +148,7 @@ class Station:
         on_line: Callable[[str], None] | None = None,
         listeners: list[Listener] | None = None,
     ) -> None:
+        check_trust_mode(config)
         self.config = config
         self.events: queue.Queue[object] = queue.Queue()
         self.on_line = on_line or (lambda text: print(text, flush=True))
@@ -147,7 +158,7 @@ class Station:
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
-        self._by_channel = {p.channel: p.number for p in config.pumps}
+        self._by_channel = {p.key: p.number for p in config.pumps}
         self.board = self._make_board(config)
         self.scanners = [self._open_scanner(p) for p in config.pumps]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
@@ -155,6 +166,12 @@ class Station:
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
                                             self.docs.repo, self.docs.trust, self.events.put)
         self.allowlist_sync_state: dict[str, Any] = {"state": "idle"}
+        apply_login(config, self.link.client, self.allowlist_sync.client)
+        # Headquarters stores only records its station signed (agent/tx_sign.py).
+        try:
+            self.station_key = load_station_key(config.station_key) if config.station_key else None
+        except StationKeyError as exc:
+            raise ConfigError(str(exc)) from exc
         self._freeze_state = FRESH
         self.board_connected = False
         self.clock = ClockGuard(config.zone)
@@ -163,13 +180,12 @@ class Station:
         self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
                              lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
         self._conditions_mono = 0.0
-        edc = config.edc
-        self.edc = None if edc is None else EdcTerminal(
-            edc.port, self.events.put, edc.baud, edc.ack_timeout_s, edc.max_retries, edc.response_timeout_s)
-        self.payments = PaymentDesk(
-            self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
+        # One EDC terminal per island (agent/islands.py), each paying for its own pumps.
+        self.payments = IslandPayments(config, self.journal, self.events.put, lambda terminal, edc: PaymentDesk(
+            self.journal, terminal, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
             self._open_prepaid, self._queue_record,
-            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line)
+            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line,
+            edc.pumps if edc and config.more_edcs else ()))
         # Signed commands: the trust root's `commands` role (plus the station manager's
         # dashboard key for the manager's commands), nonces and locks.
         self.command_store = CommandStore(config.data_dir / "commands.sqlite")
@@ -185,7 +201,12 @@ class Station:
         if self.attendants is not None:
             self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
+        self.tanks = None if config.tank_gauge is None else TankDesk(
+            config.tank_gauge, self.journal, self.events.put, self._publish_station, self._emit,
+            lambda: any(p.session is not None for p in self.pumps.values()))
         self._last_heartbeat = 0.0
+        self.acks_refused = 0
+        self._anchor_saved_mono: float | None = None
         # Fleet updates (agent/updater.py); exit_code set: the service loop ends, we restart.
         self.updates = UpdateAgent(config.update, self) if config.update is not None else None
         self.exit_code: int | None = None
@@ -225,14 +246,29 @@ class Station:
             relay, pulser, nozzle, estop = config.relay_gpio
             return GpioRelayBoard(self.events.put, relay, pulser, nozzle, estop,
                                   active_high=config.relay_active_high)
+        if not config.relay_board_lines:
+            return self._make_line(config, 0, config.relay_board_port, self.events.put)
+        from hal.board_group import BoardGroup  # several relay boards or DART lines
+
+        ports = (config.relay_board_port, *config.relay_board_lines)
+        return BoardGroup([self._line_maker(config, i, port) for i, port in enumerate(ports)],
+                          [[p.channel for p in config.pumps if p.line == i] for i in range(len(ports))],
+                          self.events.put)
+
+    @classmethod
+    def _line_maker(cls, config: StationConfig, line: int, port: str
+                    ) -> Callable[[Callable[[BoardEvent], None]], PumpController]:
+        return lambda sink: cls._make_line(config, line, port, sink)
+
+    @staticmethod
+    def _make_line(config: StationConfig, line: int, port: str, sink: Callable[[BoardEvent], None]) -> PumpController:
         if config.relay_board_kind == "dart":
             from hal.dart_pump import DartPumps
 
-            by_channel = sorted(config.pumps, key=lambda p: p.channel)
-            return DartPumps(config.relay_board_port, self.events.put, channels=len(config.pumps),
-                             baudrate=config.relay_board_baud,
+            by_channel = sorted((p for p in config.pumps if p.line == line), key=lambda p: p.channel)
+            return DartPumps(port, sink, channels=len(by_channel), baudrate=config.relay_board_baud,
                              nozzles=tuple(len(p.nozzle_products) for p in by_channel))
-        return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
+        return RelayBoard(port, sink, config.relay_board_baud)
 
     @property
     def token_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -244,8 +280,7 @@ class Station:
         is shown by it calling this.) Absent devices are not a fault of the agent."""
         now = time.monotonic()
         tasks = [("pump controller", self.board.last_beat())]
-        if self.edc is not None:
-            tasks.append(("EDC terminal", self.edc.last_beat()))
+        tasks += [(f"EDC terminal {i + 1}", t.last_beat()) for i, t in enumerate(self.payments.terminals)]
         tasks += [(f"scanner {p.number}", s.last_beat()) for p, s in zip(self.config.pumps, self.scanners,
                                                                          strict=True)]
         stuck = [name for name, beat in tasks if now - beat > max_task_age_s]
@@ -270,21 +305,27 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.updates is not None:
+            self.updates.before_devices()  # the relay board on this release's firmware first
         self.disk.refresh()
         floor = self.journal.get_meta("wall_floor")
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
         self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
+        self.clock.restore_anchor(self.journal.get_meta("hq_anchor"))
         for result in self.docs.load_saved():
             self._report_update(result)
+        if self.docs.trust.state_error:
+            self._emit({"type": "alert", "alert": "trust_state_corrupt", "detail": self.docs.trust.state_error})
         self.payments.recover()
         self._recover()
         day = self._read_clock().quota_day
         self.live.seed(day, self.journal.day_totals(day),
                        [_recent_item(r, self.payments.payment_of(r["tx_id"])) for r in self.journal.recent_closed(20)])
         self.board.start()
-        if self.edc is not None:
-            self.edc.start()
+        if self.tanks is not None:
+            self.tanks.gauge.start()
+        self.payments.start()
         for scanner in self.scanners:
             scanner.start()
         self.link.start()
@@ -306,8 +347,9 @@ class Station:
         for scanner in self.scanners:
             scanner.close()
         self.board.close()
-        if self.edc is not None:
-            self.edc.close()
+        if self.tanks is not None:
+            self.tanks.gauge.close()
+        self.payments.close()
         self.journal.close()
         self.command_store.close()
 
@@ -367,7 +409,7 @@ class Station:
             asking = pump.state == ps.RECOVERING or pump.verify_after_hello
             if asking and self.board_connected and now - pump.last_query_mono >= 1.0:
                 pump.last_query_mono = now
-                self.board.query(pump.config.channel)
+                self.board.query(pump.config.key)
 
     def _recovered(self, pump: PumpRuntime, status: BoardStatus) -> None:
         session = pump.session
@@ -416,14 +458,18 @@ class Station:
                 self._announce_to_home_assistant()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
-        elif isinstance(event, EdcReply | EdcLink):
-            if isinstance(event, EdcLink):
-                self.devices.seen("EDC terminal", event.connected)
+        elif isinstance(event, IslandEdc):
+            if isinstance(event.event, EdcLink):
+                self.devices.seen("EDC terminal", event.event.connected)
             self.payments.on_event(event)
         elif isinstance(event, PaymentSelect):
             self.payments.select(event.pump, event.choice)
         elif isinstance(event, SyncEvent):
             self._allowlist_event(event)
+        elif isinstance(event, GaugeEvent) and self.tanks is not None:
+            self.tanks.on_event(event)
+        elif isinstance(event, CloseShift) and self.tanks is not None:
+            self.tanks.close_shift_now()
         elif isinstance(event, UpdateEvent) and self.updates is not None:
             self.updates.on_event(event)
 
@@ -440,7 +486,7 @@ class Station:
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
         if kw.get("plate"):  # stdout ends in journald: full plates only on the attendant's page
-            kw["plate"] = mask_plate(kw["plate"])
+            kw["plate"] = at_rest(kw["plate"])  # a one-digit number too
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
     def _set_state(self, pump: PumpRuntime, new: str) -> bool:
@@ -457,7 +503,7 @@ class Station:
         return True
 
     def _read_clock(self) -> ClockReading:
-        reading = self.clock.read(utc_now())
+        reading = self.clock.read(utc_now(), time.monotonic())
         if reading.trusted != self._clock_trusted:
             self._clock_trusted = reading.trusted
             if not reading.trusted:
@@ -515,7 +561,7 @@ class Station:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if self.board.totals_required and pump.device_total is None:
             # Without the pump's totaliser journaled first, a crash mid-fill could lose litres.
-            self.board.query(pump.config.channel)
+            self.board.query(pump.config.key)
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if pump.state == ps.CLOSED:
             return self._refuse(pump, Decision(False, "pump_closed", vehicle_id=vehicle_id))
@@ -530,12 +576,16 @@ class Station:
             return self._refuse(pump, Decision(False, ident.reason), ident.detail, plate=ident.plate)
         clock = self._read_clock()
         day = clock.quota_day
+        barred = token_refusal(self.docs.policy, vehicle_id, ident.issued, ident.legacy,
+                               dt.date.fromisoformat(day))
+        if barred:  # legacy texts switched off, a token too old or revoked by a reissue
+            return self._refuse(pump, Decision(False, barred, vehicle_id=vehicle_id), plate=ident.plate)
         if nozzle == 0:
             return self._await_lift(pump, text, ident.plate, requested_ml, payment, clock)
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
                           used + reserved, requested_ml, clock.effective, self.config.freeze,
-                          self.usage.elsewhere(vehicle_id, product, day))
+                          self.usage.elsewhere(vehicle_id, product, day), ident.legacy)
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate, product=product)
@@ -545,7 +595,7 @@ class Station:
                                 disk_guard.describe(self.disk.state), plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
         if prepaid is None and payment.electronic:
-            if not self.payments.available:  # the terminal is off or unplugged: cash is offered
+            if not self.payments.available_for(pump_no):  # the terminal is off or unplugged: cash is offered
                 return self._refuse(pump, Decision(False, "edc_unavailable", decision.vehicle, decision.vehicle_id),
                                     plate=ident.plate)
             if payment.mode == "prepay":
@@ -586,8 +636,8 @@ class Station:
         multi = grades.multi_grade(pump.config)
         select_nozzles = getattr(self.board, "select_nozzles", None)
         if multi and select_nozzles is not None:  # only the nozzle of the grade decided for
-            select_nozzles(pump.config.channel, (grades.nozzle_of(pump.config, product),))
-        self.board.authorize(pump.config.channel, session.seq, preset_pulses)
+            select_nozzles(pump.config.key, (grades.nozzle_of(pump.config, product),))
+        self.board.authorize(pump.config.key, session.seq, preset_pulses)
         killpoint("authorize_sent")
         if multi and pump.nozzle_up and grades.nozzle_product(pump.config, pump.lifted) == product:
             self._start_fuelling(pump)  # the nozzle was out before the authorisation
@@ -612,7 +662,10 @@ class Station:
             self.pumps[pump_no].session is not None)
 
     def _queue_record(self, db: Any, record: dict[str, Any]) -> None:
-        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), record)
+        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), self._signed(record))
+
+    def _signed(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.station_key is None else sign_record(record, self.station_key)
 
     def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "",
                 product: str = "") -> Decision:
@@ -652,7 +705,7 @@ class Station:
         """This customer's payment: for the fill running now (postpay, not yet paid
         electronically) or else for the next scan on the pump."""
         session = self.pumps[pump].session
-        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available
+        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available_for(pump)
                 and self.payment_for_tx(session.tx_id) is None):
             self.payments.open_postpay(session, choice)
             return "this_fill"
@@ -673,7 +726,7 @@ class Station:
         runtime = self.pumps[pump]
         if runtime.device_total is None:
             if self.board_connected:
-                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+                self.board.query(runtime.config.key)  # its answer brings the totaliser
             return None
         return self._ml(runtime, runtime.device_total)
 
@@ -740,7 +793,7 @@ class Station:
         for pump in self.pumps.values():
             prices = [policy.prices_idr.get(p, 0) for p in pump.config.nozzle_products]
             if all(prices):
-                set_prices(pump.config.channel, prices)
+                set_prices(pump.config.key, prices)
 
     def _pump_online(self, pump: PumpRuntime, online: bool) -> None:
         """A pump on a shared line stopped answering (out of service) or came back."""
@@ -795,6 +848,8 @@ class Station:
             if lost_on is not None and lost_on.state in (ps.AUTHORISED, ps.FUELLING):
                 self._request_stop(lost_on)
             return
+        if isinstance(event, FirmwareResult):
+            return  # a firmware update's answer (agent/firmware_update.py runs before we open the board)
         pump = self._pump_for_channel(event.channel)
         if pump is None:
             return
@@ -871,7 +926,7 @@ class Station:
     def _request_stop(self, pump: PumpRuntime) -> None:
         self._set_state(pump, ps.STOPPING)
         pump.stop_sent_mono = time.monotonic()
-        self.board.stop(pump.config.channel)
+        self.board.stop(pump.config.key)
         killpoint("stop_requested")
 
     def _timers(self, now: float) -> None:
@@ -917,10 +972,10 @@ class Station:
         if self.attendants is not None:
             self.attendants.closed(record, render_receipt(record, self.config.lang))
         killpoint("before_close")
+        queued = None if keep else (session.tx_id, topics.tx(self.config.station_id), self._signed(record))
         try:
             disk_guard.write_with_reserve(self.disk, lambda: self.journal.close_session(
-                session, dispensed_ml, amount, reason,
-                None if keep else (session.tx_id, topics.tx(self.config.station_id), record), meta, extra=keep))
+                session, dispensed_ml, amount, reason, queued, meta, extra=keep))
         except Exception as exc:
             if not disk_guard.is_disk_error(exc):
                 raise
@@ -1012,19 +1067,7 @@ class Station:
         elif message.topic == topics.POLICY:
             self._report_update(self.docs.offer(POLICY_KIND, message.payload))
         elif message.topic == topics.ack(self.config.station_id):
-            try:
-                body = json.loads(message.payload)
-                ids = [str(i) for i in body["ids"]]
-                hq_time = dt.datetime.fromisoformat(body["at"]) if "at" in body else None
-            except (ValueError, KeyError, TypeError):
-                log.warning("malformed acknowledgement ignored")
-                return
-            if hq_time is not None and hq_time.tzinfo is not None:
-                # Headquarters' clock is a moment that has surely passed: it raises the floor
-                # an offline-booted Pi compares its own clock with.
-                self.clock.observe(hq_time)
-            if self.outbox.on_ack(ids):
-                killpoint("ack_applied")
+            self._ack(message.payload)
         elif message.topic == topics.command(self.config.station_id):
             self._command(message.payload)
         elif message.topic in (topics.usage(self.config.station_id), topics.USAGE_TICK):
@@ -1056,14 +1099,35 @@ class Station:
         if self._ml(pump, pump.pulses) >= pump.cap_ml:
             self._request_stop(pump)
 
-    def _command(self, payload: bytes) -> None:
+    def _ack(self, payload: bytes) -> None:
+        """Only a signed acknowledgement deletes from the outbox, and only rows in flight."""
         try:
-            command = self.command_gate.admit(payload, self._read_clock().effective)
+            ack = verify_ack(payload, self.config.station_id, ack_keyring(self.docs.trust))
+        except AckRefused as exc:
+            self.acks_refused += 1
+            log.warning("acknowledgement refused: %s", exc)
+            return
+        now = time.monotonic()
+        # Headquarters' signed time: the clock's floor (bounded) and its forward bound.
+        if self.clock.observe_hq_time(ack.at, now, utc_now()) and (
+                self._anchor_saved_mono is None or now - self._anchor_saved_mono > 600):
+            self._anchor_saved_mono = now
+            self.journal.set_meta("hq_anchor", self.clock.anchor_json())
+        if self.outbox.on_ack(list(ack.ids)):
+            killpoint("ack_applied")
+
+    def _command(self, payload: bytes) -> None:
+        reading = self._read_clock()
+        # Nothing issued after the latest moment the station believes in passes.
+        latest = reading.effective if reading.ahead else max(reading.now, self.clock.floor)
+        try:
+            command = self.command_gate.admit(payload, reading.effective, latest)
         except CommandRejected as exc:
             log.warning("command refused: %s", exc)
             self._emit({"type": "command_rejected", "reason": exc.reason, "detail": exc.detail})
             return
-        self.clock.observe(command.issued)  # signed by headquarters: surely past
+        if not command.by_manager:  # signed by headquarters: surely past (a manager's tablet is not)
+            self.clock.observe(command.issued, utc_now())
         ok, detail = execute(self, command)
         result = {"station": self.config.station_id, "command": command.name, "nonce": command.nonce,
                   "ok": ok, "detail": detail, "at": utc_now().isoformat()}
@@ -1098,6 +1162,7 @@ class Station:
         if now - self._conditions_mono < CONDITIONS_EVERY_S:
             return
         self._conditions_mono = now
+        self._publish_station("sales/hourly", hourly(self.journal, self.config.zone, utc_now()), True)
         depth = self.journal.outbox_depth()
         self.live.condition("outbox_growing", depth >= OUTBOX_ALERT_DEPTH,
                             f"{depth} transactions not yet acknowledged by headquarters")
@@ -1106,6 +1171,9 @@ class Station:
         self.live.condition("allowlist_expired", expired,
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
+        self.live.condition("root_expired", self._read_clock().effective >= root.expires,
+                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
         self._disk_tick()
         self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
         self.devices.tick(now)
@@ -1132,6 +1200,13 @@ class Station:
         for level in (disk_guard.LOW, disk_guard.FULL, disk_guard.READ_ONLY):
             self.live.condition(f"disk_{level}", state.level == level, disk_guard.describe(state))
 
+    def _publish_station(self, suffix: str, payload: dict[str, Any], retain: bool) -> None:
+        """Manager's views under spbu/v1/<station>/: tanks, their history and reconciliation,
+        litres per hour (docs/schemas/tanks*.schema.json, sales-hourly.schema.json)."""
+        body = {"station": self.config.station_id, **payload}
+        self.link.publish(f"spbu/v1/{self.config.station_id}/{suffix}", json.dumps(body).encode(), qos=1,
+                          retain=retain)
+
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}
         try:
@@ -1148,7 +1223,7 @@ class Station:
             log.info("%s version %d installed", result.kind, result.version)
             for doc in (self.docs.allowlist, self.docs.policy):
                 if doc is not None:
-                    self.clock.observe(doc.created)  # signed by headquarters: surely past
+                    self.clock.observe(doc.created, utc_now())  # signed by headquarters: surely past
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
             if result.kind == POLICY_KIND:

@@ -35,6 +35,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import __version__, topics
 from agent import release_manifest as rm
 from agent.chunks import ChunkFetcher, ChunkStore
+from agent.firmware_update import FirmwareOutcome, converge
+from agent.mqtt_link import MAX_MESSAGE_BYTES
 from agent.release_switch import Switch
 from agent.releases import ReleaseError, ReleaseStore
 from agent.trust import TrustError, TrustStore
@@ -56,6 +58,7 @@ class UpdateConfig:
     base_site: Path | None = None  # simulation only: see agent/releases.build_venv
     config_path: Path | None = None
     journal_path: Path | None = None
+    board_trial_ms: int = 20000  # the relay board's boot guard waits this long for CONFIRM
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ class ReleaseFetch:
                                   f"{uuid.uuid4().hex[:6]}", clean_session=True, protocol=mqtt.MQTTv311)
         self.client.reconnect_delay_set(min_delay=1, max_delay=60)
         self.client.on_connect = self._on_connect
-        self.client.on_message = lambda c, u, m: self._inbox.put((m.topic, bytes(m.payload)))
+        self.client.on_message = lambda c, u, m: (self._inbox.put((m.topic, bytes(m.payload)))
+                                                  if len(m.payload) <= MAX_MESSAGE_BYTES else None)
         self.fetcher = ChunkFetcher(self.chunk_store, topics.software_chunk,
                                     lambda t: self.client.subscribe(t, qos=1), self.client.unsubscribe)
         self.host, self.port = host, port
@@ -258,6 +262,17 @@ class UpdateAgent:
         self.unhealthy = ""
         self.state: dict[str, Any] = {"state": "trial" if self.trial else "idle", "running": __version__}
         self.exit_code: int | None = None
+        self.firmware: FirmwareOutcome | None = None
+
+    def before_devices(self) -> None:
+        """The relay board on this release's firmware (agent/firmware_update.py), pumps closed."""
+        c = self.station.config
+        if c.relay_board_kind != "uart":
+            return
+        self.firmware = converge(c.relay_board_port, c.relay_board_baud, self.cfg.releases / "current",
+                                 trial_ms=self.cfg.board_trial_ms)
+        if not self.firmware.ok:
+            log.error("relay board firmware: %s", self.firmware.detail)
 
     def _firmware_version(self, version: str | None) -> int:
         try:
@@ -285,6 +300,14 @@ class UpdateAgent:
             self.state = {"state": "fetching", "running": __version__, "version": event.version, **event.extra}
         if event.kind != "progress" or event.extra.get("chunks_have") == event.extra.get("chunks_total"):
             self.report()
+
+    def summary(self) -> dict[str, Any]:
+        """For the heartbeat and the dashboard: what runs and what the update is doing."""
+        out = {"state": str(self.state.get("state", "idle")), "running": __version__}
+        for key in ("candidate", "version", "check", "why", "reason"):
+            if key in self.state:
+                out[key] = str(self.state[key])
+        return out
 
     def on_board_hello(self, firmware: int) -> None:
         self.seen_hello = firmware
@@ -328,7 +351,9 @@ class UpdateAgent:
             not self.firmware_expected or self.seen_hello == self.firmware_expected))
         if now < self.trial_deadline:
             return
-        failures = [w for ok, w in ((not self.unhealthy, f"unhealthy: {self.unhealthy}"),
+        firmware_ok = self.firmware is None or self.firmware.ok
+        failures = [w for ok, w in ((firmware_ok, self.firmware.detail if self.firmware else ""),
+                                    (not self.unhealthy, f"unhealthy: {self.unhealthy}"),
                                     (self.seen_link, "the broker link never came up"),
                                     (hello_ok, self._hello_failure())) if not ok]
         version, self.trial = self.trial, None
