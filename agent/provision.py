@@ -8,7 +8,6 @@ root of trust, checks that the configured devices are there, and prints a checkl
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
 import secrets
 from dataclasses import dataclass
@@ -84,14 +83,16 @@ def install_root(paths: list[Path], etc: Path) -> Path:
 
 
 def write_agent_secret(path: Path, data: bytes) -> None:
-    """Mode 640, group spbu where that group exists: the agent's service user reads it (the
+    """Mode 640, group of its directory (spbu): the agent's service user reads it (the
     station key signs every transaction record), nobody else does."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.chmod(path, 0o640)
-    with contextlib.suppress(KeyError, PermissionError):  # a lab machine without the user, or not root
-        os.chown(path, -1, grp.getgrnam("spbu").gr_gid)
+    # The group of its directory: install.sh makes /etc/spbu and keys/ root:spbu (or the
+    # service user's group of a --root tree). Not root: a lab machine, left as it is.
+    with contextlib.suppress(PermissionError):
+        os.chown(path, -1, path.parent.stat().st_gid)
 
 
 def readable_by_service(path: Path, etc: Path) -> None:
