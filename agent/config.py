@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.allowlist.freeze import AFTER_GRACE, FreezePolicy
 from agent.domain import PRODUCTS, ZONES
-from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
-from agent.signing import SignatureError, key_id, load_public_key_hex
-from agent.trust import TrustError, load_root
+from agent.trust.root import TrustError, load_root
+from agent.trust.signing import SignatureError, key_id, load_public_key_hex
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -233,7 +233,7 @@ def _check_keys(keys: dict[str, Any], where: str) -> None:
 
 
 def _parse_edc(raw: Any) -> EdcConfig:
-    from agent.payments import PaymentChoice
+    from agent.payments.desk import PaymentChoice
 
     if not isinstance(raw, dict):
         raise ConfigError("[edc]: must be a table")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.allowlist_repo import AllowListRepo, SignedAllowList
-from agent.allowlist_store import StoreError
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND, DocumentError, QuotaPolicy
+from agent.allowlist.repo import AllowListRepo, SignedAllowList
+from agent.allowlist.store import StoreError
 from agent.durable import atomic_write
-from agent.signing import SignatureError, verify_document
-from agent.trust import TrustError, TrustStore
+from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND, DocumentError, QuotaPolicy
+from agent.trust.root import TrustError, TrustStore
+from agent.trust.signing import SignatureError, verify_document
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from agent.documents import AllowListView, QuotaPolicy, Vehicle
+from agent.allowlist.freeze import CLOSED, FRESH, FreezePolicy
 from agent.domain import STATUS_SUSPENDED, ZONES
-from agent.freeze import CLOSED, FRESH, FreezePolicy
 from agent.tokens import TokenError, decode_token
+from agent.trust.documents import AllowListView, QuotaPolicy, Vehicle
 
 # Refusal reasons (codes are stable; agent/messages.py words them for the attendant).
 UNKNOWN_QR = "unknown_qr"

@@ -9,22 +9,39 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent import __version__
+from agent.clock import ClockGuard
+from agent.config import StationConfig
+from agent.docstore import DocumentStore
+from agent.journal import Journal
+from agent.mqtt_link import MqttLink
+from agent.outbox import OutboxSender
+from agent.pump_states import PumpRuntime
 
-if TYPE_CHECKING:
-    from agent.station import Station
+
+class StationView(Protocol):
+    """What the heartbeat reads of the station (agent/station.py's public attributes)."""
+
+    config: StationConfig
+    pumps: dict[int, PumpRuntime]
+    locked: set[int]
+    docs: DocumentStore
+    clock: ClockGuard
+    journal: Journal
+    outbox: OutboxSender
+    link: MqttLink
 
 LOCKED = "locked"
 
 
-def pump_states(station: Station) -> dict[str, str]:
+def pump_states(station: StationView) -> dict[str, str]:
     """Pump states as shown to headquarters and the dashboard: a locked pump shows `locked`."""
     return {str(n): LOCKED if n in station.locked else p.state for n, p in station.pumps.items()}
 
 
-def heartbeat(station: Station, now: dt.datetime) -> dict[str, Any]:
+def heartbeat(station: StationView, now: dt.datetime) -> dict[str, Any]:
     mono = time.monotonic()
     allowlist = station.docs.allowlist
     policy = station.docs.policy

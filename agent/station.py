@@ -21,14 +21,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import __version__, homeassistant, topics
-from agent import session as ps
-from agent.allowlist_sync import AllowListSync, SyncEvent
+from agent import pump_states as ps
+from agent.allowlist.freeze import FRESH
+from agent.allowlist.sync import AllowListSync, SyncEvent
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
-from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
-from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
+from agent.config import SCANNER_SUFFIXES, StationConfig
 from agent.docstore import DocumentStore, UpdateResult
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import amount_idr, format_litres, mask_plate
 from agent.eligibility import (
     PUMP_BUSY,
@@ -37,17 +36,19 @@ from agent.eligibility import (
     Decision,
     decide,
 )
-from agent.freeze import FRESH
 from agent.journal import Journal, SessionRow, insert_outbox
 from agent.killpoints import killpoint
 from agent.live_view import LiveSession, LiveView
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
-from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
+from agent.payments.desk import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
 from agent.presence import heartbeat, pump_states
-from agent.scan_identity import identify, legacy_salt_of
+from agent.qr.identify import identify, legacy_salt_of
+from agent.trust.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
+from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
 from hal.edc import EdcLink, EdcReply, EdcTerminal
+from hal.pump_select import open_pump_controller
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -57,8 +58,6 @@ from hal.relay_board import (
     BoardStatus,
     CommandLost,
     NozzleChange,
-    PumpController,
-    RelayBoard,
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead
 from hal.scanner_select import open_scanner
@@ -80,23 +79,6 @@ class PaymentSelect:
 
     pump: int
     choice: PaymentChoice
-
-
-@dataclass
-class PumpRuntime:
-    config: PumpConfig
-    session: SessionRow | None = None
-    state: str = ps.INOPERATIVE  # until the relay board answers
-    opened_mono: float = 0.0
-    nozzle_up: bool = False
-    pulses: int = 0
-    last_flow_mono: float = 0.0
-    stop_sent_mono: float = 0.0
-    last_scan: tuple[str, float] = ("", 0.0)
-    scanner_connected: bool = False
-    last_query_mono: float = 0.0
-    verify_after_hello: bool = False  # the board rebooted: does it still know this session?
-    device_total: int | None = None  # the device's own totaliser, last reported (its units)
 
 
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
@@ -131,9 +113,11 @@ class Station:
         self.journal = Journal(config.data_dir / "journal.sqlite")
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
         self.outbox = OutboxSender(self.journal)
-        self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
+        self.pumps = {p.number: ps.PumpRuntime(p) for p in config.pumps}
         self._by_channel = {p.channel: p.number for p in config.pumps}
-        self.board = self._make_board(config)
+        self.board = open_pump_controller(config.relay_board_kind, config.relay_board_port, self.events.put,
+                                          baudrate=config.relay_board_baud, channels=len(config.pumps),
+                                          gpio_pins=config.relay_gpio, active_high=config.relay_active_high)
         self.scanners = [
             open_scanner(p.scanner_port, self._scanner_sink(p.number), baudrate=config.scanner_baud,
                          suffix=SCANNER_SUFFIXES[config.scanner_suffix])
@@ -167,20 +151,6 @@ class Station:
         self.config_path: Path | None = None  # re-read by the reload_config command
         self.heartbeat_s = 30.0
         self._last_heartbeat = 0.0
-
-    def _make_board(self, config: StationConfig) -> PumpController:
-        if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
-            from hal.gpio_relay import GpioRelayBoard  # gpiozero: the [pi] extra
-
-            relay, pulser, nozzle, estop = config.relay_gpio
-            return GpioRelayBoard(self.events.put, relay, pulser, nozzle, estop,
-                                  active_high=config.relay_active_high)
-        if config.relay_board_kind == "dart":
-            from hal.dart_pump import DartPumps
-
-            return DartPumps(config.relay_board_port, self.events.put, channels=len(config.pumps),
-                             baudrate=config.relay_board_baud)
-        return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
 
     @property
     def token_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -223,7 +193,7 @@ class Station:
             self.clock.observe(dt.datetime.fromisoformat(floor))
         self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
         for result in self.docs.load_saved():
-            self._report_update(result)
+            self.report_update(result)
         self.payments.recover()
         self._recover()
         day = self._read_clock().quota_day
@@ -295,7 +265,7 @@ class Station:
                 pump.last_query_mono = now
                 self.board.query(pump.config.channel)
 
-    def _recovered(self, pump: PumpRuntime, status: BoardStatus) -> None:
+    def _recovered(self, pump: ps.PumpRuntime, status: BoardStatus) -> None:
         session = pump.session
         assert session is not None
         if status.active:
@@ -357,7 +327,7 @@ class Station:
     def _say(self, key: str, pump: int, **kw: Any) -> None:
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
-    def _set_state(self, pump: PumpRuntime, new: str) -> bool:
+    def _set_state(self, pump: ps.PumpRuntime, new: str) -> bool:
         if new == pump.state:
             return True
         try:
@@ -367,7 +337,7 @@ class Station:
             return False
         pump.state = new
         self._emit({"type": "pump_state", "pump": pump.config.number, "state": new})
-        self._live_pump(pump)
+        self.show_pump(pump)
         return True
 
     def _read_clock(self) -> ClockReading:
@@ -492,7 +462,7 @@ class Station:
     def _queue_record(self, db: Any, record: dict[str, Any]) -> None:
         insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), record)
 
-    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "") -> Decision:
+    def _refuse(self, pump: ps.PumpRuntime, decision: Decision, detail: str = "", plate: str = "") -> Decision:
         vehicle = decision.vehicle
         plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
         self._say(decision.reason, pump.config.number, plate=plate,
@@ -507,7 +477,7 @@ class Station:
 
     # --- board -------------------------------------------------------------------------
 
-    def _pump_for_channel(self, channel: int) -> PumpRuntime | None:
+    def _pump_for_channel(self, channel: int) -> ps.PumpRuntime | None:
         number = self._by_channel.get(channel)
         return None if number is None else self.pumps[number]
 
@@ -562,7 +532,7 @@ class Station:
                   and event.pulses != pump.pulses):
                 pump.last_flow_mono = time.monotonic()
                 pump.pulses = event.pulses
-                self._live_pump(pump)
+                self.show_pump(pump)
         elif isinstance(event, BoardEnd):
             # A device whose END carries no totaliser (-1) gets a fresh reading before the
             # next session may rely on it.
@@ -583,10 +553,10 @@ class Station:
                         "code": event.code})
 
     @staticmethod
-    def _ml(pump: PumpRuntime, pulses: int) -> int:
+    def _ml(pump: ps.PumpRuntime, pulses: int) -> int:
         return pulses * 1000 // pump.config.pulses_per_litre
 
-    def _request_stop(self, pump: PumpRuntime) -> None:
+    def _request_stop(self, pump: ps.PumpRuntime) -> None:
         self._set_state(pump, ps.STOPPING)
         pump.stop_sent_mono = time.monotonic()
         self.board.stop(pump.config.channel)
@@ -637,7 +607,7 @@ class Station:
             pump.stop_sent_mono = 0.0
             pump.verify_after_hello = False
             self._set_state(pump, ps.after_session(pump.nozzle_up))
-            self._live_pump(pump)
+            self.show_pump(pump)
         if notify:
             self._say("done", session.pump, plate=session.plate, product=session.product,
                       litres_ml=dispensed_ml, amount_idr=amount)
@@ -687,9 +657,9 @@ class Station:
             if message.payload.strip() == b"online":
                 self._announce_to_home_assistant()
         elif message.topic == topics.ALLOWLIST:
-            self._report_update(self.docs.offer(ALLOWLIST_KIND, message.payload))
+            self.report_update(self.docs.offer(ALLOWLIST_KIND, message.payload))
         elif message.topic == topics.POLICY:
-            self._report_update(self.docs.offer(POLICY_KIND, message.payload))
+            self.report_update(self.docs.offer(POLICY_KIND, message.payload))
         elif message.topic == topics.ack(self.config.station_id):
             try:
                 body = json.loads(message.payload)
@@ -731,7 +701,7 @@ class Station:
 
     # --- live view for the manager's dashboard ---------------------------------------------
 
-    def _live_pump(self, pump: PumpRuntime) -> None:
+    def show_pump(self, pump: ps.PumpRuntime) -> None:
         s = pump.session
         live = None if s is None else LiveSession(
             s.tx_id, mask_plate(s.plate), s.product, s.preset_ml, self._ml(pump, pump.pulses),
@@ -765,7 +735,7 @@ class Station:
         if sorted(before) != sorted(pumps):
             self.journal.set_meta("ha_pumps", json.dumps(sorted(pumps)))
 
-    def _report_update(self, result: UpdateResult) -> None:
+    def report_update(self, result: UpdateResult) -> None:
         if result.accepted:
             log.info("%s version %d installed", result.kind, result.version)
             for doc in (self.docs.allowlist, self.docs.policy):
@@ -800,7 +770,7 @@ class Station:
             self.allowlist_sync_state = {"state": "syncing", **event.progress()}
         elif event.kind == "installed":
             self.allowlist_sync_state = {"state": "installed", "version": event.version}
-            self._report_update(self.docs.reload_allowlist())
+            self.report_update(self.docs.reload_allowlist())
             self._check_freeze(utc_now())
         elif event.kind == "rejected":
             self.allowlist_sync_state = {"state": "rejected", "version": event.version, "check": event.check}

@@ -18,12 +18,14 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import allowlist_manifest, topics, trust
-from agent.allowlist_release import Releases, table_of
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent import topics
+from agent.allowlist import manifest as allowlist_manifest
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
-from agent.qrtoken import issue_token
-from agent.signing import key_id, public_key_hex, sign_document
+from agent.qr.tokens import issue_token
+from agent.trust import root as trust
+from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.trust.signing import key_id, public_key_hex, sign_document
+from hq.releases import Releases, table_of
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT))
 
 from agent.config import EdcConfig, PumpConfig, StationConfig, Timeouts, render_config  # noqa: E402
 from agent.killpoints import PAYMENT_POINTS, POINTS  # noqa: E402
-from agent.payment_audit import unmatched_details  # noqa: E402
-from agent.qrtoken import issue_token  # noqa: E402
+from agent.payments.audit import unmatched_details  # noqa: E402
+from agent.qr.tokens import issue_token  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
 from simulators.dart_pump import DartPumpSim  # noqa: E402
 from simulators.edc import EdcSim  # noqa: E402

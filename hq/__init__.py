@@ -1,0 +1,3 @@
+"""Headquarters' production code: transaction collector, allow-list releases, station PKI.
+
+Never imported by the station runtime (import-linter contracts in pyproject.toml)."""

@@ -1,0 +1,88 @@
+"""`spbu hw test` against the simulated board over a pty, with a technician answering the
+prompts; and against a port with nothing behind it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from simulators.pty_device import PtyDevice
+from simulators.relay_board import RelayBoardSim
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def walk_through(args: list[str], actions: dict[str, Callable[[], None]]) -> list[str]:
+    """Run `spbu hw test` as a technician would: do what each prompt asks, press Enter."""
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "hw", "test", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdin is not None and proc.stdout is not None
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            for prompt, act in actions.items():
+                if prompt in line:
+                    act()
+                    proc.stdin.write("\n")
+                    proc.stdin.flush()
+        assert proc.wait(30) == 0, "\n".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return lines
+
+
+def passed_steps(lines: list[str]) -> set[str]:
+    return {line.split(":")[0][6:] for line in lines if line.startswith("PASS")}
+
+
+def test_technician_walks_through_every_step() -> None:
+    board = RelayBoardSim(channels=2, flow_lps=1.0)
+    board.start()
+
+    def release_and_reset() -> None:
+        board.release_estop()
+        board.press_reset()
+
+    try:
+        lines = walk_through(["--port", board.path, "--channel", "1"], {
+            "Lift the nozzle": lambda: board.lift_nozzle(1), "Hang the nozzle": lambda: board.hang_nozzle(1),
+            "Press the E-stop": board.press_estop, "Release the E-stop": release_and_reset})
+    finally:
+        board.close()
+    passed = passed_steps(lines)
+    assert {"board answers", "relay closes on AUTHORIZE", "nozzle switch", "metering", "stop",
+            "dead-man drops the relay", "E-stop"} <= passed
+    assert lines[-1] == f"{len(passed)} passed, 0 failed"
+
+
+def test_no_board_behind_the_port_fails_clearly() -> None:
+    empty = PtyDevice()
+    try:
+        result = subprocess.run([sys.executable, "-m", "agent", "hw", "test", "--port", empty.path, "--no-prompt"],
+                                capture_output=True, text=True, timeout=30, cwd=ROOT)
+    finally:
+        empty.close()
+    assert result.returncode == 1
+    assert "FAIL  board answers" in result.stdout
+    assert result.stdout.strip().endswith("1 passed, 1 failed")
+
+
+def test_technician_checks_a_dart_pump() -> None:
+    from simulators.dart_pump import DartPumpSim
+
+    line = DartPumpSim(pumps=2, flow_lps=1.0)
+    line.start()
+    try:
+        lines = walk_through(["--dart", "--port", line.path, "--channel", "1"], {
+            "Lift the nozzle": lambda: line.lift_nozzle(1), "Hang the nozzle": lambda: line.hang_nozzle(1)})
+    finally:
+        line.close()
+    assert {"board answers", "authorise", "nozzle switch", "metering", "stop",
+            "pump stops when polling stops"} <= passed_steps(lines)
