@@ -11,8 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from agent.allowlist.freeze import CLOSED, FRESH, FreezePolicy
-from agent.domain import STATUS_SUSPENDED, ZONES
-from agent.tokens import TokenError, decode_token
+from agent.domain import STATUS_SUSPENDED
 from agent.trust.documents import AllowListView, QuotaPolicy, Vehicle
 
 # Refusal reasons (codes are stable; agent/messages.py words them for the attendant).
@@ -45,19 +44,6 @@ class Decision:
     @property
     def remaining_ml(self) -> int:
         return max(0, self.limit_ml - self.used_ml)
-
-
-def quota_day(now_utc: dt.datetime, zone: str) -> str:
-    """The station's local calendar day (WIB/WITA/WIT) for a UTC instant."""
-    offset = dt.timedelta(hours=ZONES[zone])
-    return (now_utc.astimezone(dt.UTC) + offset).date().isoformat()
-
-
-def parse_vehicle(text: str) -> int | None:
-    try:
-        return decode_token(text)
-    except TokenError:
-        return None
 
 
 def decide(

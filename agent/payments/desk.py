@@ -31,45 +31,11 @@ from agent.domain import ZONES, amount_idr
 from agent.journal import Journal, SessionRow
 from agent.killpoints import killpoint
 from agent.payments.receipt import render_receipt
+from agent.payments.store import OPEN_PAYMENTS, OPEN_STEPS, PaymentStore
 from hal import ecr_proto as ecr
 from hal.edc import EdcEvent, EdcLink, EdcReply
 
 log = logging.getLogger(__name__)
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS payments (
-        pay_id INTEGER PRIMARY KEY AUTOINCREMENT,
-        pump INTEGER NOT NULL,
-        method TEXT NOT NULL,
-        mode TEXT NOT NULL,
-        tx_id TEXT,
-        state TEXT NOT NULL,
-        target_idr INTEGER,
-        dispensed_ml INTEGER NOT NULL DEFAULT 0,
-        preset_ml INTEGER NOT NULL DEFAULT 0,
-        scan_text TEXT NOT NULL DEFAULT '',
-        record TEXT,
-        final_method TEXT,
-        status TEXT,
-        created_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS payments_open ON payments(state) WHERE state != 'done'",
-    "CREATE INDEX IF NOT EXISTS payments_tx ON payments(tx_id)",
-    """CREATE TABLE IF NOT EXISTS payment_steps (
-        step_id INTEGER PRIMARY KEY AUTOINCREMENT,
-        pay_id INTEGER NOT NULL REFERENCES payments(pay_id),
-        kind TEXT NOT NULL,
-        ecr_ref TEXT UNIQUE NOT NULL,
-        amount_idr INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        response_code TEXT NOT NULL DEFAULT '',
-        approval_code TEXT,
-        rrn TEXT,
-        invoice TEXT NOT NULL DEFAULT '',
-        at TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS steps_open ON payment_steps(state) WHERE state != 'answered'",
-)
 
 # payment states
 CHARGING = "charging"  # prepay: the sale is out, the pump waits for it
@@ -78,10 +44,6 @@ SETTLING = "settling"  # delivery known: charge it (postpay) or give back the re
 ORPHAN = "orphan"  # no delivery will come: any approved charge goes back
 DONE = "done"
 
-# Literal conditions, exactly as in the partial indexes' WHERE, so SQLite reads only the
-# open rows whatever the history (start-up and every loop pass stay flat).
-OPEN_PAYMENTS = "state != 'done'"
-OPEN_STEPS = "state != 'answered'"
 
 # step states
 SENT = "sent"
@@ -173,9 +135,7 @@ class PaymentDesk:
         self._dirty = True
         self._next_try = 0.0
         self._held: dict[int, float] = {}  # pay_id -> monotonic time before which it waits
-        with journal.atomic() as db:
-            for statement in SCHEMA:
-                db.execute(statement)
+        self.store = PaymentStore(journal)
 
     # --- what the station asks ---------------------------------------------------------
 
@@ -196,9 +156,7 @@ class PaymentDesk:
         return CASH
 
     def busy(self, pump: int) -> bool:
-        row = self.journal._db.execute(
-            f"SELECT 1 FROM payments WHERE {OPEN_PAYMENTS} AND state='charging' AND pump=?", (pump,)).fetchone()
-        return row is not None
+        return self.store.charging_on(pump)
 
     def start_prepay(self, pump: int, scan_text: str, choice: PaymentChoice, charge: int, preset_ml: int) -> None:
         with self.journal.atomic() as db:
@@ -226,9 +184,7 @@ class PaymentDesk:
         """The session is closing. Cash: fill in the record's payment and return None (the
         record goes out now). Card/QRIS: return the journal hook that keeps the record with
         the payment until it settles."""
-        row = self.journal._db.execute(
-            "SELECT pay_id, method, mode FROM payments WHERE tx_id=? AND state=?",
-            (session.tx_id, DELIVERING)).fetchone()
+        row = self.store.delivering_for(session.tx_id)
         if row is None:
             record["payment"] = cash_payment(amount)
             return None
@@ -272,19 +228,15 @@ class PaymentDesk:
             return
         self._dirty = False
         self._next_try = now + RETRY_S
-        db = self.journal._db
-        unknown = db.execute(f"SELECT MIN(step_id) FROM payment_steps WHERE {OPEN_STEPS} AND state='unknown'"
-                             " HAVING COUNT(*)").fetchone()
+        unknown = self.store.first_open_step(UNKNOWN)
         if unknown is not None:
-            self._send_inquiry(int(unknown[0]))
+            self._send_inquiry(unknown)
             return
-        pending = db.execute(f"SELECT MIN(step_id) FROM payment_steps WHERE {OPEN_STEPS} AND state='sent'"
-                             " HAVING COUNT(*)").fetchone()
+        pending = self.store.first_open_step(SENT)
         if pending is not None:  # journaled, never handed over (written just now, or before a crash)
-            self._send(int(pending[0]))
+            self._send(pending)
             return
-        for pay_id, in db.execute(f"SELECT pay_id FROM payments WHERE {OPEN_PAYMENTS}"
-                                  " AND state IN ('settling', 'orphan')").fetchall():
+        for pay_id in self.store.open_payments(SETTLING, ORPHAN):
             if self._held.get(int(pay_id), 0.0) > now:
                 continue  # its last void/refund was refused: try again later, others go on
             if self._advance(int(pay_id)):
@@ -294,10 +246,7 @@ class PaymentDesk:
         """The terminal is gone while a customer waits on it: a prepaying customer whose
         answer is unknown, or a postpaying one not charged yet, is offered cash now; what the
         terminal did is asked and given back when it returns."""
-        rows = self.journal._db.execute(
-            f"SELECT pay_id, state, mode FROM payments WHERE {OPEN_PAYMENTS}"
-            " AND state IN ('charging', 'settling')").fetchall()
-        for pay_id, state, mode in rows:
+        for pay_id, state, mode in self.store.waiting_customers():
             steps = self._steps(int(pay_id))
             if state == CHARGING and any(s["state"] == UNKNOWN for s in steps):
                 self._abandon_prepay(self._payment(int(pay_id)), "edc_unavailable")
@@ -392,8 +341,7 @@ class PaymentDesk:
     def _stray(self, answer: ecr.Message | None) -> None:
         if answer is None:
             return
-        row = self.journal._db.execute("SELECT step_id, state FROM payment_steps WHERE ecr_ref=?",
-                                       (answer.ecr_ref,)).fetchone()
+        row = self.store.step_by_ref(answer.ecr_ref)
         if row is not None and row[1] in (UNKNOWN, SENT) and int(row[0]) != self._in_flight:
             log.warning("late answer for %s applied", answer.ecr_ref)
             self._answered(int(row[0]), answer)
@@ -574,19 +522,13 @@ class PaymentDesk:
                    (ANSWERED, answer.response, answer.approval or None, answer.rrn or None, step_id))
 
     def _payment(self, pay_id: int) -> dict[str, Any]:
-        cur = self.journal._db.execute("SELECT * FROM payments WHERE pay_id=?", (pay_id,))
-        names = [d[0] for d in cur.description]
-        return dict(zip(names, cur.fetchone(), strict=True))
+        return self.store.payment(pay_id)
 
     def _steps(self, pay_id: int) -> list[dict[str, Any]]:
-        cur = self.journal._db.execute("SELECT * FROM payment_steps WHERE pay_id=? ORDER BY step_id", (pay_id,))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return self.store.steps(pay_id)
 
     def _step(self, step_id: int) -> dict[str, Any]:
-        cur = self.journal._db.execute("SELECT * FROM payment_steps WHERE step_id=?", (step_id,))
-        names = [d[0] for d in cur.description]
-        return dict(zip(names, cur.fetchone(), strict=True))
+        return self.store.step(step_id)
 
 
 def net_charged(steps: list[dict[str, Any]]) -> int:

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import topics
 from agent.cli.demo import STATION_ID, DemoStation
 from agent.station import Station
-from agent.tokens import encode_token
 from agent.trust.commands import (
     CommandGate,
     CommandRejected,
@@ -74,7 +73,7 @@ def test_signed_commands_against_the_real_broker(fresh_broker: MosquittoBroker, 
 
         # A locked pump refuses scans with its own attendant line; the other pump still sells.
         vehicle = next(v for v in demo.registry if v.status == "active")
-        demo.scanners[1].scan(encode_token(vehicle.vehicle_id))
+        demo.scanners[1].scan(f"SPBU1:{vehicle.vehicle_id}")
         assert wait_until(lambda: any(e["reason"] == "pump_locked" for e in watcher.events("decision")), 5)
         assert any("pump 1  pump locked by remote command" in line for line in demo.lines)
 

@@ -175,25 +175,26 @@ def test_boot_and_loop_queries_read_only_open_payments(tmp_path: Path) -> None:
 
     from agent.journal import Journal
     from agent.payments import desk as p
+    from agent.payments import store
 
     journal = Journal(tmp_path / "journal.sqlite")
     p.PaymentDesk(journal, None, "WIB", lambda *a: None, lambda e: None, lambda *a: True, lambda *a: None)
     db = sqlite3.connect(tmp_path / "journal.sqlite")
     desk_sql = [
-        f"UPDATE payment_steps SET state='unknown' WHERE {p.OPEN_STEPS} AND state='sent'",
-        f"UPDATE payments SET state='orphan', target_idr=0 WHERE {p.OPEN_PAYMENTS} AND state='charging'",
-        f"SELECT MIN(step_id) FROM payment_steps WHERE {p.OPEN_STEPS} AND state='unknown' HAVING COUNT(*)",
-        f"SELECT pay_id FROM payments WHERE {p.OPEN_PAYMENTS} AND state IN ('settling', 'orphan')",
-        f"SELECT 1 FROM payments WHERE {p.OPEN_PAYMENTS} AND state='charging' AND pump=1",
+        f"UPDATE payment_steps SET state='unknown' WHERE {store.OPEN_STEPS} AND state='sent'",
+        f"UPDATE payments SET state='orphan', target_idr=0 WHERE {store.OPEN_PAYMENTS} AND state='charging'",
+        f"SELECT MIN(step_id) FROM payment_steps WHERE {store.OPEN_STEPS} AND state='unknown' HAVING COUNT(*)",
+        f"SELECT pay_id FROM payments WHERE {store.OPEN_PAYMENTS} AND state IN ('settling', 'orphan')",
+        f"SELECT 1 FROM payments WHERE {store.OPEN_PAYMENTS} AND state='charging' AND pump=1",
         f"SELECT DISTINCT p.pay_id FROM payments p JOIN payment_steps s ON s.pay_id = p.pay_id"
-        f" WHERE p.{p.OPEN_PAYMENTS} AND p.state='charging' AND s.{p.OPEN_STEPS} AND s.state='unknown'",
+        f" WHERE p.{store.OPEN_PAYMENTS} AND p.state='charging' AND s.{store.OPEN_STEPS} AND s.state='unknown'",
     ]
-    source = Path(p.__file__).read_text()
+    source = Path(p.__file__).read_text() + Path(store.__file__).read_text()
     for sql in desk_sql:
         plan = " ".join(str(row[3]) for row in db.execute("EXPLAIN QUERY PLAN " + sql))
         assert "SCAN" not in plan, (sql, plan)
     for fragment in ("{OPEN_STEPS} AND state='sent'", "{OPEN_PAYMENTS} AND state='charging'",
-                     "{OPEN_STEPS} AND state='unknown'", "state IN ('settling', 'orphan')"):
-        assert fragment in source  # the desk really runs these shapes
+                     "{OPEN_STEPS} AND state=?", "state IN ({marks})"):
+        assert fragment in source  # the desk and its store really run these shapes
     db.close()
     journal.close()
