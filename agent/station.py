@@ -383,24 +383,9 @@ class Station:
         ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
         vehicle_id = ident.vehicle_id
         payment = payment or CASH
-        if (pump.session is not None or pump.state in ps.WITH_SESSION
-                or (prepaid is None and self.payments.busy(pump_no))):
-            return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
-        if not self.board_connected or pump.state == ps.INOPERATIVE:
-            return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
-        if self.board.totals_required and pump.device_total is None:
-            # Without the pump's totaliser journaled first, a crash mid-fill could lose litres.
-            self.board.query(pump.config.channel)
-            return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
-        if pump.state == ps.CLOSED:
-            return self._refuse(pump, Decision(False, "pump_closed", vehicle_id=vehicle_id))
-        if pump_no in self.locked:
-            return self._refuse(pump, Decision(False, "pump_locked", vehicle_id=vehicle_id))
-        if vehicle_id is not None:
-            for other in self.pumps.values():
-                if other.session is not None and other.session.vehicle_id == vehicle_id:
-                    vehicle = self.docs.allowlist.lookup(vehicle_id) if self.docs.allowlist else None
-                    return self._refuse(pump, Decision(False, VEHICLE_BUSY, vehicle, vehicle_id))
+        busy = self._pump_refusal(pump, vehicle_id, prepaid)
+        if busy is not None:
+            return self._refuse(pump, busy)
         if ident.reason:  # forged, unknown key, altered plate, or not a vehicle QR at all
             return self._refuse(pump, Decision(False, ident.reason), ident.detail, plate=ident.plate)
         clock = self._read_clock()
@@ -425,10 +410,39 @@ class Station:
                 self.payments.start_prepay(pump_no, text, payment, charge, ml)
                 return decision
         plate = ident.plate or (decision.vehicle.plate if decision.vehicle else "UNREGISTERED")
+        self._authorise(pump, decision, plate, day, used, requested_ml, payment, prepaid)
+        return decision
+
+    def _pump_refusal(self, pump: ps.PumpRuntime, vehicle_id: int | None, prepaid: int | None) -> Decision | None:
+        """Why this pump cannot take a scan now, whoever the customer is (None: it can)."""
+        if (pump.session is not None or pump.state in ps.WITH_SESSION
+                or (prepaid is None and self.payments.busy(pump.config.number))):
+            return Decision(False, PUMP_BUSY, vehicle_id=vehicle_id)
+        if not self.board_connected or pump.state == ps.INOPERATIVE:
+            return Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id)
+        if self.board.totals_required and pump.device_total is None:
+            # Without the pump's totaliser journaled first, a crash mid-fill could lose litres.
+            self.board.query(pump.config.channel)
+            return Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id)
+        if pump.state == ps.CLOSED:
+            return Decision(False, "pump_closed", vehicle_id=vehicle_id)
+        if pump.config.number in self.locked:
+            return Decision(False, "pump_locked", vehicle_id=vehicle_id)
+        if vehicle_id is not None:
+            for other in self.pumps.values():
+                if other.session is not None and other.session.vehicle_id == vehicle_id:
+                    vehicle = self.docs.allowlist.lookup(vehicle_id) if self.docs.allowlist else None
+                    return Decision(False, VEHICLE_BUSY, vehicle, vehicle_id)
+        return None
+
+    def _authorise(self, pump: ps.PumpRuntime, decision: Decision, plate: str, day: str, used: int,
+                   requested_ml: int | None, payment: PaymentChoice, prepaid: int | None) -> None:
+        """Journal first (fsync), relay second: a crash between the two leaves a session
+        that recovery closes, never fuel that no record knows of."""
+        assert self.docs.policy is not None and decision.vehicle_id is not None
+        pump_no, product = pump.config.number, pump.config.product
         preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
-        # Journal first (fsync), relay second: a crash between the two leaves a session
-        # that recovery closes, never fuel that no record knows of.
         session = self.journal.open_session(
             self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
             decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
@@ -451,7 +465,6 @@ class Station:
         self._emit({"type": "decision", "pump": pump_no, "ok": True, "reason": "", "code": code,
                     "tx_id": session.tx_id, "plate": mask_plate(plate), "product": product,
                     "preset_ml": preset_ml, "remaining_ml": decision.remaining_ml})
-        return decision
 
     def _open_prepaid(self, pump_no: int, text: str, preset_ml: int, pay_id: int) -> bool:
         """An approved prepayment: authorise the pump for what it bought (the quota is
@@ -483,14 +496,8 @@ class Station:
 
     def _board_event(self, event: BoardEvent) -> None:
         if isinstance(event, BoardLink):
-            self.board_connected = event.connected
-            for each in self.pumps.values():
-                if event.connected and each.state == ps.INOPERATIVE:
-                    self._set_state(each, ps.after_session(each.nozzle_up))
-                elif not event.connected and each.state in (ps.IDLE, ps.CALLING):
-                    self._set_state(each, ps.INOPERATIVE)
-            return
-        if isinstance(event, BoardHello):
+            self._board_link(event.connected)
+        elif isinstance(event, BoardHello):
             # The board (re)booted with every relay open. A HELLO can also be read late
             # (it waited in the UART buffer), so ask the board which sessions it still
             # knows instead of closing them on sight.
@@ -498,59 +505,75 @@ class Station:
                 if running.session is not None and running.state != ps.RECOVERING:
                     running.verify_after_hello = True
                     running.last_query_mono = 0.0
-            return
-        if isinstance(event, CommandLost):
+        elif isinstance(event, CommandLost):
             lost_on = self._pump_for_channel(event.channel)
             if lost_on is not None and lost_on.state in (ps.AUTHORISED, ps.FUELLING):
                 self._request_stop(lost_on)
-            return
-        pump = self._pump_for_channel(event.channel)
-        if pump is None:
-            return
-        if isinstance(event, NozzleChange):
-            pump.nozzle_up = event.up
-            if event.up and pump.state == ps.AUTHORISED and pump.session is not None:
-                self.journal.mark_fuelling(pump.session.seq)
-                self._set_state(pump, ps.FUELLING)
-                pump.last_flow_mono = time.monotonic()
-                killpoint("fuelling_journaled")
-            elif event.up and pump.state == ps.IDLE:
-                self._set_state(pump, ps.CALLING)
-            elif not event.up and pump.state == ps.CALLING:
-                self._set_state(pump, ps.IDLE)
-        elif isinstance(event, BoardStatus):
-            if event.totaliser >= 0:
-                pump.device_total = event.totaliser
-            if pump.state == ps.RECOVERING and pump.session is not None:
-                self._recovered(pump, event)
-            elif pump.verify_after_hello and pump.session is not None:
-                pump.verify_after_hello = False
-                if event.auth_id != pump.session.seq:
-                    # Counts after the last STATUS died with the board: flagged, not guessed.
-                    self._close(pump.session, self._ml(pump, pump.pulses), "board_reset")
-            elif (pump.session is not None and event.auth_id == pump.session.seq
-                  and event.pulses != pump.pulses):
-                pump.last_flow_mono = time.monotonic()
-                pump.pulses = event.pulses
-                self.show_pump(pump)
-        elif isinstance(event, BoardEnd):
-            # A device whose END carries no totaliser (-1) gets a fresh reading before the
-            # next session may rely on it.
-            pump.device_total = event.totaliser if event.totaliser >= 0 else None
-            if event.reason == "estop":
-                self.on_line(attendant_line(self.config.lang, "estop", pump=pump.config.number))
-                self._emit({"type": "alert", "pump": pump.config.number, "alert": "estop",
-                            "detail": f"{format_litres(self._ml(pump, event.pulses), self.config.lang)} L"})
-            if pump.session is not None and event.auth_id == pump.session.seq:
-                reason = "interrupted_by_restart" if pump.state == ps.RECOVERING else event.reason
-                self._close(pump.session, self._ml(pump, event.pulses), reason)
-            else:
-                log.warning("END for unknown authorisation %d on channel %d (%d pulses)",
-                            event.auth_id, event.channel, event.pulses)
-        elif isinstance(event, BoardFault):
-            self.on_line(f"ALARM pompa {pump.config.number}: aliran tanpa otorisasi (kode {event.code})")
-            self._emit({"type": "alert", "pump": pump.config.number, "alert": "unauthorised_flow",
-                        "code": event.code})
+        else:
+            pump = self._pump_for_channel(event.channel)
+            if pump is None:
+                return
+            if isinstance(event, NozzleChange):
+                self._nozzle(pump, event.up)
+            elif isinstance(event, BoardStatus):
+                self._board_status(pump, event)
+            elif isinstance(event, BoardEnd):
+                self._board_end(pump, event)
+            elif isinstance(event, BoardFault):
+                self.on_line(f"ALARM pompa {pump.config.number}: aliran tanpa otorisasi (kode {event.code})")
+                self._emit({"type": "alert", "pump": pump.config.number, "alert": "unauthorised_flow",
+                            "code": event.code})
+
+    def _board_link(self, connected: bool) -> None:
+        self.board_connected = connected
+        for each in self.pumps.values():
+            if connected and each.state == ps.INOPERATIVE:
+                self._set_state(each, ps.after_session(each.nozzle_up))
+            elif not connected and each.state in (ps.IDLE, ps.CALLING):
+                self._set_state(each, ps.INOPERATIVE)
+
+    def _nozzle(self, pump: ps.PumpRuntime, up: bool) -> None:
+        pump.nozzle_up = up
+        if up and pump.state == ps.AUTHORISED and pump.session is not None:
+            self.journal.mark_fuelling(pump.session.seq)
+            self._set_state(pump, ps.FUELLING)
+            pump.last_flow_mono = time.monotonic()
+            killpoint("fuelling_journaled")
+        elif up and pump.state == ps.IDLE:
+            self._set_state(pump, ps.CALLING)
+        elif not up and pump.state == ps.CALLING:
+            self._set_state(pump, ps.IDLE)
+
+    def _board_status(self, pump: ps.PumpRuntime, event: BoardStatus) -> None:
+        if event.totaliser >= 0:
+            pump.device_total = event.totaliser
+        if pump.state == ps.RECOVERING and pump.session is not None:
+            self._recovered(pump, event)
+        elif pump.verify_after_hello and pump.session is not None:
+            pump.verify_after_hello = False
+            if event.auth_id != pump.session.seq:
+                # Counts after the last STATUS died with the board: flagged, not guessed.
+                self._close(pump.session, self._ml(pump, pump.pulses), "board_reset")
+        elif (pump.session is not None and event.auth_id == pump.session.seq
+              and event.pulses != pump.pulses):
+            pump.last_flow_mono = time.monotonic()
+            pump.pulses = event.pulses
+            self.show_pump(pump)
+
+    def _board_end(self, pump: ps.PumpRuntime, event: BoardEnd) -> None:
+        # A device whose END carries no totaliser (-1) gets a fresh reading before the
+        # next session may rely on it.
+        pump.device_total = event.totaliser if event.totaliser >= 0 else None
+        if event.reason == "estop":
+            self.on_line(attendant_line(self.config.lang, "estop", pump=pump.config.number))
+            self._emit({"type": "alert", "pump": pump.config.number, "alert": "estop",
+                        "detail": f"{format_litres(self._ml(pump, event.pulses), self.config.lang)} L"})
+        if pump.session is not None and event.auth_id == pump.session.seq:
+            reason = "interrupted_by_restart" if pump.state == ps.RECOVERING else event.reason
+            self._close(pump.session, self._ml(pump, event.pulses), reason)
+        else:
+            log.warning("END for unknown authorisation %d on channel %d (%d pulses)",
+                        event.auth_id, event.channel, event.pulses)
 
     @staticmethod
     def _ml(pump: ps.PumpRuntime, pulses: int) -> int:

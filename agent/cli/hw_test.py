@@ -79,21 +79,34 @@ class BoardTester:
         return not failed
 
     def _run(self) -> None:
-        link = self._pump(3.0, lambda e: isinstance(e, BoardLink) and e.connected)
-        if not self.record("serial port", link is not None, f"{self.board._port.port} opened" if link else
-                           "cannot open the port"):
+        if not self._connect():
             return
+        self._authorise_and_meter()
+        self._stop_and_dead_man()
+        hello = [e for e in list(self.events.queue) if isinstance(e, BoardHello)]
+        if hello and not self.dart:
+            self.record("firmware", True, f"version {hello[0].firmware}, {hello[0].channels} channels")
+
+    def _connect(self) -> bool:
+        """Port, answer, E-stop loop: the rest means nothing without them."""
+        link = self._pump(3.0, lambda e: isinstance(e, BoardLink) and e.connected)
+        if not self.record("serial port", link is not None, f"{self.board.port_name} opened" if link else
+                           "cannot open the port"):
+            return False
         self._pump(0.3)  # heartbeats reach the board
         status = self._query()
         if status is None:
             self.record("board answers", False, "no answer to QUERY within 1 s (wiring, baud?)")
-            return
+            return False
         self.record("board answers", True, "STATUS received")
         if not self.dart:
             self.record("E-stop loop closed", not status.estop, "E-stop latched: release it and press the "
                         "board's reset button" if status.estop else "not latched")
         else:
             self._pump(0.5)  # the driver's start-up probe and STOP settle first
+        return True
+
+    def _authorise_and_meter(self) -> None:
         self.board.authorize(self.channel, TEST_AUTH_ID, 1_000_000)
         self._pump(0.3)
         status = self._query()
@@ -112,6 +125,8 @@ class BoardTester:
         else:
             self.record("nozzle switch", None, "needs a person at the pump")
             self.record("metering", None, "needs a person at the pump")
+
+    def _stop_and_dead_man(self) -> None:
         self.board.stop(self.channel)
         end = self._pump(3.0, lambda e: isinstance(e, BoardEnd) and e.auth_id == TEST_AUTH_ID)
         status = self._query()
@@ -123,22 +138,25 @@ class BoardTester:
         self.board.authorize(self.channel, TEST_AUTH_ID + 1, 1_000_000)
         self._pump(0.3)
         start = time.monotonic()
-        self.board._alive_window_s = 0.0  # stop heartbeats, as if the agent had died
+        self.board.hold_heartbeats(True)  # stop heartbeats, as if the agent had died
         end = self._pump(3.0, lambda e: isinstance(e, BoardEnd) and e.auth_id == TEST_AUTH_ID + 1)
-        self.board._alive_window_s = 1.0
+        self.board.hold_heartbeats(False)
         waited = time.monotonic() - start
         if self.dart:
             # A DART pump head stops by itself when its controller stops polling; the end is
             # seen once polling resumes.
-            self.board._alive_window_s = 0.0
+            self.board.hold_heartbeats(True)
             time.sleep(2.5)
-            self.board._alive_window_s = 1.0
+            self.board.hold_heartbeats(False)
             end = self._pump(3.0, lambda e: isinstance(e, BoardEnd))
             self.record("pump stops when polling stops", end is not None,
                         f"fill ended ({end.reason}) while the line was silent" if end else "pump kept running")
             return
         self.record("dead-man drops the relay", end is not None and end.reason == "heartbeat_lost",
                     f"fill ended {waited:.2f} s after the last heartbeat" if end else "relay never dropped")
+        self._estop()
+
+    def _estop(self) -> None:
         if self.ask("Press the E-stop (leave it pressed)"):
             self.board.authorize(self.channel, TEST_AUTH_ID + 2, 1_000_000)
             self._pump(0.5)
@@ -149,9 +167,6 @@ class BoardTester:
             self._pump(0.5)
         else:
             self.record("E-stop", None, "needs a person at the board")
-        hello = [e for e in list(self.events.queue) if isinstance(e, BoardHello)]
-        if hello:
-            self.record("firmware", True, f"version {hello[0].firmware}, {hello[0].channels} channels")
 
 
 def prompt_stdin(message: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> bool:
