@@ -1,4 +1,4 @@
-"""What the station does for an admitted command (agent/commands.py checked it first).
+"""What the station does for an admitted command (agent/trust/commands.py checked it first).
 
 Runs on the station's event loop, like every other decision; the result is published on
 `spbu/v1/<station>/cmd_result` and as an event."""

@@ -74,10 +74,10 @@ class StationConfig:
     relay_active_high: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
     edc: EdcConfig | None = None
-    # The station manager's dashboard keys (agent/manager_keys.py): key id -> public key, hex.
+    # The station manager's dashboard keys (agent/trust/manager_keys.py): key id -> public key, hex.
     # They may sign only the manager's commands (lock, unlock, acknowledge, request state).
     manager_keys: dict[str, str] = field(default_factory=dict)
-    trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
+    trust_root: Path | None = None  # root.json (agent/trust/root.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
 
     def pump(self, number: int) -> PumpConfig:

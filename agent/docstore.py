@@ -2,7 +2,7 @@
 
 A new document must verify, parse, and carry a higher version than the one in force;
 otherwise it is rejected with the failed check named, and the current one keeps serving.
-The allow-list is a store synced by agent/allowlist_sync.py into `allowlist/`; the quota
+The allow-list is a store synced by agent/allowlist/sync.py into `allowlist/`; the quota
 policy is a signed document of the `policy` role.
 """
 

@@ -61,7 +61,7 @@ def decide(
     if allowlist is None or policy is None:
         return Decision(False, NO_LIST, vehicle_id=vehicle_id)
     # An expired list: without a freeze policy, refuse; with one, its grace period serves
-    # under the offline caps (agent/freeze.py says why).
+    # under the offline caps (agent/allowlist/freeze.py says why).
     frozen = FRESH if freeze is None and now_utc < allowlist.expires else (
         freeze.state(now_utc, allowlist.expires) if freeze is not None else CLOSED)
     if frozen == CLOSED or now_utc >= policy.expires:

@@ -786,7 +786,7 @@ class Station:
         self.link.publish(topics.state(self.config.station_id), json.dumps(state).encode(),
                           qos=1, retain=True)
 
-    # --- signed allow-list sync (agent/allowlist_sync.py) --------------------------------
+    # --- signed allow-list sync (agent/allowlist/sync.py) --------------------------------
 
     def _allowlist_event(self, event: SyncEvent) -> None:
         if event.kind == "progress":

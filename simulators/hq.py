@@ -92,7 +92,7 @@ class HeadquartersSim:
                  key: Ed25519PrivateKey | None = None, validity_days: int = 14,
                  client_id: str | None = None, collect: bool = True) -> None:
         self.host = host
-        self.collect = collect  # False: simulators/collector.py processes collect instead
+        self.collect = collect  # False: hq/collector.py processes collect instead
         self.port = port
         self.registry = registry
         self.key = key or Ed25519PrivateKey.generate()

@@ -1,6 +1,6 @@
 """The signed allow-list manifest: what version, valid when, and exactly which bytes.
 
-Body (signed under the `allowlist` role, see agent/trust.py):
+Body (signed under the `allowlist` role, see agent/trust/root.py):
 
     {"_type": "allowlist", "version", "created", "expires", "salt": 32 hex chars,
      "count", "chunk_size",

@@ -1,6 +1,6 @@
 """Signed commands from headquarters or the station manager, on `hq/v1/cmd/<station>`.
 
-A command is a signed envelope (agent/signing.py, kind "command") whose body names the
+A command is a signed envelope (agent/trust/signing.py, kind "command") whose body names the
 station, the command, a random nonce, when it was issued and when it expires:
 
     {"command": "lock_pump", "station": "34.401.01", "nonce": "<32 hex>",

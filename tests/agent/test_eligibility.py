@@ -1,5 +1,5 @@
 """Eligibility and preset decisions (agent/eligibility.py), the quota day, QR tokens
-(agent/tokens.py) and the attendant's wording (agent/messages.py). Pure logic, explicit times."""
+(agent/qr/tokens.py) and the attendant's wording (agent/messages.py). Pure logic, explicit times."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signed envelopes (agent/signing.py), document bodies (agent/documents.py) and the store
+"""Signed envelopes (agent/trust/signing.py), document bodies (agent/trust/documents.py) and the store
 that keeps the documents in force (agent/docstore.py). Real Ed25519 keys throughout."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ At the end every journaled transaction must be at headquarters exactly once.
 With --payments an EDC terminal simulator joins: scans are paid by card, prepay and
 postpay in turn, and the named kills land around payment steps (PAYMENT_POINTS). After
 each kill, once the restarted agent has settled every payment, the terminal's own ledger
-must show no charge without its fuel delivered or given back (agent/payment_audit.py),
+must show no charge without its fuel delivered or given back (agent/payments/audit.py),
 and no payment charged twice.
 """
 

@@ -1,5 +1,5 @@
 """TLS, client certificates and ACLs on real mosquitto, configured from deploy/mosquitto/*.in
-with certificates from agent/pki.py.
+with certificates from hq/pki.py.
 
 MQTT 5 clients, so a refused publish comes back as PUBACK reason code 135 (not authorised)
 instead of mosquitto's silent drop for MQTT 3.1.1; non-delivery is also proven with a
