@@ -20,6 +20,8 @@ KINDS = ("uart", "dart", "gpio")
 def open_pump_controller(kind: str, port: str, on_event: Callable[[BoardEvent], None], *, baudrate: int,
                          channels: int, gpio_pins: tuple[int, int, int, int | None] | None = None,
                          active_high: bool = True) -> PumpController:
+    if kind not in KINDS:
+        raise ValueError(f"unknown pump controller kind {kind!r} (one of {', '.join(KINDS)})")
     if kind == "gpio" and gpio_pins is not None:
         from hal.gpio_relay import GpioRelayBoard  # gpiozero: the [pi] extra
 

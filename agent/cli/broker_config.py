@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent.config import STATION_ID
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
 
 

@@ -16,7 +16,7 @@ class DashboardMissing(RuntimeError):
 
 def dashboard_dir() -> Path:
     candidates = [Path(os.environ["SPBU_DASHBOARD_DIR"])] if os.environ.get("SPBU_DASHBOARD_DIR") else []
-    candidates += [Path(__file__).resolve().parent.parent / "dashboard" / "www", INSTALLED]
+    candidates += [Path(__file__).resolve().parents[2] / "dashboard" / "www", INSTALLED]
     for candidate in candidates:
         if (candidate / "index.html").is_file() and (candidate / BUNDLE).is_file():
             return candidate

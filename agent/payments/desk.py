@@ -499,21 +499,11 @@ class PaymentDesk:
 
     def _insert_payment(self, db: sqlite3.Connection, pump: int, choice: PaymentChoice, state: str,
                         tx_id: str | None, preset_ml: int, scan_text: str) -> int:
-        cur = db.execute("INSERT INTO payments (pump, method, mode, tx_id, state, preset_ml, scan_text, created_at)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (pump, choice.method, choice.mode, tx_id, state, preset_ml, scan_text, time.time()))
-        return int(cur.lastrowid or 0)
+        return self.store.insert_payment(db, pump, choice.method, choice.mode, state, tx_id, preset_ml, scan_text)
 
     def _insert_step(self, db: sqlite3.Connection, pay_id: int, kind: str, amount: int, invoice: str = "") -> int:
-        cur = db.execute("INSERT INTO payment_steps (pay_id, kind, ecr_ref, amount_idr, state, invoice, at)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (pay_id, kind, "pending", amount, SENT, invoice, _iso_now()))
-        step_id = int(cur.lastrowid or 0)
-        # the cash register's reference: unique per request, 12 characters
-        db.execute("UPDATE payment_steps SET ecr_ref=? WHERE step_id=?",
-                   (f"{pay_id % 10**8:08d}{kind[0].upper()}{step_id % 1000:03d}", step_id))
         self._dirty = True
-        return step_id
+        return self.store.insert_step(db, pay_id, kind, amount, invoice)
 
     def _insert_answered(self, db: sqlite3.Connection, pay_id: int, kind: str, amount: int,
                          answer: ecr.Message) -> None:

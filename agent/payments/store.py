@@ -6,6 +6,9 @@ transactions, and reads through this store."""
 
 from __future__ import annotations
 
+import datetime as dt
+import sqlite3
+import time
 from typing import Any
 
 from agent.journal import Journal
@@ -56,6 +59,30 @@ class PaymentStore:
         with journal.atomic() as db:
             for statement in SCHEMA:
                 db.execute(statement)
+
+    # --- writes, inside the caller's Journal.atomic() transaction -----------------------
+
+    @staticmethod
+    def insert_payment(db: sqlite3.Connection, pump: int, method: str, mode: str, state: str, tx_id: str | None,
+                       preset_ml: int, scan_text: str) -> int:
+        cur = db.execute("INSERT INTO payments (pump, method, mode, tx_id, state, preset_ml, scan_text, created_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (pump, method, mode, tx_id, state, preset_ml, scan_text, time.time()))
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def insert_step(db: sqlite3.Connection, pay_id: int, kind: str, amount: int, invoice: str = "") -> int:
+        """A request about to go to the terminal, journaled as `sent` before it is."""
+        cur = db.execute("INSERT INTO payment_steps (pay_id, kind, ecr_ref, amount_idr, state, invoice, at)"
+                         " VALUES (?, ?, ?, ?, 'sent', ?, ?)",
+                         (pay_id, kind, "pending", amount, invoice, dt.datetime.now(dt.UTC).isoformat()))
+        step_id = int(cur.lastrowid or 0)
+        # the cash register's reference: unique per request, 12 characters
+        db.execute("UPDATE payment_steps SET ecr_ref=? WHERE step_id=?",
+                   (f"{pay_id % 10**8:08d}{kind[0].upper()}{step_id % 1000:03d}", step_id))
+        return step_id
+
+    # --- reads ------------------------------------------------------------------------
 
     def charging_on(self, pump: int) -> bool:
         """A prepayment on this pump is at the terminal."""
