@@ -40,7 +40,9 @@ class MqttLink:
         on_event: Callable[[LinkState | Incoming], None],
         keepalive_s: int = 15,
         max_inflight: int = 0,
+        subscribe: tuple[str, ...] = (),
     ) -> None:
+        self._extra = subscribe  # station-local topics (the attendants' requests)
         self.station = station
         self.host = host
         self.port = port
@@ -88,8 +90,11 @@ class MqttLink:
             return
         self.connected = True
         client.subscribe([(topics.ALLOWLIST, 1), (topics.POLICY, 1), (topics.ack(self.station), 1),
-                          (topics.command(self.station), 1)])
+                          (topics.command(self.station), 1), (topics.usage(self.station), 1),
+                          (topics.USAGE_TICK, 0)])
         client.subscribe(BIRTH_TOPIC, 1)  # re-announce discovery when Home Assistant restarts
+        for topic in self._extra:
+            client.subscribe(topic, 1)
         self._on_event(LinkState(True))
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

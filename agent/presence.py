@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from agent import __version__
 from agent.clock import ClockGuard
 from agent.config import StationConfig
+from agent.disk_guard import DiskGuard
 from agent.docstore import DocumentStore
 from agent.journal import Journal
 from agent.mqtt_link import MqttLink
@@ -32,13 +33,17 @@ class StationView(Protocol):
     journal: Journal
     outbox: OutboxSender
     link: MqttLink
+    disk: DiskGuard
+
 
 LOCKED = "locked"
 
 
 def pump_states(station: StationView) -> dict[str, str]:
     """Pump states as shown to headquarters and the dashboard: a locked pump shows `locked`."""
-    return {str(n): LOCKED if n in station.locked else p.state for n, p in station.pumps.items()}
+    return {str(n): LOCKED if n in station.locked
+            else "out_of_service" if p.out_of_service and p.session is None else p.state
+            for n, p in station.pumps.items()}
 
 
 def heartbeat(station: StationView, now: dt.datetime) -> dict[str, Any]:
@@ -61,4 +66,5 @@ def heartbeat(station: StationView, now: dt.datetime) -> dict[str, Any]:
         "pumps": pump_states(station),
         "locked_pumps": sorted(station.locked),
         "hq_link": station.link.connected,
+        "disk": station.disk.state.as_dict(),
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent import grades
 from agent.config import PumpConfig
 from agent.journal import SessionRow
 
@@ -75,3 +76,8 @@ class PumpRuntime:
     last_query_mono: float = 0.0
     verify_after_hello: bool = False  # the board rebooted: does it still know this session?
     device_total: int | None = None  # the device's own totaliser, last reported (its units)
+    out_of_service: bool = False  # its line is up but the pump does not answer
+    lifted: int = 0  # the logical nozzle out of its holster (multi-grade pumps)
+    pending: grades.PendingLift | None = None  # scanned before the lift: eligible grades
+    nozzle_totals: tuple[int, ...] = ()  # the pump's totals per logical nozzle, last reported
+    cap_ml: int | None = None  # usage elsewhere arrived mid-fill: stop here (below the preset)

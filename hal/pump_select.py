@@ -18,7 +18,8 @@ KINDS = ("uart", "dart", "gpio")
 
 
 def open_pump_controller(kind: str, port: str, on_event: Callable[[BoardEvent], None], *, baudrate: int,
-                         channels: int, gpio_pins: tuple[int, int, int, int | None] | None = None,
+                         channels: int, nozzles: tuple[int, ...] = (),
+                         gpio_pins: tuple[int, int, int, int | None] | None = None,
                          active_high: bool = True) -> PumpController:
     if kind not in KINDS:
         raise ValueError(f"unknown pump controller kind {kind!r} (one of {', '.join(KINDS)})")
@@ -30,5 +31,5 @@ def open_pump_controller(kind: str, port: str, on_event: Callable[[BoardEvent], 
     if kind == "dart":
         from hal.dart_pump import DartPumps
 
-        return DartPumps(port, on_event, channels=channels, baudrate=baudrate)
+        return DartPumps(port, on_event, channels=channels, baudrate=baudrate, nozzles=nozzles)
     return RelayBoard(port, on_event, baudrate)

@@ -28,6 +28,7 @@ class BoardStatus:
     auth_id: int
     pulses: int
     totaliser: int
+    nozzle_totals: tuple[int, ...] = ()  # a multi-grade pump's totals per logical nozzle
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,15 @@ class BoardEnd:
 class NozzleChange:
     channel: int
     up: bool
+    nozzle: int = 0  # the logical nozzle (grade) of a multi-grade pump; 0: not told
+
+
+@dataclass(frozen=True)
+class PumpOnline:
+    """One pump on a shared line stopped answering (out of service) or came back."""
+
+    channel: int
+    online: bool
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,8 @@ class CommandLost:
     auth_id: int
 
 
-BoardEvent = BoardStatus | BoardEnd | NozzleChange | BoardFault | BoardHello | BoardLink | CommandLost
+BoardEvent = (BoardStatus | BoardEnd | NozzleChange | BoardFault | BoardHello | BoardLink | CommandLost
+              | PumpOnline)
 
 
 def _now_ms() -> int:

@@ -90,8 +90,12 @@ def synthetic_registry(count: int, seed: int = 7) -> list[RegistryEntry]:
 class HeadquartersSim:
     def __init__(self, host: str, port: int, registry: list[RegistryEntry],
                  key: Ed25519PrivateKey | None = None, validity_days: int = 14,
-                 client_id: str | None = None, collect: bool = True) -> None:
+                 client_id: str | None = None, collect: bool = True,
+                 usage_feed: dict[str, float] | None = None) -> None:
+        """usage_feed: the national quota's signed settings ({"stale_after_s", "offline_share"})
+        put in the policy; None leaves each station counting only its own sales."""
         self.host = host
+        self.usage_feed = usage_feed
         self.collect = collect  # False: hq/collector.py processes collect instead
         self.port = port
         self.registry = registry
@@ -173,7 +177,7 @@ class HeadquartersSim:
         simulator's convenience; real deployments use `spbu allowlist keygen`."""
         public = self.key.public_key()
         far = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3650)
-        body = trust.root_body(1, far, {role: [public] for role in trust.ROLES}, {})
+        body = trust.root_body(1, far, {role: [public] for role in trust.ALL_ROLES}, {})
         return trust.sign(body, [self.key])
 
     def release_allowlist(self) -> int:
@@ -197,9 +201,12 @@ class HeadquartersSim:
 
     def signed_policy_tuf(self, version: int) -> bytes:
         created, expires = self._times()
-        body = {"_type": POLICY_KIND, "version": version, "created": created, "expires": expires,
-                "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
-                "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
+        body: dict[str, Any] = {
+            "_type": POLICY_KIND, "version": version, "created": created, "expires": expires,
+            "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
+            "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
+        if self.usage_feed is not None:
+            body["usage_feed"] = self.usage_feed
         return trust.sign(body, [self.key])
 
     def install_into(self, data_dir: Path) -> None:

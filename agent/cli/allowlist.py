@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.cli.errors import CliError
-from agent.trust.root import ROLES
+from agent.trust.root import ALL_ROLES
 
 
 def _fail(message: str) -> Exception:
@@ -38,7 +38,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         raise _fail("--root-threshold must be between 1 and --root-keys")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    names = [f"root-{i + 1}" for i in range(args.root_keys)] + [r for r in ROLES if r != "root"]
+    names = [f"root-{i + 1}" for i in range(args.root_keys)] + [r for r in ALL_ROLES if r != "root"]
     if not args.force and any((out / f"{n}.key").exists() for n in names):
         raise _fail(f"keys exist in {out}; use --force to replace them")
     keys = {n: Ed25519PrivateKey.generate() for n in names}
@@ -47,7 +47,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         (out / f"{name}.pub").write_text(public_key_hex(key.public_key()) + "\n")
     root_keys = [keys[n] for n in names if n.startswith("root-")]
     role_keys = {"root": [k.public_key() for k in root_keys],
-                 **{r: [keys[r].public_key()] for r in ROLES if r != "root"}}
+                 **{r: [keys[r].public_key()] for r in ALL_ROLES if r != "root"}}
     expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=args.expires_days)
     body = trust.root_body(1, expires, role_keys, {"root": args.root_threshold})
     (out / "root.json").write_bytes(trust.sign(body, root_keys[:args.root_threshold]))

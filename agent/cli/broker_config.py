@@ -46,6 +46,10 @@ class StationBroker:
     ws_interface: str = "eth0"
     dashboard_user: str = "dashboard"
     http_dir: Path = Path("/opt/spbu/dashboard")  # the dashboard page (deploy/install.sh puts it there)
+    # The attendants' phones over TLS WebSockets: on when the station's server certificate is given.
+    attendant_certfile: Path | None = None
+    attendant_keyfile: Path | None = None
+    attendant_port: int = 9443
 
 
 def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLATES) -> Path:
@@ -63,8 +67,34 @@ def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLA
     for name in ("station-agent.acl", "station-dashboard.acl"):
         (etc / name).write_text(render(templates / f"{name}.in", values))
     conf = etc / "spbu.conf"
-    conf.write_text(render(templates / "station.conf.in", values))
+    text = render(templates / "station.conf.in", values)
+    if cfg.attendant_certfile is not None and cfg.attendant_keyfile is not None:
+        text = _with_attendant_listener(text, cfg, etc, values, templates)
+    conf.write_text(text)
     return conf
+
+
+def _with_attendant_listener(text: str, cfg: StationBroker, etc: Path, values: dict[str, str],
+                             templates: Path) -> str:
+    """The attendants' TLS WebSockets listener, placed before the bridge section (a listener
+    after `connection` would be read as part of the bridge's settings)."""
+    from agent.attendant.acl import render_acl
+    from agent.attendant.devices import load_devices
+
+    assert cfg.attendant_certfile is not None and cfg.attendant_keyfile is not None
+    block = render(templates / "station-attendant.conf.in", {
+        **values, "ATT_PORT": str(cfg.attendant_port),
+        "ATT_CERTFILE": str(cfg.attendant_certfile.resolve()), "ATT_KEYFILE": str(cfg.attendant_keyfile.resolve())})
+    (etc / "station-attendant.acl").write_text(render_acl(cfg.station, load_devices(etc)))
+    passwd = etc / "attendant.passwd"
+    if not passwd.exists():
+        passwd.touch(mode=0o600)  # devices are added with `spbu attendant device`
+    at = text.find("\nconnection hq\n")
+    if at < 0:
+        return text + block
+    start = text.rfind("\n\n", 0, at)  # the bridge's comment block starts after a blank line
+    start = at if start < 0 else start
+    return text[:start] + "\n" + block + text[start:]
 
 
 def write_hq_broker(etc: Path, port: int, cafile: Path, certfile: Path, keyfile: Path, bind: str = "0.0.0.0",

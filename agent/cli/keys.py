@@ -46,7 +46,10 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
     from agent.cli.broker_config import BrokerConfigError, StationBroker, write_password_file, write_station_broker
 
     cfg = StationBroker(args.station, args.hq_host, args.hq_port, args.ca, args.cert, args.key,
-                        ws_interface=args.ws_interface, ws_port=args.ws_port)
+                        ws_interface=args.ws_interface, ws_port=args.ws_port,
+                        attendant_certfile=args.attendant_cert, attendant_keyfile=args.attendant_key)
+    if (args.attendant_cert is None) != (args.attendant_key is None):
+        raise CliError("give both --attendant-cert and --attendant-key, or neither")
     try:
         for path in (args.ca, args.cert, args.key):
             if not path.is_file():
@@ -152,5 +155,8 @@ def add_key_commands(keys_sub: argparse._SubParsersAction[argparse.ArgumentParse
     bconf.add_argument("--ws-interface", default="eth0", help="network interface for the dashboard's WebSockets")
     bconf.add_argument("--ws-port", type=int, default=9001)
     bconf.add_argument("--dashboard-password-file", type=Path, help="the dashboard's password (default: a new one)")
+    bconf.add_argument("--attendant-cert", type=Path, help="the station's TLS server certificate (spbu keys "
+                       "server-cert): turns on the attendants' TLS WebSockets listener on port 9443")
+    bconf.add_argument("--attendant-key", type=Path, help="its key")
     bconf.add_argument("--out", type=Path, required=True, help="directory for spbu.conf, ACLs and password file")
     bconf.set_defaults(func=cmd_keys_broker_config)

@@ -21,6 +21,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CliError("--pumps must be between 1 and 16")
     if args.customers < 1 or args.customers > 1000:
         raise CliError("--customers must be between 1 and 1000")
+    if not 1 <= args.nozzles <= 2 or (args.nozzles > 1 and args.pump != "dart"):
+        raise CliError("--nozzles must be 1 or 2, and more than 1 needs --pump dart")
+    if args.attendant:
+        from agent.attendant.files import AttendantPageMissing, attendant_dir
+
+        try:
+            attendant_dir()
+        except AttendantPageMissing as exc:
+            raise CliError(str(exc)) from exc
     if args.dashboard:
         from agent.cli.dashboard_files import DashboardMissing, dashboard_dir
 
@@ -38,7 +47,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
                     json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump,
-                    dashboard=args.dashboard)
+                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles)
 
 
 def _cmd_agent_run(args: argparse.Namespace) -> int:
@@ -52,7 +61,7 @@ def _cmd_agent_run(args: argparse.Namespace) -> int:
     station = Station(config)
     station.config_path = args.config  # the reload_config command re-reads it
     serve(station, Notifier(), stop)
-    return 0
+    return station.exit_code or 0  # a release switch or rollback: systemd starts us again
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -214,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
     demo.add_argument("--pump", choices=("relay", "dart"), default="relay",
                       help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
+    demo.add_argument("--nozzles", type=int, default=1,
+                      help="grades per DART dispenser, 1..2 (with --pump dart): the nozzle lifted decides the product")
+    demo.add_argument("--attendant", action="store_true",
+                      help="keep the station running and serve the attendant's page over TLS (prints the "
+                           "address, the device link and the attendant's number and PIN)")
     demo.add_argument("--dashboard", action="store_true",
                       help="keep the station running and serve the manager's dashboard (prints the URL)")
     demo.set_defaults(func=_cmd_demo)
@@ -253,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(keys_sub)
 
+    from agent.cli.attendant import add_attendant_commands
+
+    add_attendant_commands(sub)
     from agent.cli.qr import add_scan_parser, add_token_parser
 
     add_token_parser(sub)

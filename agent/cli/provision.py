@@ -80,6 +80,18 @@ def install_root(paths: list[Path], etc: Path) -> Path:
     return target
 
 
+def readable_by_service(path: Path, etc: Path) -> None:
+    """The agent runs as the service user: the config gets /etc/spbu's group (spbu, set by
+    install.sh), mode 0640, whoever runs provisioning."""
+    os.chmod(path, 0o640)
+    group = etc.stat().st_gid
+    if path.stat().st_gid != group:
+        try:
+            os.chown(path, -1, group)
+        except PermissionError as exc:
+            raise ProvisionError(f"cannot give {path} the group of {etc} ({exc.strerror}): run as root") from exc
+
+
 def make_station_key_and_csr(station: str, keys_dir: Path, certs_dir: Path, force: bool) -> tuple[Path, Path]:
     key_path = keys_dir / "station.key"
     csr_path = certs_dir / "station.csr"
@@ -123,6 +135,7 @@ def provision(station: str, zone: str, etc: Path, data: Path, trust: list[Path],
     (etc / "keys").mkdir(parents=True, exist_ok=True)
     (etc / "certs").mkdir(parents=True, exist_ok=True)
     config_path.write_text(render_config(config))
+    readable_by_service(config_path, etc)
     try:
         load_config(config_path)  # what the service will read must be valid
     except ConfigError as exc:

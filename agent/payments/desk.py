@@ -136,6 +136,7 @@ class PaymentDesk:
         self._next_try = 0.0
         self._held: dict[int, float] = {}  # pay_id -> monotonic time before which it waits
         self.store = PaymentStore(journal)
+        self._scan_texts: dict[int, str] = {}  # pay_id -> the QR a prepayment waits to authorise
 
     # --- what the station asks ---------------------------------------------------------
 
@@ -155,13 +156,23 @@ class PaymentDesk:
             return self._scan_payments[(self._scan_count - 1) % len(self._scan_payments)]
         return CASH
 
+    def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
+        """The card/QRIS payment of a fill (None: paid in cash), `settled` once done."""
+        row = self.store.latest_for_tx(tx_id)
+        if row is None:
+            return None
+        return {**self.payment_object(int(row[0])), "settled": row[1] == DONE}
+
     def busy(self, pump: int) -> bool:
         return self.store.charging_on(pump)
 
     def start_prepay(self, pump: int, scan_text: str, choice: PaymentChoice, charge: int, preset_ml: int) -> None:
         with self.journal.atomic() as db:
-            pay_id = self._insert_payment(db, pump, choice, CHARGING, None, preset_ml, scan_text)
+            # The QR's text stays in memory only (no token at rest): after a crash a prepayment
+            # without its session is refunded, never re-authorised, so it is not needed again.
+            pay_id = self._insert_payment(db, pump, choice, CHARGING, None, preset_ml, "")
             self._insert_step(db, pay_id, "qris_sale" if choice.method == "qris" else "sale", charge)
+        self._scan_texts[pay_id] = scan_text
         self._dirty = True
         killpoint("pay_before_charge")
         self._say("paying", pump, {"amount_idr": charge, "preset_ml": preset_ml})
@@ -390,8 +401,9 @@ class PaymentDesk:
                     self._say("payment_approved", pump, {"amount_idr": int(step["amount_idr"]),
                                                          "detail": answer.approval})
                     try:
-                        opened = self._open_prepaid(pump, pay["scan_text"], int(pay["preset_ml"]),
-                                                    int(pay["pay_id"]))
+                        text = self._scan_texts.pop(int(pay["pay_id"]), "")
+                        opened = bool(text) and self._open_prepaid(pump, text, int(pay["preset_ml"]),
+                                                                   int(pay["pay_id"]))
                     except Exception:  # whatever went wrong, the charge must not be left standing
                         log.exception("authorising prepayment %s failed", pay["pay_id"])
                         opened = False
@@ -465,6 +477,11 @@ class PaymentDesk:
         self._emit({"type": "receipt", "pump": int(pay["pump"]), "tx_id": record["tx_id"],
                     "payment": record["payment"], "amount_idr": record["amount_idr"],
                     "dispensed_ml": record["dispensed_ml"], "text": text})
+
+    def payment_of(self, tx_id: str) -> dict[str, Any] | None:
+        """The payment object of a sale paid by card or QRIS (None: no such payment, cash)."""
+        row = self.store.latest_for_tx(tx_id)
+        return None if row is None else self.payment_object(int(row[0]))
 
     def payment_object(self, pay_id: int) -> dict[str, Any]:
         pay = self._payment(pay_id)

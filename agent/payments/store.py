@@ -95,6 +95,12 @@ class PaymentStore:
                                  (tx_id,))
         return rows[0] if rows else None
 
+    def latest_for_tx(self, tx_id: str) -> tuple[Any, ...] | None:
+        """(pay_id, state) of the newest payment of a fill, or None (paid in cash)."""
+        rows = self.journal.read("SELECT pay_id, state FROM payments WHERE tx_id=? ORDER BY pay_id DESC LIMIT 1",
+                                 (tx_id,))
+        return rows[0] if rows else None
+
     def first_open_step(self, state: str) -> int | None:
         rows = self.journal.read(f"SELECT MIN(step_id) FROM payment_steps WHERE {OPEN_STEPS} AND state=?"
                                  " HAVING COUNT(*)", (state,))

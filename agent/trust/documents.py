@@ -104,6 +104,9 @@ class QuotaPolicy:
     max_fill_ml: int  # preset when the customer asks for a full tank
     offline_after_s: float = 48 * 3600  # allow-list older than this: offline caps apply
     offline_caps_ml: dict[str, int] | None = None  # product -> ml per vehicle per day when offline
+    # National quota (agent/national_usage.py); None: no feed configured, local usage only.
+    usage_stale_after_s: float | None = None
+    usage_offline_share: float | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> QuotaPolicy:
@@ -143,6 +146,7 @@ class QuotaPolicy:
             max_fill_ml=_litres(body.get("max_fill_l", 200), "max_fill_l"),
             offline_after_s=_hours(body.get("offline_after_h", 48), "offline_after_h") * 3600,
             offline_caps_ml=_caps(body.get("offline_caps_l", {})),
+            **_usage_feed(body.get("usage_feed")),
         )
 
     def limit_ml(self, product: str, category: str) -> int:
@@ -159,6 +163,19 @@ def _hours(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 365:
         raise DocumentError(f"{name} must be hours between 0 and 8760")
     return float(value)
+
+
+def _usage_feed(value: object) -> dict[str, float | None]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DocumentError("usage_feed must be an object")
+    stale, share = value.get("stale_after_s"), value.get("offline_share")
+    if isinstance(stale, bool) or not isinstance(stale, int | float) or not 0 < stale <= 86_400:
+        raise DocumentError("usage_feed.stale_after_s must be seconds between 0 and 86400")
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise DocumentError("usage_feed.offline_share must be a fraction between 0 and 1")
+    return {"usage_stale_after_s": float(stale), "usage_offline_share": float(share)}
 
 
 def _caps(value: object) -> dict[str, int]:

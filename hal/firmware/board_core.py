@@ -48,6 +48,7 @@ class BoardCore:
         self.last_heartbeat = -1
         self.last_status = 0
         self.unauthorised_pulses = 0
+        self.boot_id = 0
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -56,6 +57,7 @@ class BoardCore:
         for ch in self.channels:
             ch.relay = False
             ch.state = IDLE
+        self.boot_id = boot_id
         self.link.send(rp.BOARD_HELLO, (FIRMWARE_VERSION, len(self.channels), 0, boot_id), now)
 
     def feed(self, data: bytes, now: int) -> None:
@@ -152,6 +154,8 @@ class BoardCore:
             # The host restarted: nothing it authorised before may keep running.
             for index in range(len(self.channels)):
                 self._stop(index, rp.END_HOST_STOP, now)
+            # ... and hears which firmware runs here (an update's health check needs it).
+            self.link.send(rp.BOARD_HELLO, (FIRMWARE_VERSION, len(self.channels), 0, self.boot_id), now)
         elif mtype == rp.AUTHORIZE:
             self._authorize(values[0], values[1], values[2], now)
         elif mtype == rp.STOP:
