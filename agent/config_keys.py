@@ -28,7 +28,7 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "edc": None,  # checked against EdcConfig where it is parsed
     "update": None,  # checked where it is parsed (agent/update_config.py)
     "freeze": frozenset({"grace_h", "after_grace"}),
-    "pumps": frozenset({"number", "product", "channel", "scanner", "pulses_per_litre"}),
+    "pumps": frozenset({"number", "product", "channel", "scanner", "pulses_per_litre", "nozzles"}),
     "disk": frozenset({"warn_free_mb", "refuse_free_mb", "reserve_mb"}),
     "retention": frozenset({"days", "mask_plates"}),
 }

@@ -49,12 +49,12 @@ from agent.payments.desk import CASH, PaymentChoice, PaymentDesk, cash_payment, 
 from agent.payments.receipt import render_receipt
 from agent.presence import heartbeat, pump_states
 from agent.qr.identify import identify, legacy_salt_of
-from agent.retention import Retention
+from agent.retention import Retention, at_rest
 from agent.status_socket import StatusServer, snapshot, start_line
 from agent.trust.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.updates.updater import UpdateAgent, UpdateEvent
-from agent.usage_link import UsageLink
+from agent.usage_link import UsageLink, fill_cap
 from hal.edc import EdcLink, EdcReply, EdcTerminal
 from hal.pump_select import open_pump_controller
 from hal.relay_board import (
@@ -423,7 +423,7 @@ class Station:
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
         if kw.get("plate"):  # stdout ends in journald: full plates only on the attendant's page
-            kw["plate"] = mask_plate(kw["plate"])
+            kw["plate"] = at_rest(kw["plate"])  # a one-digit number too
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
     def _set_state(self, pump: ps.PumpRuntime, new: str) -> bool:
@@ -1074,10 +1074,9 @@ class Station:
             return
         if pump.cap_ml is None:
             elsewhere = self.usage.elsewhere(s.vehicle_id, s.product, s.quota_day)
-            allowed = s.limit_ml - s.quota_before_ml - (elsewhere.total_ml if elsewhere else 0)
-            if allowed >= s.preset_ml:
+            pump.cap_ml = fill_cap(s, elsewhere)
+            if pump.cap_ml is None:
                 return
-            pump.cap_ml = max(0, allowed)
             self._say("stopped_elsewhere", s.pump, plate=s.plate, elsewhere_ml=elsewhere.total_ml if elsewhere else 0)
             self._emit({"type": "alert", "pump": s.pump, "alert": "quota_used_elsewhere", "tx_id": s.tx_id,
                         "detail": f"cap {pump.cap_ml} ml below preset {s.preset_ml} ml"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +26,21 @@ RESYNC_EVERY_S = 30.0  # a sync request unanswered (no ledger yet, answer lost) 
 Publish = Callable[[str, bytes, int, bool], bool]
 
 
+def fill_cap(session: SessionRow, elsewhere: Elsewhere | None) -> int | None:
+    """Where a fill in progress must stop now that usage elsewhere is known (a copied QR in
+    use at another station, or a first visit to this area): None while its preset still fits."""
+    allowed = session.limit_ml - session.quota_before_ml - (elsewhere.total_ml if elsewhere else 0)
+    return None if allowed >= session.preset_ml else max(0, allowed)
+
+
 class UsageLink:
     def __init__(self, station_id: str, zone: str, trust: TrustStore, publish: Publish,
-                 emit: Callable[[dict[str, Any]], None], policy: Callable[[], QuotaPolicy | None]) -> None:
+                 emit: Callable[[dict[str, Any]], None], policy: Callable[[], QuotaPolicy | None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """clock: the station's monotonic clock (a benchmark compresses time through it)."""
         self.station_id = station_id
         self.zone = zone
-        self.national = NationalUsage(station_id, trust)
+        self.national = NationalUsage(station_id, trust, clock)
         self._publish = publish
         self._emit = emit
         self._policy = policy
@@ -97,9 +107,9 @@ class UsageLink:
                                                        or now - self._asked_at >= RESYNC_EVERY_S):
             self._ask(day, now)
         stale = self.national.stale(stale_after)
-        if stale == self.was_stale:
-            return None
-        self.was_stale = stale
+        previous, self.was_stale = self.was_stale, stale
+        if stale == previous or (previous is None and not stale):
+            return None  # no change (a feed fresh from the start is not news)
         age = self.national.age_s()
         detail = (f"usage feed {'stale' if stale else 'fresh'}: last synced "
                   f"{'never' if age is None else f'{age:.0f} s ago'}, threshold {stale_after:g} s")

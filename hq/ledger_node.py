@@ -329,3 +329,41 @@ class LedgerNode:
             station = topic.rsplit("/", 1)[-1]
             self.stats.per_station_bytes[station] = self.stats.per_station_bytes.get(station, 0) + len(payload)
             self.client.publish(topic, payload, qos=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hq.ledger_node`: one ledger process (run several for the load)."""
+    import argparse
+    import signal
+
+    from agent.trust.signing import load_private_key
+
+    parser = argparse.ArgumentParser(prog="python -m hq.ledger_node", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    parser.add_argument("--key", type=Path, required=True, help="the usage role's signing key (PEM)")
+    parser.add_argument("--name", help="process name (default: random)")
+    parser.add_argument("--group", default=SHARE_GROUP, help="shared subscription group")
+    parser.add_argument("--tick", type=float, default=15.0, help="seconds between signed heartbeats")
+    parser.add_argument("--stats", type=Path, help="write counters as JSON here on exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    node = LedgerNode(args.host, args.port, args.dsn, [load_private_key(args.key)], name=args.name,
+                      group=args.group, tick_s=args.tick)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    node.start()
+    print(f"{node.name} ready", flush=True)
+    while not stop.wait(1.0):
+        pass
+    node.close()
+    if args.stats is not None:
+        stats = {k: v for k, v in vars(node.stats).items() if k != "per_station_bytes"}
+        args.stats.write_text(json.dumps(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -43,6 +43,8 @@ from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
 
 STATION_ID = "34.401.01"
+# The national quota's signed settings in the demo's policy (docs/national-quota.md).
+NATIONAL_FEED = {"stale_after_s": 60, "offline_share": 0.5}
 PRODUCT_CYCLE = ("pertalite", "solar")
 UNREGISTERED_ID = 4242424242424242
 
@@ -364,10 +366,15 @@ class DemoStation:
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
                  dashboard: bool = False, edc: bool = False, attendant: bool = False,
-                 station_id: str = STATION_ID, hq: HeadquartersSim | None = None, nozzles: int = 1) -> None:
-        """hq: headquarters shared with other stations (started and closed by its owner)."""
+                 station_id: str = STATION_ID, hq: HeadquartersSim | None = None, nozzles: int = 1,
+                 ledger_dsn: str | None = None) -> None:
+        """hq: headquarters shared with other stations (started and closed by its owner).
+        ledger_dsn: count the quota nationally, with headquarters' usage ledger on this
+        PostgreSQL (agent/cli/demo_national.py)."""
         self.station_id = station_id
         self._shared_hq = hq
+        self.ledger_dsn = ledger_dsn
+        self.ledger: Any = None
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
         # Multi-grade DART dispensers: nozzle k of every pump carries the k-th grade.
         self.grades: dict[int, tuple[str, ...]] = {
@@ -416,6 +423,8 @@ class DemoStation:
         self._start_nozzles: dict[tuple[int, int], int] = {}
 
     def _line(self, text: str) -> None:
+        if self.station_id != STATION_ID:
+            text = f"[{self.station_id}] {text}"
         self.lines.append(text)
         if not self.quiet:
             print(text, flush=True)
@@ -465,9 +474,14 @@ class DemoStation:
         if self._shared_hq is not None:
             self.hq = self._shared_hq
         else:
-            self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
+            self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
+                                      usage_feed=NATIONAL_FEED if self.ledger_dsn else None)
             self.hq.start()
             self.hq.publish_documents()
+            if self.ledger_dsn is not None:
+                from agent.cli.demo_national import start_ledger
+
+                self.ledger = start_ledger(self.broker, self.ledger_dsn, self.hq)
         self.board.start()
         if self.edc is not None:
             self.edc.start()
@@ -484,7 +498,9 @@ class DemoStation:
         while time.monotonic() < deadline:
             docs = self.station.docs
             edc_ready = self.edc is None or self.station.payments.available
-            if docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready() and edc_ready:
+            synced = self.station.usage.national.synced or not self.station.usage.enabled
+            if (docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready() and edc_ready
+                    and synced):
                 return
             time.sleep(0.05)
         raise TimeoutError("the agent did not receive the signed list and policy in time")
@@ -557,6 +573,8 @@ class DemoStation:
             self._thread.join(timeout=5)
         if self.station is not None:
             self.station.close()
+        if self.ledger is not None:
+            self.ledger.close()
         if self.hq is not None and self._shared_hq is None:
             self.hq.close()
         self.board.close()
@@ -576,8 +594,11 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
              dashboard: bool = False, attendant: bool = False, nozzles: int = 1) -> int:
     started = time.monotonic()
+    from agent.cli.demo_national import private_postgres, second_station
+
+    pg = private_postgres()
     demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard,
-                       edc=True, attendant=attendant, nozzles=nozzles)
+                       edc=True, attendant=attendant, nozzles=nozzles, ledger_dsn=pg.create_database("ledger"))
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -591,8 +612,13 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
                                   grades=demo.grades)
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
         outcomes = demo.serve(script, budget)
+        national = second_station(demo, lang, Customer)
         demo.wait_delivered(max(5.0, timeout_s - (time.monotonic() - started)))
         result = demo.reconcile()
+        result.summary["national"] = national
+        if not national["ok"]:
+            result.ok = False
+            result.differences.append(f"national quota: {national['detail']}")
         unexpected = [o for o in outcomes if not o.as_expected]
         missing = len(script) - len(outcomes)
         if unexpected or missing:
@@ -622,6 +648,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         return 130
     finally:
         demo.close()
+        pg.close()
 
 
 def keep_serving(demo: DemoStation, lang: str) -> None:

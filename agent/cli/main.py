@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -50,28 +51,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles)
 
 
-def _cmd_agent_run(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-    from agent.sdnotify import Notifier
-    from agent.service import serve
-    from agent.station import Station
-
-    config = load_config(args.config)
-    stop = stop_on_signals()
-    station = Station(config)
-    station.config_path = args.config  # the reload_config command re-reads it
-    serve(station, Notifier(), stop)
-    return station.exit_code or 0  # a release switch or rollback: systemd starts us again
-
-
-def _cmd_check_config(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-
-    config = load_config(args.config)
-    print(f"{args.config}: OK: station {config.station_id} ({config.zone}), {len(config.pumps)} pumps on "
-          f"{config.relay_board_kind} {config.relay_board_port}, {len(config.trusted_keys)} trusted keys, "
-          f"data in {config.data_dir}")
-    return 0
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -232,14 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep the station running and serve the manager's dashboard (prints the URL)")
     demo.set_defaults(func=_cmd_demo)
 
-    agent = sub.add_parser("agent", help="the station agent")
-    agent_sub = agent.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
-    run = agent_sub.add_parser("run", help="run the agent with a station config")
-    run.add_argument("--config", type=Path, required=True, help="station TOML config")
-    run.set_defaults(func=_cmd_agent_run)
-    check = agent_sub.add_parser("check-config", help="validate a station config and say what it sets up")
-    check.add_argument("config", type=Path, help="station TOML config")
-    check.set_defaults(func=_cmd_check_config)
+    from agent.cli.service import add_agent_commands
+
+    add_agent_commands(sub)
 
     prov = sub.add_parser("provision", help="make this Pi station N: config, station key and CSR, trust, checks")
     prov.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
@@ -336,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    # `agent run` speaks at INFO by default: what it found at start, devices coming and going.
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + getattr(args, "log_boost", 0), 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     func: Callable[[argparse.Namespace], int] = args.func
     from agent.config import ConfigError
@@ -353,5 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # anything else is still one clear line, never a bare traceback
+        if args.verbose >= 2:
+            traceback.print_exc()
+        detail = str(exc) or "no detail"
+        print(f"spbu: error: {detail} ({type(exc).__name__}; run with -vv for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
 
 

@@ -91,3 +91,41 @@ def test_allowlist_benchmark_tiny(tmp_path: Path) -> None:
     targets = report["targets"]
     assert isinstance(targets, dict)
     assert targets["bytes_per_entry"]["target"] == 6.0 and targets["lookup_p99_us"]["target"] == 20.0
+
+
+def test_attendant_benchmark_tiny(tmp_path: Path) -> None:
+    import shutil
+
+    from agent.attendant.files import AttendantPageMissing, attendant_dir
+
+    try:
+        attendant_dir()
+        import playwright.sync_api  # noqa: F401
+    except (AttendantPageMissing, ImportError) as exc:
+        pytest.skip(str(exc))
+    if not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
+        pytest.skip("Debian's chromium is missing")
+    report = run_bench("attendant", tmp_path / "attendant.json", "--scans", "5")
+    results = report["results"]
+    assert isinstance(results, dict)
+    assert results["attendant_page"]["n"] == 5 and results["mqtt_subscriber_baseline"]["n"] == 5
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["decision_to_page_p99_ms"]["target"] == 300.0
+
+
+def test_fleet_benchmark_tiny(tmp_path: Path) -> None:
+    """The national quota across a small fleet: real ledger, PostgreSQL and broker."""
+    report = run_bench("fleet", tmp_path / "fleet.json", "--stations", "16", "--vehicles", "300", "--day-s", "25",
+                       "--burst", "500", "--sample-mod", "2")
+    results = report["results"]
+    assert isinstance(results, dict)
+    national = results["national_quota"]
+    assert national["fills"] > 250 and national["ledger_stored_day"] == national["fills"]
+    assert national["outbox_left"] == 0 and national["refused_batches"] == 0
+    assert national["propagation"]["pairs"] > 0
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    for name in ("honest_false_refusals", "abusers_over_bound_with_partitions",
+                 "overspend_l_hops_slower_than_p99_links_up"):
+        assert targets[name]["met"], (name, targets[name])

@@ -39,7 +39,7 @@ def plant(path: Path, line: str) -> None:
 def test_contracts_hold_on_the_tree(tmp_path: Path) -> None:
     result = lint_imports(copy_tree(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize(("module", "line", "contract"), [

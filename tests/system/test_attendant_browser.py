@@ -302,3 +302,24 @@ def test_phone_camera_reads_a_signed_token_and_the_fill_is_authorised(
         expect(card.locator(".last-text")).to_contain_text("L", timeout=5_000)
     finally:
         camera_browser.close()
+
+
+def test_page_shows_offline_and_comes_back_by_itself(station: tuple[DemoStation, Events], page: Page) -> None:
+    """Wi-Fi drops (here: the broker goes away), the page says so, and reconnects by itself."""
+    demo, _ = station
+    expect(page.locator("#conn")).to_have_attribute("data-state", "online")
+    demo.broker.stop()
+    try:
+        expect(page.locator("#conn")).to_have_attribute("data-state", "offline", timeout=10_000)
+        expect(page.locator("#conn")).to_have_text("Offline")
+    finally:
+        demo.broker.start()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "online", timeout=20_000)
+    assert demo.station is not None
+    assert wait_until(lambda: demo.station is not None and demo.station.link.connected, 20.0)
+    # The screen comes back on: the page checks its link and asks the agent who is signed in.
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    expect(page.locator("#pumps")).to_be_visible()
+    before = page.evaluate("window.spbuLatency.length")
+    demo.scanners[1].scan(demo.token(UNREGISTERED_ID + 500))
+    page.wait_for_function(f"window.spbuLatency.length > {before}", timeout=10_000)

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,13 +57,42 @@ def test_install_into_a_temporary_root_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_install_refuses_to_touch_the_system_without_root_or_a_tree() -> None:
-    command = [str(ROOT / "deploy" / "install.sh")]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: the script would install for real")
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]  # as nobody
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    # A copy of the script in a directory everyone can traverse: the checkout may sit in
+    # /root, a 0700 home or a `mktemp -d`, which `nobody` cannot enter.
+    with tempfile.TemporaryDirectory(prefix="spbu-install-") as tmp:
+        os.chmod(tmp, 0o755)
+        script = Path(tmp) / "install.sh"
+        shutil.copy(ROOT / "deploy" / "install.sh", script)
+        os.chmod(script, 0o755)
+        command = [str(script)]
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: the script would install for real")
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]  # as nobody
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=tmp)
     assert result.returncode == 1 and "run as root" in result.stderr, result.stderr
+
+
+def test_an_update_keeps_the_stations_broker_config(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run = [str(ROOT / "deploy" / "install.sh"), "--root", str(root), "--no-apt", "--no-venv"]
+    subprocess.run(run, check=True, capture_output=True, timeout=60)
+    conf = root / "etc/mosquitto/conf.d/spbu.conf"
+    assert "listener 1883 127.0.0.1" in conf.read_text()
+    # what docs/deploy.md says after `spbu keys broker-config --out /etc/mosquitto/spbu`
+    generated = root / "etc/mosquitto/spbu/spbu.conf"
+    generated.parent.mkdir(parents=True)
+    generated.write_text("# bridge to headquarters\nconnection hq\n")
+    conf.unlink()
+    conf.symlink_to(generated)
+    done = subprocess.run(run, check=True, capture_output=True, text=True, timeout=60)
+    assert conf.is_symlink() and conf.resolve() == generated.resolve(), "the update replaced the broker config"
+    assert "kept the station's broker config" in done.stdout
+    # a copied (not linked) full config is kept too; only the pre-provisioning file is refreshed
+    conf.unlink()
+    conf.write_text(generated.read_text())
+    subprocess.run(run, check=True, capture_output=True, timeout=60)
+    assert conf.read_text() == generated.read_text()
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None,

@@ -16,7 +16,8 @@ from agent.national_usage import NationalUsage
 from hq.ledger_node import LedgerNode
 from simulators.broker import MosquittoBroker
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
-from tests.helpers import wait_until
+from tests.conftest import validate
+from tests.helpers import MqttRecorder, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -84,8 +85,39 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet5(fresh_broker: MosquittoBroker, pg_dsn: str, tmp_path: Path) -> Iterator[Fleet]:
+def recorder(fresh_broker: MosquittoBroker) -> Iterator[MqttRecorder]:
+    rec = MqttRecorder(fresh_broker, ["spbu/v1/+/reserve", "spbu/v1/+/usage_sync", "hq/v1/usage/#"], "recorder")
+    yield rec
+    rec.close()
+
+
+def assert_wire_matches_schemas(recorder: MqttRecorder) -> None:
+    seen = {"reserve": 0, "usage_sync": 0, "usage": 0}
+    for topic, body in recorder.received():
+        if topic.endswith("/reserve"):
+            validate("reserve", body)
+            seen["reserve"] += 1
+        elif topic.endswith("/usage_sync"):
+            validate("usage-sync", body)
+            seen["usage_sync"] += 1
+        else:
+            validate("usage", body)
+            seen["usage"] += 1
+    assert all(seen.values()), seen
+
+
+@pytest.fixture
+def fleet5(fresh_broker: MosquittoBroker, pg_dsn: str, tmp_path: Path, recorder: MqttRecorder) -> Iterator[Fleet]:
     fleet = Fleet(fresh_broker, pg_dsn, tmp_path, [f"34.401.0{i}" for i in range(1, 6)])
+    try:
+        yield fleet.start()
+    finally:
+        fleet.close()
+
+
+@pytest.fixture
+def fleet2(fresh_broker: MosquittoBroker, pg_dsn: str, tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(fresh_broker, pg_dsn, tmp_path, ["34.401.01", "35.100.01"])  # two areas
     try:
         yield fleet.start()
     finally:
@@ -119,3 +151,31 @@ def test_five_stations_one_vehicle_gets_its_quota_once(fleet5: Fleet) -> None:
     by_station = ledger.used_by_station(car.vehicle_id, "solar", day)
     assert sum(by_station.values()) == dispensed
     assert by_station.get(names[3], 0) == by_station.get(names[4], 0) == 0
+
+
+@pytest.mark.slow
+def test_schemas_on_the_wire(fleet5: Fleet, recorder: MqttRecorder) -> None:
+    car = fleet5.solar_car()
+    fleet5.fill("34.401.01", car.vehicle_id, 20_000, "ok")
+    assert wait_until(lambda: fleet5.elsewhere_ml("34.401.02", car.vehicle_id) > 0, 10)
+    assert_wire_matches_schemas(recorder)
+
+
+@pytest.mark.slow
+def test_a_copied_qr_at_a_station_in_another_area_is_stopped_before_fuel_flows(fleet2: Fleet) -> None:
+    """Two stations far apart scan the same QR at once: the one headquarters heard second
+    learns of the first fill in progress from its own reservation, and stops."""
+    car = fleet2.solar_car()
+    first, second = (fleet2.stations[s] for s in ("34.401.01", "35.100.01"))
+    first.scanners[SOLAR_PUMP].scan(first.token(car.vehicle_id))
+    opened = first.tracker.next(SOLAR_PUMP, "decision", 5)
+    assert opened is not None and opened["ok"]
+    assert wait_until(lambda: fleet2.ledger.stats.reservations >= 1, 5)
+    before = len(second.lines)
+    second.scanners[SOLAR_PUMP].scan(second.token(car.vehicle_id))
+    copy = second.tracker.next(SOLAR_PUMP, "decision", 5)
+    assert copy is not None and copy["ok"]  # decided locally, at once: it knew nothing yet
+    stopped = second.tracker.next(SOLAR_PUMP, "transaction", 10)  # nobody lifted the nozzle
+    assert stopped is not None and stopped["dispensed_ml"] == 0
+    assert any("DIHENTIKAN" in line and "SPBU lain" in line for line in second.lines[before:])
+    assert first.station is not None and first.station.pumps[SOLAR_PUMP].session is not None  # carries on
