@@ -16,6 +16,7 @@ from agent.disk_guard import DiskPolicy
 from agent.domain import PRODUCTS, ZONES
 from agent.messages import LANGUAGES
 from agent.retention import RetentionPolicy
+from agent.tank_config import TankGaugeConfig, parse_tanks, render_tanks
 from agent.trust.root import TrustError, load_root
 from agent.trust.signing import SignatureError, key_id, load_public_key_hex
 from agent.update_config import UpdateConfig, UpdateConfigError, parse_update, render_update
@@ -91,9 +92,16 @@ class StationConfig:
     manager_keys: dict[str, str] = field(default_factory=dict)
     trust_root: Path | None = None  # root.json (agent/trust/root.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
+    # Security (docs/operations.md, threat model): the station's EC key signs transaction
+    # records; the agent logs in to its broker; [trust.keys] without a root only if allowed.
+    station_key: Path | None = None
+    broker_user: str = ""
+    broker_password_file: Path | None = None
+    allow_trusted_keys: bool = False
     update: UpdateConfig | None = None  # [update]: fleet updates (agent/updates/updater.py)
     disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
+    tank_gauge: TankGaugeConfig | None = None  # agent/tank_config.py: the tanks and their gauge
     attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
     scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
@@ -247,9 +255,15 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
+        station_key=base / str(_get(station, "key", str, "[station]")) if "key" in station else None,
+        broker_user=_get(mqtt, "username", str, "[mqtt]", ""),
+        broker_password_file=(base / str(_get(mqtt, "password_file", str, "[mqtt]"))
+                              if "password_file" in mqtt else None),
+        allow_trusted_keys=_get(trust, "allow_trusted_keys", bool, "[trust]", False),
         update=_update_table(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
         disk=_policy(config_keys.parse_disk, data.get("disk")),
         retention=_policy(config_keys.parse_retention, data.get("retention")),
+        tank_gauge=_policy(parse_tanks, data),
         **_attendant(data, {p.number for p in pumps}),
     )
 
@@ -365,12 +379,18 @@ def render_config(cfg: StationConfig) -> str:
         f"zone = {_q(cfg.zone)}",
         f"lang = {_q(cfg.lang)}",
         f"data_dir = {_q(str(cfg.data_dir))}",
+        *([f"key = {_q(str(cfg.station_key))}"] if cfg.station_key else []),
         "",
         "[mqtt]",
         f"host = {_q(cfg.broker_host)}",
         f"port = {cfg.broker_port}",
+        *([f"username = {_q(cfg.broker_user)}"] if cfg.broker_user else []),
+        *([f"password_file = {_q(str(cfg.broker_password_file))}"] if cfg.broker_password_file else []),
         "",
-        *(["[trust]", f"root = {_q(str(cfg.trust_root))}", ""] if cfg.trust_root else []),
+        "[trust]",
+        *([f"root = {_q(str(cfg.trust_root))}"] if cfg.trust_root else []),
+        *(["allow_trusted_keys = true"] if cfg.allow_trusted_keys else []),
+        "",
         "[trust.keys]",
         *[f"{_q(kid)} = {_q(key)}" for kid, key in cfg.trusted_keys.items()],
         "",
@@ -429,6 +449,7 @@ def render_config(cfg: StationConfig) -> str:
             f"pulses_per_litre = {pump.pulses_per_litre}",
             *([f"nozzles = [{', '.join(_q(g) for g in pump.grades)}]"] if pump.grades else []),
         ]
+    lines += render_tanks(cfg.tank_gauge)
     return "\n".join(lines) + "\n"
 
 

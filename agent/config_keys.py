@@ -16,9 +16,9 @@ from agent.retention import RetentionPolicy
 
 # section -> known keys; None: a free-form table (key ids -> keys)
 KNOWN: dict[str, frozenset[str] | None] = {
-    "station": frozenset({"id", "zone", "lang", "data_dir"}),
-    "mqtt": frozenset({"host", "port"}),
-    "trust": frozenset({"root", "keys"}),
+    "station": frozenset({"id", "zone", "lang", "data_dir", "key"}),
+    "mqtt": frozenset({"host", "port", "username", "password_file"}),
+    "trust": frozenset({"root", "keys", "allow_trusted_keys"}),
     "dashboard": frozenset({"manager_keys"}),
     "relay_board": frozenset({"kind", "port", "baud", "active_high", "relay_gpio", "pulser_gpio", "nozzle_gpio",
                               "estop_gpio"}),

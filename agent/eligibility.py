@@ -61,8 +61,11 @@ def decide(
     now_utc: dt.datetime,
     freeze: FreezePolicy | None = None,
     elsewhere: Elsewhere | None = None,
+    legacy: bool = False,
 ) -> Decision:
-    """used_ml: this station's own (dispensed + reserved); elsewhere: other stations' (the feed)."""
+    """used_ml: this station's own (dispensed + reserved); elsewhere: other stations' (the feed).
+    legacy: the id came from an unsigned legacy text, which anyone can invent: it gets what
+    its allow-list entry gives, never the allowance for unregistered vehicles."""
     if vehicle_id is None:
         return Decision(False, UNKNOWN_QR)
     if allowlist is None or policy is None:
@@ -75,7 +78,7 @@ def decide(
         return Decision(False, LIST_EXPIRED, vehicle_id=vehicle_id)
     vehicle = allowlist.lookup(vehicle_id)
     if vehicle is None:
-        limit = policy.unregistered_ml.get(product, 0)
+        limit = 0 if legacy else policy.unregistered_ml.get(product, 0)
         if limit <= 0:
             return Decision(False, NOT_REGISTERED, vehicle_id=vehicle_id)
         category_limit = limit

@@ -20,6 +20,7 @@ from agent.journal import Journal
 from agent.mqtt_link import MqttLink
 from agent.outbox import OutboxSender
 from agent.pump_states import PumpRuntime
+from agent.updates.updater import UpdateAgent
 
 
 class StationView(Protocol):
@@ -34,6 +35,7 @@ class StationView(Protocol):
     outbox: OutboxSender
     link: MqttLink
     disk: DiskGuard
+    updates: UpdateAgent | None
 
 
 LOCKED = "locked"
@@ -66,5 +68,7 @@ def heartbeat(station: StationView, now: dt.datetime) -> dict[str, Any]:
         "pumps": pump_states(station),
         "locked_pumps": sorted(station.locked),
         "hq_link": station.link.connected,
+        # fleet updates (agent/updates/updater.py): idle, fetching, staged, trial, rolling_back ...
+        **({"update": station.updates.summary()} if station.updates is not None else {}),
         "disk": station.disk.state.as_dict(),
     }

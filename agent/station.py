@@ -26,9 +26,10 @@ from agent.allowlist.freeze import FRESH
 from agent.allowlist.sync import AllowListSync, SyncEvent
 from agent.attendant import topics as attendant_topics
 from agent.attendant.desk import AttendantDesk
+from agent.broker_login import apply_login
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
-from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
+from agent.config import SCANNER_SUFFIXES, ConfigError, PumpConfig, StationConfig
 from agent.device_watch import DeviceWatch
 from agent.docstore import DocumentStore, UpdateResult
 from agent.domain import PRODUCT_LABELS, amount_idr, format_litres, mask_plate
@@ -49,10 +50,16 @@ from agent.payments.desk import CASH, PaymentChoice, PaymentDesk, cash_payment, 
 from agent.payments.receipt import render_receipt
 from agent.presence import heartbeat, pump_states
 from agent.qr.identify import identify, legacy_salt_of
+from agent.qr.token_policy import refusal as token_refusal
 from agent.retention import Retention, at_rest
+from agent.sales_chart import hourly
 from agent.status_socket import StatusServer, snapshot, start_line
+from agent.tanks import CloseShift, TankDesk
+from agent.trust.acks import AckRefused, ack_keyring, verify_ack
 from agent.trust.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.trust.tx_sign import StationKeyError, load_station_key, sign_record
+from agent.trust_mode import check_trust_mode
 from agent.updates.updater import UpdateAgent, UpdateEvent
 from agent.usage_link import UsageLink, fill_cap
 from hal.edc import EdcLink, EdcReply, EdcTerminal
@@ -65,11 +72,13 @@ from hal.relay_board import (
     BoardLink,
     BoardStatus,
     CommandLost,
+    FirmwareResult,
     NozzleChange,
     PumpOnline,
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
 from hal.scanner_select import AbsentScanner, Scanner, ScannerUnavailable, open_scanner
+from hal.tank_gauge import GaugeEvent
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +124,7 @@ class Station:
         on_line: Callable[[str], None] | None = None,
         listeners: list[Listener] | None = None,
     ) -> None:
+        check_trust_mode(config)
         self.config = config
         self.events: queue.Queue[object] = queue.Queue()
         self.on_line = on_line or (lambda text: print(text, flush=True))
@@ -136,6 +146,12 @@ class Station:
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
                                             self.docs.repo, self.docs.trust, self.events.put)
         self.allowlist_sync_state: dict[str, Any] = {"state": "idle"}
+        apply_login(config, self.link.client, self.allowlist_sync.client)
+        # Headquarters stores only records its station signed (agent/trust/tx_sign.py).
+        try:
+            self.station_key = load_station_key(config.station_key) if config.station_key else None
+        except StationKeyError as exc:
+            raise ConfigError(str(exc)) from exc
         self._freeze_state = FRESH
         self.board_connected = False
         self.clock = ClockGuard(config.zone)
@@ -154,7 +170,12 @@ class Station:
         if self.attendants is not None:
             self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
+        self.tanks = None if config.tank_gauge is None else TankDesk(
+            config.tank_gauge, self.journal, self.events.put, self._publish_station, self._emit,
+            lambda: any(p.session is not None for p in self.pumps.values()))
         self._last_heartbeat = 0.0
+        self.acks_refused = 0
+        self._anchor_saved_mono: float | None = None
         self._open_headquarters_feeds(config)
         # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
         self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
@@ -253,19 +274,26 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.updates is not None:
+            self.updates.before_devices()  # the relay board on this release's firmware first
         self.disk.refresh()
         floor = self.journal.get_meta("wall_floor")
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
         self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
+        self.clock.restore_anchor(self.journal.get_meta("hq_anchor"))
         for result in self.docs.load_saved():
             self.report_update(result)
+        if self.docs.trust.state_error:
+            self._emit({"type": "alert", "alert": "trust_state_corrupt", "detail": self.docs.trust.state_error})
         self.payments.recover()
         self._recover()
         day = self._read_clock().quota_day
         self.live.seed(day, self.journal.day_totals(day),
                        [_recent_item(r, self.payments.payment_of(r["tx_id"])) for r in self.journal.recent_closed(20)])
         self.board.start()
+        if self.tanks is not None:
+            self.tanks.gauge.start()
         if self.edc is not None:
             self.edc.start()
         for scanner in self.scanners:
@@ -289,6 +317,8 @@ class Station:
         for scanner in self.scanners:
             scanner.close()
         self.board.close()
+        if self.tanks is not None:
+            self.tanks.gauge.close()
         if self.edc is not None:
             self.edc.close()
         self.journal.close()
@@ -407,6 +437,10 @@ class Station:
             self.payments.select(event.pump, event.choice)
         elif isinstance(event, SyncEvent):
             self._allowlist_event(event)
+        elif isinstance(event, GaugeEvent) and self.tanks is not None:
+            self.tanks.on_event(event)
+        elif isinstance(event, CloseShift) and self.tanks is not None:
+            self.tanks.close_shift_now()
         elif isinstance(event, UpdateEvent) and self.updates is not None:
             self.updates.on_event(event)
 
@@ -440,7 +474,7 @@ class Station:
         return True
 
     def _read_clock(self) -> ClockReading:
-        reading = self.clock.read(utc_now())
+        reading = self.clock.read(utc_now(), time.monotonic())
         if reading.trusted != self._clock_trusted:
             self._clock_trusted = reading.trusted
             if not reading.trusted:
@@ -496,12 +530,16 @@ class Station:
             return self._refuse(pump, Decision(False, ident.reason), ident.detail, plate=ident.plate)
         clock = self._read_clock()
         day = clock.quota_day
+        barred = token_refusal(self.docs.policy, vehicle_id, ident.issued, ident.legacy,
+                               dt.date.fromisoformat(day))
+        if barred:  # legacy texts switched off, a token too old or revoked by a reissue
+            return self._refuse(pump, Decision(False, barred, vehicle_id=vehicle_id), plate=ident.plate)
         if nozzle == 0:
             return self._await_lift(pump, text, ident.plate, requested_ml, payment, clock)
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
                           used + reserved, requested_ml, clock.effective, self.config.freeze,
-                          self.usage.elsewhere(vehicle_id, product, day))
+                          self.usage.elsewhere(vehicle_id, product, day), ident.legacy)
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate, product=product)
@@ -627,7 +665,10 @@ class Station:
             self.pumps[pump_no].session is not None)
 
     def _queue_record(self, db: Any, record: dict[str, Any]) -> None:
-        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), record)
+        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), self._signed(record))
+
+    def _signed(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.station_key is None else sign_record(record, self.station_key)
 
     def _refuse(self, pump: ps.PumpRuntime, decision: Decision, detail: str = "", plate: str = "",
                 product: str = "") -> Decision:
@@ -792,6 +833,8 @@ class Station:
             lost_on = self._pump_for_channel(event.channel)
             if lost_on is not None and lost_on.state in (ps.AUTHORISED, ps.FUELLING):
                 self._request_stop(lost_on)
+        elif isinstance(event, FirmwareResult):
+            return  # a firmware update's answer (agent/updates/firmware.py runs before we open the board)
         else:
             pump = self._pump_for_channel(event.channel)
             if pump is None:
@@ -944,10 +987,10 @@ class Station:
         if self.attendants is not None:
             self.attendants.closed(record, render_receipt(record, self.config.lang))
         killpoint("before_close")
+        queued = None if keep else (session.tx_id, topics.tx(self.config.station_id), self._signed(record))
         try:
             disk_guard.write_with_reserve(self.disk, lambda: self.journal.close_session(
-                session, dispensed_ml, amount, reason,
-                None if keep else (session.tx_id, topics.tx(self.config.station_id), record), meta, extra=keep))
+                session, dispensed_ml, amount, reason, queued, meta, extra=keep))
         except Exception as exc:
             if not disk_guard.is_disk_error(exc):
                 raise
@@ -1039,19 +1082,7 @@ class Station:
         elif message.topic == topics.POLICY:
             self.report_update(self.docs.offer(POLICY_KIND, message.payload))
         elif message.topic == topics.ack(self.config.station_id):
-            try:
-                body = json.loads(message.payload)
-                ids = [str(i) for i in body["ids"]]
-                hq_time = dt.datetime.fromisoformat(body["at"]) if "at" in body else None
-            except (ValueError, KeyError, TypeError):
-                log.warning("malformed acknowledgement ignored")
-                return
-            if hq_time is not None and hq_time.tzinfo is not None:
-                # Headquarters' clock is a moment that has surely passed: it raises the floor
-                # an offline-booted Pi compares its own clock with.
-                self.clock.observe(hq_time)
-            if self.outbox.on_ack(ids):
-                killpoint("ack_applied")
+            self._ack(message.payload)
         elif message.topic == topics.command(self.config.station_id):
             self._command(message.payload)
         elif message.topic in (topics.usage(self.config.station_id), topics.USAGE_TICK):
@@ -1083,14 +1114,35 @@ class Station:
         if self._ml(pump, pump.pulses) >= pump.cap_ml:
             self._request_stop(pump)
 
-    def _command(self, payload: bytes) -> None:
+    def _ack(self, payload: bytes) -> None:
+        """Only a signed acknowledgement deletes from the outbox, and only rows in flight."""
         try:
-            command = self.command_gate.admit(payload, self._read_clock().effective)
+            ack = verify_ack(payload, self.config.station_id, ack_keyring(self.docs.trust))
+        except AckRefused as exc:
+            self.acks_refused += 1
+            log.warning("acknowledgement refused: %s", exc)
+            return
+        now = time.monotonic()
+        # Headquarters' signed time: the clock's floor (bounded) and its forward bound.
+        if self.clock.observe_hq_time(ack.at, now, utc_now()) and (
+                self._anchor_saved_mono is None or now - self._anchor_saved_mono > 600):
+            self._anchor_saved_mono = now
+            self.journal.set_meta("hq_anchor", self.clock.anchor_json())
+        if self.outbox.on_ack(list(ack.ids)):
+            killpoint("ack_applied")
+
+    def _command(self, payload: bytes) -> None:
+        reading = self._read_clock()
+        # Nothing issued after the latest moment the station believes in passes.
+        latest = reading.effective if reading.ahead else max(reading.now, self.clock.floor)
+        try:
+            command = self.command_gate.admit(payload, reading.effective, latest)
         except CommandRejected as exc:
             log.warning("command refused: %s", exc)
             self._emit({"type": "command_rejected", "reason": exc.reason, "detail": exc.detail})
             return
-        self.clock.observe(command.issued)  # signed by headquarters: surely past
+        if not command.by_manager:  # signed by headquarters: surely past (a manager's tablet is not)
+            self.clock.observe(command.issued, utc_now())
         ok, detail = execute(self, command)
         result = {"station": self.config.station_id, "command": command.name, "nonce": command.nonce,
                   "ok": ok, "detail": detail, "at": utc_now().isoformat()}
@@ -1125,6 +1177,7 @@ class Station:
         if now - self._conditions_mono < CONDITIONS_EVERY_S:
             return
         self._conditions_mono = now
+        self._publish_station("sales/hourly", hourly(self.journal, self.config.zone, utc_now()), True)
         depth = self.journal.outbox_depth()
         self.live.condition("outbox_growing", depth >= OUTBOX_ALERT_DEPTH,
                             f"{depth} transactions not yet acknowledged by headquarters")
@@ -1133,6 +1186,9 @@ class Station:
         self.live.condition("allowlist_expired", expired,
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
+        self.live.condition("root_expired", self._read_clock().effective >= root.expires,
+                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
         self._disk_tick()
         self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
         self.devices.tick(now)
@@ -1159,6 +1215,13 @@ class Station:
         for level in (disk_guard.LOW, disk_guard.FULL, disk_guard.READ_ONLY):
             self.live.condition(f"disk_{level}", state.level == level, disk_guard.describe(state))
 
+    def _publish_station(self, suffix: str, payload: dict[str, Any], retain: bool) -> None:
+        """Manager's views under spbu/v1/<station>/: tanks, their history and reconciliation,
+        litres per hour (docs/schemas/tanks*.schema.json, sales-hourly.schema.json)."""
+        body = {"station": self.config.station_id, **payload}
+        self.link.publish(f"spbu/v1/{self.config.station_id}/{suffix}", json.dumps(body).encode(), qos=1,
+                          retain=retain)
+
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}
         try:
@@ -1175,7 +1238,7 @@ class Station:
             log.info("%s version %d installed", result.kind, result.version)
             for doc in (self.docs.allowlist, self.docs.policy):
                 if doc is not None:
-                    self.clock.observe(doc.created)  # signed by headquarters: surely past
+                    self.clock.observe(doc.created, utc_now())  # signed by headquarters: surely past
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
             if result.kind == POLICY_KIND:

@@ -165,17 +165,21 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             info["from_version"] = raw["from_version"]
     else:
         try:
-            envelope = json.loads(data)
-            signed = envelope["signed"]
-        except (ValueError, KeyError, TypeError) as exc:
+            info = _manifest_info(json.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _fail(f"{args.file}: neither a store, a delta nor a signed manifest") from exc
-        info = {k: v for k, v in signed.items() if k not in ("snapshot", "deltas")}
-        if "snapshot" in signed:
-            info["snapshot"] = {"length": signed["snapshot"]["length"], "chunks": len(signed["snapshot"]["chunks"])}
-            info["deltas"] = [{"from": d["from"], "to": d["to"], "length": d["length"]} for d in signed["deltas"]]
-        info["signatures"] = [s.get("keyid") for s in envelope.get("signatures", [])]
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _manifest_info(envelope: Any) -> dict[str, Any]:
+    signed = envelope["signed"]
+    info = {k: v for k, v in signed.items() if k not in ("snapshot", "deltas")}
+    if "snapshot" in signed:
+        info["snapshot"] = {"length": signed["snapshot"]["length"], "chunks": len(signed["snapshot"]["chunks"])}
+        info["deltas"] = [{"from": d["from"], "to": d["to"], "length": d["length"]} for d in signed["deltas"]]
+    info["signatures"] = [s.get("keyid") for s in envelope.get("signatures", [])]
+    return info
 
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
@@ -187,7 +191,9 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     try:
         vehicle_id = int(args.vehicle_id, 0)
     except ValueError as exc:
-        raise _fail(f"vehicle id {args.vehicle_id!r} is not a number") from exc
+        raise _fail(f"invalid vehicle id {args.vehicle_id!r}: not a number") from exc
+    if not 0 <= vehicle_id < 1 << 64:
+        raise _fail(f"invalid vehicle id {args.vehicle_id!r}: ids are 0 .. 2^64-1")
     try:
         with AllowListStore(path) as store:
             entry = store.lookup_class(vehicle_id)

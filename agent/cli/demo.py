@@ -24,17 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
+from agent.cli.demo_tanks import DELIVERY_L, Reconciliations, gauge_config, make_gauge, print_tanks
 from agent.config import EdcConfig, PumpConfig, StationConfig, Timeouts
 from agent.domain import PRODUCT_LABELS, format_litres
 from agent.payments.audit import unmatched_approvals
 from agent.payments.desk import PaymentChoice
 from agent.qr.tokens import issue_token
 from agent.station import PaymentSelect, Station
+from agent.tanks import CloseShift
 from agent.trust.manager_keys import manager_key
 from agent.trust.signing import key_id, public_key_hex
+from agent.trust.tx_sign import load_station_key
+from hq.tx_verify import StationKeys
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.edc import EdcSim
@@ -367,7 +373,7 @@ class DemoStation:
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
                  dashboard: bool = False, edc: bool = False, attendant: bool = False,
                  station_id: str = STATION_ID, hq: HeadquartersSim | None = None, nozzles: int = 1,
-                 ledger_dsn: str | None = None) -> None:
+                 tanks: bool = False, leak: bool = False, ledger_dsn: str | None = None) -> None:
         """hq: headquarters shared with other stations (started and closed by its owner).
         ledger_dsn: count the quota nationally, with headquarters' usage ledger on this
         PostgreSQL (agent/cli/demo_national.py)."""
@@ -385,7 +391,8 @@ class DemoStation:
         self._own_broker = broker is None
         # The manager's dashboard: served by the broker's WebSockets listener, one user.
         self.dashboard_user = "manager"
-        self.dashboard_password = secrets.token_urlsafe(12)
+        self.dashboard_password = secrets.token_urlsafe(12)  # the broker login (crosses the LAN)
+        self.dashboard_passphrase = secrets.token_urlsafe(12)  # the signing key's; never sent anywhere
         self.dashboard: DashboardListener | None = None
         if dashboard:
             from agent.cli.dashboard_files import dashboard_dir
@@ -410,6 +417,9 @@ class DemoStation:
                                                    if pump_kind == "dart" else
                                                    RelayBoardSim(channels=pumps, flow_lps=flow_lps))
         self.scanners = {n: ScannerSim() for n in self.products}
+        # The tank gauge (TLS console) whose tanks the dispensers drain: agent/cli/demo_tanks.py
+        self.gauge = make_gauge(self.products, self.grades, self.board, leak) if tanks else None
+        self.reconciliations = Reconciliations()
         self.edc = EdcSim(self.workdir / "edc-batch.json") if edc else None
         self.tracker = DecisionTracker(list(self.products))
         self.lines: list[str] = []
@@ -447,15 +457,27 @@ class DemoStation:
                         for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
             edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
-            manager_keys=self._manager_keys(),
+            manager_keys=self._manager_keys(), station_key=self._station_key(),
             attendant=self.attendant.config if self.attendant else None,
+            tank_gauge=gauge_config(self.gauge) if self.gauge else None,
         )
+
+    def _station_key(self) -> Path:
+        """The station's EC key, as `spbu provision` makes it: it signs every transaction."""
+        path = self.workdir / "station.key"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            key = ec.generate_private_key(ec.SECP256R1())
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            path.chmod(0o600)
+        return path
 
     def _manager_keys(self) -> dict[str, str]:
         """The dashboard user's command key, derived from the password as the browser does."""
         if self.dashboard is None:
             return {}
-        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_password).public_key()
+        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_passphrase).public_key()
         return {key_id(public): public_key_hex(public)}
 
     def _root_file(self) -> Path:
@@ -469,13 +491,19 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
+        keys = StationKeys()
+        keys.add(self.station_id, load_station_key(self._station_key()).public_key())
         if self.attendant is not None:
             self.attendant.start()  # the page over HTTPS; MQTT is on the broker's TLS WebSockets
         if self._shared_hq is not None:
             self.hq = self._shared_hq
+            if self.hq.station_keys is None:
+                self.hq.station_keys = keys
+            else:  # shared by several stations: each has its own key
+                self.hq.station_keys.add(self.station_id, keys.keys[self.station_id])
         else:
             self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
-                                      usage_feed=NATIONAL_FEED if self.ledger_dsn else None)
+                                      station_keys=keys, usage_feed=NATIONAL_FEED if self.ledger_dsn else None)
             self.hq.start()
             self.hq.publish_documents()
             if self.ledger_dsn is not None:
@@ -483,13 +511,15 @@ class DemoStation:
 
                 self.ledger = start_ledger(self.broker, self.ledger_dsn, self.hq)
         self.board.start()
+        if self.gauge is not None:
+            self.gauge.start()
         if self.edc is not None:
             self.edc.start()
         self._start_totals = {n: self.board.totaliser_ml(n - 1) for n in self.products}
         if isinstance(self.board, DartPumpSim):
             self._start_nozzles = {(n, k): self.board.nozzle_totaliser_ml(n - 1, k)
                                    for n, g in self.grades.items() for k in range(1, len(g) + 1)}
-        self.station = Station(self.config(), on_line=self._line, listeners=[self.tracker])
+        self.station = Station(self.config(), on_line=self._line, listeners=[self.tracker, self.reconciliations])
         self.station.start()
         self._thread = threading.Thread(target=self.station.run, args=(self._stop,), name="agent",
                                         daemon=True)
@@ -498,9 +528,10 @@ class DemoStation:
         while time.monotonic() < deadline:
             docs = self.station.docs
             edc_ready = self.edc is None or self.station.payments.available
+            tanks_ready = self.gauge is None or bool(self.station.tanks and self.station.tanks.shift)
             synced = self.station.usage.national.synced or not self.station.usage.enabled
             if (docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready() and edc_ready
-                    and synced):
+                    and synced and tanks_ready):
                 return
             time.sleep(0.05)
         raise TimeoutError("the agent did not receive the signed list and policy in time")
@@ -562,6 +593,25 @@ class DemoStation:
             reconcile_nozzles(result, self.grades, by_nozzle, journal_by_grade(self.journal_path), hq_grade)
         return result
 
+    def reconcile_tanks(self, result: DemoResult, leak: bool, timeout_s: float = 10.0) -> None:
+        """The agent closes the shift; per tank, the variance must stay within tolerance,
+        except the leaking tank's, which must raise the alarm."""
+        assert self.station is not None
+        self.station.events.put(CloseShift())
+        try:
+            shift = self.reconciliations.results.get(timeout=timeout_s)
+        except queue.Empty:
+            result.ok = False
+            result.differences.append("no tank reconciliation from the agent")
+            return
+        result.summary["tanks"] = shift["products"]
+        for row in shift["products"]:
+            leaking = leak and 1 in row["tanks"]
+            if row["alarm"] != leaking:
+                result.ok = False
+                result.differences.append(f"tank {row['tanks']} {row['product']}: variance {row['variance_l']} L,"
+                                          f" alarm {row['alarm']}, expected {'an alarm' if leaking else 'none'}")
+
     @property
     def dashboard_url(self) -> str:
         assert self.dashboard is not None
@@ -578,6 +628,8 @@ class DemoStation:
         if self.hq is not None and self._shared_hq is None:
             self.hq.close()
         self.board.close()
+        if self.gauge is not None:
+            self.gauge.close()
         if self.edc is not None:
             self.edc.close()
         for scanner in self.scanners.values():
@@ -592,13 +644,14 @@ class DemoStation:
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
-             dashboard: bool = False, attendant: bool = False, nozzles: int = 1) -> int:
+             dashboard: bool = False, attendant: bool = False, nozzles: int = 1, leak: bool = False) -> int:
     started = time.monotonic()
     from agent.cli.demo_national import private_postgres, second_station
 
     pg = private_postgres()
     demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard,
-                       edc=True, attendant=attendant, nozzles=nozzles, ledger_dsn=pg.create_database("ledger"))
+                       edc=True, attendant=attendant, nozzles=nozzles, ledger_dsn=pg.create_database("ledger"),
+                       tanks=True, leak=leak)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -611,10 +664,14 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         script = script_customers(demo.registry, demo.products, customers, demo.token, payments=True,
                                   grades=demo.grades)
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
+        tanker = threading.Timer(3.0, lambda: demo.gauge.deliver(2, DELIVERY_L) if demo.gauge else None)
+        tanker.start()  # a tanker drops Solar while customers fuel
         outcomes = demo.serve(script, budget)
+        tanker.join()
         national = second_station(demo, lang, Customer)
         demo.wait_delivered(max(5.0, timeout_s - (time.monotonic() - started)))
         result = demo.reconcile()
+        demo.reconcile_tanks(result, leak)
         result.summary["national"] = national
         if not national["ok"]:
             result.ok = False
@@ -637,6 +694,8 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         result.summary["duration_s"] = round(time.monotonic() - started, 2)
         result.summary["topics"] = {"tx": topics.tx(STATION_ID)}
         print_summary(result, lang)
+        if "tanks" in result.summary:
+            print_tanks(result.summary["tanks"], lang)
         if json_path is not None:
             json_path.write_text(json.dumps({"ok": result.ok, **result.summary,
                                              "differences": result.differences}, indent=2) + "\n")
@@ -653,12 +712,13 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
 
 def keep_serving(demo: DemoStation, lang: str) -> None:
     """`--dashboard`: the station keeps running for the manager's page until Ctrl-C."""
-    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
-            if lang == "id" else
-            "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
+    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}, frasa tanda tangan {passphrase}\n"
+            "  Ctrl-C untuk berhenti" if lang == "id" else
+            "Manager dashboard: {url}\n  user {user}, password {password}, signing passphrase {passphrase}\n"
+            "  Ctrl-C to stop")
     if demo.dashboard is not None:
-        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
-              flush=True)
+        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password,
+                          passphrase=demo.dashboard_passphrase), flush=True)
     if demo.attendant is not None:
         from simulators.attendant_setup import describe
 

@@ -7,7 +7,9 @@ root of trust, checks that the configured devices are there, and prints a checkl
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +82,19 @@ def install_root(paths: list[Path], etc: Path) -> Path:
     return target
 
 
+def write_agent_secret(path: Path, data: bytes) -> None:
+    """Mode 640, group of its directory (spbu): the agent's service user reads it (the
+    station key signs every transaction record), nobody else does."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o640)
+    # The group of its directory: install.sh makes /etc/spbu and keys/ root:spbu (or the
+    # service user's group of a --root tree). Not root: a lab machine, left as it is.
+    with contextlib.suppress(PermissionError):
+        os.chown(path, -1, path.parent.stat().st_gid)
+
+
 def readable_by_service(path: Path, etc: Path) -> None:
     """The agent runs as the service user: the config gets /etc/spbu's group (spbu, set by
     install.sh), mode 0640, whoever runs provisioning."""
@@ -101,10 +116,8 @@ def make_station_key_and_csr(station: str, keys_dir: Path, certs_dir: Path, forc
             raise ProvisionError(f"{key_path} is not an EC key; use --force to replace it")
     else:
         key = ec.generate_private_key(ec.SECP256R1())  # widest TLS support (mosquitto, brokers)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        write_agent_secret(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, station),
                                     x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "spbu-edge station")]))
@@ -128,10 +141,15 @@ def provision(station: str, zone: str, etc: Path, data: Path, trust: list[Path],
     roots = [p for p in trust if _is_root(p)]
     trust_root = install_root(roots, etc) if roots else None
     keys = read_trust([p for p in trust if p not in roots]) if len(roots) < len(trust) else {}
+    agent_secret = etc / "agent.password"  # `spbu keys broker-config` hashes it for the broker
+    etc.mkdir(parents=True, exist_ok=True)
+    if not agent_secret.exists():
+        write_agent_secret(agent_secret, (secrets.token_urlsafe(24) + "\n").encode())
     config = StationConfig(
         station_id=station, zone=zone, data_dir=data, broker_host="127.0.0.1", broker_port=broker_port,
         trusted_keys=keys, relay_board_port=board_port, pumps=pump_configs,
-        relay_board_kind=kind, relay_board_baud=9600 if kind == "dart" else 115200, trust_root=trust_root)
+        relay_board_kind=kind, relay_board_baud=9600 if kind == "dart" else 115200, trust_root=trust_root,
+        station_key=etc / "keys" / "station.key", broker_user="spbu-agent", broker_password_file=agent_secret)
     (etc / "keys").mkdir(parents=True, exist_ok=True)
     (etc / "certs").mkdir(parents=True, exist_ok=True)
     config_path.write_text(render_config(config))
@@ -142,7 +160,7 @@ def provision(station: str, zone: str, etc: Path, data: Path, trust: list[Path],
         raise ProvisionError(f"generated config does not validate: {exc}") from exc
     key_path, csr_path = make_station_key_and_csr(station, etc / "keys", etc / "certs", force)
     checks = [Check("config", True, f"{config_path} (station {station}, {zone}, {len(pump_configs)} pumps)"),
-              Check("station key", True, f"{key_path} (EC P-256, mode 600)"),
+              Check("station key", True, f"{key_path} (EC P-256, mode 640, group spbu: it signs transactions)"),
               Check("certificate request", True, f"{csr_path}: send it to headquarters, put the signed "
                     f"certificate at {etc / 'certs' / 'station.crt'}"),
               Check("root of trust", True, f"{trust_root} (TUF-style root, roles allowlist, policy, tokens, "

@@ -33,9 +33,10 @@ from agent.trust.signing import SignatureError, key_id, load_public_key_hex, pub
 
 ROLES = ("root", "allowlist", "policy", "tokens", "commands")
 # Roles a root may name; when it does not, another role stands in (agent/national_usage.py:
-# the `usage` feed falls back to the `policy` keys), or nobody (`software`: a root without
+# the `usage` feed falls back to the `policy` keys; agent/trust/acks.py: `acks`, the collectors'
+# acknowledgement key, falls back to `commands`), or nobody (`software`: a root without
 # it trusts no release, agent/updates/manifest.py).
-OPTIONAL_ROLES = ("usage", "software")
+OPTIONAL_ROLES = ("usage", "software", "acks")
 NOBODY_WHEN_ABSENT = ("software",)
 ALL_ROLES = ROLES + OPTIONAL_ROLES
 MAX_METADATA_BYTES = 4 * 1024 * 1024
@@ -70,7 +71,7 @@ def parse_envelope(data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise TrustError("endless data", f"metadata larger than {MAX_METADATA_BYTES} bytes")
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise TrustError("malformed", "envelope is not JSON") from exc
     if not isinstance(envelope, dict):
         raise TrustError("malformed", "envelope is not an object")
@@ -212,6 +213,7 @@ class TrustStore:
     state_path: Path | None = None
     floors: dict[str, int] = field(default_factory=dict)
     legacy: bool = False
+    state_error: str = ""  # the saved state was unreadable (agent/docstore.py restores the floors)
 
     @classmethod
     def from_root_file(cls, path: Path, state_path: Path | None = None) -> TrustStore:
@@ -226,8 +228,10 @@ class TrustStore:
                 if saved.version >= initial.version:
                     store.root = saved
                 store.floors = {str(k): int(v) for k, v in state.get("floors", {}).items()}
-            except (ValueError, KeyError, TypeError, TrustError):
-                pass  # an unreadable state falls back to the provisioned root: never to less trust
+            except (ValueError, KeyError, TypeError, TrustError) as exc:
+                # The provisioned root, and the floors rebuilt from what is installed
+                # (DocumentStore); rotations come back with the retained root messages.
+                store.state_error = f"{state_path}: {exc}"
         return store
 
     @classmethod

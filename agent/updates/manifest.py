@@ -12,7 +12,7 @@ Body (signed under the trust root's `software` role, agent/trust/root.py):
 
 `sequence` is what only goes forward (the `software` floor is the sequence last committed
 healthy); `version` is what people read. Files are content-addressed in chunks like the
-allow-list (agent/chunks.py); every file's bytes are pinned by this one signature, so a
+allow-list (agent/allowlist/chunks.py); every file's bytes are pinned by this one signature, so a
 release can never be assembled from parts of two (mix-and-match). `rollout` is re-signed
 by headquarters as the rollout advances or halts (a new `step`, same sequence).
 """

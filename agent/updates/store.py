@@ -23,7 +23,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from agent.chunks import ChunkStore
+from agent.allowlist.chunks import ChunkStore
 from agent.durable import atomic_write, fsync_dir
 from agent.killpoints import killpoint
 from agent.trust.root import TrustError

@@ -5,7 +5,7 @@ hold a health window, commit or roll back, and say what happened.
 retained manifest on hq/v1/software/manifest is verified (signature of the `software`
 role, sequence above the floor, not expired, this station in the rollout cohort, version
 not parked, agent new enough), its files fetched as content-addressed chunks
-(agent/chunks.py) or read from a USB stick (`usb_dir` holding manifest.json and files/,
+(agent/allowlist/chunks.py) or read from a USB stick (`usb_dir` holding manifest.json and files/,
 checked the same way), then staged side by side with a venv built offline
 (agent/updates/store.py). `UpdateAgent` is what the station's loop calls: it switches only when
 no session is open and no payment is in flight (agent/updates/switch.py does the swap,
@@ -33,15 +33,16 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import __version__, topics
-from agent.chunks import ChunkFetcher, ChunkStore
+from agent.allowlist.chunks import ChunkFetcher, ChunkStore
 from agent.config import StationConfig
 from agent.docstore import DocumentStore
-from agent.mqtt_link import MqttLink
+from agent.mqtt_link import MAX_MESSAGE_BYTES, MqttLink
 from agent.payments.desk import PaymentDesk
 from agent.pump_states import PumpRuntime
 from agent.trust.root import TrustError, TrustStore
 from agent.update_config import UpdateConfig
 from agent.updates import manifest as rm
+from agent.updates.firmware import FirmwareOutcome, converge
 from agent.updates.store import ReleaseError, ReleaseStore
 from agent.updates.switch import Switch
 
@@ -89,7 +90,8 @@ class ReleaseFetch:
                                   f"{uuid.uuid4().hex[:6]}", clean_session=True, protocol=mqtt.MQTTv311)
         self.client.reconnect_delay_set(min_delay=1, max_delay=60)
         self.client.on_connect = self._on_connect
-        self.client.on_message = lambda c, u, m: self._inbox.put((m.topic, bytes(m.payload)))
+        self.client.on_message = lambda c, u, m: (self._inbox.put((m.topic, bytes(m.payload)))
+                                                  if len(m.payload) <= MAX_MESSAGE_BYTES else None)
         self.fetcher = ChunkFetcher(self.chunk_store, topics.software_chunk,
                                     lambda t: self.client.subscribe(t, qos=1), self.client.unsubscribe)
         self.host, self.port = host, port
@@ -263,6 +265,17 @@ class UpdateAgent:
         self.unhealthy = ""
         self.state: dict[str, Any] = {"state": "trial" if self.trial else "idle", "running": __version__}
         self.exit_code: int | None = None
+        self.firmware: FirmwareOutcome | None = None
+
+    def before_devices(self) -> None:
+        """The relay board on this release's firmware (agent/updates/firmware.py), pumps closed."""
+        c = self.station.config
+        if c.relay_board_kind != "uart":
+            return
+        self.firmware = converge(c.relay_board_port, c.relay_board_baud, self.cfg.releases / "current",
+                                 trial_ms=self.cfg.board_trial_ms)
+        if not self.firmware.ok:
+            log.error("relay board firmware: %s", self.firmware.detail)
 
     def _firmware_version(self, version: str | None) -> int:
         try:
@@ -290,6 +303,14 @@ class UpdateAgent:
             self.state = {"state": "fetching", "running": __version__, "version": event.version, **event.extra}
         if event.kind != "progress" or event.extra.get("chunks_have") == event.extra.get("chunks_total"):
             self.report()
+
+    def summary(self) -> dict[str, Any]:
+        """For the heartbeat and the dashboard: what runs and what the update is doing."""
+        out = {"state": str(self.state.get("state", "idle")), "running": __version__}
+        for key in ("candidate", "version", "check", "why", "reason"):
+            if key in self.state:
+                out[key] = str(self.state[key])
+        return out
 
     def on_board_hello(self, firmware: int) -> None:
         self.seen_hello = firmware
@@ -333,7 +354,9 @@ class UpdateAgent:
             not self.firmware_expected or self.seen_hello == self.firmware_expected))
         if now < self.trial_deadline:
             return
-        failures = [w for ok, w in ((not self.unhealthy, f"unhealthy: {self.unhealthy}"),
+        firmware_ok = self.firmware is None or self.firmware.ok
+        failures = [w for ok, w in ((firmware_ok, self.firmware.detail if self.firmware else ""),
+                                    (not self.unhealthy, f"unhealthy: {self.unhealthy}"),
                                     (self.seen_link, "the broker link never came up"),
                                     (hello_ok, self._hello_failure())) if not ok]
         version, self.trial = self.trial, None

@@ -179,3 +179,21 @@ def test_a_close_the_journal_cannot_take_waits_and_is_retried(mosquitto: Mosquit
         assert _journaled(demo.journal_path) == {1: tx["dispensed_ml"]}
     finally:
         demo.close()
+
+
+def test_a_new_vehicle_list_is_refused_up_front_without_room_for_it(tmp_path: Path) -> None:
+    from tests.allowlist_fixtures import Headquarters, registry
+    from tests.allowlist_fixtures import Station as SyncStation
+
+    hq = Headquarters(tmp_path / "hq")
+    version = hq.release(registry(3000))
+    with small_filesystem(tmp_path / "small", 4) as mount:
+        station = SyncStation(mount / "station", hq.root_file())
+        filler = mount / "filler"
+        fill_up(filler)
+        station.offer(hq.manifest(version), hq.chunks(version))
+        assert station.rejected() == ["disk_space"] and station.current() is None
+        assert any("MB free" in e.detail for e in station.events if e.kind == "rejected")
+        filler.unlink()
+        station.offer(hq.manifest(version), hq.chunks(version))
+        assert station.installed() == [version] and station.current() == version

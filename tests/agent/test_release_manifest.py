@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.chunks import ChunkStore
+from agent.allowlist.chunks import ChunkStore
 from agent.trust import root as trust
 from agent.trust.root import TrustError, TrustStore
 from agent.updates import manifest as rm

@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "hal" / "firmware" / "MANIFEST"
-BOARD_MODULES = {"machine", "micropython", "time", "struct", "binascii", "collections"}
+# The subset of DESIGN.md, plus `os` for the firmware update's own file writes (every port has it).
+BOARD_MODULES = {"machine", "micropython", "time", "struct", "binascii", "collections", "os"}
 
 
 def manifest() -> dict[str, str]:

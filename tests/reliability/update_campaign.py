@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.chunks import ChunkStore  # noqa: E402
+from agent.allowlist.chunks import ChunkStore  # noqa: E402
 from agent.updates import manifest as rm  # noqa: E402
 from agent.updates.store import STAGE_POINTS, ReleaseStore, is_complete  # noqa: E402
 from agent.updates.switch import SWITCH_POINTS, Switch  # noqa: E402

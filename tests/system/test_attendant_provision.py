@@ -94,6 +94,7 @@ def test_provisioned_station_broker_serves_the_page_and_enforces_device_pumps(
     assert main(["keys", "broker-config", "--station", A, "--hq-host", "localhost", "--hq-port", str(free_port()),
                  "--ca", str(ca / "ca.crt"), "--cert", str(tls / f"{A}.crt"), "--key", str(tls / f"{A}.key"),
                  "--ws-interface", "lo", "--ws-port", str(free_port()), "--out", str(etc),
+                 "--ws-cert", str(tls / "127.0.0.1.crt"), "--ws-key", str(tls / "127.0.0.1.key"),
                  "--attendant-cert", str(tls / "127.0.0.1.crt"), "--attendant-key", str(tls / "127.0.0.1.key")]) == 0
     capsys.readouterr()
     assert main(["attendant", "device", "--station", A, "--name", "pulau-1", "--pumps", "1,2", "--etc", str(etc),
@@ -117,7 +118,7 @@ def test_provisioned_station_broker_serves_the_page_and_enforces_device_pumps(
     (tmp_path / "broker").mkdir()
     broker = MosquittoBroker(port=agent_port, workdir=tmp_path / "broker", config=conf)
     broker.start()
-    agent = Client(agent_port).ready()
+    agent = Client(agent_port, login=("spbu-agent", (etc / "agent.password").read_text().strip())).ready()
     phone = Client(att_port, ws_tls=ca / "ca.crt", login=("pulau-1", key)).ready()
     try:
         agent.subscribe(topics.requests(A))

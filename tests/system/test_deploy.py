@@ -141,7 +141,8 @@ def test_provision_writes_config_key_csr_and_checks_devices(tmp_path: Path) -> N
     assert config.station_id == "34.401.07" and config.zone == "WITA"
     assert config.trusted_keys == {key_id(hq): public_key_hex(hq)}
     assert [(p.number, p.product, p.channel) for p in config.pumps] == [(1, "pertalite", 0), (2, "solar", 1)]
-    assert (etc / "keys/station.key").stat().st_mode & 0o777 == 0o600
+    # Readable by the agent's group (it signs every transaction with it), nobody else.
+    assert (etc / "keys/station.key").stat().st_mode & 0o777 == 0o640
     csr = x509.load_pem_x509_csr((etc / "certs/station.csr").read_bytes())
     assert csr.is_signature_valid
     assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "34.401.07"

@@ -6,10 +6,13 @@ every start, restart on exit, watchdog), a relay board running the real firmware
 and a serial scanner. Headquarters builds, signs and publishes releases; stations report
 on spbu/v1/<station>/update.
 
-  - 0.2.0 goes to the 1 % cohort first (one station), then to everyone: it installs and
-    reports;
+  - 0.2.0 (with relay-board firmware 2) goes to the 1 % cohort first (one station), then
+    to everyone: the agent installs, the board's firmware is updated over its UART, and
+    both report;
   - 0.3.0's agent exits at start: each station rolls back by itself, reports why, tries
     once more and parks it;
+  - 0.4.0 carries firmware that never says hello: each board's boot guard restores
+    firmware 2, the relays never close, the agent rolls back to 0.2.0 and says why;
   - a manifest signed by a non-`software` key, an old version and a tampered chunk are
     refused and reported, and the stations stay on 0.2.0.
 """
@@ -26,7 +29,7 @@ from typing import Any
 import pytest
 
 from agent import topics
-from agent.chunks import ChunkStore
+from agent.allowlist.chunks import ChunkStore
 from agent.config import PumpConfig, StationConfig, render_config
 from agent.update_config import UpdateConfig
 from agent.updates.manifest import cohort_bucket
@@ -35,15 +38,18 @@ from agent.updates.switch import Switch
 from hq import software_release as sr
 from hq.rollout import RolloutTracker
 from simulators.broker import MosquittoBroker
+from simulators.flash import seed_flash
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
 from simulators.service_supervisor import ServiceSupervisor
 from tests.allowlist_fixtures import Headquarters
+from tests.conftest import validate
 from tests.helpers import MqttRecorder, wait_until
-from tests.release_fixtures import BASE_SITE, build_base_wheel, wheel_variant
+from tests.release_fixtures import BASE_SITE, build_base_wheel, firmware_files, wheel_variant
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HEALTH_WINDOW_S = 4.0
+BOARD_TRIAL_MS = 3000
 
 
 def _station_ids() -> tuple[str, str]:
@@ -88,7 +94,8 @@ def _install_first_release(directory: Path, release: Path) -> None:
 def _make_station(broker: MosquittoBroker, root: Path, station_id: str, directory: Path,
                   first: Path) -> SimStation:
     directory.mkdir(parents=True)
-    board = RelayBoardSim(channels=1)
+    seed_flash(directory / "flash")
+    board = RelayBoardSim(channels=1, flash=directory / "flash", trial_ms=BOARD_TRIAL_MS)
     board.start()
     scanner = ScannerSim()
     config = StationConfig(
@@ -96,7 +103,7 @@ def _make_station(broker: MosquittoBroker, root: Path, station_id: str, director
         broker_port=broker.port, trusted_keys={}, trust_root=root, relay_board_port=board.path,
         pumps=(PumpConfig(1, "pertalite", 0, scanner.path),),
         update=UpdateConfig(directory / "releases", directory / "update", health_window_s=HEALTH_WINDOW_S,
-                            base_site=BASE_SITE))
+                            base_site=BASE_SITE, board_trial_ms=BOARD_TRIAL_MS))
     config_path = directory / "agent.toml"
     config_path.write_text(render_config(config))
     _install_first_release(directory, first)
@@ -114,7 +121,8 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     broken = {"agent/service.py": lambda text: text.replace(
         "    station.start()\n", "    raise SystemExit('release 0.3.0: broken on purpose')\n", 1)}
     return {"0.1.0": base, "0.2.0": wheel_variant(base, work, "0.2.0"),
-            "0.3.0": wheel_variant(base, work, "0.3.0", broken), "0.4.0": wheel_variant(base, work, "0.4.0")}
+            "0.3.0": wheel_variant(base, work, "0.3.0", broken), "0.4.0": wheel_variant(base, work, "0.4.0"),
+            "0.5.0": wheel_variant(base, work, "0.5.0")}
 
 
 @pytest.fixture
@@ -166,7 +174,8 @@ def test_fleet_update_install_rollback_park_and_refusals(mosquitto: MosquittoBro
 
     # 0.2.0 to the 1 % cohort: only station a takes it.
     good = tmp_path / "release-0.2.0"
-    sr.build(good, "0.2.0", 2, [releases["0.2.0"]], percent=1)
+    sr.build(good, "0.2.0", 2, [releases["0.2.0"]], percent=1, firmware=firmware_files(2, into=tmp_path),
+             firmware_version=2)
     _publish(mosquitto, good, sr.sign(good, hq.role_keys["software"]))
     assert wait_until(lambda: last_report(reports, a.station_id).get("state") == "installed", 120), a.log()
     assert last_report(reports, a.station_id)["running"] == "0.2.0"
@@ -180,6 +189,8 @@ def test_fleet_update_install_rollback_park_and_refusals(mosquitto: MosquittoBro
     _publish(mosquitto, good, sr.reroll(good, hq.role_keys["software"], percent=100))
     assert wait_until(lambda: last_report(reports, b.station_id).get("state") == "installed", 120), b.log()
     assert a.started() == ["0.1.0", "0.2.0"] and b.started() == ["0.1.0", "0.2.0"]
+    for s in stations:
+        assert s.board.firmware_version == 2 and s.board.boots == ["normal", "trial"], s.board.boots
 
     # 0.3.0's agent exits at start: rolled back within the health window, twice, then parked.
     broken = tmp_path / "release-0.3.0"
@@ -201,20 +212,38 @@ def test_fleet_update_install_rollback_park_and_refusals(mosquitto: MosquittoBro
     time.sleep(2 * HEALTH_WINDOW_S)
     assert all(s.started()[-1] == "0.2.0" and s.current() == "0.2.0" for s in stations)
 
+    # 0.4.0's firmware never says hello: old firmware back, relays never closed, agent back.
+    mute = tmp_path / "release-0.4.0"
+    sr.build(mute, "0.4.0", 4, [releases["0.4.0"]], percent=100,
+             firmware=firmware_files(3, say_hello=False, into=tmp_path), firmware_version=3)
+    _publish(mosquitto, mute, sr.sign(mute, hq.role_keys["software"]))
+    for s in stations:
+        def firmware_refused(s: SimStation = s) -> bool:
+            last = last_report(reports, s.station_id).get("last") or {}
+            return last.get("version") == "0.4.0" and last.get("event") == "rolled_back"
+        assert wait_until(firmware_refused, 180), s.log()
+        reason = last_report(reports, s.station_id)["last"]["reason"]
+        assert "did not say hello" in reason and "old firmware 2 is back" in reason, reason
+        assert "trial" in s.board.boots[2:] and s.board.firmware_version == 2, s.board.boots
+        assert s.started()[-2:] == ["0.4.0", "0.2.0"], s.started()
+    assert wait_until(lambda: all(s.current() == "0.2.0" for s in stations), 60)
+
     # Refused: a non-`software` key, an old version, a tampered chunk.
-    impostor = tmp_path / "release-0.4.0-impostor"
-    sr.build(impostor, "0.4.0", 4, [releases["0.4.0"]], percent=100)
+    impostor = tmp_path / "release-0.5.0-impostor"
+    sr.build(impostor, "0.5.0", 5, [releases["0.5.0"]], percent=100)
     _publish(mosquitto, impostor, sr.sign(impostor, hq.role_keys["allowlist"]))
     assert_rejected(reports, stations, "unknown key")
     old = tmp_path / "release-0.1.0"
     _publish(mosquitto, old, (old / "manifest.json").read_bytes())
     assert_rejected(reports, stations, "rollback")
-    tampered = tmp_path / "release-0.4.0"
-    sr.build(tampered, "0.4.0", 4, [releases["0.4.0"]], percent=100)
+    tampered = tmp_path / "release-0.5.0"
+    sr.build(tampered, "0.5.0", 5, [releases["0.5.0"]], percent=100)
     _publish(mosquitto, tampered, sr.sign(tampered, hq.role_keys["software"]), tamper=True)
     assert_rejected(reports, stations, "chunk digest mismatch")
     assert all(s.current() == "0.2.0" and s.started()[-1] == "0.2.0" for s in stations)
-    assert all(not s.board.relay_closed(0) for s in stations)
+    assert all(not s.board.relay_ever_closed for s in stations)
+    for _, report in reports.received():
+        validate("update", report)
 
 
 def assert_rejected(reports: MqttRecorder, stations: list[SimStation], check: str) -> None:

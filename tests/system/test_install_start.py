@@ -106,7 +106,11 @@ def test_install_provision_and_start_as_the_service_user(installed: Path, mosqui
         agent = subprocess.Popen([*service_user_prefix(), str(spbu), "agent", "run", "--config", str(config)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**os.environ, "NOTIFY_SOCKET": str(notify_path)})
-        first = notify.recv(4096).decode()
+        try:
+            first = notify.recv(4096).decode()
+        except TimeoutError:
+            agent.kill()
+            pytest.fail(f"no READY from the agent: {agent.communicate()[1][-3000:]}")
         assert first.startswith("READY=1"), first
 
         deadline = time.monotonic() + 20
