@@ -20,7 +20,7 @@ from simulators.console import execute
 from simulators.dart_pump import DartPumpSim
 from simulators.relay_board import RelayBoardSim
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_console_commands_act_and_bad_ones_change_nothing() -> None:
