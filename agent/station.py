@@ -40,6 +40,7 @@ from agent.eligibility import (
     Decision,
     decide,
 )
+from agent.islands import IslandEdc, IslandPayments
 from agent.journal import Journal, SessionRow, insert_outbox
 from agent.killpoints import killpoint
 from agent.live_view import LiveSession, LiveView
@@ -62,8 +63,8 @@ from agent.trust.tx_sign import StationKeyError, load_station_key, sign_record
 from agent.trust_mode import check_trust_mode
 from agent.updates.updater import UpdateAgent, UpdateEvent
 from agent.usage_link import UsageLink, fill_cap
-from hal.edc import EdcLink, EdcReply, EdcTerminal
-from hal.pump_select import open_pump_controller
+from hal.edc import EdcLink
+from hal.pump_select import PumpLine, open_pump_controller
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -113,6 +114,17 @@ def _recent_item(row: dict[str, Any], payment: dict[str, Any] | None) -> dict[st
     return row
 
 
+def pump_lines(config: StationConfig) -> list[PumpLine]:
+    """The station's relay boards or DART lines: line 0 on relay_board_port, then the rest."""
+    lines = []
+    for i, port in enumerate((config.relay_board_port, *config.relay_board_lines)):
+        on_line = [p for p in config.pumps if p.line == i]
+        by_channel = sorted(on_line, key=lambda p: p.channel)
+        lines.append(PumpLine(port, tuple(p.channel for p in on_line),
+                              tuple(len(p.nozzle_products) for p in by_channel)))
+    return lines
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -134,12 +146,10 @@ class Station:
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: ps.PumpRuntime(p) for p in config.pumps}
-        self._by_channel = {p.channel: p.number for p in config.pumps}
-        by_channel = sorted(config.pumps, key=lambda p: p.channel)
-        self.board = open_pump_controller(config.relay_board_kind, config.relay_board_port, self.events.put,
-                                          baudrate=config.relay_board_baud, channels=len(config.pumps),
-                                          nozzles=tuple(len(p.nozzle_products) for p in by_channel),
-                                          gpio_pins=config.relay_gpio, active_high=config.relay_active_high)
+        self._by_channel = {p.key: p.number for p in config.pumps}
+        self.board = open_pump_controller(config.relay_board_kind, pump_lines(config), self.events.put,
+                                          baudrate=config.relay_board_baud, gpio_pins=config.relay_gpio,
+                                          active_high=config.relay_active_high)
         self.scanners = [self._open_scanner(p) for p in config.pumps]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
                              subscribe=(attendant_topics.requests(config.station_id),) if config.attendant else ())
@@ -197,13 +207,12 @@ class Station:
                                self._emit, lambda: self.docs.policy)
 
     def _open_payments(self, config: StationConfig) -> None:
-        edc = config.edc
-        self.edc = None if edc is None else EdcTerminal(
-            edc.port, self.events.put, edc.baud, edc.ack_timeout_s, edc.max_retries, edc.response_timeout_s)
-        self.payments = PaymentDesk(
-            self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
+        # One EDC terminal per island (agent/islands.py), each paying for its own pumps.
+        self.payments = IslandPayments(config, self.journal, self.events.put, lambda terminal, edc: PaymentDesk(
+            self.journal, terminal, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
             self._open_prepaid, self._queue_record,
-            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line)
+            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line,
+            edc.pumps if edc and config.more_edcs else ()))
 
     def _open_commands(self, config: StationConfig) -> None:
         # Signed commands: the trust root's `commands` role (plus the station manager's
@@ -244,8 +253,7 @@ class Station:
         is shown by it calling this.) Absent devices are not a fault of the agent."""
         now = time.monotonic()
         tasks = [("pump controller", self.board.last_beat())]
-        if self.edc is not None:
-            tasks.append(("EDC terminal", self.edc.last_beat()))
+        tasks += [(f"EDC terminal {i + 1}", t.last_beat()) for i, t in enumerate(self.payments.terminals)]
         tasks += [(f"scanner {p.number}", s.last_beat()) for p, s in zip(self.config.pumps, self.scanners,
                                                                          strict=True)]
         stuck = [name for name, beat in tasks if now - beat > max_task_age_s]
@@ -294,8 +302,7 @@ class Station:
         self.board.start()
         if self.tanks is not None:
             self.tanks.gauge.start()
-        if self.edc is not None:
-            self.edc.start()
+        self.payments.start()
         for scanner in self.scanners:
             scanner.start()
         self.link.start()
@@ -319,8 +326,7 @@ class Station:
         self.board.close()
         if self.tanks is not None:
             self.tanks.gauge.close()
-        if self.edc is not None:
-            self.edc.close()
+        self.payments.close()
         self.journal.close()
         self.command_store.close()
 
@@ -380,7 +386,7 @@ class Station:
             asking = pump.state == ps.RECOVERING or pump.verify_after_hello
             if asking and self.board_connected and now - pump.last_query_mono >= 1.0:
                 pump.last_query_mono = now
-                self.board.query(pump.config.channel)
+                self.board.query(pump.config.key)
 
     def _recovered(self, pump: ps.PumpRuntime, status: BoardStatus) -> None:
         session = pump.session
@@ -429,9 +435,9 @@ class Station:
                 self._announce_to_home_assistant()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
-        elif isinstance(event, EdcReply | EdcLink):
-            if isinstance(event, EdcLink):
-                self.devices.seen("EDC terminal", event.connected)
+        elif isinstance(event, IslandEdc):
+            if isinstance(event.event, EdcLink):
+                self.devices.seen("EDC terminal", event.event.connected)
             self.payments.on_event(event)
         elif isinstance(event, PaymentSelect):
             self.payments.select(event.pump, event.choice)
@@ -560,7 +566,7 @@ class Station:
             return Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id)
         if self.board.totals_required and pump.device_total is None:
             # Without the pump's totaliser journaled first, a crash mid-fill could lose litres.
-            self.board.query(pump.config.channel)
+            self.board.query(pump.config.key)
             return Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id)
         if pump.state == ps.CLOSED:
             return Decision(False, "pump_closed", vehicle_id=vehicle_id)
@@ -583,7 +589,7 @@ class Station:
                                 disk_guard.describe(self.disk.state), plate=token_plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
         if prepaid is None and payment.electronic:
-            if not self.payments.available:  # the terminal is off or unplugged: cash is offered
+            if not self.payments.available_for(pump.config.number):  # the terminal is off or unplugged: cash is offered
                 return self._refuse(pump, Decision(False, "edc_unavailable", decision.vehicle, decision.vehicle_id),
                                     plate=token_plate)
             if payment.mode == "prepay":
@@ -634,8 +640,8 @@ class Station:
         multi = grades.multi_grade(pump.config)
         select_nozzles = getattr(self.board, "select_nozzles", None)
         if multi and select_nozzles is not None:  # only the nozzle of the grade decided for
-            select_nozzles(pump.config.channel, (grades.nozzle_of(pump.config, product),))
-        self.board.authorize(pump.config.channel, session.seq, preset_pulses)
+            select_nozzles(pump.config.key, (grades.nozzle_of(pump.config, product),))
+        self.board.authorize(pump.config.key, session.seq, preset_pulses)
         killpoint("authorize_sent")
         if multi and pump.nozzle_up and grades.nozzle_product(pump.config, pump.lifted) == product:
             self._start_fuelling(pump)  # the nozzle was out before the authorisation
@@ -708,7 +714,7 @@ class Station:
         """This customer's payment: for the fill running now (postpay, not yet paid
         electronically) or else for the next scan on the pump."""
         session = self.pumps[pump].session
-        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available
+        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available_for(pump)
                 and self.payment_for_tx(session.tx_id) is None):
             self.payments.open_postpay(session, choice)
             return "this_fill"
@@ -729,7 +735,7 @@ class Station:
         runtime = self.pumps[pump]
         if runtime.device_total is None:
             if self.board_connected:
-                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+                self.board.query(runtime.config.key)  # its answer brings the totaliser
             return None
         return self._ml(runtime, runtime.device_total)
 
@@ -796,7 +802,7 @@ class Station:
         for pump in self.pumps.values():
             prices = [policy.prices_idr.get(p, 0) for p in pump.config.nozzle_products]
             if all(prices):
-                set_prices(pump.config.channel, prices)
+                set_prices(pump.config.key, prices)
 
     def _pump_online(self, pump: ps.PumpRuntime, online: bool) -> None:
         """A pump on a shared line stopped answering (out of service) or came back."""
@@ -941,7 +947,7 @@ class Station:
     def _request_stop(self, pump: ps.PumpRuntime) -> None:
         self._set_state(pump, ps.STOPPING)
         pump.stop_sent_mono = time.monotonic()
-        self.board.stop(pump.config.channel)
+        self.board.stop(pump.config.key)
         killpoint("stop_requested")
 
     def _timers(self, now: float) -> None:

@@ -118,7 +118,7 @@ class PaymentDesk:
                  open_prepaid: Callable[[int, str, int, int], bool],
                  publish_record: Callable[[sqlite3.Connection, dict[str, Any]], None],
                  scan_payments: tuple[PaymentChoice, ...] = (), lang: str = "id",
-                 show: Callable[[str], None] | None = None) -> None:
+                 show: Callable[[str], None] | None = None, pumps: tuple[int, ...] = ()) -> None:
         self.journal = journal
         self.lang = lang
         self._show = show or (lambda text: None)
@@ -135,7 +135,8 @@ class PaymentDesk:
         self._dirty = True
         self._next_try = 0.0
         self._held: dict[int, float] = {}  # pay_id -> monotonic time before which it waits
-        self.store = PaymentStore(journal)
+        # One desk per island terminal (agent/islands.py): each works only its own pumps' payments.
+        self.store = PaymentStore(journal, pumps)
         self._scan_texts: dict[int, str] = {}  # pay_id -> the QR a prepayment waits to authorise
 
     # --- what the station asks ---------------------------------------------------------

@@ -54,8 +54,14 @@ OPEN_STEPS = "state != 'answered'"
 
 
 class PaymentStore:
-    def __init__(self, journal: Journal) -> None:
+    """`pumps`: the island this store's desk pays for (empty: the whole station). The work
+    loop's reads see only those pumps' payments; reads by id or fill see every row."""
+
+    def __init__(self, journal: Journal, pumps: tuple[int, ...] = ()) -> None:
         self.journal = journal
+        only = ",".join(str(int(n)) for n in pumps)  # ints only: safe to place in the SQL
+        self._mine = f" AND pump IN ({only})" if pumps else ""
+        self._mine_steps = f" AND pay_id IN (SELECT pay_id FROM payments WHERE pump IN ({only}))" if pumps else ""
         with journal.atomic() as db:
             for statement in SCHEMA:
                 db.execute(statement)
@@ -103,18 +109,19 @@ class PaymentStore:
 
     def first_open_step(self, state: str) -> int | None:
         rows = self.journal.read(f"SELECT MIN(step_id) FROM payment_steps WHERE {OPEN_STEPS} AND state=?"
-                                 " HAVING COUNT(*)", (state,))
+                                 f"{self._mine_steps} HAVING COUNT(*)", (state,))
         return int(rows[0][0]) if rows else None
 
     def open_payments(self, *states: str) -> list[int]:
         marks = ", ".join("?" * len(states))
         return [int(r[0]) for r in self.journal.read(
-            f"SELECT pay_id FROM payments WHERE {OPEN_PAYMENTS} AND state IN ({marks})", states)]
+            f"SELECT pay_id FROM payments WHERE {OPEN_PAYMENTS} AND state IN ({marks}){self._mine}", states)]
 
     def waiting_customers(self) -> list[tuple[int, str, str]]:
         """(pay_id, state, mode) of payments a customer may be standing at the terminal for."""
         return [(int(r[0]), str(r[1]), str(r[2])) for r in self.journal.read(
-            f"SELECT pay_id, state, mode FROM payments WHERE {OPEN_PAYMENTS} AND state IN ('charging', 'settling')")]
+            f"SELECT pay_id, state, mode FROM payments WHERE {OPEN_PAYMENTS}"
+            f" AND state IN ('charging', 'settling'){self._mine}")]
 
     def step_by_ref(self, ecr_ref: str) -> tuple[Any, ...] | None:
         rows = self.journal.read("SELECT step_id, state FROM payment_steps WHERE ecr_ref=?", (ecr_ref,))

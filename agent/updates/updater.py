@@ -36,8 +36,8 @@ from agent import __version__, topics
 from agent.allowlist.chunks import ChunkFetcher, ChunkStore
 from agent.config import StationConfig
 from agent.docstore import DocumentStore
+from agent.islands import IslandPayments
 from agent.mqtt_link import MAX_MESSAGE_BYTES, MqttLink
-from agent.payments.desk import PaymentDesk
 from agent.pump_states import PumpRuntime
 from agent.trust.root import TrustError, TrustStore
 from agent.update_config import UpdateConfig
@@ -52,7 +52,7 @@ class UpdatedStation(Protocol):
 
     config: StationConfig
     pumps: dict[int, PumpRuntime]
-    payments: PaymentDesk
+    payments: IslandPayments
     docs: DocumentStore
     events: queue.Queue[object]
     link: MqttLink
@@ -276,6 +276,8 @@ class UpdateAgent:
                                  trial_ms=self.cfg.board_trial_ms)
         if not self.firmware.ok:
             log.error("relay board firmware: %s", self.firmware.detail)
+        # The health window is the running station's: it starts once the pumps can open.
+        self.trial_deadline = time.monotonic() + self.cfg.health_window_s
 
     def _firmware_version(self, version: str | None) -> int:
         try:

@@ -14,7 +14,7 @@ from gpiozero.pins.mock import MockFactory
 
 from hal.dart_pump import DartPumps
 from hal.gpio_relay import GpioRelayBoard
-from hal.pump_select import KINDS, open_pump_controller
+from hal.pump_select import KINDS, PumpLine, open_pump_controller
 from hal.relay_board import BoardEnd, BoardHello, BoardLink, RelayBoard
 from simulators.dart_pump import DartPumpSim
 from simulators.relay_board import RelayBoardSim
@@ -23,7 +23,7 @@ from tests.helpers import wait_for, wait_until
 
 def test_unknown_kind_is_refused_before_any_port_is_opened() -> None:
     with pytest.raises(ValueError, match="unknown pump controller kind 'rs485'"):
-        open_pump_controller("rs485", "/dev/null", lambda e: None, baudrate=9600, channels=1)
+        open_pump_controller("rs485", [PumpLine("/dev/null", (0,))], lambda e: None, baudrate=9600)
     assert KINDS == ("uart", "dart", "gpio")
 
 
@@ -31,7 +31,7 @@ def test_unknown_kind_is_refused_before_any_port_is_opened() -> None:
 def test_uart_kind_is_the_relay_board_and_holding_heartbeats_drops_the_relay() -> None:
     sim = RelayBoardSim(channels=1, flow_lps=20.0)
     events: queue.Queue[Any] = queue.Queue()
-    board = open_pump_controller("uart", sim.path, events.put, baudrate=115200, channels=1)
+    board = open_pump_controller("uart", [PumpLine(sim.path, (0,))], events.put, baudrate=115200)
     assert isinstance(board, RelayBoard) and board.port_name == sim.path
     board.start()
     try:
@@ -56,7 +56,7 @@ def test_dart_kind_is_the_dart_line_driver() -> None:
     line = DartPumpSim(pumps=2)
     line.start()
     events: queue.Queue[Any] = queue.Queue()
-    board = open_pump_controller("dart", line.path, events.put, baudrate=9600, channels=2)
+    board = open_pump_controller("dart", [PumpLine(line.path, (0, 1), (1, 1))], events.put, baudrate=9600)
     assert isinstance(board, DartPumps) and board.port_name == line.path and board.totals_required
     board.start()
     try:
@@ -66,10 +66,35 @@ def test_dart_kind_is_the_dart_line_driver() -> None:
         line.close()
 
 
+@pytest.mark.integration
+def test_two_relay_boards_are_one_controller_with_line_keys() -> None:
+    from hal.board_group import BoardGroup
+
+    first, second = RelayBoardSim(channels=1), RelayBoardSim(channels=1)
+    events: queue.Queue[Any] = queue.Queue()
+    group = open_pump_controller("uart", [PumpLine(first.path, (0,)), PumpLine(second.path, (0,))], events.put,
+                                 baudrate=115200)
+    assert isinstance(group, BoardGroup) and len(group.lines) == 2
+    group.start()
+    try:
+        wait_for(events, lambda e: isinstance(e, BoardLink) and e.connected)
+        assert all(isinstance(line, RelayBoard) for line in group.lines)
+        assert {line.port_name for line in group.lines} == {first.path, second.path}
+    finally:
+        group.close()
+        first.close()
+        second.close()
+
+
+def test_no_line_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one line"):
+        open_pump_controller("uart", [], lambda e: None, baudrate=115200)
+
+
 def test_gpio_kind_drives_the_pins_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     factory = MockFactory()
     monkeypatch.setattr(Device, "pin_factory", factory)
-    board = open_pump_controller("gpio", "gpio", lambda e: None, baudrate=0, channels=1,
+    board = open_pump_controller("gpio", [PumpLine("gpio", (0,))], lambda e: None, baudrate=0,
                                  gpio_pins=(17, 27, 22, None), active_high=True)
     try:
         assert isinstance(board, GpioRelayBoard)
