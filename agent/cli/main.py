@@ -213,6 +213,10 @@ def _cmd_sim_hq(args: argparse.Namespace) -> int:
 def _cmd_hw_test(args: argparse.Namespace) -> int:
     from agent.cli.hw_test import run_hw_test
 
+    if args.atg:
+        from agent.cli.hw_test_atg import run_atg_test
+
+        return run_atg_test(args.port, sys.stdout)
     return run_hw_test(args.port, args.channel, interactive=not args.no_prompt, dart=args.dart)
 
 
@@ -308,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     hwtest.add_argument("--channel", type=int, default=0, help="fuelling point on the board (default 0)")
     hwtest.add_argument("--no-prompt", action="store_true", help="skip the steps that need a person")
     hwtest.add_argument("--dart", action="store_true", help="the port is a DART line (channel i = pump 0x50+i)")
+    hwtest.add_argument("--atg", action="store_true",
+                        help="the port is a tank gauge (Veeder-Root TLS computer interface): inventory, alarms, "
+                             "deliveries")
     hwtest.set_defaults(func=_cmd_hw_test)
 
     sim = sub.add_parser("sim", help="device and headquarters simulators")

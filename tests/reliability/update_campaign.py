@@ -4,7 +4,7 @@
 
 A station runs release 0.1.0 (a real venv built from this project's wheel). Release 0.2.0
 carries a config migration and a journal migration. For each named killpoint of staging
-(agent/releases.STAGE_POINTS) and of the switch and rollback (agent/release_switch.
+(agent/updates/store.STAGE_POINTS) and of the switch and rollback (agent/updates/switch.
 SWITCH_POINTS), a fresh copy of the station runs the update in a process killed at that
 point; then `release_switch boot` runs as systemd would before the next start. After
 every kill the station must be on one complete release, never a mix:
