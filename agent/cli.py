@@ -30,8 +30,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CliError("--pumps must be between 1 and 16")
     if args.customers < 1 or args.customers > 1000:
         raise CliError("--customers must be between 1 and 1000")
+    if args.nozzles is None:
+        args.nozzles = 2 if args.controller == "dart" else 1  # DART dispensers carry two grades by default
     if not 1 <= args.nozzles <= 2 or (args.nozzles > 1 and args.controller != "dart"):
         raise CliError("--nozzles must be 1 or 2, and more than 1 needs --controller dart")
+    if not 1 <= args.islands <= 4 or args.islands > args.pumps:
+        raise CliError("--islands must be 1..4 and at most --pumps")
     if args.attendant:
         from agent.attendant.files import AttendantPageMissing, attendant_dir
 
@@ -56,7 +60,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
                     json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.controller,
-                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles, leak=args.leak)
+                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles, leak=args.leak,
+                    islands=args.islands)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -273,9 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pump", dest="controller", action=Renamed, new="--controller", choices=("relay", "dart"))
     demo.add_argument("--leak", action="store_true",
                       help="tank 1 leaks: the shift reconciliation must raise the variance alarm")
-    demo.add_argument("--nozzles", type=int, default=1,
-                      help="grades per DART dispenser, 1..2 (with --controller dart): the nozzle lifted decides "
-                      "the product")
+    demo.add_argument("--nozzles", type=int, default=None,
+                      help="grades per DART dispenser, 1..2 (default 2 with --controller dart): the nozzle lifted "
+                           "decides the product")
+    demo.add_argument("--islands", type=int, default=1,
+                      help="islands, each with its own relay board or DART line and EDC terminal (default 1)")
     demo.add_argument("--attendant", action="store_true",
                       help="keep the station running and serve the attendant's page over TLS (prints the "
                            "address, the device link and the attendant's number and PIN)")
