@@ -273,6 +273,8 @@ class UpdateAgent:
                                  trial_ms=self.cfg.board_trial_ms)
         if not self.firmware.ok:
             log.error("relay board firmware: %s", self.firmware.detail)
+        # The health window is the running station's: it starts once the pumps can open.
+        self.trial_deadline = time.monotonic() + self.cfg.health_window_s
 
     def _firmware_version(self, version: str | None) -> int:
         try:
