@@ -239,6 +239,10 @@ def _cmd_sim_hq(args: argparse.Namespace) -> int:
 def _cmd_hw_test(args: argparse.Namespace) -> int:
     from agent.hwtest import run_hw_test
 
+    if args.atg:
+        from agent.hwtest_atg import run_atg_test
+
+        return run_atg_test(args.port, sys.stdout)
     return run_hw_test(args.port, args.channel, interactive=not args.no_prompt, dart=args.controller == "dart")
 
 
@@ -342,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     hwtest.add_argument("--controller", choices=("relay", "dart"), default="relay",
                         help="what is on the port: a relay board, or a DART line (channel i = pump 0x50+i)")
     hwtest.add_argument("--dart", dest="controller", action=Renamed, new="--controller dart", nargs=0, const="dart")
+    hwtest.add_argument("--atg", action="store_true",
+                        help="the port is a tank gauge (Veeder-Root TLS computer interface): inventory, alarms, "
+                             "deliveries")
     hwtest.set_defaults(func=_cmd_hw_test)
 
     sim = sub.add_parser("sim", help="device and headquarters simulators")

@@ -812,7 +812,6 @@ class Station:
         else:
             if pump.state == ps.INOPERATIVE and self.board_connected:
                 self._set_state(pump, ps.after_session(pump.nozzle_up))
-            self._emit({"type": "alert", "pump": number, "alert": "pump_back_in_service", "detail": ""})
         self._live_pump(pump)
 
     # --- board -------------------------------------------------------------------------
