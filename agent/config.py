@@ -180,8 +180,9 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
 
     board = _get(data, "relay_board", dict, "config")
     kind = _get(board, "kind", str, "[relay_board]", "uart")
+    kind = "uart" if kind == "relay" else kind  # the command line's name for a relay board
     if kind not in ("uart", "gpio", "dart"):
-        raise ConfigError("[relay_board]: kind must be uart, gpio or dart")
+        raise ConfigError("[relay_board]: kind must be relay (or uart), gpio or dart")
     gpio: tuple[int, int, int, int | None] | None = None
     if kind == "gpio":
         pins = [_get(board, name, int, "[relay_board]") for name in ("relay_gpio", "pulser_gpio", "nozzle_gpio")]

@@ -344,7 +344,7 @@ class Station:
             try:
                 self._dispatch(event)
             except Exception:  # a bug in one event must not stop the station
-                log.exception("event %r failed", event)
+                log.exception("event %s failed", type(event).__name__)  # not its repr: a scan holds a QR
         # Every timer and callback is guarded too: a full disk or a bug in one of them
         # must not kill the loop (and with it the relay board's heartbeat).
         self._guarded("timers", self._timers)

@@ -88,7 +88,7 @@ def test_install_provision_and_start_as_the_service_user(installed: Path, mosqui
         trust.write_bytes(hq.root_bytes())
         provisioned = subprocess.run([str(spbu), "provision", "--station", "34.401.07", "--zone", "WITA",
                                       "--etc", str(etc), "--data", str(root / "var/lib/spbu"), "--trust", str(trust),
-                                      "--board", board.path, "--pump", f"1:solar:{scanner.path}"],
+                                      "--port", board.path, "--pump", f"1:solar:{scanner.path}"],
                                      capture_output=True, text=True, timeout=60, check=False)
         assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
         # the station's broker listens on the test's port (a Pi's is 1883)
