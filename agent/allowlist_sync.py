@@ -29,9 +29,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import allowlist_manifest as manifests
 from agent import disk_guard, topics
-from agent.allowlist_manifest import Manifest
+from agent.allowlist_manifest import Blob, Manifest
 from agent.allowlist_repo import AllowListRepo
 from agent.allowlist_store import StoreError
+from agent.chunks import ChunkFetcher
 from agent.mqtt_link import MAX_MESSAGE_BYTES
 from agent.trust import TrustError, TrustStore
 
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 # Roots published ahead of the next one are kept until it comes, at most this many versions ahead.
 MAX_PENDING_ROOTS = 8
-MAX_BACKOFF_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,19 @@ class SyncEvent:
         return {"version": self.version, "chunks_have": self.have, "chunks_total": self.need}
 
 
+class _RepoChunks:
+    """The repo's chunk directory, as the shared fetcher wants it."""
+
+    def __init__(self, repo: AllowListRepo) -> None:
+        self.repo = repo
+
+    def missing(self, blobs: list[Blob]) -> dict[str, int]:
+        return dict(self.repo.missing(blobs))
+
+    def put(self, digest: str, length: int, data: bytes) -> None:
+        self.repo.put_chunk(digest, length, data)
+
+
 class AllowListSync:
     def __init__(self, host: str, port: int, station_id: str, repo: AllowListRepo, trust: TrustStore,
                  on_event: Callable[[SyncEvent], None], window: int = 4, chunk_timeout_s: float = 10.0,
@@ -68,11 +81,6 @@ class AllowListSync:
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self._stop = threading.Event()
         self.pending: Manifest | None = None
-        self._missing: dict[str, int] = {}  # digest -> declared length, in fetch order
-        self._total = 0
-        self._inflight: dict[str, float] = {}  # digest -> monotonic deadline
-        self._not_before: dict[str, float] = {}
-        self._attempts: dict[str, int] = {}
         self._last_manifest: bytes | None = None
         self._roots: dict[int, bytes] = {}
         self._last_progress = 0.0
@@ -84,6 +92,10 @@ class AllowListSync:
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: (self._inbox.put((m.topic, bytes(m.payload)))
                                                   if len(m.payload) <= MAX_MESSAGE_BYTES else None)
+        # The chunk transport shared with software releases (agent/chunks.py).
+        self.fetcher = ChunkFetcher(_RepoChunks(repo), topics.allowlist_chunk,
+                                    lambda t: self.client.subscribe(t, qos=1), self.client.unsubscribe,
+                                    window, chunk_timeout_s)
         self._worker = threading.Thread(target=self._run, name="allowlist-sync", daemon=True)
 
     def start(self) -> None:
@@ -133,9 +145,8 @@ class AllowListSync:
         elif topic.startswith(topics.ALLOWLIST_CHUNK_PREFIX):
             self._chunk(topic[len(topics.ALLOWLIST_CHUNK_PREFIX):], payload)
         elif topic == "$reconnected":
-            for digest in self._inflight:  # a new session has no subscriptions: ask again
-                self.client.subscribe(topics.allowlist_chunk(digest), qos=1)
-        self._request()
+            self.fetcher.resubscribe()  # a new session has no subscriptions: ask again
+        self.fetcher.request()
 
     def _reject(self, kind: str, exc: TrustError, version: int = 0) -> None:
         log.warning("%s rejected: %s", kind, exc)
@@ -169,9 +180,7 @@ class AllowListSync:
             return
         if self.pending is not None and self.pending.raw == manifest.raw:
             return
-        for digest in self._inflight:
-            self.client.unsubscribe(topics.allowlist_chunk(digest))
-        self._inflight.clear()
+        self.fetcher.cancel()
         self.pending = manifest
         chain = manifest.plan(self.repo.current_version())
         blobs = [manifest.snapshot] if chain is None else [d.blob for d in chain]
@@ -183,67 +192,35 @@ class AllowListSync:
                                     f"allow-list v{manifest.version} needs {need >> 20} MB free, "
                                     f"{free >> 20} MB left"))
             return
-        self._missing = dict(self.repo.missing(blobs))
-        self._total = sum(len(b.chunks) for b in blobs)
-        self._attempts.clear()
-        self._not_before.clear()
+        self.fetcher.want(blobs)
         log.info("allow-list v%d announced: %s, %d of %d chunks to fetch", manifest.version,
-                 "snapshot" if chain is None else f"{len(chain)} delta(s)", len(self._missing), self._total)
+                 "snapshot" if chain is None else f"{len(chain)} delta(s)", len(self.fetcher.missing),
+                 self.fetcher.total)
         self._progress(force=True)
-        if not self._missing:
+        if not self.fetcher.missing:
             self._finish()
 
     def _chunk(self, digest: str, payload: bytes) -> None:
-        if digest not in self._inflight:
-            return  # a retained copy we no longer want
-        del self._inflight[digest]
-        self.client.unsubscribe(topics.allowlist_chunk(digest))
-        if not payload:
-            self._retry(digest, "gone from the broker")
+        wanted = digest in self.fetcher.missing
+        bad = self.fetcher.arrived(digest, payload)
+        if bad is not None:
+            self._reject("allowlist chunk", bad, self.pending.version if self.pending else 0)
             return
-        try:
-            self.repo.put_chunk(digest, self._missing[digest], payload)
-        except TrustError as exc:
-            self._reject("allowlist chunk", exc, self.pending.version if self.pending else 0)
-            self._retry(digest, exc.check)
-            return
-        del self._missing[digest]
-        self._attempts.pop(digest, None)
+        if not wanted or digest in self.fetcher.missing:
+            return  # not ours, or asked again later (gone from the broker)
         self._progress()
-        if not self._missing:
+        if not self.fetcher.missing:
             self._finish()
-
-    def _retry(self, digest: str, why: str) -> None:
-        attempts = self._attempts.get(digest, 0) + 1
-        self._attempts[digest] = attempts
-        delay = min(MAX_BACKOFF_S, self.chunk_timeout_s * 2 ** (attempts - 1))
-        self._not_before[digest] = time.monotonic() + delay
-        log.info("chunk %s %s; again in %.0f s", digest[:12], why, delay)
-
-    def _request(self) -> None:
-        now = time.monotonic()
-        for digest, deadline in list(self._inflight.items()):
-            if now >= deadline:
-                del self._inflight[digest]
-                self.client.unsubscribe(topics.allowlist_chunk(digest))
-                self._retry(digest, "timed out")
-        for digest in self._missing:
-            if len(self._inflight) >= self.window:
-                break
-            if digest in self._inflight or self._not_before.get(digest, 0.0) > now:
-                continue
-            self._inflight[digest] = now + self.chunk_timeout_s
-            self.client.subscribe(topics.allowlist_chunk(digest), qos=1)
 
     def _progress(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and self._missing and now - self._last_progress < 2.0:
+        if not force and self.fetcher.missing and now - self._last_progress < 2.0:
             return
         self._last_progress = now
         version = self.pending.version if self.pending else 0
-        have = self._total - len(self._missing)
-        log.info("allow-list v%d: %d of %d chunks", version, have, self._total)
-        self.on_event(SyncEvent("progress", version, have=have, need=self._total))
+        have, total = self.fetcher.have, self.fetcher.total
+        log.info("allow-list v%d: %d of %d chunks", version, have, total)
+        self.on_event(SyncEvent("progress", version, have=have, need=total))
 
     def _finish(self) -> None:
         manifest = self.pending

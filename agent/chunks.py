@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from agent.allowlist_manifest import Blob
 from agent.durable import atomic_write
@@ -57,7 +58,7 @@ class ChunkStore:
             raise TrustError("chunk digest mismatch", f"chunk {digest[:12]} does not match its digest")
         atomic_write(self.path(digest), data)
 
-    def missing(self, blobs: Iterable[Blob]) -> dict[str, int]:
+    def missing(self, blobs: list[Blob]) -> dict[str, int]:
         out: dict[str, int] = {}
         for blob in blobs:
             for i, digest in enumerate(blob.chunks):
@@ -79,10 +80,15 @@ class ChunkStore:
             chunk.unlink(missing_ok=True)
 
 
+class ChunkSink(Protocol):
+    def missing(self, blobs: list[Blob]) -> dict[str, int]: ...
+    def put(self, digest: str, length: int, data: bytes) -> None: ...
+
+
 class ChunkFetcher:
     """Which chunks to ask for next; what arrived goes through `store.put` (verified)."""
 
-    def __init__(self, store: ChunkStore, topic: Callable[[str], str], subscribe: Callable[[str], object],
+    def __init__(self, store: ChunkSink, topic: Callable[[str], str], subscribe: Callable[[str], object],
                  unsubscribe: Callable[[str], object], window: int = 4, timeout_s: float = 10.0) -> None:
         self.store = store
         self.topic = topic
@@ -99,7 +105,7 @@ class ChunkFetcher:
         """Start a new fetch (forgetting the previous one): what is not on disk yet."""
         self.cancel()
         self.missing = self.store.missing(blobs)
-        self.total = len({d for b in blobs for d in b.chunks})
+        self.total = sum(len(b.chunks) for b in blobs)
 
     def cancel(self) -> None:
         for digest in self._inflight:

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent import __version__
+from agent.cli_help import Renamed
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -29,8 +30,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CliError("--pumps must be between 1 and 16")
     if args.customers < 1 or args.customers > 1000:
         raise CliError("--customers must be between 1 and 1000")
-    if not 1 <= args.nozzles <= 2 or (args.nozzles > 1 and args.pump != "dart"):
-        raise CliError("--nozzles must be 1 or 2, and more than 1 needs --pump dart")
+    if args.nozzles is None:
+        args.nozzles = 2 if args.controller == "dart" else 1  # DART dispensers carry two grades by default
+    if not 1 <= args.nozzles <= 2 or (args.nozzles > 1 and args.controller != "dart"):
+        raise CliError("--nozzles must be 1 or 2, and more than 1 needs --controller dart")
+    if not 1 <= args.islands <= 4 or args.islands > args.pumps:
+        raise CliError("--islands must be 1..4 and at most --pumps")
     if args.attendant:
         from agent.attendant.files import AttendantPageMissing, attendant_dir
 
@@ -54,8 +59,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
-                    json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump,
-                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles, leak=args.leak)
+                    json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.controller,
+                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles, leak=args.leak,
+                    islands=args.islands)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -233,15 +239,20 @@ def _cmd_sim_hq(args: argparse.Namespace) -> int:
 def _cmd_hw_test(args: argparse.Namespace) -> int:
     from agent.hwtest import run_hw_test
 
-    return run_hw_test(args.port, args.channel, interactive=not args.no_prompt, dart=args.dart)
+    if args.atg:
+        from agent.hwtest_atg import run_atg_test
+
+        return run_atg_test(args.port, sys.stdout)
+    return run_hw_test(args.port, args.channel, interactive=not args.no_prompt, dart=args.controller == "dart")
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:
     from agent.provision import ProvisionError, provision
 
     try:
-        checks = provision(args.station, args.zone, args.etc, args.data, args.trust, args.kind, args.board,
-                           args.pump, force=args.force)
+        checks = provision(args.station, args.zone, args.etc, args.data, args.trust,
+                           "uart" if args.controller == "relay" else args.controller, args.port, args.pump,
+                           force=args.force)
     except ProvisionError as exc:
         raise CliError(str(exc)) from exc
     for check in checks:
@@ -266,12 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--flow-lps", type=float, default=25.0,
                       help="simulated flow in litres per second (sped up; a real nozzle gives ~0.67)")
     demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
-    demo.add_argument("--pump", choices=("relay", "dart"), default="relay",
-                      help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
+    demo.add_argument("--controller", choices=("relay", "dart"), default="relay",
+                      help="pump controller: relay board with retrofitted dispensers, or Wayne DART pumps")
+    demo.add_argument("--pump", dest="controller", action=Renamed, new="--controller", choices=("relay", "dart"))
     demo.add_argument("--leak", action="store_true",
                       help="tank 1 leaks: the shift reconciliation must raise the variance alarm")
-    demo.add_argument("--nozzles", type=int, default=1,
-                      help="grades per DART dispenser, 1..2 (with --pump dart): the nozzle lifted decides the product")
+    demo.add_argument("--nozzles", type=int, default=None,
+                      help="grades per DART dispenser, 1..2 (default 2 with --controller dart): the nozzle lifted "
+                           "decides the product")
+    demo.add_argument("--islands", type=int, default=1,
+                      help="islands, each with its own relay board or DART line and EDC terminal (default 1)")
     demo.add_argument("--attendant", action="store_true",
                       help="keep the station running and serve the attendant's page over TLS (prints the "
                            "address, the device link and the attendant's number and PIN)")
@@ -289,8 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--trust", type=Path, action="append", default=[], required=True,
                       help="headquarters' root.json (spbu allowlist keygen), or a signing public key "
                       "(hex file, older single-key trust); repeatable")
-    prov.add_argument("--kind", default="uart", choices=("uart", "dart", "gpio"), help="pump controller")
-    prov.add_argument("--board", default="/dev/spbu-relay", help="relay board or DART line device")
+    prov.add_argument("--controller", default="relay", choices=("relay", "dart", "gpio"), help="pump controller")
+    prov.add_argument("--kind", dest="controller", action=Renamed, new="--controller", values={"uart": "relay"},
+                      choices=("uart", "relay", "dart", "gpio"))
+    prov.add_argument("--port", default="/dev/spbu-relay", help="the pump controller's serial device (relay board "
+                      "or DART line)")
+    prov.add_argument("--board", dest="port", action=Renamed, new="--port")
     prov.add_argument("--pump", action="append", default=[], metavar="N:PRODUCT:SCANNER",
                       help="a fuelling point, e.g. 1:pertalite:/dev/spbu-scanner-1; repeatable, in channel order")
     prov.add_argument("--etc", type=Path, default=Path("/etc/spbu"))
@@ -319,12 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     hw = sub.add_parser("hw", help="hardware checks for field technicians")
     hw_sub = hw.add_subparsers(dest="hw_command", metavar="ACTION", required=True)
-    hwtest = hw_sub.add_parser("test", help="step-by-step check of a relay board: link, relay, nozzle, pulser, "
+    hwtest = hw_sub.add_parser("test", help="step-by-step check of a pump controller: link, relay, nozzle, pulser, "
                                "dead-man, E-stop")
     hwtest.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/spbu-relay")
     hwtest.add_argument("--channel", type=int, default=0, help="fuelling point on the board (default 0)")
     hwtest.add_argument("--no-prompt", action="store_true", help="skip the steps that need a person")
-    hwtest.add_argument("--dart", action="store_true", help="the port is a DART line (channel i = pump 0x50+i)")
+    hwtest.add_argument("--controller", choices=("relay", "dart"), default="relay",
+                        help="what is on the port: a relay board, or a DART line (channel i = pump 0x50+i)")
+    hwtest.add_argument("--dart", dest="controller", action=Renamed, new="--controller dart", nargs=0, const="dart")
+    hwtest.add_argument("--atg", action="store_true",
+                        help="the port is a tank gauge (Veeder-Root TLS computer interface): inventory, alarms, "
+                             "deliveries")
     hwtest.set_defaults(func=_cmd_hw_test)
 
     sim = sub.add_parser("sim", help="device and headquarters simulators")

@@ -39,10 +39,16 @@ class PumpConfig:
     # A multi-grade dispenser (DART): the product of each logical nozzle 1..4, in order.
     # Empty: one nozzle, `product`.
     grades: tuple[str, ...] = ()
+    line: int = 0  # which relay board or DART line (index into [relay_board] ports)
 
     @property
     def nozzle_products(self) -> tuple[str, ...]:
         return self.grades or (self.product,)
+
+    @property
+    def key(self) -> int:
+        """Station-wide address of this fuelling point: line * 256 + channel (hal/board_group.py)."""
+        return self.line * 256 + self.channel
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class EdcConfig:
     # how scanner reads are paid when the attendant picked nothing, cycled in order:
     # "cash", "card", "card_prepay:50000", "qris" ...
     scan_payments: tuple[str, ...] = ()
+    pumps: tuple[int, ...] = ()  # the island's pumps this terminal pays for; () = every pump
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,8 @@ class StationConfig:
     disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
     tank_gauge: TankGaugeConfig | None = None  # agent/tank_config.py: the tanks and their gauge
+    relay_board_lines: tuple[str, ...] = ()  # ports of lines 1.. (line 0 is relay_board_port)
+    more_edcs: tuple[EdcConfig, ...] = ()  # one EDC terminal per island: the islands after the first
     attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
     scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
@@ -172,8 +181,9 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
 
     board = _get(data, "relay_board", dict, "config")
     kind = _get(board, "kind", str, "[relay_board]", "uart")
+    kind = "uart" if kind == "relay" else kind  # the command line's name for a relay board
     if kind not in ("uart", "gpio", "dart"):
-        raise ConfigError("[relay_board]: kind must be uart, gpio or dart")
+        raise ConfigError("[relay_board]: kind must be relay (or uart), gpio or dart")
     gpio: tuple[int, int, int, int | None] | None = None
     if kind == "gpio":
         pins = [_get(board, name, int, "[relay_board]") for name in ("relay_gpio", "pulser_gpio", "nozzle_gpio")]
@@ -201,6 +211,7 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
             channel=_get(raw, "channel", int, where),
             scanner_port=_get(raw, "scanner", str, where),
             pulses_per_litre=_get(raw, "pulses_per_litre", int, where, 100),
+            line=_get(raw, "line", int, where, 0),
         )
         if not 1 <= pump.number <= 64:
             raise ConfigError(f"{where}: number must be 1..64")
@@ -212,15 +223,16 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         pumps.append(pump)
     if not pumps:
         raise ConfigError("config: at least one [[pumps]] entry is needed")
-    if len({p.number for p in pumps}) != len(pumps) or len({p.channel for p in pumps}) != len(pumps):
-        raise ConfigError("[[pumps]]: numbers and channels must be unique")
+    if len({p.number for p in pumps}) != len(pumps) or len({p.key for p in pumps}) != len(pumps):
+        raise ConfigError("[[pumps]]: numbers and channels must be unique (channels per line)")
+    ports = _ports(board, kind, pumps)
     if kind != "dart" and any(p.grades for p in pumps):
         raise ConfigError("[[pumps]]: nozzles (several grades on one pump) need [relay_board] kind dart")
     if kind == "gpio" and (len(pumps) != 1 or pumps[0].channel != 0):
         raise ConfigError("[relay_board]: kind gpio drives exactly one pump, on channel 0")
     # DART: channel i is the pump at address 0x50 + i, and volumes are 0.01 L
-    dart_ok = sorted(p.channel for p in pumps) == list(range(len(pumps))) and all(
-        p.pulses_per_litre == 100 for p in pumps)
+    dart_ok = all(sorted(p.channel for p in pumps if p.line == line) == list(range(sum(p.line == line for p in pumps)))
+                  for line in range(len(ports))) and all(p.pulses_per_litre == 100 for p in pumps)
     if kind == "dart" and not dart_ok:
         raise ConfigError("[relay_board]: kind dart needs channels 0..n-1 and pulses_per_litre = 100")
     timeouts_raw = _get(data, "timeouts", dict, "config", {}) or {}
@@ -233,7 +245,8 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
             raise ConfigError(f"[timeouts]: {name} must be between 0 and 86400 seconds")
         timeout_values[name] = seconds
     timeouts = Timeouts(**timeout_values)
-    edc = _parse_edc(data["edc"]) if "edc" in data else None
+    edcs = _parse_edcs(data.get("edc"), {p.number for p in pumps})
+    edc = edcs[0] if edcs else None
     return StationConfig(
         station_id=station_id,
         zone=zone,
@@ -241,7 +254,9 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         broker_host=_get(mqtt, "host", str, "[mqtt]", "127.0.0.1"),
         broker_port=port,
         trusted_keys={str(k): str(v) for k, v in keys.items()},
-        relay_board_port=_get(board, "port", str, "[relay_board]", "gpio" if kind == "gpio" else None),
+        relay_board_port=ports[0],
+        relay_board_lines=ports[1:],
+        more_edcs=tuple(edcs[1:]),
         relay_board_kind=kind,
         relay_gpio=gpio,
         relay_active_high=_get(board, "active_high", bool, "[relay_board]", True),
@@ -306,6 +321,35 @@ def _check_keys(keys: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: key id {kid} does not match its key (that key's id is {actual})")
 
 
+def _ports(board: dict[str, Any], kind: str, pumps: list[PumpConfig]) -> tuple[str, ...]:
+    """`port = "/dev/x"`, or `ports = ["/dev/a", "/dev/b"]` for a station with several relay
+    boards or DART lines (a pump's `line` picks one)."""
+    if "ports" in board:
+        ports = board["ports"]
+        if not isinstance(ports, list) or not ports or not all(isinstance(x, str) for x in ports):
+            raise ConfigError("[relay_board]: ports must be a list of device paths")
+        if kind == "gpio":
+            raise ConfigError("[relay_board]: kind gpio has no ports")
+    else:
+        ports = [_get(board, "port", str, "[relay_board]", "gpio" if kind == "gpio" else None)]
+    for pump in pumps:
+        if not 0 <= pump.line < len(ports):
+            raise ConfigError(f"[[pumps]] {pump.number}: line {pump.line} has no port in [relay_board] ports")
+    return tuple(str(x) for x in ports)
+
+
+def _parse_edcs(raw: Any, pumps: set[int]) -> list[EdcConfig]:
+    """`[edc]`, or `[[edc]]` once per island, each with the `pumps` it pays for."""
+    if raw is None:
+        return []
+    edcs = [_parse_edc(x) for x in (raw if isinstance(raw, list) else [raw])]
+    if len(edcs) > 1:
+        claimed = [n for e in edcs for n in e.pumps]
+        if any(not e.pumps for e in edcs) or len(claimed) != len(set(claimed)) or not set(claimed) <= pumps:
+            raise ConfigError("[[edc]]: with several terminals each names its island's pumps, each pump once")
+    return edcs
+
+
 def _parse_edc(raw: Any) -> EdcConfig:
     from agent.payments import PaymentChoice
 
@@ -322,6 +366,7 @@ def _parse_edc(raw: Any) -> EdcConfig:
         max_retries=_get(raw, "max_retries", int, "[edc]", 3),
         response_timeout_s=_get(raw, "response_timeout_s", float, "[edc]", 120.0),
         scan_payments=tuple(_get(raw, "scan_payments", list, "[edc]", [])),
+        pumps=tuple(int(n) for n in _get(raw, "pumps", list, "[edc]", [])),
     )
     if not 0.05 <= cfg.ack_timeout_s <= 30 or not 1 <= cfg.response_timeout_s <= 600:
         raise ConfigError("[edc]: ack_timeout_s must be 0.05..30 and response_timeout_s 1..600 seconds")
@@ -397,7 +442,8 @@ def render_config(cfg: StationConfig) -> str:
         "",
         "[relay_board]",
         f"kind = {_q(cfg.relay_board_kind)}",
-        f"port = {_q(cfg.relay_board_port)}",
+        (f"ports = [{', '.join(_q(x) for x in (cfg.relay_board_port, *cfg.relay_board_lines))}]"
+         if cfg.relay_board_lines else f"port = {_q(cfg.relay_board_port)}"),
         f"baud = {cfg.relay_board_baud}",
         f"active_high = {'true' if cfg.relay_active_high else 'false'}",
         *([f"{name} = {pin}" for name, pin in zip(("relay_gpio", "pulser_gpio", "nozzle_gpio", "estop_gpio"),
@@ -424,16 +470,17 @@ def render_config(cfg: StationConfig) -> str:
         f"days = {float(cfg.retention.days)}",
         f"mask_plates = {'true' if cfg.retention.mask_plates else 'false'}",
     ]
-    if cfg.edc is not None:
+    for edc in [cfg.edc, *cfg.more_edcs] if cfg.edc is not None else []:
         lines += [
             "",
-            "[edc]",
-            f"port = {_q(cfg.edc.port)}",
-            f"baud = {cfg.edc.baud}",
-            f"ack_timeout_s = {cfg.edc.ack_timeout_s}",
-            f"max_retries = {cfg.edc.max_retries}",
-            f"response_timeout_s = {cfg.edc.response_timeout_s}",
-            "scan_payments = [" + ", ".join(_q(c) for c in cfg.edc.scan_payments) + "]",
+            "[[edc]]" if cfg.more_edcs else "[edc]",
+            f"port = {_q(edc.port)}",
+            f"baud = {edc.baud}",
+            f"ack_timeout_s = {edc.ack_timeout_s}",
+            f"max_retries = {edc.max_retries}",
+            f"response_timeout_s = {edc.response_timeout_s}",
+            "scan_payments = [" + ", ".join(_q(c) for c in edc.scan_payments) + "]",
+            *([f"pumps = [{', '.join(str(n) for n in edc.pumps)}]"] if edc.pumps else []),
         ]
     if cfg.update is not None:
         lines += render_update(cfg.update)
@@ -449,6 +496,7 @@ def render_config(cfg: StationConfig) -> str:
             f"scanner = {_q(pump.scanner_port)}",
             f"pulses_per_litre = {pump.pulses_per_litre}",
             *([f"nozzles = [{', '.join(_q(g) for g in pump.grades)}]"] if pump.grades else []),
+            *([f"line = {pump.line}"] if pump.line else []),
         ]
     lines += render_tanks(cfg.tank_gauge)
     return "\n".join(lines) + "\n"

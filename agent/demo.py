@@ -44,6 +44,7 @@ from hq.tx_verify import StationKeys
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.edc import EdcSim
+from simulators.forecourt import Forecourt
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
@@ -107,11 +108,16 @@ def _pick(registry: list[RegistryEntry], used: set[int], category: str, product_
 
 
 def multi_grade_customers(registry: list[RegistryEntry], used: set[int], number: int, grades: tuple[str, ...],
-                          token: Callable[[int], str]) -> list[Customer]:
-    """A dispenser with several grades: the nozzle lifted decides the product."""
+                          token: Callable[[int], str], card: bool = False) -> list[Customer]:
+    """A dispenser with several grades: the nozzle lifted decides the product. With `card`,
+    a customer pays on the island's terminal (postpay)."""
     bits = {"pertalite": 0x01, "solar": 0x02}
     category = {"pertalite": "private_car", "solar": "goods_4w"}
     script = []
+    if card:
+        entry = _pick(registry, used, category[grades[0]], bits[grades[0]])
+        script.append(Customer(f"card postpay, {grades[0]} nozzle 1", number, token(entry.vehicle_id), 15_000, "ok",
+                               "card", ("approve",), "card/paid", nozzle=1))
     for nozzle, grade in enumerate(grades, 1):
         entry = _pick(registry, used, category[grade], bits[grade])
         script.append(Customer(f"{grade} from nozzle {nozzle}", number, token(entry.vehicle_id), 20_000, "ok",
@@ -126,7 +132,8 @@ def multi_grade_customers(registry: list[RegistryEntry], used: set[int], number:
 
 def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count: int,
                      token: Callable[[int], str], payments: bool = False,
-                     grades: dict[int, tuple[str, ...]] | None = None) -> list[Customer]:
+                     grades: dict[int, tuple[str, ...]] | None = None,
+                     card_pumps: set[int] | None = None) -> list[Customer]:
     """The required cases first (each at least once), then ordinary fills up to `count`.
     With `payments`, the first Pertalite pump also serves card customers on the EDC: postpay,
     prepay with a partial fill (refunded automatically) and a declined card paid in cash."""
@@ -136,10 +143,11 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
     grades = grades or {}
     for number, product in pumps.items():
         if len(grades.get(number, ())) > 1:
-            script += multi_grade_customers(registry, used, number, grades[number], token)
+            script += multi_grade_customers(registry, used, number, grades[number], token,
+                                            card=card_pumps is not None and number in card_pumps)
             continue
-        if product == "pertalite" and payments:
-            payments = False  # one pump: the station's one terminal answers in script order
+        if product == "pertalite" and (number in card_pumps if card_pumps is not None else payments):
+            payments = False  # one pump per terminal: it answers in script order
             script += [
                 Customer("card postpay", number, token(_pick(registry, used, "private_car", pert).vehicle_id),
                          20_000, "ok", "card", ("approve",), "card/paid"),
@@ -210,21 +218,22 @@ class DecisionTracker:
         return None
 
 
-def _lift_after_scan(customer: Customer, board: RelayBoardSim | DartPumpSim, channel: int,
-                     tracker: DecisionTracker, decision: dict[str, Any]) -> dict[str, Any] | None:
-    """A multi-grade pump: the scan named the eligible grades; the customer lifts a nozzle,
-    which opens the session for its grade (or is refused: the customer hangs it up)."""
-    assert isinstance(board, DartPumpSim)
-    board.lift_nozzle(channel, customer.nozzle)
+def _lift_after_scan(customer: Customer, board: Any, channel: int, tracker: DecisionTracker,
+                     decision: dict[str, Any], grades: tuple[str, ...]) -> dict[str, Any] | None:
+    """A multi-grade pump: the scan named the eligible grades; the customer lifts a nozzle
+    (theirs, or the first eligible grade's), which opens the session for its grade (or is
+    refused: the customer hangs it up)."""
+    board.lift_nozzle(channel, customer.nozzle or grades.index(decision["product"]) + 1)
     lifted = tracker.next(customer.pump, "decision", 5.0)
     if lifted is None or not lifted["ok"]:
         board.hang_nozzle(channel)
     return lifted
 
 
-def serve_customers(customers: list[Customer], scanner: ScannerSim, board: RelayBoardSim | DartPumpSim,
+def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Any,
                     channel: int, tracker: DecisionTracker, outcomes: list[Outcome],
-                    stop: threading.Event, station: Station | None = None, edc: EdcSim | None = None) -> None:
+                    stop: threading.Event, station: Station | None = None, edc: EdcSim | None = None,
+                    grades: tuple[str, ...] = ()) -> None:
     for customer in customers:
         if stop.is_set():
             return
@@ -234,8 +243,9 @@ def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Relay
         scanner.scan(customer.qr)
         decision = tracker.next(customer.pump, "decision", 5.0)
         start = board.totaliser_ml(channel)
-        if customer.nozzle and decision is not None and decision.get("code") == "lift_nozzle":
-            decision = _lift_after_scan(customer, board, channel, tracker, decision)
+        lifted = decision is not None and decision.get("code") == "lift_nozzle"
+        if lifted and decision is not None:
+            decision = _lift_after_scan(customer, board, channel, tracker, decision, grades)
         outcome = Outcome(customer, decision)
         outcomes.append(outcome)
         if decision is None or not decision["ok"]:
@@ -244,7 +254,7 @@ def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Relay
         deadline = time.monotonic() + 5
         while not board.relay_closed(channel) and time.monotonic() < deadline:
             time.sleep(0.005)
-        if not customer.nozzle:
+        if not lifted:
             start = board.totaliser_ml(channel)
             board.lift_nozzle(channel)
         deadline = time.monotonic() + 60
@@ -373,7 +383,7 @@ class DemoStation:
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
                  dashboard: bool = False, edc: bool = False, attendant: bool = False,
                  station_id: str = STATION_ID, hq: HeadquartersSim | None = None, nozzles: int = 1,
-                 tanks: bool = False, leak: bool = False, ledger_dsn: str | None = None) -> None:
+                 tanks: bool = False, leak: bool = False, ledger_dsn: str | None = None, islands: int = 1) -> None:
         """hq: headquarters shared with other stations (started and closed by its owner).
         ledger_dsn: count the quota nationally, with headquarters' usage ledger on this
         PostgreSQL (agent/demo_national.py)."""
@@ -413,14 +423,24 @@ class DemoStation:
         self.hq_key = hq.key if hq else Ed25519PrivateKey.generate()  # signs the lists and the QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
         self.pump_kind = pump_kind
-        self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps, nozzles=nozzles)
-                                                   if pump_kind == "dart" else
-                                                   RelayBoardSim(channels=pumps, flow_lps=flow_lps))
+        # --islands N: the pumps split into N islands, each with its own line and EDC terminal.
+        size = -(-pumps // islands)  # contiguous: island 1 has pumps 1..size, and so on
+        self.islands = [list(range(1 + i * size, min(pumps, (i + 1) * size) + 1)) for i in range(islands)]
+        self.island_of = {n: i for i, members in enumerate(self.islands) for n in members}
+        order = [n for members in self.islands for n in members]  # station channel = position here
+
+        def line(count: int) -> RelayBoardSim | DartPumpSim:
+            return (DartPumpSim(pumps=count, flow_lps=flow_lps, nozzles=nozzles) if pump_kind == "dart"
+                    else RelayBoardSim(channels=count, flow_lps=flow_lps))
+        self.channel_of = {n: order.index(n) for n in self.products}
+        self.board: Any = (line(pumps) if islands == 1 else
+                           Forecourt([line(len(m)) for m in self.islands], [len(m) for m in self.islands]))
         self.scanners = {n: ScannerSim() for n in self.products}
         # The tank gauge (TLS console) whose tanks the dispensers drain: agent/demo_tanks.py
-        self.gauge = make_gauge(self.products, self.grades, self.board, leak) if tanks else None
+        self.gauge = make_gauge(self.products, self.grades, self.board, self.channel_of, leak) if tanks else None
         self.reconciliations = Reconciliations()
-        self.edc = EdcSim(self.workdir / "edc-batch.json") if edc else None
+        self.edcs = [EdcSim(self.workdir / f"edc-batch-{i + 1}.json") for i in range(islands)] if edc else []
+        self.edc = self.edcs[0] if self.edcs else None
         self.tracker = DecisionTracker(list(self.products))
         self.lines: list[str] = []
         self.quiet = quiet
@@ -451,16 +471,35 @@ class DemoStation:
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={}, trust_root=self._root_file(),
             relay_board_port=self.board.path,
+            relay_board_lines=tuple(self.board.paths[1:]) if isinstance(self.board, Forecourt) else (),
             relay_board_kind="dart" if self.pump_kind == "dart" else "uart",
             relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
-            pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path, grades=self.grades.get(n, ()))
+            pumps=tuple(PumpConfig(n, p, self._line_channel(n)[1], self.scanners[n].path,
+                                   grades=self.grades.get(n, ()), line=self._line_channel(n)[0])
                         for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
-            edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
+            edc=self._edc_config(0) if self.edcs else None,
+            more_edcs=tuple(self._edc_config(i) for i in range(1, len(self.edcs))),
             manager_keys=self._manager_keys(), station_key=self._station_key(),
             attendant=self.attendant.config if self.attendant else None,
             tank_gauge=gauge_config(self.gauge) if self.gauge else None,
         )
+
+    def card_pumps(self) -> set[int] | None:
+        """One pump per island takes card customers (its terminal answers them in order):
+        the first multi-grade pump, or the first Pertalite pump."""
+        if len(self.islands) == 1 and not self.grades:
+            return None  # the classic demo: the first Pertalite pump
+        return {next((n for n in members if n in self.grades or self.products[n] == "pertalite"), members[0])
+                for members in self.islands}
+
+    def _line_channel(self, number: int) -> tuple[int, int]:
+        channel = self.channel_of[number]
+        return self.board.where(channel) if isinstance(self.board, Forecourt) else (0, channel)
+
+    def _edc_config(self, island: int) -> EdcConfig:
+        return EdcConfig(self.edcs[island].path, ack_timeout_s=0.5, response_timeout_s=10.0,
+                         pumps=tuple(self.islands[island]) if len(self.edcs) > 1 else ())
 
     def _station_key(self) -> Path:
         """The station's EC key, as `spbu provision` makes it: it signs every transaction."""
@@ -513,11 +552,11 @@ class DemoStation:
         self.board.start()
         if self.gauge is not None:
             self.gauge.start()
-        if self.edc is not None:
-            self.edc.start()
-        self._start_totals = {n: self.board.totaliser_ml(n - 1) for n in self.products}
-        if isinstance(self.board, DartPumpSim):
-            self._start_nozzles = {(n, k): self.board.nozzle_totaliser_ml(n - 1, k)
+        for terminal in self.edcs:
+            terminal.start()
+        self._start_totals = {n: self.board.totaliser_ml(self.channel_of[n]) for n in self.products}
+        if self.pump_kind == "dart":
+            self._start_nozzles = {(n, k): self.board.nozzle_totaliser_ml(self.channel_of[n], k)
                                    for n, g in self.grades.items() for k in range(1, len(g) + 1)}
         self.station = Station(self.config(), on_line=self._line, listeners=[self.tracker, self.reconciliations])
         self.station.start()
@@ -543,8 +582,9 @@ class DemoStation:
             mine = [c for c in customers if c.pump == number]
             thread = threading.Thread(
                 target=serve_customers,
-                args=(mine, self.scanners[number], self.board, number - 1, self.tracker, outcomes,
-                      self._stop, self.station, self.edc),
+                args=(mine, self.scanners[number], self.board, self.channel_of[number], self.tracker, outcomes,
+                      self._stop, self.station, self.edcs[self.island_of[number]] if self.edcs else None,
+                      self.grades.get(number, ())),
                 name=f"customers-pump-{number}", daemon=True)
             thread.start()
             threads.append(thread)
@@ -574,21 +614,24 @@ class DemoStation:
 
     def reconcile(self) -> DemoResult:
         assert self.hq is not None
-        totaliser = {n: self.board.totaliser_ml(n - 1) - self._start_totals.get(n, 0) for n in self.products}
+        totaliser = {n: self.board.totaliser_ml(self.channel_of[n]) - self._start_totals.get(n, 0)
+                     for n in self.products}
         journal, journal_count = journal_totals(self.journal_path)
         hq: dict[int, int] = {}
         hq_txs = [t for t in self.hq.transactions() if t.get("station") == self.station_id]
         for tx in hq_txs:
             hq[int(tx["pump"])] = hq.get(int(tx["pump"]), 0) + int(tx["dispensed_ml"])
-        unmatched = unmatched_approvals(self.edc.ledger(), self.journal_path) if self.edc else None
+        unmatched = (unmatched_approvals([r for e in self.edcs for r in e.ledger()], self.journal_path)
+                     if self.edcs else None)
         result = reconcile(self.products, totaliser, journal, hq, journal_count, len(hq_txs), self.unacked(),
                            unmatched)
-        if self.grades and isinstance(self.board, DartPumpSim):
+        if self.grades and self.pump_kind == "dart":
             hq_grade: dict[tuple[int, str], int] = {}
             for tx in hq_txs:
                 key = (int(tx["pump"]), str(tx["product"]))
                 hq_grade[key] = hq_grade.get(key, 0) + int(tx["dispensed_ml"])
-            by_nozzle = {(n, k): self.board.nozzle_totaliser_ml(n - 1, k) - self._start_nozzles.get((n, k), 0)
+            by_nozzle = {(n, k): self.board.nozzle_totaliser_ml(self.channel_of[n], k)
+                         - self._start_nozzles.get((n, k), 0)
                          for n, g in self.grades.items() for k in range(1, len(g) + 1)}
             reconcile_nozzles(result, self.grades, by_nozzle, journal_by_grade(self.journal_path), hq_grade)
         return result
@@ -630,8 +673,8 @@ class DemoStation:
         self.board.close()
         if self.gauge is not None:
             self.gauge.close()
-        if self.edc is not None:
-            self.edc.close()
+        for terminal in self.edcs:
+            terminal.close()
         for scanner in self.scanners.values():
             scanner.close()
         if self.attendant is not None:
@@ -644,14 +687,15 @@ class DemoStation:
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
-             dashboard: bool = False, attendant: bool = False, nozzles: int = 1, leak: bool = False) -> int:
+             dashboard: bool = False, attendant: bool = False, nozzles: int = 1, leak: bool = False,
+             islands: int = 1) -> int:
     started = time.monotonic()
     from agent.demo_national import private_postgres, second_station
 
     pg = private_postgres()
     demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard,
                        edc=True, attendant=attendant, nozzles=nozzles, ledger_dsn=pg.create_database("ledger"),
-                       tanks=True, leak=leak)
+                       tanks=True, leak=leak, islands=islands)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -662,7 +706,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
                  f" ({len(demo.registry)} vehicles), broker 127.0.0.1:{demo.broker.port}")
         print(intro, flush=True)
         script = script_customers(demo.registry, demo.products, customers, demo.token, payments=True,
-                                  grades=demo.grades)
+                                  grades=demo.grades, card_pumps=demo.card_pumps())
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
         tanker = threading.Timer(3.0, lambda: demo.gauge.deliver(2, DELIVERY_L) if demo.gauge else None)
         tanker.start()  # a tanker drops Solar while customers fuel

@@ -10,8 +10,6 @@ from typing import Any
 
 from agent.domain import PRODUCT_LABELS, format_litres
 from agent.tank_config import TankConfig, TankGaugeConfig
-from simulators.dart_pump import DartPumpSim
-from simulators.relay_board import RelayBoardSim
 from simulators.tank_gauge import SimTank, TankGaugeSim
 
 TANK_OF = {"pertalite": 1, "solar": 2}
@@ -19,25 +17,26 @@ LEAK_LPH = 6000.0  # --leak: litres an hour out of tank 1 (the demo is sped up),
 DELIVERY_L = 4000.0
 
 
-def nozzle_meter(board: DartPumpSim, channel: int, nozzle: int) -> Callable[[], int]:
-    return lambda: board.nozzle_totaliser_ml(channel, nozzle)
+def nozzle_meter(board: Any, channel: int, nozzle: int) -> Callable[[], int]:
+    """board: a DART line or a Forecourt of them (simulators/forecourt.py)."""
+    return lambda: int(board.nozzle_totaliser_ml(channel, nozzle))
 
 
-def pump_meter(board: RelayBoardSim | DartPumpSim, channel: int) -> Callable[[], int]:
-    return lambda: board.totaliser_ml(channel)
+def pump_meter(board: Any, channel: int) -> Callable[[], int]:
+    return lambda: int(board.totaliser_ml(channel))
 
 
-def make_gauge(products: dict[int, str], grades: dict[int, tuple[str, ...]],
-               board: RelayBoardSim | DartPumpSim, leak: bool) -> TankGaugeSim:
+def make_gauge(products: dict[int, str], grades: dict[int, tuple[str, ...]], board: Any,
+               channel_of: dict[int, int], leak: bool) -> TankGaugeSim:
     used = sorted({*products.values(), *(g for gs in grades.values() for g in gs)}, key=lambda p: TANK_OF[p])
     gauge = TankGaugeSim([SimTank(TANK_OF[p], p, 30_000.0, 16_000.0) for p in used])
     for number, product in products.items():
         pump_grades = grades.get(number, ())
-        if len(pump_grades) > 1 and isinstance(board, DartPumpSim):
+        if len(pump_grades) > 1:
             for nozzle, grade in enumerate(pump_grades, 1):
-                gauge.connect_meter(nozzle_meter(board, number - 1, nozzle), TANK_OF[grade])
+                gauge.connect_meter(nozzle_meter(board, channel_of[number], nozzle), TANK_OF[grade])
         else:
-            gauge.connect_meter(pump_meter(board, number - 1), TANK_OF[product])
+            gauge.connect_meter(pump_meter(board, channel_of[number]), TANK_OF[product])
     if leak:
         gauge.set_leak(1, LEAK_LPH)
     return gauge

@@ -156,8 +156,12 @@ class PaymentDesk:
                  open_prepaid: Callable[[int, str, int, int], bool],
                  publish_record: Callable[[sqlite3.Connection, dict[str, Any]], None],
                  scan_payments: tuple[PaymentChoice, ...] = (), lang: str = "id",
-                 show: Callable[[str], None] | None = None) -> None:
+                 show: Callable[[str], None] | None = None, pumps: tuple[int, ...] = ()) -> None:
         self.journal = journal
+        # One desk per island terminal (agent/islands.py): each works only its own pumps' payments.
+        only = ",".join(str(int(n)) for n in pumps)
+        self._mine = f" AND pump IN ({only})" if pumps else ""
+        self._mine_steps = f" AND pay_id IN (SELECT pay_id FROM payments WHERE pump IN ({only}))" if pumps else ""
         self.lang = lang
         self._show = show or (lambda text: None)
         self.terminal = terminal  # hal.edc.EdcTerminal, or None: cash only
@@ -286,17 +290,17 @@ class PaymentDesk:
         self._next_try = now + RETRY_S
         db = self.journal._db
         unknown = db.execute(f"SELECT MIN(step_id) FROM payment_steps WHERE {OPEN_STEPS} AND state='unknown'"
-                             " HAVING COUNT(*)").fetchone()
+                             f"{self._mine_steps} HAVING COUNT(*)").fetchone()
         if unknown is not None:
             self._send_inquiry(int(unknown[0]))
             return
         pending = db.execute(f"SELECT MIN(step_id) FROM payment_steps WHERE {OPEN_STEPS} AND state='sent'"
-                             " HAVING COUNT(*)").fetchone()
+                             f"{self._mine_steps} HAVING COUNT(*)").fetchone()
         if pending is not None:  # journaled, never handed over (written just now, or before a crash)
             self._send(int(pending[0]))
             return
         for pay_id, in db.execute(f"SELECT pay_id FROM payments WHERE {OPEN_PAYMENTS}"
-                                  " AND state IN ('settling', 'orphan')").fetchall():
+                                  f" AND state IN ('settling', 'orphan'){self._mine}").fetchall():
             if self._held.get(int(pay_id), 0.0) > now:
                 continue  # its last void/refund was refused: try again later, others go on
             if self._advance(int(pay_id)):
@@ -308,7 +312,7 @@ class PaymentDesk:
         terminal did is asked and given back when it returns."""
         rows = self.journal._db.execute(
             f"SELECT pay_id, state, mode FROM payments WHERE {OPEN_PAYMENTS}"
-            " AND state IN ('charging', 'settling')").fetchall()
+            f" AND state IN ('charging', 'settling'){self._mine}").fetchall()
         for pay_id, state, mode in rows:
             steps = self._steps(int(pay_id))
             if state == CHARGING and any(s["state"] == UNKNOWN for s in steps):

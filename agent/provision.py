@@ -7,6 +7,7 @@ root of trust, checks that the configured devices are there, and prints a checkl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -81,13 +82,17 @@ def install_root(paths: list[Path], etc: Path) -> Path:
     return target
 
 
-def write_agent_secret(path: Path, data: bytes, etc: Path) -> None:
-    """Mode 640 with /etc/spbu's group: the agent's service user reads it (the station key
-    signs every transaction record; the agent logs in to its broker), nobody else does."""
+def write_agent_secret(path: Path, data: bytes) -> None:
+    """Mode 640, group of its directory (spbu): the agent's service user reads it (the
+    station key signs every transaction record), nobody else does."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    readable_by_service(path, etc)
+    os.chmod(path, 0o640)
+    # The group of its directory: install.sh makes /etc/spbu and keys/ root:spbu (or the
+    # service user's group of a --root tree). Not root: a lab machine, left as it is.
+    with contextlib.suppress(PermissionError):
+        os.chown(path, -1, path.parent.stat().st_gid)
 
 
 def readable_by_service(path: Path, etc: Path) -> None:
@@ -109,11 +114,10 @@ def make_station_key_and_csr(station: str, keys_dir: Path, certs_dir: Path, forc
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ProvisionError(f"{key_path} is not an EC key; use --force to replace it")
-        readable_by_service(key_path, keys_dir.parent)  # a key from before: the agent signs with it now
     else:
         key = ec.generate_private_key(ec.SECP256R1())  # widest TLS support (mosquitto, brokers)
         write_agent_secret(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()), keys_dir.parent)
+                                                       serialization.NoEncryption()))
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, station),
                                     x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "spbu-edge station")]))
@@ -140,7 +144,7 @@ def provision(station: str, zone: str, etc: Path, data: Path, trust: list[Path],
     agent_secret = etc / "agent.password"  # `spbu keys broker-config` hashes it for the broker
     etc.mkdir(parents=True, exist_ok=True)
     if not agent_secret.exists():
-        write_agent_secret(agent_secret, (secrets.token_urlsafe(24) + "\n").encode(), etc)
+        write_agent_secret(agent_secret, (secrets.token_urlsafe(24) + "\n").encode())
     config = StationConfig(
         station_id=station, zone=zone, data_dir=data, broker_host="127.0.0.1", broker_port=broker_port,
         trusted_keys=keys, relay_board_port=board_port, pumps=pump_configs,

@@ -76,6 +76,13 @@ def _complete(directory: Path) -> bool:
         return False
 
 
+def _version_key(name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in name.split("."))
+    except ValueError:
+        return ()
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -189,7 +196,21 @@ class Switch:
             return self._switch(state, request)
         state.pop("request", None)
         self.save(state)
+        self._prune(state)
         return f"running {self.current()}"
+
+    def _prune(self, state: dict[str, Any]) -> None:
+        """A venv per release fills an SD card: keep the one running, the newest one before
+        it (a technician's fallback) and newer ones not parked (staged, waiting to switch)."""
+        current = self.current()
+        if current is None or state.get("trial"):
+            return
+        releases = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink() and _complete(p)),
+                          key=lambda p: _version_key(p.name))
+        older = [p for p in releases if _version_key(p.name) < _version_key(current)]
+        doomed = older[:-1] + [p for p in releases if p.name in state["parked"] and p.name != current]
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
 
     def _clean(self, state: dict[str, Any]) -> None:
         """Incomplete release directories are debris of an interrupted staging."""

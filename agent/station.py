@@ -43,6 +43,7 @@ from agent.eligibility import (
     decide,
 )
 from agent.freeze import FRESH
+from agent.islands import IslandEdc, IslandPayments
 from agent.journal import Journal, SessionRow, insert_outbox
 from agent.killpoints import killpoint
 from agent.live_view import LiveSession, LiveView
@@ -62,7 +63,7 @@ from agent.trust_mode import check_trust_mode
 from agent.tx_sign import StationKeyError, load_station_key, sign_record
 from agent.updater import UpdateAgent, UpdateEvent
 from agent.usage_link import UsageLink, fill_cap
-from hal.edc import EdcLink, EdcReply, EdcTerminal
+from hal.edc import EdcLink
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -157,7 +158,7 @@ class Station:
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
-        self._by_channel = {p.channel: p.number for p in config.pumps}
+        self._by_channel = {p.key: p.number for p in config.pumps}
         self.board = self._make_board(config)
         self.scanners = [self._open_scanner(p) for p in config.pumps]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
@@ -179,13 +180,12 @@ class Station:
         self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
                              lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
         self._conditions_mono = 0.0
-        edc = config.edc
-        self.edc = None if edc is None else EdcTerminal(
-            edc.port, self.events.put, edc.baud, edc.ack_timeout_s, edc.max_retries, edc.response_timeout_s)
-        self.payments = PaymentDesk(
-            self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
+        # One EDC terminal per island (agent/islands.py), each paying for its own pumps.
+        self.payments = IslandPayments(config, self.journal, self.events.put, lambda terminal, edc: PaymentDesk(
+            self.journal, terminal, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
             self._open_prepaid, self._queue_record,
-            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line)
+            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line,
+            edc.pumps if edc and config.more_edcs else ()))
         # Signed commands: the trust root's `commands` role (plus the station manager's
         # dashboard key for the manager's commands), nonces and locks.
         self.command_store = CommandStore(config.data_dir / "commands.sqlite")
@@ -246,14 +246,29 @@ class Station:
             relay, pulser, nozzle, estop = config.relay_gpio
             return GpioRelayBoard(self.events.put, relay, pulser, nozzle, estop,
                                   active_high=config.relay_active_high)
+        if not config.relay_board_lines:
+            return self._make_line(config, 0, config.relay_board_port, self.events.put)
+        from hal.board_group import BoardGroup  # several relay boards or DART lines
+
+        ports = (config.relay_board_port, *config.relay_board_lines)
+        return BoardGroup([self._line_maker(config, i, port) for i, port in enumerate(ports)],
+                          [[p.channel for p in config.pumps if p.line == i] for i in range(len(ports))],
+                          self.events.put)
+
+    @classmethod
+    def _line_maker(cls, config: StationConfig, line: int, port: str
+                    ) -> Callable[[Callable[[BoardEvent], None]], PumpController]:
+        return lambda sink: cls._make_line(config, line, port, sink)
+
+    @staticmethod
+    def _make_line(config: StationConfig, line: int, port: str, sink: Callable[[BoardEvent], None]) -> PumpController:
         if config.relay_board_kind == "dart":
             from hal.dart_pump import DartPumps
 
-            by_channel = sorted(config.pumps, key=lambda p: p.channel)
-            return DartPumps(config.relay_board_port, self.events.put, channels=len(config.pumps),
-                             baudrate=config.relay_board_baud,
+            by_channel = sorted((p for p in config.pumps if p.line == line), key=lambda p: p.channel)
+            return DartPumps(port, sink, channels=len(by_channel), baudrate=config.relay_board_baud,
                              nozzles=tuple(len(p.nozzle_products) for p in by_channel))
-        return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
+        return RelayBoard(port, sink, config.relay_board_baud)
 
     @property
     def token_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -265,8 +280,7 @@ class Station:
         is shown by it calling this.) Absent devices are not a fault of the agent."""
         now = time.monotonic()
         tasks = [("pump controller", self.board.last_beat())]
-        if self.edc is not None:
-            tasks.append(("EDC terminal", self.edc.last_beat()))
+        tasks += [(f"EDC terminal {i + 1}", t.last_beat()) for i, t in enumerate(self.payments.terminals)]
         tasks += [(f"scanner {p.number}", s.last_beat()) for p, s in zip(self.config.pumps, self.scanners,
                                                                          strict=True)]
         stuck = [name for name, beat in tasks if now - beat > max_task_age_s]
@@ -311,8 +325,7 @@ class Station:
         self.board.start()
         if self.tanks is not None:
             self.tanks.gauge.start()
-        if self.edc is not None:
-            self.edc.start()
+        self.payments.start()
         for scanner in self.scanners:
             scanner.start()
         self.link.start()
@@ -336,8 +349,7 @@ class Station:
         self.board.close()
         if self.tanks is not None:
             self.tanks.gauge.close()
-        if self.edc is not None:
-            self.edc.close()
+        self.payments.close()
         self.journal.close()
         self.command_store.close()
 
@@ -355,7 +367,7 @@ class Station:
             try:
                 self._dispatch(event)
             except Exception:  # a bug in one event must not stop the station
-                log.exception("event %r failed", event)
+                log.exception("event %s failed", type(event).__name__)  # not its repr: a scan holds a QR
         # Every timer and callback is guarded too: a full disk or a bug in one of them
         # must not kill the loop (and with it the relay board's heartbeat).
         self._guarded("timers", self._timers)
@@ -397,7 +409,7 @@ class Station:
             asking = pump.state == ps.RECOVERING or pump.verify_after_hello
             if asking and self.board_connected and now - pump.last_query_mono >= 1.0:
                 pump.last_query_mono = now
-                self.board.query(pump.config.channel)
+                self.board.query(pump.config.key)
 
     def _recovered(self, pump: PumpRuntime, status: BoardStatus) -> None:
         session = pump.session
@@ -446,9 +458,9 @@ class Station:
                 self._announce_to_home_assistant()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
-        elif isinstance(event, EdcReply | EdcLink):
-            if isinstance(event, EdcLink):
-                self.devices.seen("EDC terminal", event.connected)
+        elif isinstance(event, IslandEdc):
+            if isinstance(event.event, EdcLink):
+                self.devices.seen("EDC terminal", event.event.connected)
             self.payments.on_event(event)
         elif isinstance(event, PaymentSelect):
             self.payments.select(event.pump, event.choice)
@@ -549,7 +561,7 @@ class Station:
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if self.board.totals_required and pump.device_total is None:
             # Without the pump's totaliser journaled first, a crash mid-fill could lose litres.
-            self.board.query(pump.config.channel)
+            self.board.query(pump.config.key)
             return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
         if pump.state == ps.CLOSED:
             return self._refuse(pump, Decision(False, "pump_closed", vehicle_id=vehicle_id))
@@ -583,7 +595,7 @@ class Station:
                                 disk_guard.describe(self.disk.state), plate=ident.plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
         if prepaid is None and payment.electronic:
-            if not self.payments.available:  # the terminal is off or unplugged: cash is offered
+            if not self.payments.available_for(pump_no):  # the terminal is off or unplugged: cash is offered
                 return self._refuse(pump, Decision(False, "edc_unavailable", decision.vehicle, decision.vehicle_id),
                                     plate=ident.plate)
             if payment.mode == "prepay":
@@ -624,8 +636,8 @@ class Station:
         multi = grades.multi_grade(pump.config)
         select_nozzles = getattr(self.board, "select_nozzles", None)
         if multi and select_nozzles is not None:  # only the nozzle of the grade decided for
-            select_nozzles(pump.config.channel, (grades.nozzle_of(pump.config, product),))
-        self.board.authorize(pump.config.channel, session.seq, preset_pulses)
+            select_nozzles(pump.config.key, (grades.nozzle_of(pump.config, product),))
+        self.board.authorize(pump.config.key, session.seq, preset_pulses)
         killpoint("authorize_sent")
         if multi and pump.nozzle_up and grades.nozzle_product(pump.config, pump.lifted) == product:
             self._start_fuelling(pump)  # the nozzle was out before the authorisation
@@ -693,7 +705,7 @@ class Station:
         """This customer's payment: for the fill running now (postpay, not yet paid
         electronically) or else for the next scan on the pump."""
         session = self.pumps[pump].session
-        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available
+        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available_for(pump)
                 and self.payment_for_tx(session.tx_id) is None):
             self.payments.open_postpay(session, choice)
             return "this_fill"
@@ -714,7 +726,7 @@ class Station:
         runtime = self.pumps[pump]
         if runtime.device_total is None:
             if self.board_connected:
-                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+                self.board.query(runtime.config.key)  # its answer brings the totaliser
             return None
         return self._ml(runtime, runtime.device_total)
 
@@ -781,7 +793,7 @@ class Station:
         for pump in self.pumps.values():
             prices = [policy.prices_idr.get(p, 0) for p in pump.config.nozzle_products]
             if all(prices):
-                set_prices(pump.config.channel, prices)
+                set_prices(pump.config.key, prices)
 
     def _pump_online(self, pump: PumpRuntime, online: bool) -> None:
         """A pump on a shared line stopped answering (out of service) or came back."""
@@ -800,7 +812,6 @@ class Station:
         else:
             if pump.state == ps.INOPERATIVE and self.board_connected:
                 self._set_state(pump, ps.after_session(pump.nozzle_up))
-            self._emit({"type": "alert", "pump": number, "alert": "pump_back_in_service", "detail": ""})
         self._live_pump(pump)
 
     # --- board -------------------------------------------------------------------------
@@ -914,7 +925,7 @@ class Station:
     def _request_stop(self, pump: PumpRuntime) -> None:
         self._set_state(pump, ps.STOPPING)
         pump.stop_sent_mono = time.monotonic()
-        self.board.stop(pump.config.channel)
+        self.board.stop(pump.config.key)
         killpoint("stop_requested")
 
     def _timers(self, now: float) -> None:

@@ -36,6 +36,7 @@ from agent import __version__, topics
 from agent import release_manifest as rm
 from agent.chunks import ChunkFetcher, ChunkStore
 from agent.firmware_update import FirmwareOutcome, converge
+from agent.mqtt_link import MAX_MESSAGE_BYTES
 from agent.release_switch import Switch
 from agent.releases import ReleaseError, ReleaseStore
 from agent.trust import TrustError, TrustStore
@@ -86,7 +87,8 @@ class ReleaseFetch:
                                   f"{uuid.uuid4().hex[:6]}", clean_session=True, protocol=mqtt.MQTTv311)
         self.client.reconnect_delay_set(min_delay=1, max_delay=60)
         self.client.on_connect = self._on_connect
-        self.client.on_message = lambda c, u, m: self._inbox.put((m.topic, bytes(m.payload)))
+        self.client.on_message = lambda c, u, m: (self._inbox.put((m.topic, bytes(m.payload)))
+                                                  if len(m.payload) <= MAX_MESSAGE_BYTES else None)
         self.fetcher = ChunkFetcher(self.chunk_store, topics.software_chunk,
                                     lambda t: self.client.subscribe(t, qos=1), self.client.unsubscribe)
         self.host, self.port = host, port
@@ -271,6 +273,8 @@ class UpdateAgent:
                                  trial_ms=self.cfg.board_trial_ms)
         if not self.firmware.ok:
             log.error("relay board firmware: %s", self.firmware.detail)
+        # The health window is the running station's: it starts once the pumps can open.
+        self.trial_deadline = time.monotonic() + self.cfg.health_window_s
 
     def _firmware_version(self, version: str | None) -> int:
         try:

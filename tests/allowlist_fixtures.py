@@ -104,9 +104,9 @@ class Station:
     def offer(self, manifest: bytes, chunks: dict[str, bytes] | None = None) -> None:
         self.sync._handle(topics.ALLOWLIST_MANIFEST, manifest)
         for _ in range(10_000):  # bounded: each pass hands over what was asked for
-            if not self.sync._inflight:
+            if not self.sync.fetcher._inflight:
                 break
-            for digest in list(self.sync._inflight):
+            for digest in list(self.sync.fetcher._inflight):
                 self.sync._handle(topics.allowlist_chunk(digest), (chunks or {}).get(digest, b""))
 
     def root(self, version: int, raw: bytes) -> None:

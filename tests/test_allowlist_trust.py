@@ -189,10 +189,10 @@ def test_mix_and_match_chunk_of_another_version(station: Station, hq: Headquarte
     assert station.installed() == [1]
     assert_still_serving(station)
     assert station.sync.pending is not None  # still wants the right chunk, and takes it when it comes
-    station.sync._not_before.clear()
+    station.sync.fetcher._not_before.clear()
     station.offer(hq.manifest(v2), hq.chunks(v2))
     station.sync._handle("$tick", b"")
-    for digest in list(station.sync._inflight):
+    for digest in list(station.sync.fetcher._inflight):
         station.sync._handle(f"hq/v1/allowlist/chunk/{digest}", hq.chunks(v2)[digest])
     assert station.installed() == [1, 2]
 
@@ -246,7 +246,7 @@ def test_chunk_rotting_on_disk_is_fetched_again(tmp_path: Path, hq: Headquarters
     (st.repo.chunks / rest[0]).write_bytes(b"rot")
     restarted = Station(st.directory, hq.root_file())
     restarted.sync._handle("hq/v1/allowlist/manifest", hq.manifest(v1))
-    assert set(restarted.sync._missing) == {first, rest[0]}  # only the missing and the damaged
+    assert set(restarted.sync.fetcher.missing) == {first, rest[0]}  # only the missing and the damaged
 
 
 def test_fast_forward_attack_recovered_by_root_rotation(station: Station, hq: Headquarters) -> None:

@@ -82,3 +82,42 @@ def test_every_option_with_a_default_shows_it_in_help() -> None:
         return missing
 
     assert walk(build_parser(), "spbu") == []
+
+
+def test_one_name_per_idea_with_the_old_spellings_for_one_release(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import build_parser
+
+    parser = build_parser()
+    new = parser.parse_args(["demo", "--controller", "dart", "--pumps", "3"])
+    assert (new.controller, new.pumps) == ("dart", 3)
+    assert capsys.readouterr().err == ""
+    old = parser.parse_args(["demo", "--pump", "dart"])
+    assert old.controller == "dart" and "--pump is now --controller" in capsys.readouterr().err
+    prov = parser.parse_args(["provision", "--station", "34.401.01", "--trust", "x", "--kind", "uart",
+                              "--board", "/dev/x"])
+    assert (prov.controller, prov.port) == ("relay", "/dev/x")
+    assert "--kind is now --controller" in capsys.readouterr().err
+    hw = parser.parse_args(["hw", "test", "--port", "/dev/x", "--dart"])
+    assert hw.controller == "dart" and "--dart is now --controller dart" in capsys.readouterr().err
+    assert parser.parse_args(["hw", "test", "--port", "/dev/x", "--controller", "dart"]).controller == "dart"
+    # the old spellings are not advertised
+    for path in (["demo"], ["provision"], ["hw", "test"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*path, "--help"])
+        text = capsys.readouterr().out
+        assert "--controller" in text and not any(f"{old} " in text for old in ("--kind", "--board", "--dart"))
+    # the same spelling for the config everywhere
+    for path in (["agent", "run"], ["agent", "check-config"], ["agent", "status"]):
+        assert parser.parse_args([*path, "--config", "/x.toml"]).config == Path("/x.toml")
+
+
+def test_relay_is_a_pump_controller_kind_in_the_config_too() -> None:
+    from agent.config import parse_config
+
+    key = Ed25519PrivateKey.generate().public_key()
+    from agent.signing import key_id
+
+    data = {"station": {"id": "34.401.01", "data_dir": "/var/lib/spbu"}, "mqtt": {"port": 1883},
+            "trust": {"keys": {key_id(key): public_key_hex(key)}}, "relay_board": {"kind": "relay", "port": "/dev/r"},
+            "pumps": [{"number": 1, "product": "solar", "channel": 0, "scanner": "/dev/s"}]}
+    assert parse_config(data, Path("/etc/spbu")).relay_board_kind == "uart"

@@ -5,89 +5,17 @@ and dead pumps that never answer."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from hal import dart_proto as d
 from hal.dart_master import DartMaster
-
-BYTE_MS = 11 * 1000 / 9600
-PUMPS = [d.ADDR_MIN + i for i in range(8)]
-
-
-class Line:
-    """Eight pumps on one simulated line; `dead` pumps never answer."""
-
-    def __init__(self, dead: set[int], seed: int) -> None:
-        self.master = DartMaster(PUMPS)
-        self.dead = dead
-        self.rng = random.Random(seed)
-        self.now = 0.0
-        self.pump_tx = {a: 0 for a in PUMPS}
-        self.stop_wire: dict[int, list[float]] = {a: [] for a in PUMPS}  # times a STOP went out
-        self.decoder = d.LineDecoder()
-
-    def _answer(self, addr: int, frame: bytes) -> bytes:
-        event = self.decoder.feed(frame)[0]
-        if event[0] == "frame":
-            if any(code == d.CD1_COMMAND and data == bytes([d.CMD_STOP])
-                   for code, data in d.split_transactions(event[3])):
-                self.stop_wire[addr].append(self.now)
-            return d.encode_short(addr, d.ACK | (event[2] & 0x0F))
-        if event[2] == d.POLL and self.rng.random() < 0.3:  # the pump has news: status and volume
-            tx = self.pump_tx[addr]
-            self.pump_tx[addr] = (tx + 1) & 0x0F
-            return d.encode_frame(addr, d.DATA | tx, d.status(d.ST_FILLING) + d.filled(1234, 12340))
-        return d.encode_short(addr, d.EOT) if event[2] == d.POLL else b""
-
-    def run_until(self, end_ms: float) -> None:
-        while self.now < end_ms:
-            frame = self.master.due(int(self.now))
-            if frame is None:
-                self.now += 1
-                continue
-            self.now += len(frame) * BYTE_MS
-            addr = frame[0]
-            if addr in self.dead:
-                continue
-            reply = self._answer(addr, frame)
-            if reply:
-                self.now += 3 + self.rng.random() * 7 + len(reply) * BYTE_MS  # pump latency + wire
-                self.master.feed(reply, int(self.now))
-
-
-def stop_latencies(dead: set[int], stops: int, seed: int) -> tuple[list[float], Line]:
-    line = Line(dead, seed)
-    line.run_until(3000)  # past the probes; the dead pumps are out of service by now
-    latencies = []
-    live = [a for a in PUMPS if a not in dead]
-    for _ in range(stops):
-        for other in line.rng.sample(live, 3):  # the other pumps are busy too
-            line.master.send(other, d.cmd(d.CMD_RETURN_STATUS) + d.request_totals(1))
-        target = line.rng.choice(PUMPS)
-        line.run_until(line.now + line.rng.random() * 150)  # the STOP arrives at any phase
-        before = len(line.stop_wire[target])
-        asked = line.now
-        line.master.send(target, d.cmd(d.CMD_STOP), urgent=True)
-        deadline = asked + 5000
-        while len(line.stop_wire[target]) == before and line.now < deadline:
-            line.run_until(line.now + 1)
-        if target not in dead:
-            assert len(line.stop_wire[target]) > before, f"STOP to live pump {target:02x} never sent"
-            latencies.append(line.stop_wire[target][before] - asked)
-    return latencies, line
-
-
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+from tests.bench.dart_line import BYTE_MS, FirstPumpMaster, Line, p99, stop_latencies
 
 
 @pytest.mark.parametrize("dead", [set(), {0x50}, {0x50, 0x53}], ids=["none", "one", "two"])
 def test_stop_to_wire_p99_under_250_ms_with_dead_pumps(dead: set[int]) -> None:
-    latencies, line = stop_latencies(dead, 400, seed=len(dead))
-    assert len(latencies) > 250
+    latencies, lost, line = stop_latencies(dead, 400, seed=len(dead))
+    assert len(latencies) > 250 and lost == 0
     assert p99(latencies) <= 250, sorted(latencies)[-10:]
     for addr in dead:
         assert line.master.out_of_service[addr]
@@ -122,7 +50,7 @@ def test_a_stop_never_overtakes_the_authorize_it_cancels() -> None:
         if frame[0] == 0x52:
             seen += [e[3] for e in decoder.feed(frame) if e[0] == "frame"]
         line.now += len(frame) * BYTE_MS
-        reply = line._answer(frame[0], frame)
+        reply = line.answer(frame[0], frame)
         if reply:
             line.now += 5
             line.master.feed(reply, int(line.now))
@@ -134,3 +62,22 @@ def test_repeated_queries_are_merged() -> None:
     for _ in range(5):
         master.send(0x50, d.cmd(d.CMD_RETURN_STATUS) + d.request_totals(1))
     assert master.pending(0x50) == 2  # the start-up probe and one query
+
+
+def test_the_old_master_starves_the_line_behind_a_dead_pump() -> None:
+    """The baseline this master replaces, on the same line: a STOP never reaches a live pump
+    while a command for the dead pump 0x50 is queued (why the rules above exist)."""
+    latencies, lost, _ = stop_latencies({0x50}, 30, seed=1, master=FirstPumpMaster(list(range(0x50, 0x58))),
+                                        give_up_ms=2000)
+    assert lost > len(latencies)
+
+
+def test_a_stop_to_a_dead_pump_does_not_jump_ahead_of_live_pumps() -> None:
+    line = Line({0x50}, seed=3)
+    line.run_until(3000)
+    line.master.send(0x50, d.cmd(d.CMD_STOP), urgent=True)  # stays queued: 0x50 never answers
+    line.run_until(8000)
+    asked = line.now
+    line.master.send(0x54, d.cmd(d.CMD_STOP), urgent=True)
+    line.run_until(asked + 400)
+    assert line.stop_wire[0x54] and line.stop_wire[0x54][0] - asked <= 250

@@ -39,6 +39,6 @@ def test_two_grades_on_one_pump_fuel_refuse_and_reconcile_per_nozzle(mosquitto: 
         # prices per grade came from the signed policy down to the pump heads
         policy = demo.station.docs.policy
         assert policy is not None and isinstance(demo.board, type(demo.board))
-        assert demo.board.prices(0) == [policy.prices_idr["pertalite"], policy.prices_idr["solar"]]  # type: ignore[union-attr]
+        assert demo.board.prices(0) == [policy.prices_idr["pertalite"], policy.prices_idr["solar"]]
     finally:
         demo.close()

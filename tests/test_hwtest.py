@@ -104,3 +104,32 @@ def test_technician_checks_a_dart_pump() -> None:
         line.close()
     assert {"board answers", "authorise", "nozzle switch", "metering", "stop",
             "pump stops when polling stops"} <= passed_steps(lines)
+
+
+def test_technician_checks_the_tank_gauge() -> None:
+    from simulators.tank_gauge import SimTank, TankGaugeSim
+
+    sim = TankGaugeSim([SimTank(1, "pertalite", 30_000, 12_000), SimTank(2, "solar", 30_000, 9_000)])
+    sim.set_leak(2, 100)
+    sim.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "agent", "hw", "test", "--atg", "--port", sim.path],
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        sim.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed = passed_steps(result.stdout.splitlines())
+    assert {"console answers", "checksums", "tank 1", "tank 2", "alarm report", "delivery report"} <= passed
+    assert "tank 2: sudden_loss_alarm" in result.stdout
+    assert result.stdout.strip().endswith("6 passed, 0 failed, 0 skipped")
+
+
+def test_tank_gauge_check_fails_clearly_with_nothing_on_the_port() -> None:
+    empty = PtyDevice()
+    try:
+        result = subprocess.run([sys.executable, "-m", "agent", "hw", "test", "--atg", "--port", empty.path],
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        empty.close()
+    assert result.returncode == 1
+    assert "FAIL  console answers" in result.stdout

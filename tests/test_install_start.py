@@ -88,7 +88,7 @@ def test_install_provision_and_start_as_the_service_user(installed: Path, mosqui
         trust.write_bytes(hq.root_bytes())
         provisioned = subprocess.run([str(spbu), "provision", "--station", "34.401.07", "--zone", "WITA",
                                       "--etc", str(etc), "--data", str(root / "var/lib/spbu"), "--trust", str(trust),
-                                      "--board", board.path, "--pump", f"1:solar:{scanner.path}"],
+                                      "--port", board.path, "--pump", f"1:solar:{scanner.path}"],
                                      capture_output=True, text=True, timeout=60, check=False)
         assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
         # the station's broker listens on the test's port (a Pi's is 1883)
@@ -106,7 +106,11 @@ def test_install_provision_and_start_as_the_service_user(installed: Path, mosqui
         agent = subprocess.Popen([*service_user_prefix(), str(spbu), "agent", "run", "--config", str(config)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**os.environ, "NOTIFY_SOCKET": str(notify_path)})
-        first = notify.recv(4096).decode()
+        try:
+            first = notify.recv(4096).decode()
+        except TimeoutError:
+            agent.kill()
+            pytest.fail(f"no READY from the agent: {agent.communicate()[1][-3000:]}")
         assert first.startswith("READY=1"), first
 
         deadline = time.monotonic() + 20

@@ -127,3 +127,19 @@ def test_command_line_boot_and_status(switch: Switch, capsys: pytest.CaptureFixt
     assert "trial of 0.2.0" in capsys.readouterr().out
     assert main(["status", "--releases", str(switch.root), "--state", str(switch.state_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["current"] == "0.2.0"
+
+
+def test_old_and_parked_releases_are_pruned(switch: Switch) -> None:
+    fake_release(switch.root, "0.0.9")
+    fake_release(switch.root, "0.0.8")
+    for _ in range(2):
+        switch.request_switch("0.3.0")
+        switch.boot()
+        switch.request_rollback("unhealthy")
+        switch.boot()
+    switch.request_switch("0.2.0")
+    switch.boot()
+    switch.commit("0.2.0")
+    switch.boot()
+    left = sorted(p.name for p in switch.root.iterdir() if not p.is_symlink())
+    assert left == ["0.1.0", "0.2.0"], "the running one and the one before it; parked 0.3.0 gone"
