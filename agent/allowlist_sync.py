@@ -107,7 +107,8 @@ class AllowListSync:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                item = self._inbox.get(timeout=0.5)
+                # Chunk timers tick only while chunks are awaited; idle, it sleeps.
+                item = self._inbox.get(timeout=0.5 if self._inflight or self._missing else 5.0)
             except queue.Empty:
                 item = ("$tick", b"")
             if item is None:

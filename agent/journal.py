@@ -1,14 +1,24 @@
 """Crash-safe journal: SQLite in WAL mode with synchronous=FULL.
 
-Every state change is committed (and fsynced) before its effect becomes visible: a
-session row and its quota reservation before the relay closes; the closed session, the
-quota actually used and the outbox row that reports it, all in one transaction.
+Every state change is committed before its effect becomes visible: a session row and its
+quota reservation are synced before the relay closes; the closed session, the quota
+actually used and the outbox row that reports it are one transaction, made durable by the
+group-commit thread (agent/journal_sync.py) before that row may leave for headquarters.
+Two fdatasyncs per fill, no more: marking a session fuelling and deleting acknowledged
+outbox rows commit without a sync of their own (losing them to a power cut is harmless:
+recovery treats authorised and fuelling alike; an unacknowledged row is sent again and
+headquarters drops repeats), and the next sync carries them.
+
+New journals use 512-byte pages: a fill changes ~15 b-tree pages, and the WAL writes each
+changed page whole, so small pages keep an SD card's writes per fill small. (Journals
+created before keep their page size; SQLite cannot change it in WAL mode.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.journal_sync import WalSyncer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -60,6 +72,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 STATE_AUTHORISED = "authorised"
+PAGE_SIZE = 512
 
 
 def to_db_id(vehicle_id: int) -> int:
@@ -108,20 +121,42 @@ class OutboxRow:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_durable: Callable[[], None] | None = None) -> None:
         self.path = path
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a new file
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the scan path
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
         if "device_total_before" not in columns:  # journals written before this column existed
             self._db.execute("ALTER TABLE sessions ADD COLUMN device_total_before INTEGER")
+        self._sync_wal_at_open()
+        self._syncer = WalSyncer(path, on_durable=on_durable)
+        # Outbox rows of closes not yet durable: (commit number, first outbox seq), in order.
+        self._held: list[tuple[int, int]] = []
+
+    def _sync_wal_at_open(self) -> None:
+        """What a killed agent committed without a sync is in the page cache, not surely on
+        the card: sync it before anything read from the journal is sent anywhere."""
+        wal = Path(str(self.path) + "-wal")
+        if wal.exists():
+            fd = os.open(wal, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
+        self._syncer.close()
         self._db.close()
+
+    @property
+    def syncer(self) -> WalSyncer:
+        return self._syncer
 
     def pragma(self, name: str) -> Any:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
@@ -131,14 +166,31 @@ class Journal:
         return self._tx()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _tx(self, durable: bool = True, outbox_from: list[int] | None = None) -> Iterator[sqlite3.Connection]:
+        """One transaction. `durable`: SQLite syncs the WAL before COMMIT returns; else the
+        commit is synced later (by the group-commit thread when `outbox_from` is given,
+        which then receives the first outbox seq the transaction inserted, else by whatever
+        sync comes next)."""
+        if not durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        changes = self._db.total_changes
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+        if self._db.total_changes == changes:
+            return  # nothing written, nothing synced
+        wanted = bool(outbox_from)
+        number = self._syncer.committed(durable, wanted)
+        if wanted and outbox_from:
+            self._held.append((number, outbox_from[0]))
 
     # --- quota -------------------------------------------------------------------------
 
@@ -192,7 +244,7 @@ class Journal:
                           device_total_before)
 
     def mark_fuelling(self, seq: int) -> None:
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("UPDATE sessions SET state=? WHERE seq=?", (STATE_FUELLING, seq))
 
     def close_session(
@@ -205,8 +257,11 @@ class Journal:
         meta: dict[str, str] | None = None,
         extra: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Close a session: record litres, move quota from reserved to used, queue its report."""
-        with self._tx() as db:
+        """Close a session: record litres, move quota from reserved to used, queue its report.
+        Committed without a sync of its own; its outbox row is held back until the
+        group-commit thread (or the next durable commit) has it on the card."""
+        first_outbox: list[int] = []
+        with self._tx(durable=False, outbox_from=first_outbox) as db:
             updated = db.execute(
                 "UPDATE sessions SET state=?, dispensed_ml=?, amount_idr=?, end_reason=?, closed_at=?"
                 " WHERE seq=? AND state != ?",
@@ -228,11 +283,14 @@ class Journal:
                 extra(db)
             if outbox is not None:
                 msg_id, topic, payload = outbox
-                db.execute(
+                cur = db.execute(
                     "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
                     (msg_id, topic, json.dumps(payload, separators=(",", ":")).encode(),
                      time.time()),
                 )
+                first_outbox.append(int(cur.lastrowid or 0))
+            if not first_outbox:  # nothing to publish, but the close should reach the card soon
+                first_outbox.append(1 << 62)
 
     def open_sessions(self) -> list[SessionRow]:
         rows = self._db.execute(
@@ -273,10 +331,20 @@ class Journal:
 
     # --- outbox ------------------------------------------------------------------------
 
+    def _outbox_bound(self) -> int:
+        """Rows from this seq on belong to closes not yet durable: not to be sent yet."""
+        while self._held and self._syncer.is_durable(self._held[0][0]):
+            self._held.pop(0)
+        return min((seq for _, seq in self._held), default=1 << 62)
+
+    def wait_durable(self, timeout_s: float = 5.0) -> bool:
+        """Block until every commit so far is on the card (tests, orderly shutdown)."""
+        return not self._held or self._syncer.wait_durable(self._held[-1][0], timeout_s)
+
     def outbox_pending(self, after_seq: int = 0, limit: int = 100) -> list[OutboxRow]:
         rows = self._db.execute(
-            "SELECT seq, msg_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
+            "SELECT seq, msg_id, topic, payload FROM outbox WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+            (after_seq, self._outbox_bound(), limit),
         ).fetchall()
         return [OutboxRow(int(s), str(m), str(t), bytes(p)) for s, m, t, p in rows]
 
@@ -291,8 +359,9 @@ class Journal:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def outbox_ack(self, msg_ids: list[str]) -> int:
-        # One statement per acknowledgement (up to 1,000 ids), not one per id.
-        with self._tx() as db:
+        # One statement per acknowledgement (up to 1,000 ids), not one per id. No sync of
+        # its own: a deletion a power cut undoes only sends the rows again (idempotent).
+        with self._tx(durable=False) as db:
             return int(db.execute("DELETE FROM outbox WHERE msg_id IN (SELECT value FROM json_each(?))",
                                   (json.dumps(msg_ids),)).rowcount)
 

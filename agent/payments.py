@@ -195,6 +195,10 @@ class PaymentDesk:
             return self._scan_payments[(self._scan_count - 1) % len(self._scan_payments)]
         return CASH
 
+    def wants_tick(self) -> bool:
+        """Work is waiting on the terminal: the station loop should come round soon."""
+        return self.terminal is not None and (self._in_flight is not None or self._dirty)
+
     def busy(self, pump: int) -> bool:
         row = self.journal._db.execute(
             f"SELECT 1 FROM payments WHERE {OPEN_PAYMENTS} AND state='charging' AND pump=?", (pump,)).fetchone()

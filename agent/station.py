@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
 
 
+WAKE = object()  # an event that only wakes the loop (closes made durable: records may go out)
+
+
 @dataclass(frozen=True)
 class PumpScan:
     pump: int
@@ -99,6 +102,11 @@ class PumpRuntime:
     device_total: int | None = None  # the device's own totaliser, last reported (its units)
 
 
+# The loop sleeps until its next event or timer. Idle, the only timer is the keep-alive that
+# lets the relay board's heartbeats go on (the board's dead-man window is 1 s); with a fill,
+# a stop or a payment under way its timers need a finer grain.
+IDLE_WAIT_S = 0.5
+BUSY_WAIT_S = 0.1
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
 OUTBOX_ALERT_DEPTH = 200
 CONDITIONS_EVERY_S = 5.0
@@ -128,7 +136,7 @@ class Station:
         self.on_line = on_line or (lambda text: print(text, flush=True))
         self.listeners = listeners or []
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(config.data_dir / "journal.sqlite")
+        self.journal = Journal(config.data_dir / "journal.sqlite", on_durable=lambda: self.events.put(WAKE))
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
@@ -251,10 +259,16 @@ class Station:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.step(timeout_s=0.1)
+            self.step()
 
-    def step(self, timeout_s: float = 0.1) -> None:
+    def next_wait_s(self) -> float:
+        busy = any(p.session is not None or p.state in (ps.STOPPING, ps.RECOVERING) for p in self.pumps.values())
+        return BUSY_WAIT_S if busy or self.payments.wants_tick() else IDLE_WAIT_S
+
+    def step(self, timeout_s: float | None = None) -> None:
         self.board.keep_alive()
+        if timeout_s is None:
+            timeout_s = self.next_wait_s()
         try:
             event = self.events.get(timeout=timeout_s)
         except queue.Empty:
