@@ -127,7 +127,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         manifest = manifests.parse(trust.verify(manifests.ROLE, raw), raw)
         if dt.datetime.now(dt.UTC) >= manifest.expires:
             raise TrustError("expired", f"manifest expired {manifest.expires.isoformat()}")
-        if store is not None:
+        if store is not None and (store.parent / "layers.json").exists():
+            _verify_layered(store.parent, manifest)
+        elif store is not None:
             data = store.read_bytes()
             if len(data) != manifest.snapshot.length:
                 raise TrustError("truncated" if len(data) < manifest.snapshot.length else "endless data",
@@ -145,6 +147,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
           f"{manifest.expires.isoformat()}, signed by {trust.threshold(manifests.ROLE)} of the allowlist role"
           + (f"; store {store} matches" if store is not None else ""))
     return 0
+
+
+def _verify_layered(directory: Path, manifest: Any) -> None:
+    """A station's layered version: base and runs merged as a stream, hashed, compared."""
+    from agent.allowlist_layers import Layers
+    from agent.allowlist_merge import Merge, MergeMismatch, Run, digest
+    from agent.trust import TrustError
+
+    layers = Layers.read(directory)
+    assert layers is not None
+    base = Run(directory / "store.bin")
+    runs = [Run(directory / r.file) for r in layers.runs]
+    try:
+        sha, length = digest(Merge(base, runs), manifest.version, manifest.count)
+    except MergeMismatch as exc:
+        raise TrustError("mix-and-match", str(exc)) from exc
+    finally:
+        base.close()
+        for run in runs:
+            run.close()
+    if (sha, length) != (manifest.snapshot.sha256, manifest.snapshot.length):
+        raise TrustError("mix-and-match", "base and runs do not make up the manifest's snapshot")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -190,9 +214,15 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise _fail(f"vehicle id {args.vehicle_id!r} is not a number") from exc
     try:
-        with AllowListStore(path) as store:
+        from agent.allowlist_layers import Layers, LayeredStore
+
+        layers = Layers.read(path.parent)
+        store = LayeredStore.open(path.parent, layers) if layers else AllowListStore(path)
+        try:
             entry = store.lookup_class(vehicle_id)
             version = store.version
+        finally:
+            store.close()
     except StoreError as exc:
         raise _fail(f"{path}: {exc}") from exc
     if entry is None:

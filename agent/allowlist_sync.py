@@ -239,8 +239,7 @@ class AllowListSync:
             return
         self.pending = None
         try:
-            data = self.repo.build_new(manifest)
-            self.repo.install(manifest, data)
+            self.repo.install_fetched(manifest)
         except TrustError as exc:
             self._reject("allowlist", exc, manifest.version)
             for chunk in list(self.repo.chunks.iterdir()):  # a bad combination: fetch afresh next time

@@ -98,7 +98,7 @@ class WalSyncer:
                 target = self._wanted
                 # Group commit: a durable commit within group_s covers this one as well.
                 if not self._stop:
-                    self._cond.wait_for(lambda: self._durable >= target, self.group_s)
+                    self._cond.wait_for(lambda: self._durable >= target, self.group_s)  # noqa: B023 (waits at once)
                 if self._durable >= target:
                     continue
                 target = self._committed  # what is in the WAL now: the sync covers all of it
