@@ -214,7 +214,7 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise _fail(f"vehicle id {args.vehicle_id!r} is not a number") from exc
     try:
-        from agent.allowlist_layers import Layers, LayeredStore
+        from agent.allowlist_layers import LayeredStore, Layers
 
         layers = Layers.read(path.parent)
         store = LayeredStore.open(path.parent, layers) if layers else AllowListStore(path)
