@@ -37,10 +37,15 @@ def install_chain(repo: AllowListRepo, manifest: Manifest, chain: list[DeltaRef]
     runs = list(layers.runs)
     for ref in chain:
         runs.append(_add_delta(repo, tmp, ref, runs[-1].to_version if runs else layers.base_version))
-    runs, compacted = _tiers(repo, tmp, runs, manifest, layers.base_version)
+    if _outweigh(tmp, runs):  # runs half as big as the base: a new base is cheaper
+        _compact(tmp, runs, manifest)
+        runs, compacted = [], True
+    else:
+        runs, compacted = _tiers(repo, tmp, runs, manifest, layers.base_version)
     if compacted:
         (tmp / LAYERS_FILE).unlink(missing_ok=True)
     else:
+        _filters(tmp, runs)
         _verify(tmp, runs, manifest, layers.base_version)
         _write(tmp / LAYERS_FILE, Layers(layers.base_version, manifest.count, tuple(runs)).to_bytes())
     repo._finish(tmp, manifest)
@@ -52,6 +57,14 @@ def _plain(current: Path) -> Layers:
         return Layers(run.version, run.count, ())
     finally:
         run.close()
+
+
+def _outweigh(tmp: Path, runs: list[RunInfo]) -> bool:
+    opened = [Run(tmp / "store.bin")] + [Run(tmp / r.file) for r in runs]
+    counts = [run.count for run in opened]
+    for run in opened:
+        run.close()
+    return sum(counts[1:]) * 2 > counts[0]
 
 
 def _add_delta(repo: AllowListRepo, tmp: Path, ref: DeltaRef, version: int) -> RunInfo:
@@ -67,10 +80,20 @@ def _add_delta(repo: AllowListRepo, tmp: Path, ref: DeltaRef, version: int) -> R
         if not run.is_delta or (run.from_version, run.version) != (version, version + 1):
             raise TrustError("replayed delta", f"delta {run.from_version}->{run.version} "
                                                f"does not apply to version {version}")
-        _write(tmp / info.filter_file, build_filter(run))
     finally:
         run.close()
     return info
+
+
+def _filters(tmp: Path, runs: list[RunInfo]) -> None:
+    """Each run that stays gets its filter (composed runs got theirs when written)."""
+    for info in runs:
+        if not (tmp / info.filter_file).exists():
+            run = Run(tmp / info.file)
+            try:
+                _write(tmp / info.filter_file, build_filter(run))
+            finally:
+                run.close()
 
 
 def _tiers(repo: AllowListRepo, tmp: Path, runs: list[RunInfo], manifest: Manifest,
@@ -104,7 +127,7 @@ def _compose(tmp: Path, level0: list[RunInfo]) -> RunInfo:
         run.close()
     for r in level0:
         (tmp / r.file).unlink()
-        (tmp / r.filter_file).unlink()
+        (tmp / r.filter_file).unlink(missing_ok=True)
     return info
 
 
@@ -133,7 +156,7 @@ def _compact(tmp: Path, runs: list[RunInfo], manifest: Manifest) -> None:
     os.replace(tmp / "store.new", tmp / "store.bin")  # in tmp only: the old version keeps its base
     for r in runs:
         (tmp / r.file).unlink()
-        (tmp / r.filter_file).unlink()
+        (tmp / r.filter_file).unlink(missing_ok=True)
 
 
 def _verify(tmp: Path, runs: list[RunInfo], manifest: Manifest, base_version: int) -> None:

@@ -21,6 +21,7 @@ import json
 import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,10 +84,25 @@ def to_db_id(vehicle_id: int) -> int:
 def from_db_id(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
+def encode_payload(payload: dict[str, Any]) -> bytes:
+    """An outbox row's payload as stored: a transaction record (~700 bytes of JSON) deflated
+    to fit one 512-byte page with no overflow page: fewer pages written per fill."""
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    if len(raw) < 256:
+        return raw
+    packed = zlib.compress(raw, 6)
+    return packed if len(packed) < len(raw) else raw
+
+
+def decode_payload(stored: bytes) -> bytes:
+    """What is published: the JSON. (A zlib stream starts with 0x78, JSON never does.)"""
+    return zlib.decompress(stored) if stored[:1] == b"\x78" else stored
+
+
 def insert_outbox(db: sqlite3.Connection, msg_id: str, topic: str, payload: dict[str, Any]) -> None:
     """Queue a message for headquarters inside the caller's transaction."""
     db.execute("INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-               (msg_id, topic, json.dumps(payload, separators=(",", ":")).encode(), time.time()))
+               (msg_id, topic, encode_payload(payload), time.time()))
 
 
 STATE_FUELLING = "fuelling"
@@ -285,8 +301,7 @@ class Journal:
                 msg_id, topic, payload = outbox
                 cur = db.execute(
                     "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-                    (msg_id, topic, json.dumps(payload, separators=(",", ":")).encode(),
-                     time.time()),
+                    (msg_id, topic, encode_payload(payload), time.time()),
                 )
                 first_outbox.append(int(cur.lastrowid or 0))
             if not first_outbox:  # nothing to publish, but the close should reach the card soon
@@ -346,14 +361,14 @@ class Journal:
             "SELECT seq, msg_id, topic, payload FROM outbox WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?",
             (after_seq, self._outbox_bound(), limit),
         ).fetchall()
-        return [OutboxRow(int(s), str(m), str(t), bytes(p)) for s, m, t, p in rows]
+        return [OutboxRow(int(s), str(m), str(t), decode_payload(bytes(p))) for s, m, t, p in rows]
 
     def outbox_put(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Queue records outside a session close, in one transaction (load and outage runs)."""
         now = time.time()
         with self._tx() as db:
             db.executemany("INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-                           [(m, t, json.dumps(p, separators=(",", ":")).encode(), now) for m, t, p in items])
+                           [(m, t, encode_payload(p), now) for m, t, p in items])
 
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])

@@ -89,9 +89,9 @@ def test_deltas_become_runs_and_lookups_match_every_version(tmp_path: Path) -> N
 def test_layered_version_still_verifies_to_the_manifest_digest(tmp_path: Path) -> None:
     hq = Headquarters(tmp_path / "hq")
     station = Station(tmp_path / "st", hq.root_file())
-    v1 = hq.release(registry(300))
+    v1 = hq.release(registry(800))
     station.offer(hq.manifest(v1), hq.chunks(v1))
-    days(hq, station, 3, registry(300))
+    days(hq, station, 3, registry(800))
     current = tmp_path / "st" / "allowlist" / "current"
     assert (current / "layers.json").exists()
     done = subprocess.run([sys.executable, "-m", "agent", "allowlist", "verify", "--root", str(hq.root_file()),
@@ -104,9 +104,9 @@ def test_layered_version_still_verifies_to_the_manifest_digest(tmp_path: Path) -
 def test_a_damaged_run_is_caught_by_the_full_digest(tmp_path: Path) -> None:
     hq = Headquarters(tmp_path / "hq")
     station = Station(tmp_path / "st", hq.root_file())
-    v1 = hq.release(registry(300))
+    v1 = hq.release(registry(800))
     station.offer(hq.manifest(v1), hq.chunks(v1))
-    history = days(hq, station, 2, registry(300))
+    history = days(hq, station, 2, registry(800))
     current = (tmp_path / "st" / "allowlist" / "current").resolve()
     run = sorted(current.glob("run-*.bin"))[-1]
     data = bytearray(run.read_bytes())
