@@ -328,7 +328,7 @@ def phase_latency(rig: Rig, fills: int, seed: int) -> dict[str, Any]:
     pump = 1
     for _ in range(fills):
         other = 3 - pump
-        time.sleep(0.25)
+        time.sleep(0.4)  # flowing; the other pump's last fill has settled and closed meanwhile
         rig.board.hang_nozzle(pump - 1)
         time.sleep(rng.uniform(0.0, 0.02))
         got = rig.scan(other)
