@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest mosquitto node tools cc zbar browser dashboard bundle venv clean
+.PHONY: demo test lint typecheck pytest mosquitto postgresql node tools cc zbar browser dashboard bundle venv clean
 MP_TESTS := tests/micropython
 DASH := dashboard
+ATT := attendant
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,18 @@ mosquitto:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	else \
 		echo "mosquitto is missing; run: sudo apt-get install mosquitto" >&2; exit 1; \
+	fi
+
+# Debian's PostgreSQL binaries (initdb, postgres) for headquarters' ledger; the demo, tests and
+# benchmarks start private instances in temporary directories, never the system cluster.
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "installing Debian's postgresql"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "PostgreSQL is missing; run: sudo apt-get install postgresql" >&2; exit 1; \
 	fi
 
 # Node.js runs the MicroPython WebAssembly interpreter for the firmware tests.
@@ -72,8 +85,14 @@ $(DASH)/www/vendor/spbu-vendor.js: $(DASH)/package-lock.json $(DASH)/src/vendor.
 	@if command -v npm >/dev/null 2>&1; then \
 		cd $(DASH) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build; fi
 
+# The attendant's page: MQTT.js and zxing-cpp's WebAssembly reader (npm zxing-wasm), bundled,
+# the .wasm copied beside the bundle (served by the station, never a CDN).
+$(ATT)/www/vendor/attendant-vendor.js: $(ATT)/package-lock.json $(ATT)/src/vendor.js $(ATT)/src/copy-wasm.js
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(ATT) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build; fi
+
 dashboard: node
-	@$(MAKE) --no-print-directory $(DASH)/www/vendor/spbu-vendor.js
+	@$(MAKE) --no-print-directory $(DASH)/www/vendor/spbu-vendor.js $(ATT)/www/vendor/attendant-vendor.js
 
 # Offline bundle for stations without internet: wheels for arm64 (Pi) and x86_64, the
 # project itself, and the install script. Copy dist/bundle to the Pi and run
@@ -87,12 +106,13 @@ bundle: $(STAMP)
 	done
 	cp -r deploy dist/bundle/
 	$(MAKE) --no-print-directory dashboard && mkdir -p dist/bundle/dashboard && cp -r $(DASH)/www/. dist/bundle/dashboard/
+	mkdir -p dist/bundle/attendant && cp -r $(ATT)/www/. dist/bundle/attendant/
 	@echo "bundle in dist/bundle: $$(ls dist/bundle | wc -l) files"
 
 $(MP_TESTS)/node_modules/.package-lock.json: $(MP_TESTS)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then cd $(MP_TESTS) && npm ci --no-audit --no-fund --loglevel=error; fi
 
-demo: $(STAMP) mosquitto dashboard
+demo: $(STAMP) mosquitto postgresql dashboard
 	$(BIN)/spbu demo $(DEMO_ARGS)
 
 lint: $(STAMP)
@@ -101,7 +121,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) mosquitto node tools cc zbar browser dashboard
+pytest: $(STAMP) mosquitto postgresql node tools cc zbar browser dashboard
 	@$(MAKE) --no-print-directory $(MP_TESTS)/node_modules/.package-lock.json
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

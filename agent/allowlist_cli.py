@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.trust import ROLES
+from agent.trust import ALL_ROLES
 
 
 def _fail(message: str) -> Exception:
@@ -39,7 +39,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         raise _fail("--root-threshold must be between 1 and --root-keys")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    names = [f"root-{i + 1}" for i in range(args.root_keys)] + [r for r in ROLES if r != "root"]
+    names = [f"root-{i + 1}" for i in range(args.root_keys)] + [r for r in ALL_ROLES if r != "root"]
     if not args.force and any((out / f"{n}.key").exists() for n in names):
         raise _fail(f"keys exist in {out}; use --force to replace them")
     keys = {n: Ed25519PrivateKey.generate() for n in names}
@@ -48,7 +48,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         (out / f"{name}.pub").write_text(public_key_hex(key.public_key()) + "\n")
     root_keys = [keys[n] for n in names if n.startswith("root-")]
     role_keys = {"root": [k.public_key() for k in root_keys],
-                 **{r: [keys[r].public_key()] for r in ROLES if r != "root"}}
+                 **{r: [keys[r].public_key()] for r in ALL_ROLES if r != "root"}}
     expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=args.expires_days)
     body = trust.root_body(1, expires, role_keys, {"root": args.root_threshold})
     (out / "root.json").write_bytes(trust.sign(body, root_keys[:args.root_threshold]))
@@ -190,17 +190,21 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             info["from_version"] = raw["from_version"]
     else:
         try:
-            envelope = json.loads(data)
-            signed = envelope["signed"]
-        except (ValueError, KeyError, TypeError) as exc:
+            info = _manifest_info(json.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _fail(f"{args.file}: neither a store, a delta nor a signed manifest") from exc
-        info = {k: v for k, v in signed.items() if k not in ("snapshot", "deltas")}
-        if "snapshot" in signed:
-            info["snapshot"] = {"length": signed["snapshot"]["length"], "chunks": len(signed["snapshot"]["chunks"])}
-            info["deltas"] = [{"from": d["from"], "to": d["to"], "length": d["length"]} for d in signed["deltas"]]
-        info["signatures"] = [s.get("keyid") for s in envelope.get("signatures", [])]
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _manifest_info(envelope: Any) -> dict[str, Any]:
+    signed = envelope["signed"]
+    info = {k: v for k, v in signed.items() if k not in ("snapshot", "deltas")}
+    if "snapshot" in signed:
+        info["snapshot"] = {"length": signed["snapshot"]["length"], "chunks": len(signed["snapshot"]["chunks"])}
+        info["deltas"] = [{"from": d["from"], "to": d["to"], "length": d["length"]} for d in signed["deltas"]]
+    info["signatures"] = [s.get("keyid") for s in envelope.get("signatures", [])]
+    return info
 
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
@@ -212,7 +216,9 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     try:
         vehicle_id = int(args.vehicle_id, 0)
     except ValueError as exc:
-        raise _fail(f"vehicle id {args.vehicle_id!r} is not a number") from exc
+        raise _fail(f"invalid vehicle id {args.vehicle_id!r}: not a number") from exc
+    if not 0 <= vehicle_id < 1 << 64:
+        raise _fail(f"invalid vehicle id {args.vehicle_id!r}: ids are 0 .. 2^64-1")
     try:
         from agent.allowlist_layers import LayeredStore, Layers
 

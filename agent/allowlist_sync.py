@@ -28,13 +28,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import allowlist_manifest as manifests
-from agent import topics
+from agent import disk_guard, topics
 from agent.allowlist_manifest import Manifest
 from agent.allowlist_repo import AllowListRepo
 from agent.allowlist_store import StoreError
+from agent.mqtt_link import MAX_MESSAGE_BYTES
 from agent.trust import TrustError, TrustStore
 
 log = logging.getLogger(__name__)
+
+# Roots published ahead of the next one are kept until it comes, at most this many versions ahead.
+MAX_PENDING_ROOTS = 8
 MAX_BACKOFF_S = 300.0
 
 
@@ -78,7 +82,8 @@ class AllowListSync:
                                   clean_session=True, protocol=mqtt.MQTTv311)
         self.client.reconnect_delay_set(min_delay=1, max_delay=60)
         self.client.on_connect = self._on_connect
-        self.client.on_message = lambda c, u, m: self._inbox.put((m.topic, bytes(m.payload)))
+        self.client.on_message = lambda c, u, m: (self._inbox.put((m.topic, bytes(m.payload)))
+                                                  if len(m.payload) <= MAX_MESSAGE_BYTES else None)
         self._worker = threading.Thread(target=self._run, name="allowlist-sync", daemon=True)
 
     def start(self) -> None:
@@ -142,8 +147,8 @@ class AllowListSync:
             version = int(topic.rsplit("/", 1)[1])
         except ValueError:
             return
-        if not payload or version <= self.trust.root.version:
-            return
+        if not payload or not self.trust.root.version < version <= self.trust.root.version + MAX_PENDING_ROOTS:
+            return  # old, or too far ahead to be the next few: never an unbounded buffer
         self._roots[version] = payload
         while (nxt := self.trust.root.version + 1) in self._roots:
             try:
@@ -171,6 +176,14 @@ class AllowListSync:
         self.pending = manifest
         chain = manifest.plan(self.repo.current_version())
         blobs = [manifest.snapshot] if chain is None else [d.blob for d in chain]
+        need = disk_guard.LIST_INSTALL_FACTOR * sum(b.length for b in blobs)
+        enough, free = disk_guard.room_for(self.repo.root, need)
+        if not enough:  # refused before a byte is fetched, with an alarm, not half-way with a full disk
+            self.pending = None
+            self.on_event(SyncEvent("rejected", manifest.version, "disk_space",
+                                    f"allow-list v{manifest.version} needs {need >> 20} MB free, "
+                                    f"{free >> 20} MB left"))
+            return
         self._missing = dict(self.repo.missing(blobs))
         self._total = sum(len(b.chunks) for b in blobs)
         self._attempts.clear()

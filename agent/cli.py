@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -28,6 +29,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CliError("--pumps must be between 1 and 16")
     if args.customers < 1 or args.customers > 1000:
         raise CliError("--customers must be between 1 and 1000")
+    if not 1 <= args.nozzles <= 2 or (args.nozzles > 1 and args.pump != "dart"):
+        raise CliError("--nozzles must be 1 or 2, and more than 1 needs --pump dart")
+    if args.attendant:
+        from agent.attendant.files import AttendantPageMissing, attendant_dir
+
+        try:
+            attendant_dir()
+        except AttendantPageMissing as exc:
+            raise CliError(str(exc)) from exc
     if args.dashboard:
         from agent.dashboard_files import DashboardMissing, dashboard_dir
 
@@ -45,7 +55,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     return run_demo(pumps=args.pumps, customers=args.customers, lang=args.lang,
                     json_path=args.json, flow_lps=args.flow_lps, timeout_s=args.timeout, pump_kind=args.pump,
-                    dashboard=args.dashboard)
+                    dashboard=args.dashboard, attendant=args.attendant, nozzles=args.nozzles, leak=args.leak)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -69,27 +79,42 @@ def _serve_until_stopped(close: Callable[[], None]) -> None:
         close()
 
 
-def _cmd_agent_run(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-    from agent.sdnotify import Notifier
-    from agent.service import serve
-    from agent.station import Station
+def _serve_with_console(target: object, close: Callable[[], None]) -> None:
+    """A simulator's foreground with keyboard control (simulators/console.py): commands
+    from stdin until `quit`, end of input, Ctrl-C or SIGTERM."""
+    from simulators.console import run_console
 
-    config = load_config(args.config)
     stop = _stop_on_signals()
-    station = Station(config)
-    station.config_path = args.config  # the reload_config command re-reads it
-    serve(station, Notifier(), stop)
-    return 0
+    reader = threading.Thread(target=run_console, args=(target, sys.stdin, sys.stdout, stop.set),
+                              name="console", daemon=True)
+    reader.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        close()
 
 
-def _cmd_check_config(args: argparse.Namespace) -> int:
-    from agent.config import load_config
+def _cmd_sim_dart(args: argparse.Namespace) -> int:
+    from simulators.dart_pump import DartPumpSim
+    from simulators.dispenser import Faults
+    from simulators.pty_device import SerialDevice
 
-    config = load_config(args.config)
-    print(f"{args.config}: OK: station {config.station_id} ({config.zone}), {len(config.pumps)} pumps on "
-          f"{config.relay_board_kind} {config.relay_board_port}, {len(config.trusted_keys)} trusted keys, "
-          f"data in {config.data_dir}")
+    if not 1 <= args.pumps <= 32 or not 1 <= args.nozzles <= 4:
+        raise CliError("--pumps must be 1..32 and --nozzles 1..4")
+    faults = Faults(no_flow="no_flow" in args.fault, overrun_pulses=20 if "overrun" in args.fault else 0)
+    try:
+        device = SerialDevice(args.port, args.baud, odd_parity=True) if args.port else None
+    except (OSError, AttributeError) as exc:
+        raise CliError(f"cannot open {args.port}: {exc}") from exc
+    line = DartPumpSim(pumps=args.pumps, flow_lps=args.flow_lpm / 60, ramp_s=args.ramp_s, faults=faults,
+                       nozzles=args.nozzles, device=device)
+    for channel in args.dead:
+        line.set_dead(channel, True)
+    line.start()
+    print(f"DART line on {line.path}: pumps 50..{0x50 + args.pumps - 1:02X}, {args.nozzles} nozzle(s) each,"
+          f" {args.flow_lpm:g} L/min; type help for commands, Ctrl-C to stop", flush=True)
+    _serve_with_console(line, line.close)
     return 0
 
 
@@ -125,8 +150,9 @@ def _cmd_sim_relay_board(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     board.start()
     print(f"relay board (firmware {FIRMWARE}) on {board.path}, {args.channels} channels,"
-          f" {args.flow_lpm:g} L/min, faults: {', '.join(args.fault) or 'none'}; Ctrl-C to stop", flush=True)
-    _serve_until_stopped(board.close)
+          f" {args.flow_lpm:g} L/min, faults: {', '.join(args.fault) or 'none'}; type help for commands,"
+          " Ctrl-C to stop", flush=True)
+    _serve_with_console(board, board.close)
     return 0
 
 
@@ -180,7 +206,7 @@ def _cmd_sim_hq(args: argparse.Namespace) -> int:
         try:
             publisher.publish_documents()
             return run_collector(args, f"headquarters: key {publisher.key_id} ({publisher.public_key_hex}), "
-                                        f"{len(publisher.registry)} vehicles published\n")
+                                        f"{len(publisher.registry)} vehicles published\n", publisher.key)
         finally:
             publisher.close()
     if args.collect_only:
@@ -242,18 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, help="overall time budget in seconds")
     demo.add_argument("--pump", choices=("relay", "dart"), default="relay",
                       help="relay board with retrofitted dispensers (default) or Wayne DART pumps")
+    demo.add_argument("--leak", action="store_true",
+                      help="tank 1 leaks: the shift reconciliation must raise the variance alarm")
+    demo.add_argument("--nozzles", type=int, default=1,
+                      help="grades per DART dispenser, 1..2 (with --pump dart): the nozzle lifted decides the product")
+    demo.add_argument("--attendant", action="store_true",
+                      help="keep the station running and serve the attendant's page over TLS (prints the "
+                           "address, the device link and the attendant's number and PIN)")
     demo.add_argument("--dashboard", action="store_true",
                       help="keep the station running and serve the manager's dashboard (prints the URL)")
     demo.set_defaults(func=_cmd_demo)
 
-    agent = sub.add_parser("agent", help="the station agent")
-    agent_sub = agent.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
-    run = agent_sub.add_parser("run", help="run the agent with a station config")
-    run.add_argument("--config", type=Path, required=True, help="station TOML config")
-    run.set_defaults(func=_cmd_agent_run)
-    check = agent_sub.add_parser("check-config", help="validate a station config and say what it sets up")
-    check.add_argument("config", type=Path, help="station TOML config")
-    check.set_defaults(func=_cmd_check_config)
+    from agent.cli_agent import add_agent_commands
+
+    add_agent_commands(sub)
 
     prov = sub.add_parser("provision", help="make this Pi station N: config, station key and CSR, trust, checks")
     prov.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
@@ -281,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(keys_sub)
 
+    from agent.attendant_cli import add_attendant_commands
+
+    add_attendant_commands(sub)
     from agent.qr_cli import add_scan_parser, add_token_parser
 
     add_token_parser(sub)
@@ -309,6 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=("no_flow", "stuck_valve", "pulser_noise", "overrun"),
                        help="inject a dispenser fault (repeatable)")
     board.set_defaults(func=_cmd_sim_relay_board)
+    dart = sim_sub.add_parser("dart", help="Wayne DART pumps with 1..4 nozzles on one line, on a pseudo-terminal "
+                              "or a real RS-485 adapter; keyboard commands lift/hang nozzles and kill pumps")
+    dart.add_argument("--pumps", type=int, default=2, help="pumps on the line, addresses 0x50 up (default 2)")
+    dart.add_argument("--nozzles", type=int, default=1, help="logical nozzles (grades) per pump, 1..4")
+    dart.add_argument("--port", help="serial device to serve on (default: a new pseudo-terminal)")
+    dart.add_argument("--baud", type=int, default=9600, choices=(9600, 19200))
+    dart.add_argument("--flow-lpm", type=float, default=40.0, help="nominal flow, litres per minute")
+    dart.add_argument("--ramp-s", type=float, default=1.0, help="seconds for the flow to reach nominal")
+    dart.add_argument("--dead", type=int, action="append", default=[],
+                      help="channel of a pump that never answers (repeatable)")
+    dart.add_argument("--fault", action="append", default=[], choices=("no_flow", "overrun"),
+                      help="inject a dispenser fault into every pump (repeatable)")
+    dart.set_defaults(func=_cmd_sim_dart)
     edc = sim_sub.add_parser("edc", help="bank EDC card terminal (ECR protocol) on a pseudo-terminal or serial "
                              "port: approvals, declines, lost answers, power cycles")
     edc.add_argument("--port", help="serial device to serve on (default: a new pseudo-terminal)")
@@ -336,18 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
     hq.add_argument("--collect-only", action="store_true", help="with --db: one more collector process, "
                     "no documents published")
     hq.add_argument("--name", help="collector name (default: random)")
+    hq.add_argument("--station-certs", type=Path, help="with --db: directory of the stations' certificates "
+                    "(*.crt); only records these stations signed are stored")
+    hq.add_argument("--ca", type=Path, help="with --station-certs: the CA that must have issued them")
     hq.set_defaults(func=_cmd_sim_hq)
 
     from agent.allowlist_cli import add_allowlist_commands
 
     add_allowlist_commands(sub)
+    from agent.release_cli import add_release_commands
+
+    add_release_commands(sub)
+    from agent.cli_help import show_defaults
+
+    show_defaults(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    # `agent run` speaks at INFO by default: what it found at start, devices coming and going.
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + getattr(args, "log_boost", 0), 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     func: Callable[[argparse.Namespace], int] = args.func
     from agent.config import ConfigError
@@ -364,5 +418,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # anything else is still one clear line, never a bare traceback
+        if args.verbose >= 2:
+            traceback.print_exc()
+        detail = str(exc) or "no detail"
+        print(f"spbu: error: {detail} ({type(exc).__name__}; run with -vv for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
 
 

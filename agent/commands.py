@@ -17,6 +17,7 @@ restarts until unlocked.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -42,6 +43,9 @@ ACK_ALERT = "ack_alert"  # the manager's dashboard: an alert was seen
 COMMANDS = (LOCK_PUMP, UNLOCK_PUMP, REQUEST_STATE, RELOAD_CONFIG, ROTATE_LOGS, ACK_ALERT)
 PUMP_COMMANDS = (LOCK_PUMP, UNLOCK_PUMP)
 MAX_LIFETIME = dt.timedelta(hours=24)
+# How far a command's `issued` may lie ahead of the latest time the station believes in
+# (clocks of headquarters and the manager's tablet differ a little, never by years).
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 NONCE_KEEP_S = 2 * 86400.0  # past the command's expiry: beyond any clock the guard would accept
 NONCE = re.compile(r"[0-9a-f]{16,64}")
 
@@ -52,6 +56,7 @@ UNKNOWN_KEY = "unknown_key"
 MALFORMED = "malformed"
 WRONG_STATION = "wrong_station"
 EXPIRED = "expired"
+ISSUED_IN_FUTURE = "issued_in_future"
 TOO_LONG = "lifetime_too_long"
 REPLAYED = "replayed"
 NOT_PERMITTED = "not_permitted"
@@ -76,6 +81,7 @@ class Command:
     expires: dt.datetime
     args: dict[str, Any]
     key_id: str
+    by_manager: bool = False  # signed by a manager's key, not headquarters'
 
     @property
     def pump(self) -> int | None:
@@ -113,7 +119,7 @@ def parse_command(data: bytes, keyring: dict[str, Ed25519PublicKey]) -> Command:
     """Signature and shape; station, expiry and nonce are checked by CommandGate."""
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CommandRejected(MALFORMED, "not JSON") from exc
     if not isinstance(envelope, dict):
         raise CommandRejected(MALFORMED, "not an object")
@@ -197,7 +203,9 @@ class CommandGate:
     def keyring(self) -> dict[str, Ed25519PublicKey]:
         return self._keyring() if callable(self._keyring) else self._keyring
 
-    def admit(self, data: bytes, effective_now: dt.datetime) -> Command:
+    def admit(self, data: bytes, effective_now: dt.datetime, latest_now: dt.datetime | None = None) -> Command:
+        """latest_now: the latest time the station believes in (default effective_now);
+        a command issued more than FUTURE_TOLERANCE after it is refused."""
         keyring = self.keyring
         managers = {k: v for k, v in self.manager_keyring.items() if k not in keyring}
         command = parse_command(data, {**managers, **keyring})
@@ -209,7 +217,10 @@ class CommandGate:
             raise CommandRejected(TOO_LONG, f"lives {command.expires - command.issued}, at most {MAX_LIFETIME}")
         if command.expires <= effective_now:
             raise CommandRejected(EXPIRED, f"expired {command.expires.isoformat()}")
+        if command.issued > (latest_now or effective_now) + FUTURE_TOLERANCE:
+            raise CommandRejected(ISSUED_IN_FUTURE, f"issued {command.issued.isoformat()}, after"
+                                  f" {(latest_now or effective_now).isoformat()}")
         # The nonce is claimed last: a refused command does not burn it.
         if not self.store.claim(command.nonce, command.expires):
             raise CommandRejected(REPLAYED, f"nonce {command.nonce} already used")
-        return command
+        return dataclasses.replace(command, by_manager=command.key_id in managers)

@@ -9,11 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import config_keys
+from agent.attendant.config import AttendantConfig, AttendantConfigError, parse_attendant, parse_beep
+from agent.disk_guard import DiskPolicy
 from agent.domain import PRODUCTS, ZONES
 from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
+from agent.retention import RetentionPolicy
 from agent.signing import SignatureError, key_id, load_public_key_hex
+from agent.tank_config import TankGaugeConfig, parse_tanks, render_tanks
 from agent.trust import TrustError, load_root
+from agent.update_config import parse_update, render_update
+from agent.updater import UpdateConfig
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -29,6 +36,13 @@ class PumpConfig:
     channel: int  # relay-board channel wired to this fuelling point
     scanner_port: str
     pulses_per_litre: int = 100
+    # A multi-grade dispenser (DART): the product of each logical nozzle 1..4, in order.
+    # Empty: one nozzle, `product`.
+    grades: tuple[str, ...] = ()
+
+    @property
+    def nozzle_products(self) -> tuple[str, ...]:
+        return self.grades or (self.product,)
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,18 @@ class StationConfig:
     manager_keys: dict[str, str] = field(default_factory=dict)
     trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
+    # Security (docs/operations.md, threat model): the station's EC key signs transaction
+    # records; the agent logs in to its broker; [trust.keys] without a root only if allowed.
+    station_key: Path | None = None
+    broker_user: str = ""
+    broker_password_file: Path | None = None
+    allow_trusted_keys: bool = False
+    update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
+    disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
+    tank_gauge: TankGaugeConfig | None = None  # agent/tank_config.py: the tanks and their gauge
+    attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
+    scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
     def pump(self, number: int) -> PumpConfig:
         for pump in self.pumps:
@@ -110,7 +136,10 @@ def _scanner_suffix(table: Any) -> str:
     return str(suffix)
 
 
-def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
+def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = None) -> StationConfig:
+    unknown = config_keys.check_known(data)
+    if unknown:
+        raise ConfigError(unknown)
     station = _get(data, "station", dict, "config")
     station_id = _get(station, "id", str, "[station]")
     if not STATION_ID.fullmatch(station_id):
@@ -122,6 +151,9 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
     if lang not in LANGUAGES:
         raise ConfigError(f"[station]: lang must be one of {', '.join(LANGUAGES)}")
     data_dir = base / _get(station, "data_dir", str, "[station]")
+    bad_dir = config_keys.check_data_dir(data_dir)
+    if bad_dir:
+        raise ConfigError(bad_dir)
 
     mqtt = _get(data, "mqtt", dict, "config")
     port = _get(mqtt, "port", int, "[mqtt]")
@@ -158,10 +190,12 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         where = f"[[pumps]] #{index + 1}"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        product = _get(raw, "product", str, where)
+        grades = _grades(raw, where)
+        product = _get(raw, "product", str, where, grades[0] if grades else None)
         if product not in PRODUCTS:
             raise ConfigError(f"{where}: unknown product {product!r}")
         pump = PumpConfig(
+            grades=grades,
             number=_get(raw, "number", int, where),
             product=product,
             channel=_get(raw, "channel", int, where),
@@ -170,8 +204,9 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         )
         if not 1 <= pump.number <= 64:
             raise ConfigError(f"{where}: number must be 1..64")
-        if not 0 <= pump.channel <= 255:
-            raise ConfigError(f"{where}: channel must be 0..255")
+        top = config_keys.MAX_CHANNEL.get(kind, 15)
+        if not 0 <= pump.channel <= top:
+            raise ConfigError(f"{where}: channel must be 0..{top} for a {kind} pump controller")
         if not 1 <= pump.pulses_per_litre <= 100_000:
             raise ConfigError(f"{where}: pulses_per_litre must be 1..100000")
         pumps.append(pump)
@@ -179,6 +214,8 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         raise ConfigError("config: at least one [[pumps]] entry is needed")
     if len({p.number for p in pumps}) != len(pumps) or len({p.channel for p in pumps}) != len(pumps):
         raise ConfigError("[[pumps]]: numbers and channels must be unique")
+    if kind != "dart" and any(p.grades for p in pumps):
+        raise ConfigError("[[pumps]]: nozzles (several grades on one pump) need [relay_board] kind dart")
     if kind == "gpio" and (len(pumps) != 1 or pumps[0].channel != 0):
         raise ConfigError("[relay_board]: kind gpio drives exactly one pump, on channel 0")
     # DART: channel i is the pump at address 0x50 + i, and volumes are 0.01 L
@@ -219,7 +256,44 @@ def parse_config(data: dict[str, Any], base: Path) -> StationConfig:
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
+        station_key=base / str(_get(station, "key", str, "[station]")) if "key" in station else None,
+        broker_user=_get(mqtt, "username", str, "[mqtt]", ""),
+        broker_password_file=(base / str(_get(mqtt, "password_file", str, "[mqtt]"))
+                              if "password_file" in mqtt else None),
+        allow_trusted_keys=_get(trust, "allow_trusted_keys", bool, "[trust]", False),
+        update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
+        disk=_policy(config_keys.parse_disk, data.get("disk")),
+        retention=_policy(config_keys.parse_retention, data.get("retention")),
+        tank_gauge=_policy(parse_tanks, data),
+        **_attendant(data, {p.number for p in pumps}),
     )
+
+
+def _grades(raw: dict[str, Any], where: str) -> tuple[str, ...]:
+    """`nozzles = ["pertalite", "solar"]`: the product of logical nozzles 1, 2, ... of a
+    multi-grade DART pump."""
+    grades = _get(raw, "nozzles", list, where, []) or []
+    if len(grades) > 4:
+        raise ConfigError(f"{where}: a pump has at most 4 nozzles")
+    for grade in grades:
+        if grade not in PRODUCTS:
+            raise ConfigError(f"{where}: unknown product {grade!r} in nozzles")
+    return tuple(str(g) for g in grades)
+
+
+def _policy(parse: Any, raw: Any) -> Any:
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _attendant(data: dict[str, Any], pumps: set[int]) -> dict[str, Any]:
+    try:
+        return {"attendant": parse_attendant(data.get("attendant"), pumps),
+                "scanner_beep": parse_beep(data.get("scanners"))}
+    except AttendantConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _check_keys(keys: dict[str, Any], where: str) -> None:
@@ -290,7 +364,7 @@ def load_config(path: Path) -> StationConfig:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return parse_config(data, path.parent)
+    return parse_config(data, path.parent, path)
 
 
 def _q(text: str) -> str:
@@ -306,12 +380,18 @@ def render_config(cfg: StationConfig) -> str:
         f"zone = {_q(cfg.zone)}",
         f"lang = {_q(cfg.lang)}",
         f"data_dir = {_q(str(cfg.data_dir))}",
+        *([f"key = {_q(str(cfg.station_key))}"] if cfg.station_key else []),
         "",
         "[mqtt]",
         f"host = {_q(cfg.broker_host)}",
         f"port = {cfg.broker_port}",
+        *([f"username = {_q(cfg.broker_user)}"] if cfg.broker_user else []),
+        *([f"password_file = {_q(str(cfg.broker_password_file))}"] if cfg.broker_password_file else []),
         "",
-        *(["[trust]", f"root = {_q(str(cfg.trust_root))}", ""] if cfg.trust_root else []),
+        "[trust]",
+        *([f"root = {_q(str(cfg.trust_root))}"] if cfg.trust_root else []),
+        *(["allow_trusted_keys = true"] if cfg.allow_trusted_keys else []),
+        "",
         "[trust.keys]",
         *[f"{_q(kid)} = {_q(key)}" for kid, key in cfg.trusted_keys.items()],
         "",
@@ -334,6 +414,15 @@ def render_config(cfg: StationConfig) -> str:
         "[freeze]",
         f"grace_h = {float(cfg.freeze.grace_h)}",
         f"after_grace = {_q(cfg.freeze.after_grace)}",
+        "",
+        "[disk]",
+        f"warn_free_mb = {float(cfg.disk.warn_free_mb)}",
+        f"refuse_free_mb = {float(cfg.disk.refuse_free_mb)}",
+        f"reserve_mb = {float(cfg.disk.reserve_mb)}",
+        "",
+        "[retention]",
+        f"days = {float(cfg.retention.days)}",
+        f"mask_plates = {'true' if cfg.retention.mask_plates else 'false'}",
     ]
     if cfg.edc is not None:
         lines += [
@@ -346,6 +435,8 @@ def render_config(cfg: StationConfig) -> str:
             f"response_timeout_s = {cfg.edc.response_timeout_s}",
             "scan_payments = [" + ", ".join(_q(c) for c in cfg.edc.scan_payments) + "]",
         ]
+    if cfg.update is not None:
+        lines += render_update(cfg.update)
     if cfg.manager_keys:
         lines += ["", "[dashboard.manager_keys]", *[f"{_q(k)} = {_q(v)}" for k, v in cfg.manager_keys.items()]]
     for pump in cfg.pumps:
@@ -357,5 +448,7 @@ def render_config(cfg: StationConfig) -> str:
             f"channel = {pump.channel}",
             f"scanner = {_q(pump.scanner_port)}",
             f"pulses_per_litre = {pump.pulses_per_litre}",
+            *([f"nozzles = [{', '.join(_q(g) for g in pump.grades)}]"] if pump.grades else []),
         ]
+    lines += render_tanks(cfg.tank_gauge)
     return "\n".join(lines) + "\n"

@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
 from agent.config import EdcConfig, PumpConfig, StationConfig, Timeouts
+from agent.demo_tanks import DELIVERY_L, Reconciliations, gauge_config, make_gauge, print_tanks
 from agent.domain import PRODUCT_LABELS, format_litres
 from agent.manager_keys import manager_key
 from agent.payment_audit import unmatched_approvals
@@ -35,6 +38,9 @@ from agent.payments import PaymentChoice
 from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex
 from agent.station import PaymentSelect, Station
+from agent.tanks import CloseShift
+from agent.tx_sign import load_station_key
+from hq.tx_verify import StationKeys
 from simulators.broker import DashboardListener, MosquittoBroker
 from simulators.dart_pump import DartPumpSim
 from simulators.edc import EdcSim
@@ -43,6 +49,8 @@ from simulators.relay_board import RelayBoardSim
 from simulators.scanner import ScannerSim
 
 STATION_ID = "34.401.01"
+# The national quota's signed settings in the demo's policy (docs/national-quota.md).
+NATIONAL_FEED = {"stale_after_s": 60, "offline_share": 0.5}
 PRODUCT_CYCLE = ("pertalite", "solar")
 UNREGISTERED_ID = 4242424242424242
 
@@ -57,6 +65,7 @@ class Customer:
     payment: str = "cash"  # as the attendant picks it: "card", "card_prepay:100000" ...
     edc_script: tuple[str, ...] = ()  # how the simulated terminal answers this customer
     expect_payment: str = ""  # "method/status" of the settled payment, e.g. "card/paid"
+    nozzle: int = 0  # the logical nozzle lifted on a multi-grade pump (0: the pump's only one)
 
 
 @dataclass
@@ -97,15 +106,38 @@ def _pick(registry: list[RegistryEntry], used: set[int], category: str, product_
     raise LookupError(f"registry has no free {category} with products {product_bits}")
 
 
+def multi_grade_customers(registry: list[RegistryEntry], used: set[int], number: int, grades: tuple[str, ...],
+                          token: Callable[[int], str]) -> list[Customer]:
+    """A dispenser with several grades: the nozzle lifted decides the product."""
+    bits = {"pertalite": 0x01, "solar": 0x02}
+    category = {"pertalite": "private_car", "solar": "goods_4w"}
+    script = []
+    for nozzle, grade in enumerate(grades, 1):
+        entry = _pick(registry, used, category[grade], bits[grade])
+        script.append(Customer(f"{grade} from nozzle {nozzle}", number, token(entry.vehicle_id), 20_000, "ok",
+                               nozzle=nozzle))
+    if "solar" in grades and "pertalite" in grades:
+        bike = _pick(registry, used, "motorcycle", bits["pertalite"])
+        script.append(Customer("wrong grade lifted", number, token(bike.vehicle_id), 5_000, "wrong_grade",
+                               nozzle=grades.index("solar") + 1))
+    script.append(Customer("not registered", number, token(UNREGISTERED_ID), 20_000, "not_registered", nozzle=1))
+    return script
+
+
 def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count: int,
-                     token: Callable[[int], str], payments: bool = False) -> list[Customer]:
+                     token: Callable[[int], str], payments: bool = False,
+                     grades: dict[int, tuple[str, ...]] | None = None) -> list[Customer]:
     """The required cases first (each at least once), then ordinary fills up to `count`.
     With `payments`, the first Pertalite pump also serves card customers on the EDC: postpay,
     prepay with a partial fill (refunded automatically) and a declined card paid in cash."""
     used: set[int] = set()
     pert, solar = 0x01, 0x02
     script: list[Customer] = []
+    grades = grades or {}
     for number, product in pumps.items():
+        if len(grades.get(number, ())) > 1:
+            script += multi_grade_customers(registry, used, number, grades[number], token)
+            continue
         if product == "pertalite" and payments:
             payments = False  # one pump: the station's one terminal answers in script order
             script += [
@@ -144,11 +176,14 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
     extra = 0
     while len(script) < count:
         number = numbers[extra % len(numbers)]
-        category, bits = (("private_car", pert) if pumps[number] == "pertalite"
+        pump_grades = grades.get(number, ())
+        nozzle = 1 + (extra // len(numbers)) % len(pump_grades) if len(pump_grades) > 1 else 0
+        product = pump_grades[nozzle - 1] if nozzle else pumps[number]
+        category, bits = (("private_car", pert) if product == "pertalite"
                           else ("goods_4w", solar))
         entry = _pick(registry, used, category, bits)
         script.append(Customer("eligible fill", number, token(entry.vehicle_id),
-                               15_000 + 5_000 * (extra % 4), "ok"))
+                               15_000 + 5_000 * (extra % 4), "ok", nozzle=nozzle))
         extra += 1
     return script
 
@@ -175,6 +210,18 @@ class DecisionTracker:
         return None
 
 
+def _lift_after_scan(customer: Customer, board: RelayBoardSim | DartPumpSim, channel: int,
+                     tracker: DecisionTracker, decision: dict[str, Any]) -> dict[str, Any] | None:
+    """A multi-grade pump: the scan named the eligible grades; the customer lifts a nozzle,
+    which opens the session for its grade (or is refused: the customer hangs it up)."""
+    assert isinstance(board, DartPumpSim)
+    board.lift_nozzle(channel, customer.nozzle)
+    lifted = tracker.next(customer.pump, "decision", 5.0)
+    if lifted is None or not lifted["ok"]:
+        board.hang_nozzle(channel)
+    return lifted
+
+
 def serve_customers(customers: list[Customer], scanner: ScannerSim, board: RelayBoardSim | DartPumpSim,
                     channel: int, tracker: DecisionTracker, outcomes: list[Outcome],
                     stop: threading.Event, station: Station | None = None, edc: EdcSim | None = None) -> None:
@@ -186,6 +233,9 @@ def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Relay
             station.events.put(PaymentSelect(customer.pump, PaymentChoice.parse(customer.payment)))
         scanner.scan(customer.qr)
         decision = tracker.next(customer.pump, "decision", 5.0)
+        start = board.totaliser_ml(channel)
+        if customer.nozzle and decision is not None and decision.get("code") == "lift_nozzle":
+            decision = _lift_after_scan(customer, board, channel, tracker, decision)
         outcome = Outcome(customer, decision)
         outcomes.append(outcome)
         if decision is None or not decision["ok"]:
@@ -194,8 +244,9 @@ def serve_customers(customers: list[Customer], scanner: ScannerSim, board: Relay
         deadline = time.monotonic() + 5
         while not board.relay_closed(channel) and time.monotonic() < deadline:
             time.sleep(0.005)
-        start = board.totaliser_ml(channel)
-        board.lift_nozzle(channel)
+        if not customer.nozzle:
+            start = board.totaliser_ml(channel)
+            board.lift_nozzle(channel)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not stop.is_set():
             if board.totaliser_ml(channel) - start >= customer.want_ml:
@@ -218,6 +269,41 @@ def journal_totals(path: Path) -> tuple[dict[int, int], int]:
     finally:
         db.close()
     return {int(p): int(ml) for p, ml, _ in rows}, sum(int(n) for _, _, n in rows)
+
+
+def journal_by_grade(path: Path) -> dict[tuple[int, str], int]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT pump, product, SUM(dispensed_ml) FROM sessions"
+                          " WHERE state='closed' GROUP BY pump, product").fetchall()
+    finally:
+        db.close()
+    return {(int(p), str(g)): int(ml) for p, g, ml in rows}
+
+
+def reconcile_nozzles(result: DemoResult, grades: dict[int, tuple[str, ...]],
+                      totaliser: dict[tuple[int, int], int], journal: dict[tuple[int, str], int],
+                      hq: dict[tuple[int, str], int]) -> None:
+    """Per logical nozzle: the pump's own totals for that nozzle = litres journaled and at
+    headquarters for its grade. The per-product totals are recomputed from the nozzles."""
+    rows: dict[str, dict[str, Any]] = {}
+    products: dict[str, dict[str, int]] = {}
+    for number, pump_grades in grades.items():
+        for nozzle, product in enumerate(pump_grades, 1):
+            row: dict[str, Any] = {"product": product, "totaliser_ml": totaliser.get((number, nozzle), 0),
+                                   "journal_ml": journal.get((number, product), 0),
+                                   "hq_ml": hq.get((number, product), 0)}
+            rows[f"{number}/{nozzle}"] = row
+            if not row["totaliser_ml"] == row["journal_ml"] == row["hq_ml"]:
+                result.differences.append(f"pump {number} nozzle {nozzle} ({product}): totaliser "
+                                          f"{row['totaliser_ml']} ml, journal {row['journal_ml']} ml, "
+                                          f"headquarters {row['hq_ml']} ml")
+            totals = products.setdefault(product, {"totaliser_ml": 0, "journal_ml": 0, "hq_ml": 0})
+            for key in totals:
+                totals[key] += int(row[key])
+    result.summary["nozzles"] = rows
+    result.summary["products"] = products
+    result.ok = not result.differences
 
 
 def reconcile(pumps: dict[int, str], totaliser: dict[int, int], journal: dict[int, int],
@@ -257,6 +343,10 @@ def print_summary(result: DemoResult, lang: str) -> None:
     for number, row in result.summary["pumps"].items():
         label = f"{head[1]} {number} {PRODUCT_LABELS[row['product']]}"
         print(f"  {label:<22}" + " / ".join(format_litres(row[k], lang) for k in keys))
+    for key, row in result.summary.get("nozzles", {}).items():
+        number, nozzle = key.split("/")
+        label = f"{head[1]} {number} {'nozel' if lang == 'id' else 'nozzle'} {nozzle} {PRODUCT_LABELS[row['product']]}"
+        print(f"  {label:<28}" + " / ".join(format_litres(row[k], lang) for k in keys))
     for product, row in result.summary["products"].items():
         label = f"{head[2]} {PRODUCT_LABELS[product]}"
         print(f"  {label:<22}" + " / ".join(format_litres(row[k], lang) for k in keys))
@@ -281,30 +371,55 @@ class DemoStation:
     def __init__(self, pumps: int = 2, flow_lps: float = 25.0, lang: str = "id",
                  vehicles: int = 1200, broker: MosquittoBroker | None = None,
                  workdir: Path | None = None, quiet: bool = False, pump_kind: str = "relay",
-                 dashboard: bool = False, edc: bool = False) -> None:
+                 dashboard: bool = False, edc: bool = False, attendant: bool = False,
+                 station_id: str = STATION_ID, hq: HeadquartersSim | None = None, nozzles: int = 1,
+                 tanks: bool = False, leak: bool = False, ledger_dsn: str | None = None) -> None:
+        """hq: headquarters shared with other stations (started and closed by its owner).
+        ledger_dsn: count the quota nationally, with headquarters' usage ledger on this
+        PostgreSQL (agent/demo_national.py)."""
+        self.station_id = station_id
+        self._shared_hq = hq
+        self.ledger_dsn = ledger_dsn
+        self.ledger: Any = None
         self.products = {n: PRODUCT_CYCLE[(n - 1) % len(PRODUCT_CYCLE)] for n in range(1, pumps + 1)}
+        # Multi-grade DART dispensers: nozzle k of every pump carries the k-th grade.
+        self.grades: dict[int, tuple[str, ...]] = {
+            n: tuple(PRODUCT_CYCLE[(n - 1 + k) % len(PRODUCT_CYCLE)] for k in range(nozzles))
+            for n in self.products} if nozzles > 1 else {}
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
         self._own_broker = broker is None
         # The manager's dashboard: served by the broker's WebSockets listener, one user.
         self.dashboard_user = "manager"
-        self.dashboard_password = secrets.token_urlsafe(12)
+        self.dashboard_password = secrets.token_urlsafe(12)  # the broker login (crosses the LAN)
+        self.dashboard_passphrase = secrets.token_urlsafe(12)  # the signing key's; never sent anywhere
         self.dashboard: DashboardListener | None = None
         if dashboard:
             from agent.dashboard_files import dashboard_dir
 
-            self.dashboard = DashboardListener(dashboard_dir(), STATION_ID,
+            self.dashboard = DashboardListener(dashboard_dir(), station_id,
                                                {self.dashboard_user: self.dashboard_password})
             assert broker is None, "the dashboard needs the demo's own broker"
-        self.broker = broker or MosquittoBroker(dashboard=self.dashboard)
-        self.registry = synthetic_registry(vehicles)
-        self.hq_key = Ed25519PrivateKey.generate()  # signs the lists and the customers' QR tokens
+        # The attendants' phones: TLS WebSockets with the station's certificate, one device per two pumps.
+        self.attendant = None
+        if attendant:
+            from simulators.attendant_setup import make_attendant_setup
+
+            assert broker is None, "the attendant's page needs the demo's own broker"
+            self.attendant = make_attendant_setup(station_id, list(self.products), self.workdir)
+        self.broker = broker or MosquittoBroker(dashboard=self.dashboard,
+                                                attendant=self.attendant.listener if self.attendant else None)
+        self.registry = hq.registry if hq else synthetic_registry(vehicles)
+        self.hq_key = hq.key if hq else Ed25519PrivateKey.generate()  # signs the lists and the QR tokens
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
         self.pump_kind = pump_kind
-        self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps)
+        self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=flow_lps, nozzles=nozzles)
                                                    if pump_kind == "dart" else
                                                    RelayBoardSim(channels=pumps, flow_lps=flow_lps))
         self.scanners = {n: ScannerSim() for n in self.products}
+        # The tank gauge (TLS console) whose tanks the dispensers drain: agent/demo_tanks.py
+        self.gauge = make_gauge(self.products, self.grades, self.board, leak) if tanks else None
+        self.reconciliations = Reconciliations()
         self.edc = EdcSim(self.workdir / "edc-batch.json") if edc else None
         self.tracker = DecisionTracker(list(self.products))
         self.lines: list[str] = []
@@ -315,8 +430,11 @@ class DemoStation:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_totals: dict[int, int] = {}
+        self._start_nozzles: dict[tuple[int, int], int] = {}
 
     def _line(self, text: str) -> None:
+        if self.station_id != STATION_ID:
+            text = f"[{self.station_id}] {text}"
         self.lines.append(text)
         if not self.quiet:
             print(text, flush=True)
@@ -329,23 +447,37 @@ class DemoStation:
     def config(self) -> StationConfig:
         assert self.hq is not None
         return StationConfig(
-            station_id=STATION_ID, zone="WIB", data_dir=self.workdir / "station",
+            station_id=self.station_id, zone="WIB", data_dir=self.workdir / "station",
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={}, trust_root=self._root_file(),
             relay_board_port=self.board.path,
             relay_board_kind="dart" if self.pump_kind == "dart" else "uart",
             relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
-            pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
+            pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path, grades=self.grades.get(n, ()))
+                        for n, p in self.products.items()),
             lang=self.lang, timeouts=Timeouts(scan_to_nozzle_s=30, no_flow_s=20),
             edc=EdcConfig(self.edc.path, ack_timeout_s=0.5, response_timeout_s=10.0) if self.edc else None,
-            manager_keys=self._manager_keys(),
+            manager_keys=self._manager_keys(), station_key=self._station_key(),
+            attendant=self.attendant.config if self.attendant else None,
+            tank_gauge=gauge_config(self.gauge) if self.gauge else None,
         )
+
+    def _station_key(self) -> Path:
+        """The station's EC key, as `spbu provision` makes it: it signs every transaction."""
+        path = self.workdir / "station.key"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            key = ec.generate_private_key(ec.SECP256R1())
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            path.chmod(0o600)
+        return path
 
     def _manager_keys(self) -> dict[str, str]:
         """The dashboard user's command key, derived from the password as the browser does."""
         if self.dashboard is None:
             return {}
-        public = manager_key(STATION_ID, self.dashboard_user, self.dashboard_password).public_key()
+        public = manager_key(self.station_id, self.dashboard_user, self.dashboard_passphrase).public_key()
         return {key_id(public): public_key_hex(public)}
 
     def _root_file(self) -> Path:
@@ -359,14 +491,35 @@ class DemoStation:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.broker.start()
-        self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
-        self.hq.start()
-        self.hq.publish_documents()
+        keys = StationKeys()
+        keys.add(self.station_id, load_station_key(self._station_key()).public_key())
+        if self.attendant is not None:
+            self.attendant.start()  # the page over HTTPS; MQTT is on the broker's TLS WebSockets
+        if self._shared_hq is not None:
+            self.hq = self._shared_hq
+            if self.hq.station_keys is None:
+                self.hq.station_keys = keys
+            else:  # shared by several stations: each has its own key
+                self.hq.station_keys.add(self.station_id, keys.keys[self.station_id])
+        else:
+            self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key,
+                                      station_keys=keys, usage_feed=NATIONAL_FEED if self.ledger_dsn else None)
+            self.hq.start()
+            self.hq.publish_documents()
+            if self.ledger_dsn is not None:
+                from agent.demo_national import start_ledger
+
+                self.ledger = start_ledger(self.broker, self.ledger_dsn, self.hq)
         self.board.start()
+        if self.gauge is not None:
+            self.gauge.start()
         if self.edc is not None:
             self.edc.start()
         self._start_totals = {n: self.board.totaliser_ml(n - 1) for n in self.products}
-        self.station = Station(self.config(), on_line=self._line, listeners=[self.tracker])
+        if isinstance(self.board, DartPumpSim):
+            self._start_nozzles = {(n, k): self.board.nozzle_totaliser_ml(n - 1, k)
+                                   for n, g in self.grades.items() for k in range(1, len(g) + 1)}
+        self.station = Station(self.config(), on_line=self._line, listeners=[self.tracker, self.reconciliations])
         self.station.start()
         self._thread = threading.Thread(target=self.station.run, args=(self._stop,), name="agent",
                                         daemon=True)
@@ -375,7 +528,10 @@ class DemoStation:
         while time.monotonic() < deadline:
             docs = self.station.docs
             edc_ready = self.edc is None or self.station.payments.available
-            if docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready() and edc_ready:
+            tanks_ready = self.gauge is None or bool(self.station.tanks and self.station.tanks.shift)
+            synced = self.station.usage.national.synced or not self.station.usage.enabled
+            if (docs.allowlist is not None and docs.policy is not None and self.station.pumps_ready() and edc_ready
+                    and synced and tanks_ready):
                 return
             time.sleep(0.05)
         raise TimeoutError("the agent did not receive the signed list and policy in time")
@@ -421,17 +577,45 @@ class DemoStation:
         totaliser = {n: self.board.totaliser_ml(n - 1) - self._start_totals.get(n, 0) for n in self.products}
         journal, journal_count = journal_totals(self.journal_path)
         hq: dict[int, int] = {}
-        hq_txs = [t for t in self.hq.transactions() if t.get("station") == STATION_ID]
+        hq_txs = [t for t in self.hq.transactions() if t.get("station") == self.station_id]
         for tx in hq_txs:
             hq[int(tx["pump"])] = hq.get(int(tx["pump"]), 0) + int(tx["dispensed_ml"])
         unmatched = unmatched_approvals(self.edc.ledger(), self.journal_path) if self.edc else None
-        return reconcile(self.products, totaliser, journal, hq, journal_count, len(hq_txs), self.unacked(),
-                         unmatched)
+        result = reconcile(self.products, totaliser, journal, hq, journal_count, len(hq_txs), self.unacked(),
+                           unmatched)
+        if self.grades and isinstance(self.board, DartPumpSim):
+            hq_grade: dict[tuple[int, str], int] = {}
+            for tx in hq_txs:
+                key = (int(tx["pump"]), str(tx["product"]))
+                hq_grade[key] = hq_grade.get(key, 0) + int(tx["dispensed_ml"])
+            by_nozzle = {(n, k): self.board.nozzle_totaliser_ml(n - 1, k) - self._start_nozzles.get((n, k), 0)
+                         for n, g in self.grades.items() for k in range(1, len(g) + 1)}
+            reconcile_nozzles(result, self.grades, by_nozzle, journal_by_grade(self.journal_path), hq_grade)
+        return result
+
+    def reconcile_tanks(self, result: DemoResult, leak: bool, timeout_s: float = 10.0) -> None:
+        """The agent closes the shift; per tank, the variance must stay within tolerance,
+        except the leaking tank's, which must raise the alarm."""
+        assert self.station is not None
+        self.station.events.put(CloseShift())
+        try:
+            shift = self.reconciliations.results.get(timeout=timeout_s)
+        except queue.Empty:
+            result.ok = False
+            result.differences.append("no tank reconciliation from the agent")
+            return
+        result.summary["tanks"] = shift["products"]
+        for row in shift["products"]:
+            leaking = leak and 1 in row["tanks"]
+            if row["alarm"] != leaking:
+                result.ok = False
+                result.differences.append(f"tank {row['tanks']} {row['product']}: variance {row['variance_l']} L,"
+                                          f" alarm {row['alarm']}, expected {'an alarm' if leaking else 'none'}")
 
     @property
     def dashboard_url(self) -> str:
         assert self.dashboard is not None
-        return f"http://127.0.0.1:{self.dashboard.port}/?station={STATION_ID}"
+        return f"http://127.0.0.1:{self.dashboard.port}/?station={self.station_id}"
 
     def close(self) -> None:
         self._stop.set()
@@ -439,13 +623,19 @@ class DemoStation:
             self._thread.join(timeout=5)
         if self.station is not None:
             self.station.close()
-        if self.hq is not None:
+        if self.ledger is not None:
+            self.ledger.close()
+        if self.hq is not None and self._shared_hq is None:
             self.hq.close()
         self.board.close()
+        if self.gauge is not None:
+            self.gauge.close()
         if self.edc is not None:
             self.edc.close()
         for scanner in self.scanners.values():
             scanner.close()
+        if self.attendant is not None:
+            self.attendant.close()
         if self._own_broker:
             self.broker.close()
         if self._own_dir:
@@ -454,10 +644,14 @@ class DemoStation:
 
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
-             dashboard: bool = False) -> int:
+             dashboard: bool = False, attendant: bool = False, nozzles: int = 1, leak: bool = False) -> int:
     started = time.monotonic()
+    from agent.demo_national import private_postgres, second_station
+
+    pg = private_postgres()
     demo = DemoStation(pumps=pumps, flow_lps=flow_lps, lang=lang, pump_kind=pump_kind, dashboard=dashboard,
-                       edc=True)
+                       edc=True, attendant=attendant, nozzles=nozzles, ledger_dsn=pg.create_database("ledger"),
+                       tanks=True, leak=leak)
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
@@ -467,11 +661,21 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
                  f"Station {STATION_ID}: {pumps} pumps, vehicle list v{version}"
                  f" ({len(demo.registry)} vehicles), broker 127.0.0.1:{demo.broker.port}")
         print(intro, flush=True)
-        script = script_customers(demo.registry, demo.products, customers, demo.token, payments=True)
+        script = script_customers(demo.registry, demo.products, customers, demo.token, payments=True,
+                                  grades=demo.grades)
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
+        tanker = threading.Timer(3.0, lambda: demo.gauge.deliver(2, DELIVERY_L) if demo.gauge else None)
+        tanker.start()  # a tanker drops Solar while customers fuel
         outcomes = demo.serve(script, budget)
+        tanker.join()
+        national = second_station(demo, lang)
         demo.wait_delivered(max(5.0, timeout_s - (time.monotonic() - started)))
         result = demo.reconcile()
+        demo.reconcile_tanks(result, leak)
+        result.summary["national"] = national
+        if not national["ok"]:
+            result.ok = False
+            result.differences.append(f"national quota: {national['detail']}")
         unexpected = [o for o in outcomes if not o.as_expected]
         missing = len(script) - len(outcomes)
         if unexpected or missing:
@@ -490,10 +694,12 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         result.summary["duration_s"] = round(time.monotonic() - started, 2)
         result.summary["topics"] = {"tx": topics.tx(STATION_ID)}
         print_summary(result, lang)
+        if "tanks" in result.summary:
+            print_tanks(result.summary["tanks"], lang)
         if json_path is not None:
             json_path.write_text(json.dumps({"ok": result.ok, **result.summary,
                                              "differences": result.differences}, indent=2) + "\n")
-        if dashboard:
+        if dashboard or attendant:
             keep_serving(demo, lang)
         return 0 if result.ok else 1
     except KeyboardInterrupt:
@@ -501,14 +707,21 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         return 130
     finally:
         demo.close()
+        pg.close()
 
 
 def keep_serving(demo: DemoStation, lang: str) -> None:
     """`--dashboard`: the station keeps running for the manager's page until Ctrl-C."""
-    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}\n  Ctrl-C untuk berhenti"
-            if lang == "id" else
-            "Manager dashboard: {url}\n  user {user}, password {password}\n  Ctrl-C to stop")
-    print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password),
-          flush=True)
+    text = ("Dasbor pengelola: {url}\n  pengguna {user}, kata sandi {password}, frasa tanda tangan {passphrase}\n"
+            "  Ctrl-C untuk berhenti" if lang == "id" else
+            "Manager dashboard: {url}\n  user {user}, password {password}, signing passphrase {passphrase}\n"
+            "  Ctrl-C to stop")
+    if demo.dashboard is not None:
+        print(text.format(url=demo.dashboard_url, user=demo.dashboard_user, password=demo.dashboard_password,
+                          passphrase=demo.dashboard_passphrase), flush=True)
+    if demo.attendant is not None:
+        from simulators.attendant_setup import describe
+
+        print(describe(demo.attendant, lang), flush=True)
     while True:
         time.sleep(3600)

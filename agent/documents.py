@@ -7,7 +7,7 @@ rejected with a message that names the field, and the previous document stays in
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
@@ -104,6 +104,15 @@ class QuotaPolicy:
     max_fill_ml: int  # preset when the customer asks for a full tank
     offline_after_s: float = 48 * 3600  # allow-list older than this: offline caps apply
     offline_caps_ml: dict[str, int] | None = None  # product -> ml per vehicle per day when offline
+    # Security switches (agent/token_policy.py): unsigned legacy QR texts accepted at all;
+    # the oldest a signed token may be; per vehicle, the issue date before which its tokens
+    # are revoked (a reissued QR).
+    legacy_qr: bool = True
+    max_token_age_days: int | None = None
+    token_min_issued: dict[int, dt.date] = field(default_factory=dict)
+    # National quota (agent/national_usage.py); None: no feed configured, local usage only.
+    usage_stale_after_s: float | None = None
+    usage_offline_share: float | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> QuotaPolicy:
@@ -143,6 +152,10 @@ class QuotaPolicy:
             max_fill_ml=_litres(body.get("max_fill_l", 200), "max_fill_l"),
             offline_after_s=_hours(body.get("offline_after_h", 48), "offline_after_h") * 3600,
             offline_caps_ml=_caps(body.get("offline_caps_l", {})),
+            legacy_qr=_flag(body.get("legacy_qr", True), "legacy_qr"),
+            max_token_age_days=_max_age(body.get("max_token_age_days")),
+            token_min_issued=_min_issued(body.get("token_min_issued", {})),
+            **_usage_feed(body.get("usage_feed")),
         )
 
     def limit_ml(self, product: str, category: str) -> int:
@@ -159,6 +172,52 @@ def _hours(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 365:
         raise DocumentError(f"{name} must be hours between 0 and 8760")
     return float(value)
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise DocumentError(f"{name} must be true or false")
+    return value
+
+
+def _max_age(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 3650:
+        raise DocumentError("max_token_age_days must be an integer 1..3650")
+    return value
+
+
+MAX_REVOCATIONS = 100_000  # about 3.5 MB of JSON: the policy stays under the 4 MiB message limit
+
+
+def _min_issued(value: object) -> dict[int, dt.date]:
+    """{"<vehicle id>": "YYYY-MM-DD"}: tokens of that vehicle issued before the date are revoked."""
+    if not isinstance(value, dict) or len(value) > MAX_REVOCATIONS:
+        raise DocumentError(f"token_min_issued must be an object of at most {MAX_REVOCATIONS} vehicles")
+    result = {}
+    for vid, day in value.items():
+        try:
+            number = int(vid)
+            if not 0 < number < 2**64 or not isinstance(day, str):
+                raise ValueError(vid)
+            result[number] = dt.date.fromisoformat(day)
+        except ValueError:
+            raise DocumentError(f"token_min_issued: {vid!r} must be a vehicle id with a YYYY-MM-DD date") from None
+    return result
+
+
+def _usage_feed(value: object) -> dict[str, float | None]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DocumentError("usage_feed must be an object")
+    stale, share = value.get("stale_after_s"), value.get("offline_share")
+    if isinstance(stale, bool) or not isinstance(stale, int | float) or not 0 < stale <= 86_400:
+        raise DocumentError("usage_feed.stale_after_s must be seconds between 0 and 86400")
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise DocumentError("usage_feed.offline_share must be a fraction between 0 and 1")
+    return {"usage_stale_after_s": float(stale), "usage_offline_share": float(share)}
 
 
 def _caps(value: object) -> dict[str, int]:

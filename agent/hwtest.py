@@ -1,7 +1,9 @@
 """`spbu hw test`: a field technician's step-by-step check of a relay board or a Wayne DART
 pump (real or simulated): link, authorise and stop, nozzle switch, metering, dead-man,
-E-stop (relay board). Each step prints PASS or FAIL with what was seen; steps that need a
-person ask for it."""
+E-stop (relay board). Each step prints PASS, FAIL or SKIP with what was seen; steps that
+need a person ask for it. A skipped step is not a passed one: the summary counts it apart,
+and the exit status is 0 only when every required step passed (1: a step failed; 2: none
+failed but a required step was skipped, so the check is incomplete)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,24 @@ class Step:
     name: str
     passed: bool | None  # None: skipped
     detail: str
+    required: bool = True
+
+
+EXIT_PASSED, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 2
+
+
+def summary(steps: list[Step]) -> tuple[str, int]:
+    """The last line a technician reads, and the exit status."""
+    passed = sum(1 for s in steps if s.passed)
+    failed = sum(1 for s in steps if s.passed is False)
+    skipped = [s for s in steps if s.passed is None]
+    line = f"{passed} passed, {failed} failed, {len(skipped)} skipped"
+    missing = [s.name for s in skipped if s.required]
+    if failed:
+        return line, EXIT_FAILED
+    if missing:
+        return f"{line} (INCOMPLETE: not checked: {', '.join(missing)})", EXIT_INCOMPLETE
+    return line, EXIT_PASSED
 
 
 class BoardTester:
@@ -60,13 +80,13 @@ class BoardTester:
         self._pump(1.0, lambda e: isinstance(e, BoardStatus) and e.channel == self.channel)
         return self.status
 
-    def record(self, name: str, passed: bool | None, detail: str) -> bool:
-        self.steps.append(Step(name, passed, detail))
+    def record(self, name: str, passed: bool | None, detail: str, required: bool = True) -> bool:
+        self.steps.append(Step(name, passed, detail, required))
         word = "SKIP" if passed is None else "PASS" if passed else "FAIL"
         print(f"{word:4}  {name}: {detail}", file=self.out, flush=True)
         return bool(passed)
 
-    def run(self) -> bool:
+    def run(self) -> int:
         self.board.start()
         try:
             self._run()
@@ -74,9 +94,9 @@ class BoardTester:
             self.board.stop(self.channel)
             self._pump(0.2)
             self.board.close()
-        failed = [s for s in self.steps if s.passed is False]
-        print(f"{len(self.steps) - len(failed)} passed, {len(failed)} failed", file=self.out, flush=True)
-        return not failed
+        line, code = summary(self.steps)
+        print(line, file=self.out, flush=True)
+        return code
 
     def _run(self) -> None:
         link = self._pump(3.0, lambda e: isinstance(e, BoardLink) and e.connected)
@@ -151,7 +171,8 @@ class BoardTester:
             self.record("E-stop", None, "needs a person at the board")
         hello = [e for e in list(self.events.queue) if isinstance(e, BoardHello)]
         if hello:
-            self.record("firmware", True, f"version {hello[0].firmware}, {hello[0].channels} channels")
+            self.record("firmware", True, f"version {hello[0].firmware}, {hello[0].channels} channels",
+                        required=False)
 
 
 def prompt_stdin(message: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> bool:
@@ -164,5 +185,4 @@ def prompt_stdin(message: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdo
 
 def run_hw_test(port: str, channel: int, interactive: bool, dart: bool = False) -> int:
     ask = prompt_stdin if interactive else (lambda message: False)
-    ok = BoardTester(port, channel, sys.stdout, ask, dart=dart).run()
-    return 0 if ok else 1
+    return BoardTester(port, channel, sys.stdout, ask, dart=dart).run()

@@ -334,6 +334,14 @@ class Journal:
         ).fetchall()
         return {str(p): {"litres_ml": int(ml), "amount_idr": int(idr), "count": int(n)} for p, ml, idr, n in rows}
 
+    def sales_since(self, since: float) -> list[tuple[float, str, int]]:
+        """(closed_at, product, dispensed_ml) of the sales closed since a wall-clock instant
+        (shift reconciliation and the litres-per-hour chart)."""
+        rows = self._db.execute(
+            "SELECT closed_at, product, dispensed_ml FROM sessions WHERE state=? AND closed_at >= ?"
+            " AND dispensed_ml > 0 ORDER BY closed_at", (STATE_CLOSED, since)).fetchall()
+        return [(float(t), str(p), int(ml)) for t, p, ml in rows]
+
     def recent_closed(self, limit: int) -> list[dict[str, Any]]:
         """The newest closed sessions, newest first, as the dashboard lists them."""
         rows = self._db.execute(

@@ -23,7 +23,7 @@ RECENT_MAX = 20
 FLOW_INTERVAL_S = 0.5
 # Alerts that end another: a trusted clock clears "clock_untrusted", and so on.
 CLEARS = {"clock_trusted": "clock_untrusted", "estop_released": "estop", "outbox_drained": "outbox_growing",
-          "allowlist_fresh": "allowlist_frozen"}
+          "allowlist_fresh": "allowlist_frozen", "disk_ok": "disk_low"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,14 @@ class LiveView:
         self.recent.appendleft(summary(record))
         self._publish_totals()
         self._publish_recent()
+
+    def payment(self, tx_id: str, payment: dict[str, Any]) -> None:
+        """A card or QRIS payment settled after its fill closed: the listed sale follows it."""
+        for item in self.recent:
+            if item.get("tx_id") == tx_id:
+                item["payment"] = {"method": payment.get("method"), "status": payment.get("status")}
+                self._publish_recent()
+                return
 
     def new_day(self, day: str) -> None:
         if day != self.totals.day:

@@ -1,11 +1,14 @@
-"""The station manager's command key, derived from the dashboard password.
+"""The station manager's command key, derived from a signing passphrase.
 
-The dashboard runs in a browser on the station's LAN, usually over plain HTTP where no
-key store is available, so the manager's Ed25519 signing key is derived from what the
-manager types: PBKDF2-HMAC-SHA256 over the password, salted with the station and user
-name. The station trusts only the public key (`spbu keys manager`), which lives in its
-root-only config; the dashboard (dashboard/src/vendor.js) derives the same key to sign
-commands, and the broker's ACL separately limits what the dashboard user may publish.
+The passphrase is not the dashboard's broker password: that one is sent to mosquitto at
+every connect and mosquitto keeps only a weak hash of it (PBKDF2, 101 rounds), so anyone
+who learns it could otherwise derive the key and command pumps. The passphrase is typed
+into the dashboard, used in the browser only (PBKDF2-HMAC-SHA256, 100,000 rounds, salted
+with station and user name) and never leaves the tablet; the station trusts only the
+public key (`spbu keys manager --passphrase-file`), kept in its root-only config. The
+dashboard (dashboard/src/vendor.js) derives the same key to sign commands, and the
+broker's ACL separately limits what the dashboard user may publish. A stolen broker
+password lets someone watch the dashboard; it does not sign anything.
 """
 
 from __future__ import annotations

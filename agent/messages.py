@@ -43,6 +43,36 @@ _TEXT: dict[str, dict[str, str]] = {
         "payment_checking": "MENUNGGU   pompa {pump}  EDC tidak menjawab, menanyakan transaksi terakhir",
         "edc_unavailable": "DITOLAK    pompa {pump}  EDC tidak tersedia, silakan bayar tunai",
         "amount_too_small": "DITOLAK    pompa {pump}  jumlah prabayar terlalu kecil",
+        "legacy_disabled": "DITOLAK    pompa {pump}  QR lama tidak berlaku lagi; minta QR baru dari aplikasi",
+        "token_expired": "DITOLAK    pompa {pump}  {plate}  QR kedaluwarsa; minta QR terbaru dari aplikasi",
+        "token_revoked": "DITOLAK    pompa {pump}  {plate}  QR sudah diganti yang baru; minta QR terbaru dari "
+        "aplikasi",
+        "lift_nozzle": "ANGKAT     pompa {pump}  {plate}  angkat nozel {product}",
+        "wrong_grade": "DITOLAK    pompa {pump}  {plate}  tidak berhak {product}: gantung nozel ini, "
+        "angkat nozel {detail}",
+        "pump_out_of_service": "DITOLAK    pompa {pump}  pompa tidak menjawab (rusak/kabel putus), pakai pompa lain",
+        "disk_full": "DITOLAK    pompa {pump}  penyimpanan penuh, penjualan tidak dapat dicatat; hubungi teknisi",
+        "journal_unwritable": "DITOLAK    pompa {pump}  jurnal tidak dapat ditulis; hubungi teknisi",
+        "disk_read_only": "DITOLAK    pompa {pump}  penyimpanan hanya-baca, penjualan tidak dapat dicatat; "
+        "hubungi teknisi",
+        "disk_low_alarm": "PERINGATAN ruang penyimpanan hampir habis ({detail}); hubungi teknisi",
+        "disk_full_alarm": "PERINGATAN penyimpanan penuh ({detail}): penjualan baru ditolak; hubungi teknisi",
+        "disk_read_only_alarm": "PERINGATAN penyimpanan hanya-baca: penjualan baru ditolak; hubungi teknisi",
+        "disk_ok_alarm": "INFO       ruang penyimpanan normal kembali ({detail})",
+        "close_pending": "PERINGATAN pompa {pump}  pengisian selesai tetapi belum tercatat (penyimpanan penuh); "
+        "hubungi teknisi",
+        "ok_elsewhere": "BOLEH ISI  pompa {pump}  {plate}  {product}  sudah {elsewhere} L hari ini di SPBU lain; "
+        "sisa kuota {remaining} L, preset {preset} L",
+        "ok_offline_share": "BOLEH ISI  pompa {pump}  {plate}  {product}  DATA KUOTA NASIONAL TERTUNDA: "
+        "maks {preset} L di SPBU ini hari ini",
+        "quota_used_elsewhere": "DITOLAK    pompa {pump}  {plate}  kuota harian {product} habis: sudah {elsewhere} L "
+        "hari ini di SPBU lain (batas {limit} L), kembali pukul 00.00 {zone}",
+        "offline_share_used": "DITOLAK    pompa {pump}  {plate}  DATA KUOTA NASIONAL TERTUNDA: batas offline {product} "
+        "di SPBU ini habis (terpakai {used} L)",
+        "stopped_elsewhere": "DIHENTIKAN pompa {pump}  {plate}  kuota sedang/sudah dipakai di SPBU lain "
+        "({elsewhere} L); hentikan pengisian",
+        "usage_stale": "PERINGATAN data kuota nasional tertunda; tiap kendaraan dibatasi bagian offline",
+        "usage_fresh": "INFO       data kuota nasional kembali terkini",
     },
     "en": {
         "ok": "GO AHEAD  pump {pump}  {plate}  {product}  quota left {remaining} L, preset {preset} L",
@@ -82,6 +112,34 @@ _TEXT: dict[str, dict[str, str]] = {
         "payment_checking": "WAITING   pump {pump}  EDC not answering, asking for its last transaction",
         "edc_unavailable": "REFUSED   pump {pump}  EDC unavailable, please pay cash",
         "amount_too_small": "REFUSED   pump {pump}  prepaid amount too small",
+        "legacy_disabled": "REFUSED   pump {pump}  old-style QR no longer accepted; ask for a new QR from the app",
+        "token_expired": "REFUSED   pump {pump}  {plate}  QR expired; ask for the latest QR from the app",
+        "token_revoked": "REFUSED   pump {pump}  {plate}  QR was replaced by a newer one; ask for the latest QR",
+        "lift_nozzle": "LIFT      pump {pump}  {plate}  lift the {product} nozzle",
+        "wrong_grade": "REFUSED   pump {pump}  {plate}  not entitled to {product}: hang up this nozzle, lift {detail}",
+        "pump_out_of_service": "REFUSED   pump {pump}  pump not answering (fault or cable), use another pump",
+        "disk_full": "REFUSED   pump {pump}  storage full, the sale cannot be recorded; call a technician",
+        "journal_unwritable": "REFUSED   pump {pump}  journal cannot be written; call a technician",
+        "disk_read_only": "REFUSED   pump {pump}  storage is read-only, the sale cannot be recorded; "
+        "call a technician",
+        "disk_low_alarm": "WARNING   storage almost full ({detail}); call a technician",
+        "disk_full_alarm": "WARNING   storage full ({detail}): new sales refused; call a technician",
+        "disk_read_only_alarm": "WARNING   storage is read-only: new sales refused; call a technician",
+        "disk_ok_alarm": "INFO      storage back to normal ({detail})",
+        "close_pending": "WARNING   pump {pump}  fill ended but not yet recorded (storage full); "
+        "call a technician",
+        "ok_elsewhere": "GO AHEAD  pump {pump}  {plate}  {product}  already {elsewhere} L today at other stations; "
+        "quota left {remaining} L, preset {preset} L",
+        "ok_offline_share": "GO AHEAD  pump {pump}  {plate}  {product}  NATIONAL USAGE DELAYED: max {preset} L at "
+        "this station today",
+        "quota_used_elsewhere": "REFUSED   pump {pump}  {plate}  daily {product} quota used up: already {elsewhere} L "
+        "today at other stations (limit {limit} L), resets at 00:00 {zone}",
+        "offline_share_used": "REFUSED   pump {pump}  {plate}  NATIONAL USAGE DELAYED: this station's offline "
+        "{product} share is used ({used} L)",
+        "stopped_elsewhere": "STOPPED   pump {pump}  {plate}  quota being used or used at another station "
+        "({elsewhere} L); stop fuelling",
+        "usage_stale": "WARNING   national usage delayed; each vehicle limited to the offline share",
+        "usage_fresh": "INFO      national usage up to date again",
     },
 }
 
@@ -104,6 +162,7 @@ def attendant_line(
     zone: str = "WIB",
     day: str = "",
     detail: str = "",
+    elsewhere_ml: int = 0,
 ) -> str:
     table = _TEXT.get(lang, _TEXT["id"])
     template = table.get(key, table["unknown_qr"])
@@ -120,4 +179,5 @@ def attendant_line(
         zone=zone,
         day=day,
         detail=detail,
+        elsewhere=format_litres(elsewhere_ml, lang),
     ).rstrip()

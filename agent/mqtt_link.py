@@ -19,6 +19,10 @@ from agent.homeassistant import BIRTH_TOPIC
 
 log = logging.getLogger(__name__)
 
+# Nothing the agent is sent is larger: allow-list chunks are 256 KiB, documents at most
+# 4 MiB (agent/trust.py MAX_METADATA_BYTES); the station broker refuses more as well.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class LinkState:
@@ -40,7 +44,9 @@ class MqttLink:
         on_event: Callable[[LinkState | Incoming], None],
         keepalive_s: int = 15,
         max_inflight: int = 0,
+        subscribe: tuple[str, ...] = (),
     ) -> None:
+        self._extra = subscribe  # station-local topics (the attendants' requests)
         self.station = station
         self.host = host
         self.port = port
@@ -88,8 +94,11 @@ class MqttLink:
             return
         self.connected = True
         client.subscribe([(topics.ALLOWLIST, 1), (topics.POLICY, 1), (topics.ack(self.station), 1),
-                          (topics.command(self.station), 1)])
+                          (topics.command(self.station), 1), (topics.usage(self.station), 1),
+                          (topics.USAGE_TICK, 0)])
         client.subscribe(BIRTH_TOPIC, 1)  # re-announce discovery when Home Assistant restarts
+        for topic in self._extra:
+            client.subscribe(topic, 1)
         self._on_event(LinkState(True))
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -99,4 +108,7 @@ class MqttLink:
         self._on_event(LinkState(False))
 
     def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if len(message.payload) > MAX_MESSAGE_BYTES:  # the broker's limit too (deploy/mosquitto)
+            log.warning("message of %d bytes on %s dropped", len(message.payload), message.topic)
+            return
         self._on_event(Incoming(message.topic, bytes(message.payload)))

@@ -173,6 +173,7 @@ class PaymentDesk:
         self._dirty = True
         self._next_try = 0.0
         self._held: dict[int, float] = {}  # pay_id -> monotonic time before which it waits
+        self._scan_texts: dict[int, str] = {}  # pay_id -> the QR a prepayment waits to authorise
         with journal.atomic() as db:
             for statement in SCHEMA:
                 db.execute(statement)
@@ -199,6 +200,14 @@ class PaymentDesk:
         """Work is waiting on the terminal: the station loop should come round soon."""
         return self.terminal is not None and (self._in_flight is not None or self._dirty)
 
+    def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
+        """The card/QRIS payment of a fill (None: paid in cash), `settled` once done."""
+        row = self.journal._db.execute("SELECT pay_id, state FROM payments WHERE tx_id=? ORDER BY pay_id DESC",
+                                       (tx_id,)).fetchone()
+        if row is None:
+            return None
+        return {**self.payment_object(int(row[0])), "settled": row[1] == DONE}
+
     def busy(self, pump: int) -> bool:
         row = self.journal._db.execute(
             f"SELECT 1 FROM payments WHERE {OPEN_PAYMENTS} AND state='charging' AND pump=?", (pump,)).fetchone()
@@ -206,8 +215,11 @@ class PaymentDesk:
 
     def start_prepay(self, pump: int, scan_text: str, choice: PaymentChoice, charge: int, preset_ml: int) -> None:
         with self.journal.atomic() as db:
-            pay_id = self._insert_payment(db, pump, choice, CHARGING, None, preset_ml, scan_text)
+            # The QR's text stays in memory only (no token at rest): after a crash a prepayment
+            # without its session is refunded, never re-authorised, so it is not needed again.
+            pay_id = self._insert_payment(db, pump, choice, CHARGING, None, preset_ml, "")
             self._insert_step(db, pay_id, "qris_sale" if choice.method == "qris" else "sale", charge)
+        self._scan_texts[pay_id] = scan_text
         self._dirty = True
         killpoint("pay_before_charge")
         self._say("paying", pump, {"amount_idr": charge, "preset_ml": preset_ml})
@@ -446,8 +458,9 @@ class PaymentDesk:
                     self._say("payment_approved", pump, {"amount_idr": int(step["amount_idr"]),
                                                          "detail": answer.approval})
                     try:
-                        opened = self._open_prepaid(pump, pay["scan_text"], int(pay["preset_ml"]),
-                                                    int(pay["pay_id"]))
+                        text = self._scan_texts.pop(int(pay["pay_id"]), "")
+                        opened = bool(text) and self._open_prepaid(pump, text, int(pay["preset_ml"]),
+                                                                   int(pay["pay_id"]))
                     except Exception:  # whatever went wrong, the charge must not be left standing
                         log.exception("authorising prepayment %s failed", pay["pay_id"])
                         opened = False
@@ -521,6 +534,12 @@ class PaymentDesk:
         self._emit({"type": "receipt", "pump": int(pay["pump"]), "tx_id": record["tx_id"],
                     "payment": record["payment"], "amount_idr": record["amount_idr"],
                     "dispensed_ml": record["dispensed_ml"], "text": text})
+
+    def payment_of(self, tx_id: str) -> dict[str, Any] | None:
+        """The payment object of a sale paid by card or QRIS (None: no such payment, cash)."""
+        row = self.journal._db.execute("SELECT pay_id FROM payments WHERE tx_id=? ORDER BY pay_id DESC LIMIT 1",
+                                       (tx_id,)).fetchone()
+        return None if row is None else self.payment_object(int(row[0]))
 
     def payment_object(self, pay_id: int) -> dict[str, Any]:
         pay = self._payment(pay_id)

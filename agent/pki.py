@@ -142,3 +142,33 @@ def issue(ca_dir: Path, out: Path, common_name: str, csr_path: Path | None = Non
         raise PkiError(f"{cert_path} exists; use --force to replace it")
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return Issued(key_path, cert_path)
+
+
+def write_crl(ca_dir: Path, days: int = 30) -> Path:
+    """ca_dir/crl.pem: the CA's revocation list of every serial in ca_dir/revoked (hex, one a
+    line). Headquarters' broker checks each client certificate against it (crlfile), so a
+    station certificate (valid 825 days) can be shut out at once; re-issue it before
+    `days` pass, or the broker refuses everyone."""
+    ca_key, ca_cert = load_ca(ca_dir)
+    listed = ca_dir / "revoked"
+    serials = [int(line, 16) for line in listed.read_text().split()] if listed.exists() else []
+    now = _now()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=days)))
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    path = ca_dir / "crl.pem"
+    path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def revoke(ca_dir: Path, cert_path: Path) -> Path:
+    """Add a certificate to the CA's revocation list; returns the new CRL's path."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"{cert_path}: not a PEM certificate ({exc})") from exc
+    with (ca_dir / "revoked").open("a") as handle:
+        handle.write(f"{cert.serial_number:x}\n")
+    return write_crl(ca_dir)

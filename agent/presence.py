@@ -21,7 +21,9 @@ LOCKED = "locked"
 
 def pump_states(station: Station) -> dict[str, str]:
     """Pump states as shown to headquarters and the dashboard: a locked pump shows `locked`."""
-    return {str(n): LOCKED if n in station.locked else p.state for n, p in station.pumps.items()}
+    return {str(n): LOCKED if n in station.locked
+            else "out_of_service" if p.out_of_service and p.session is None else p.state
+            for n, p in station.pumps.items()}
 
 
 def heartbeat(station: Station, now: dt.datetime) -> dict[str, Any]:
@@ -44,4 +46,5 @@ def heartbeat(station: Station, now: dt.datetime) -> dict[str, Any]:
         "pumps": pump_states(station),
         "locked_pumps": sorted(station.locked),
         "hq_link": station.link.connected,
+        "disk": station.disk.state.as_dict(),
     }

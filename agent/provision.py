@@ -7,7 +7,10 @@ root of trust, checks that the configured devices are there, and prints a checkl
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +83,29 @@ def install_root(paths: list[Path], etc: Path) -> Path:
     return target
 
 
+def write_agent_secret(path: Path, data: bytes) -> None:
+    """Mode 640, group spbu where that group exists: the agent's service user reads it (the
+    station key signs every transaction record), nobody else does."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o640)
+    with contextlib.suppress(KeyError, PermissionError):  # a lab machine without the user, or not root
+        os.chown(path, -1, grp.getgrnam("spbu").gr_gid)
+
+
+def readable_by_service(path: Path, etc: Path) -> None:
+    """The agent runs as the service user: the config gets /etc/spbu's group (spbu, set by
+    install.sh), mode 0640, whoever runs provisioning."""
+    os.chmod(path, 0o640)
+    group = etc.stat().st_gid
+    if path.stat().st_gid != group:
+        try:
+            os.chown(path, -1, group)
+        except PermissionError as exc:
+            raise ProvisionError(f"cannot give {path} the group of {etc} ({exc.strerror}): run as root") from exc
+
+
 def make_station_key_and_csr(station: str, keys_dir: Path, certs_dir: Path, force: bool) -> tuple[Path, Path]:
     key_path = keys_dir / "station.key"
     csr_path = certs_dir / "station.csr"
@@ -89,10 +115,8 @@ def make_station_key_and_csr(station: str, keys_dir: Path, certs_dir: Path, forc
             raise ProvisionError(f"{key_path} is not an EC key; use --force to replace it")
     else:
         key = ec.generate_private_key(ec.SECP256R1())  # widest TLS support (mosquitto, brokers)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        write_agent_secret(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, station),
                                     x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "spbu-edge station")]))
@@ -116,20 +140,26 @@ def provision(station: str, zone: str, etc: Path, data: Path, trust: list[Path],
     roots = [p for p in trust if _is_root(p)]
     trust_root = install_root(roots, etc) if roots else None
     keys = read_trust([p for p in trust if p not in roots]) if len(roots) < len(trust) else {}
+    agent_secret = etc / "agent.password"  # `spbu keys broker-config` hashes it for the broker
+    etc.mkdir(parents=True, exist_ok=True)
+    if not agent_secret.exists():
+        write_agent_secret(agent_secret, (secrets.token_urlsafe(24) + "\n").encode())
     config = StationConfig(
         station_id=station, zone=zone, data_dir=data, broker_host="127.0.0.1", broker_port=broker_port,
         trusted_keys=keys, relay_board_port=board_port, pumps=pump_configs,
-        relay_board_kind=kind, relay_board_baud=9600 if kind == "dart" else 115200, trust_root=trust_root)
+        relay_board_kind=kind, relay_board_baud=9600 if kind == "dart" else 115200, trust_root=trust_root,
+        station_key=etc / "keys" / "station.key", broker_user="spbu-agent", broker_password_file=agent_secret)
     (etc / "keys").mkdir(parents=True, exist_ok=True)
     (etc / "certs").mkdir(parents=True, exist_ok=True)
     config_path.write_text(render_config(config))
+    readable_by_service(config_path, etc)
     try:
         load_config(config_path)  # what the service will read must be valid
     except ConfigError as exc:
         raise ProvisionError(f"generated config does not validate: {exc}") from exc
     key_path, csr_path = make_station_key_and_csr(station, etc / "keys", etc / "certs", force)
     checks = [Check("config", True, f"{config_path} (station {station}, {zone}, {len(pump_configs)} pumps)"),
-              Check("station key", True, f"{key_path} (EC P-256, mode 600)"),
+              Check("station key", True, f"{key_path} (EC P-256, mode 640, group spbu: it signs transactions)"),
               Check("certificate request", True, f"{csr_path}: send it to headquarters, put the signed "
                     f"certificate at {etc / 'certs' / 'station.crt'}"),
               Check("root of trust", True, f"{trust_root} (TUF-style root, roles allowlist, policy, tokens, "

@@ -3,6 +3,7 @@ text mapped through the keyed hash. Pure logic; the station decides eligibility 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -18,6 +19,8 @@ class ScanIdentity:
     plate: str = ""  # from a signed token: what the attendant matches against the vehicle
     reason: str = ""  # a refusal code when vehicle_id is None
     detail: str = ""
+    issued: dt.date | None = None  # a signed token's issue day
+    legacy: bool = False  # an unsigned legacy text: never the unregistered allowance
 
 
 def keyring_from_hex(keys: dict[str, str]) -> Keyring:
@@ -37,13 +40,13 @@ def identify(text: str, keyring: Keyring, legacy_salt: bytes | None) -> ScanIden
             token = verify_token(text, keyring)
         except TokenRefused as refused:
             return ScanIdentity(None, refused.plate, refused.reason, str(refused))
-        return ScanIdentity(token.vehicle_id, token.plate)
+        return ScanIdentity(token.vehicle_id, token.plate, issued=token.issued)
     # Anything else is a legacy opaque text; without the manifest's salt it cannot be mapped.
     if legacy_salt is None or len(legacy_salt) != SALT_BYTES:
         return ScanIdentity(None, reason=MALFORMED, detail="legacy QR text and no salt")
     if not text.strip() or len(text.strip().encode()) > MAX_LEGACY_LEN:
         return ScanIdentity(None, reason=MALFORMED, detail="empty or over-long QR text")
-    return ScanIdentity(legacy_vehicle_id(text, legacy_salt))
+    return ScanIdentity(legacy_vehicle_id(text, legacy_salt), legacy=True)
 
 
 def legacy_salt_of(allowlist: object) -> bytes | None:

@@ -20,7 +20,7 @@ def serve(station: Station, notifier: Notifier, stop: threading.Event) -> None:
     next_beat = 0.0
     unhealthy_since: float | None = None
     try:
-        while not stop.is_set():
+        while not stop.is_set() and station.exit_code is None:
             station.step()  # sleeps until its next event or timer
             now = time.monotonic()
             if now < next_beat:

@@ -54,7 +54,11 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:  # a public key, hex, a password-protected or damaged file
+        raise SignatureError(f"{path} is not a PEM private key ({exc.__class__.__name__}); give the .key file "
+                             "(`spbu keys generate` made it), not the .pub") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError(f"{path} is not an Ed25519 private key")
     return key
@@ -83,7 +87,7 @@ def verify_document(
         raise SignatureError("envelope too large")
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError("envelope is not JSON") from exc
     if not isinstance(envelope, dict):
         raise SignatureError("envelope is not an object")
@@ -103,7 +107,7 @@ def verify_document(
         raise SignatureError("bad signature") from exc
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError("signed payload is not JSON") from exc
     if not isinstance(body, dict):
         raise SignatureError("signed payload is not an object")

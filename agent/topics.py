@@ -74,3 +74,37 @@ def allowlist_chunk(sha256_hex: str) -> str:
 
 def root(version: int) -> str:
     return f"{ROOT_PREFIX}{version}"
+
+
+# Signed software releases (issue 21): retained manifest, content-addressed chunks.
+SOFTWARE_MANIFEST = "hq/v1/software/manifest"
+SOFTWARE_CHUNK_PREFIX = "hq/v1/software/chunk/"
+UPDATE_ALL = "spbu/v1/+/update"
+
+
+def software_chunk(sha256_hex: str) -> str:
+    return f"{SOFTWARE_CHUNK_PREFIX}{sha256_hex}"
+
+
+def update(station: str) -> str:
+    """The station's update state (retained): running version, trial, rollback and why."""
+    return f"spbu/v1/{station}/update"
+
+
+# National quota (issue 15): reservations and sync requests up, signed usage batches down.
+USAGE_PREFIX = "hq/v1/usage/"
+USAGE_TICK = "hq/v1/usage/tick"  # headquarters' signed heartbeat for every station's feed
+RESERVE_SHARED = "$share/collectors/spbu/v1/+/reserve"
+USAGE_SYNC_SHARED = "$share/collectors/spbu/v1/+/usage_sync"
+
+
+def usage(station: str) -> str:
+    return f"{USAGE_PREFIX}{station}"
+
+
+def reserve(station: str) -> str:
+    return f"spbu/v1/{station}/reserve"
+
+
+def usage_sync(station: str) -> str:
+    return f"spbu/v1/{station}/usage_sync"

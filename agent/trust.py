@@ -1,8 +1,10 @@
 """Root of trust, TUF-style: offline root keys certify the online keys of each role.
 
 A root document lists Ed25519 keys and, per role (`root`, `allowlist`, `policy`, `tokens`,
-`commands`), which keys may sign and how many must agree. Every signed document is an
-envelope {"signed": {...}, "signatures": [{"keyid", "sig"}]}; a signature covers
+`commands`; optional `usage`, `software`), which keys may sign and how many must agree.
+A root without `software` (signed release manifests, agent/release_manifest.py) trusts no
+release, so stations provisioned before fleet updates keep loading theirs. Every signed
+document is an envelope {"signed": {...}, "signatures": [{"keyid", "sig"}]}; a signature covers
 b"spbu-tuf/" + signed["_type"] + b"\\n" + canonical JSON of `signed`, so a document of one
 role can never pass for another.
 
@@ -30,6 +32,13 @@ from agent.durable import atomic_write
 from agent.signing import SignatureError, key_id, load_public_key_hex, public_key_hex
 
 ROLES = ("root", "allowlist", "policy", "tokens", "commands")
+# Roles a root may name; when it does not, another role stands in (agent/national_usage.py:
+# the `usage` feed falls back to the `policy` keys; agent/acks.py: `acks`, the collectors'
+# acknowledgement key, falls back to `commands`), or nobody (`software`: a root without
+# it trusts no release, agent/release_manifest.py).
+OPTIONAL_ROLES = ("usage", "software", "acks")
+NOBODY_WHEN_ABSENT = ("software",)
+ALL_ROLES = ROLES + OPTIONAL_ROLES
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 
 
@@ -62,7 +71,7 @@ def parse_envelope(data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise TrustError("endless data", f"metadata larger than {MAX_METADATA_BYTES} bytes")
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise TrustError("malformed", "envelope is not JSON") from exc
     if not isinstance(envelope, dict):
         raise TrustError("malformed", "envelope is not an object")
@@ -150,8 +159,12 @@ class Root:
         raw_roles = signed.get("roles")
         if not isinstance(raw_roles, dict):
             raise TrustError("malformed", "root 'roles' must be an object")
-        for name in ROLES:
+        for name in ALL_ROLES:
             spec = raw_roles.get(name)
+            if name in OPTIONAL_ROLES and spec is None:
+                if name in NOBODY_WHEN_ABSENT:
+                    roles[name] = Role((), 1)
+                continue
             if not isinstance(spec, dict):
                 raise TrustError("malformed", f"root lacks role {name!r}")
             keyids, threshold = spec.get("keyids"), spec.get("threshold")
@@ -180,7 +193,9 @@ def root_body(version: int, expires: dt.datetime, role_keys: dict[str, list[Ed25
               thresholds: dict[str, int]) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     roles: dict[str, Any] = {}
-    for role in ROLES:
+    for role in ALL_ROLES:
+        if role in OPTIONAL_ROLES and not role_keys.get(role):
+            continue
         ids = []
         for public in role_keys[role]:
             kid = key_id(public)
@@ -198,6 +213,7 @@ class TrustStore:
     state_path: Path | None = None
     floors: dict[str, int] = field(default_factory=dict)
     legacy: bool = False
+    state_error: str = ""  # the saved state was unreadable (agent/docstore.py restores the floors)
 
     @classmethod
     def from_root_file(cls, path: Path, state_path: Path | None = None) -> TrustStore:
@@ -212,8 +228,10 @@ class TrustStore:
                 if saved.version >= initial.version:
                     store.root = saved
                 store.floors = {str(k): int(v) for k, v in state.get("floors", {}).items()}
-            except (ValueError, KeyError, TypeError, TrustError):
-                pass  # an unreadable state falls back to the provisioned root: never to less trust
+            except (ValueError, KeyError, TypeError, TrustError) as exc:
+                # The provisioned root, and the floors rebuilt from what is installed
+                # (DocumentStore); rotations come back with the retained root messages.
+                store.state_error = f"{state_path}: {exc}"
         return store
 
     @classmethod
@@ -221,8 +239,9 @@ class TrustStore:
         """Compatibility with configs that list `trusted_keys`: every role is any one of them,
         and the root cannot rotate (it has no root keys)."""
         keys = {kid: load_public_key_hex(hexkey) for kid, hexkey in trusted_keys.items()}
-        roles = {name: Role(tuple(keys), 1) for name in ROLES if name != "root"}
+        roles = {name: Role(tuple(keys), 1) for name in ROLES if name not in ("root", *OPTIONAL_ROLES)}
         roles["root"] = Role((), 1)
+        roles["software"] = Role((), 1)  # code updates need a real root, never a flat key list
         far = dt.datetime.max.replace(tzinfo=dt.UTC)
         store = cls(Root(1, far, keys, roles), state_path, legacy=True)
         if state_path is not None and state_path.exists():
@@ -260,9 +279,10 @@ class TrustStore:
         check_signatures(signed, signatures, new.keyring("root"), new.roles["root"].threshold, "root (new keys)")
         if (now or dt.datetime.now(dt.UTC)) >= new.expires:
             raise TrustError("expired", f"root version {new.version} expired {new.expires.isoformat()}")
-        changed = [r for r in ROLES if r != "root"
-                   and (set(old.roles[r].keyids), old.roles[r].threshold) != (set(new.roles[r].keyids),
-                                                                               new.roles[r].threshold)]
+        changed = [r for r in ALL_ROLES if r != "root" and old.roles.get(r) != new.roles.get(r)
+                   and (r not in old.roles or r not in new.roles
+                        or (set(old.roles[r].keyids), old.roles[r].threshold) != (set(new.roles[r].keyids),
+                                                                                  new.roles[r].threshold))]
         self.root = new
         for role in changed:
             self.floors.pop(role, None)  # fast-forward recovery: the new keys start afresh

@@ -4,18 +4,21 @@
 #   sudo deploy/install.sh                  # from the internet (PyPI, Debian)
 #   sudo deploy/install.sh --bundle DIR     # offline: wheels from `make bundle`
 #   deploy/install.sh --root /tmp/r --no-apt --no-venv   # lay out a tree without touching the system
+#   deploy/install.sh --root /tmp/r --user nobody        # a tree owned as on a Pi (as root; tests)
 #
-# Idempotent: running it again updates the package and files and keeps config, keys and data.
+# Idempotent: running it again updates the package and files and keeps config, keys, data
+# and the broker configuration made by `spbu keys broker-config`.
 set -euo pipefail
 
 ROOT=""
 BUNDLE=""
+SERVICE_USER=""
 APT=1
 VENV=1
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -25,6 +28,7 @@ while [ $# -gt 0 ]; do
         --bundle) BUNDLE="${2:?--bundle needs a directory}"; shift 2 ;;
         --no-apt) APT=0; shift ;;
         --no-venv) VENV=0; shift ;;
+        --user) SERVICE_USER="${2:?--user needs a user name}"; shift 2 ;;
         -h|--help) usage ;;
         *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -37,8 +41,15 @@ if on_system && [ "$(id -u)" != "0" ]; then
     echo "install.sh: run as root (sudo), or give --root DIR to lay out a tree" >&2
     exit 1
 fi
+if on_system; then
+    SERVICE_USER="${SERVICE_USER:-spbu}"
+fi
+if [ -n "$SERVICE_USER" ] && [ -n "$ROOT" ] && [ "$(id -u)" != "0" ]; then
+    echo "install.sh: --user needs root (it sets owners)" >&2
+    exit 1
+fi
 
-# 1. Service user with only the groups it needs.
+# 1. Service user with only the groups it needs (on the system; a tree takes an existing --user).
 if on_system; then
     for group in dialout gpio video input; do
         getent group "$group" >/dev/null || groupadd --system "$group"
@@ -58,18 +69,24 @@ if on_system && [ "$APT" = 1 ]; then
     fi
 fi
 
-# 3. Layout.
+# 3. Layout. The service reads /etc/spbu as its group (root:spbu 0750, the config 0640)
+# and owns only its data directory.
 install -d -m 0755 "$ROOT/opt/spbu"
 install -d -m 0750 "$ROOT/etc/spbu" "$ROOT/etc/spbu/keys" "$ROOT/etc/spbu/certs"
 install -d -m 0750 "$ROOT/var/lib/spbu"
-if on_system; then
-    chown root:spbu /etc/spbu /etc/spbu/keys /etc/spbu/certs
-    chown spbu:spbu /var/lib/spbu
-fi
 # The example config only if there is none: an update never overwrites a station's config.
 if [ ! -e "$ROOT/etc/spbu/agent.toml" ]; then
     install -m 0640 "$SRC/deploy/agent.example.toml" "$ROOT/etc/spbu/agent.toml"
     say "wrote /etc/spbu/agent.toml from the example: run 'spbu provision' next"
+fi
+if [ -n "$SERVICE_USER" ]; then
+    GROUP="$(id -gn "$SERVICE_USER")"
+    chown "root:$GROUP" "$ROOT/etc/spbu" "$ROOT/etc/spbu/keys" "$ROOT/etc/spbu/certs"
+    # Also on an update: a config written by hand or by an older install must stay readable.
+    chown "root:$GROUP" "$ROOT/etc/spbu/agent.toml"
+    chmod 0640 "$ROOT/etc/spbu/agent.toml"
+    [ -e "$ROOT/etc/spbu/root.json" ] && chown "root:$GROUP" "$ROOT/etc/spbu/root.json"
+    chown "$SERVICE_USER:$GROUP" "$ROOT/var/lib/spbu"
 fi
 
 # 4. The package in its own venv, with the Pi extras.
@@ -91,7 +108,17 @@ install -D -m 0644 "$SRC/deploy/systemd/spbu-agent.service" "$ROOT/etc/systemd/s
 install -D -m 0644 "$SRC/deploy/systemd/journald-spbu.conf" "$ROOT/etc/systemd/journald.conf.d/spbu.conf"
 install -D -m 0644 "$SRC/deploy/systemd/spbu-watchdog.conf" "$ROOT/etc/systemd/system.conf.d/spbu-watchdog.conf"
 install -D -m 0644 "$SRC/deploy/udev/99-spbu.rules" "$ROOT/etc/udev/rules.d/99-spbu.rules"
-install -D -m 0644 "$SRC/deploy/mosquitto/spbu.conf" "$ROOT/etc/mosquitto/conf.d/spbu.conf"
+# The loopback-only broker config goes in only if there is none, or if it is still ours
+# unchanged in kind (an older copy of this file). A station's own config - the link to
+# `spbu keys broker-config`'s output, with the bridge and the dashboard - is kept.
+BROKER_CONF="$ROOT/etc/mosquitto/conf.d/spbu.conf"
+if [ ! -e "$BROKER_CONF" ] && [ ! -L "$BROKER_CONF" ]; then
+    install -D -m 0644 "$SRC/deploy/mosquitto/spbu.conf" "$BROKER_CONF"
+elif [ ! -L "$BROKER_CONF" ] && grep -q "the station broker before provisioning" "$BROKER_CONF"; then
+    install -D -m 0644 "$SRC/deploy/mosquitto/spbu.conf" "$BROKER_CONF"
+else
+    say "kept the station's broker config $BROKER_CONF"
+fi
 
 # The manager's dashboard: static files the broker's WebSockets listener serves (http_dir).
 DASH_SRC="$SRC/dashboard/www"
@@ -103,6 +130,19 @@ if [ -f "$DASH_SRC/vendor/spbu-vendor.js" ]; then
     done
 else
     say "dashboard not built (run 'make dashboard' or 'make bundle' first): skipped"
+fi
+
+# The attendant's page (static files; `spbu attendant serve` serves them over HTTPS) and its unit.
+ATT_SRC="$SRC/attendant/www"
+[ -n "$BUNDLE" ] && ATT_SRC="$BUNDLE/attendant"
+install -D -m 0644 "$SRC/deploy/systemd/spbu-attendant-page.service" "$ROOT/etc/systemd/system/spbu-attendant-page.service"
+if [ -f "$ATT_SRC/vendor/attendant-vendor.js" ]; then
+    install -d -m 0755 "$ROOT/opt/spbu/attendant" "$ROOT/opt/spbu/attendant/vendor"
+    for file in index.html app.js i18n.js style.css vendor/attendant-vendor.js vendor/zxing_reader.wasm; do
+        install -m 0644 "$ATT_SRC/$file" "$ROOT/opt/spbu/attendant/$file"
+    done
+else
+    say "attendant page not built (run 'make dashboard' or 'make bundle' first): skipped"
 fi
 
 # 6. SD-card care and the Pi's hardware watchdog (on the system only; see docs/deploy.md).

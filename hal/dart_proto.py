@@ -32,6 +32,7 @@ ACKPOLL = 0xE0
 
 # Controller -> pump transactions
 CD1_COMMAND = 0x01
+CD2_ALLOWED_NOZZLES = 0x02
 CD3_PRESET_VOLUME = 0x03
 CD4_PRESET_AMOUNT = 0x04
 CD5_PRICE_UPDATE = 0x05
@@ -170,6 +171,17 @@ def cmd(code: int) -> bytes:
     return transaction(CD1_COMMAND, bytes([code]))
 
 
+def allowed_nozzles(nozzles: list) -> bytes:  # type: ignore[type-arg]
+    """The logical nozzles (1..15) the next authorisation may deliver from; the pump
+    delivers nothing from a nozzle not in the list."""
+    if not nozzles:
+        raise DartError("at least one nozzle must be allowed")
+    for number in nozzles:
+        if not 1 <= number <= 15:
+            raise DartError("logical nozzle %d outside 1..15" % number)
+    return transaction(CD2_ALLOWED_NOZZLES, bytes(nozzles))
+
+
 def preset_volume(centilitres: int) -> bytes:
     """Volume preset in the pump's volume unit (0.01 L with the usual pump parameters)."""
     return transaction(CD3_PRESET_VOLUME, to_bcd(centilitres, 4))
@@ -224,6 +236,8 @@ def decode_transaction(code: int, data: bytes, from_pump: bool) -> tuple:  # typ
     else:
         if code == CD1_COMMAND and len(data) == 1:
             return ("command", data[0])
+        if code == CD2_ALLOWED_NOZZLES and data and all(1 <= b <= 15 for b in data):
+            return ("allowed_nozzles", list(data))
         if code == CD3_PRESET_VOLUME and len(data) == 4:
             return ("preset_volume", from_bcd(data))
         if code == CD4_PRESET_AMOUNT and len(data) == 4:

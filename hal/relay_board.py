@@ -28,6 +28,7 @@ class BoardStatus:
     auth_id: int
     pulses: int
     totaliser: int
+    nozzle_totals: tuple[int, ...] = ()  # a multi-grade pump's totals per logical nozzle
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,15 @@ class BoardEnd:
 class NozzleChange:
     channel: int
     up: bool
+    nozzle: int = 0  # the logical nozzle (grade) of a multi-grade pump; 0: not told
+
+
+@dataclass(frozen=True)
+class PumpOnline:
+    """One pump on a shared line stopped answering (out of service) or came back."""
+
+    channel: int
+    online: bool
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,15 @@ class BoardHello:
 
 
 @dataclass(frozen=True)
+class FirmwareResult:
+    """The board's answer to a firmware-update step (hal/fw_update.py)."""
+
+    step: int
+    code: int
+    detail: int
+
+
+@dataclass(frozen=True)
 class BoardLink:
     connected: bool
 
@@ -72,7 +91,8 @@ class CommandLost:
     auth_id: int
 
 
-BoardEvent = BoardStatus | BoardEnd | NozzleChange | BoardFault | BoardHello | BoardLink | CommandLost
+BoardEvent = (BoardStatus | BoardEnd | NozzleChange | BoardFault | BoardHello | BoardLink | CommandLost
+              | PumpOnline | FirmwareResult)
 
 
 def _now_ms() -> int:
@@ -95,6 +115,8 @@ def decode_event(mtype: int, values: tuple[int, ...]) -> BoardEvent | None:
         return BoardFault(values[0], values[1], values[2])
     if mtype == rp.BOARD_HELLO:
         return BoardHello(values[0], values[1])
+    if mtype == rp.FW_RESULT:
+        return FirmwareResult(values[0], values[1], values[2])
     return None
 
 
@@ -148,6 +170,18 @@ class RelayBoard(PortDriver):
 
     def query(self, channel: int) -> None:
         self._send(rp.QUERY, (channel,))
+
+    def send_message(self, mtype: int, values: tuple[int | bytes, ...]) -> None:
+        """Any reliable message (the firmware update's FW_* steps)."""
+        with self._lock:
+            self._link.send(mtype, values, _now_ms())
+            out = self._link.take_output()
+        self._port.write(out)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._link.in_flight
 
     def _send(self, mtype: int, values: tuple[int, ...]) -> None:
         with self._lock:

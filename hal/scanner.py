@@ -64,6 +64,10 @@ class SerialScanner:
     def last_beat(self) -> float:
         return self._port.last_loop
 
+    def send(self, command: bytes) -> bool:
+        """A command to the scanner (its good-read or bad-read beep); False if it is unplugged."""
+        return self._port.write(command)
+
     def _bytes(self, data: bytes) -> None:
         for event in self._decoder.feed(data):
             if event[0] == "scan":

@@ -69,6 +69,32 @@ class DashboardListener:
                 f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
 
 
+@dataclass
+class AttendantListener:
+    """The attendants' phones: MQTT over TLS WebSockets (a camera needs a secure page), one
+    broker user per device with the station's ACL. (The page comes from
+    agent/attendant/page_server.py, which says why not from `http_dir`.)"""
+
+    station: str
+    devices: dict[str, tuple[tuple[int, ...], str]]  # device name -> (its pumps, its key)
+    certfile: Path
+    keyfile: Path
+    port: int = field(default_factory=free_port)
+
+    def config_lines(self, workdir: Path, host: str) -> str:
+        from agent.attendant.acl import render_acl
+
+        passwords = workdir / "attendant.passwd"
+        passwords.write_text("".join(f"{name}:{key}\n" for name, (_, key) in self.devices.items()))
+        passwords.chmod(0o600)
+        subprocess.run([find_mosquitto_passwd(), "-U", str(passwords)], check=True, capture_output=True)
+        acl = workdir / "attendant.acl"
+        acl.write_text(render_acl(self.station, {name: pumps for name, (pumps, _) in self.devices.items()}))
+        return (f"listener {self.port} {host}\nprotocol websockets\n"
+                f"certfile {self.certfile}\nkeyfile {self.keyfile}\n"
+                f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
+
+
 def find_mosquitto_passwd() -> str:
     for candidate in (shutil.which("mosquitto_passwd"), "/usr/bin/mosquitto_passwd"):
         if candidate and os.access(candidate, os.X_OK):
@@ -78,13 +104,15 @@ def find_mosquitto_passwd() -> str:
 
 class MosquittoBroker:
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", workdir: Path | None = None,
-                 dashboard: DashboardListener | None = None, config: str | None = None):
+                 dashboard: DashboardListener | None = None, config: str | None = None,
+                 attendant: AttendantListener | None = None):
         """config: listeners and their settings instead of the anonymous loopback listener
         (TLS, ACL and bridge tests); port must then be the one the broker is checked on."""
         self.host = host
         self._config = config
         self.port = port or free_port(host)
         self.dashboard = dashboard
+        self.attendant = attendant
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-broker-"))
         self.log_path = self.workdir / "mosquitto.log"
@@ -92,7 +120,7 @@ class MosquittoBroker:
 
     def _write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
-        listeners = self._config or (("per_listener_settings true\n" if self.dashboard else "")
+        listeners = self._config or (("per_listener_settings true\n" if self.dashboard or self.attendant else "")
                                      + f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n")
         conf.write_text(
             listeners +
@@ -102,6 +130,7 @@ class MosquittoBroker:
             # Stay the user we are: a credential change would clear the parent-death signal.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
             + (self.dashboard.config_lines(self.workdir, self.host) if self.dashboard else "")
+            + (self.attendant.config_lines(self.workdir, self.host) if self.attendant else "")
         )
         return conf
 

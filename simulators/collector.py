@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import topics
+from agent.acks import sign_ack
+from hq.tx_verify import TxSignatureError, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +207,13 @@ class Collector:
 
     def __init__(self, host: str, port: int, db_path: Path, name: str | None = None,
                  group: str = SHARE_GROUP, on_alert: Callable[[QuotaAlert], None] | None = None,
-                 tls: tuple[Path, Path, Path] | None = None) -> None:
-        """tls: (CA, certificate, key) for a broker that wants client certificates."""
+                 tls: tuple[Path, Path, Path] | None = None, *, ack_key: Ed25519PrivateKey,
+                 verifier: Verifier) -> None:
+        """tls: (CA, certificate, key) for a broker that wants client certificates.
+        ack_key: signs acknowledgements (the trust root's `acks` role). verifier: checks each
+        record's station signature (hq/tx_verify.py StationKeys.verify)."""
+        self.ack_key = ack_key
+        self.verifier = verifier
         self.name = name or f"collector-{uuid.uuid4().hex[:8]}"
         self.host = host
         self.port = port
@@ -291,7 +299,8 @@ class Collector:
             self.received += 1
             try:
                 record = parse_record(topic, payload)
-            except RecordError as exc:
+                self.verifier(record)
+            except (RecordError, TxSignatureError) as exc:
                 self.rejected += 1
                 log.warning("%s: transaction on %s refused: %s", self.name, topic, exc)
                 continue
@@ -312,8 +321,8 @@ class Collector:
         by_station: dict[str, list[str]] = {}
         for record in records.values():
             by_station.setdefault(record["station"], []).append(record["tx_id"])
-        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        at = dt.datetime.now(dt.UTC)
         for station, ids in by_station.items():
             for start in range(0, len(ids), MAX_BATCH):
-                body = {"ids": ids[start:start + MAX_BATCH], "at": at}
-                self.client.publish(topics.ack(station), json.dumps(body, separators=(",", ":")), qos=1)
+                self.client.publish(topics.ack(station), sign_ack(self.ack_key, station, ids[start:start + MAX_BATCH],
+                                                                  at), qos=1)

@@ -1,7 +1,11 @@
-"""Wayne DART pumps on one line (a pseudo-terminal), for the agent's DART driver and for
-technicians. Each pump has the dispenser model behind its valve and answers the
-controller's POLL and DATA frames as a DART pump head does: status (DC1), filled volume
-and amount (DC2), nozzle (DC3), totals (DC101). Volumes are in 0.01 L.
+"""Wayne DART pumps on one line (a pseudo-terminal or a real RS-485 adapter), for the
+agent's DART driver and for technicians. Each pump has the dispenser model behind its
+valve and answers the controller's POLL and DATA frames as a DART pump head does: status
+(DC1), filled volume and amount (DC2), nozzle (DC3), totals per logical nozzle (DC101).
+Volumes are in 0.01 L. A pump carries 1..4 logical nozzles (grades), each with its price
+(CD5) and totals; an authorisation delivers only from the nozzles the controller allowed
+(CD2; all of them when it sent none). A pump can be made `dead` (cable cut, head off):
+it then answers nothing.
 
 A pump that is not polled for COMM_TIMEOUT_S while authorised or filling stops by itself,
 as real pump heads do when the controller disappears.
@@ -12,20 +16,27 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 
 from hal import dart_proto as d
 from simulators.dispenser import Dispenser, Faults
-from simulators.pty_device import PtyDevice, ThreadedDevice
+from simulators.pty_device import PtyDevice, SerialDevice, ThreadedDevice
 
 COMM_TIMEOUT_S = 1.0  # pump heads make this configurable; short, as a dead-man should be
 
 
 class SimPump:
-    def __init__(self, addr: int, dispenser: Dispenser, price: int, accepted: list[tuple[int, int, int]]) -> None:
+    def __init__(self, addr: int, dispenser: Dispenser, price: int, accepted: list[tuple[int, int, int]],
+                 nozzles: int = 1) -> None:
         self.addr = addr
         self.accepted = accepted  # shared by the line: (channel, n, preset) per authorisation
         self.disp = dispenser
-        self.price = price
+        self.prices = [price] * nozzles  # per logical nozzle, set by CD5
+        self.nozzle_totals_cl = [0] * nozzles
+        self.allowed = list(range(1, nozzles + 1))
+        self.lifted = 0  # the logical nozzle out of its holster, 0 for none
+        self.dead = False
+        self.on_meter: list[Callable[[int, int], None]] = []  # (nozzle, centilitres) per metered unit
         self.status = d.ST_RESET
         self.preset_cl = 0
         self.preset_amount = 0
@@ -42,6 +53,19 @@ class SimPump:
     @property
     def valve(self) -> bool:
         return self.status in (d.ST_AUTHORISED, d.ST_FILLING)
+
+    @property
+    def price(self) -> int:
+        return self.prices[max(0, self.lifted - 1)]
+
+    def lift(self, nozzle: int) -> None:
+        if not 1 <= nozzle <= len(self.prices):
+            raise ValueError(f"pump {self.addr:02X} has nozzles 1..{len(self.prices)}")
+        self.lifted = nozzle
+        self.disp.nozzle_up = True
+
+    def hang(self) -> None:
+        self.disp.nozzle_up = False
 
     def _report(self, *transactions: bytes) -> None:
         self.replies.extend(transactions)
@@ -62,6 +86,10 @@ class SimPump:
         self.disp.totaliser_pulses += 1
         self.volume_cl += 1
         self.totals_cl += 1
+        nozzle = max(1, self.lifted)
+        self.nozzle_totals_cl[nozzle - 1] += 1
+        for listener in self.on_meter:
+            listener(nozzle, 1)
 
     def handle(self, code: int, data: bytes) -> None:
         try:
@@ -77,6 +105,7 @@ class SimPump:
             elif command == d.CMD_RESET and self.status not in (d.ST_AUTHORISED, d.ST_FILLING):
                 self.preset_cl = 0
                 self.preset_amount = 0
+                self.allowed = list(range(1, len(self.prices) + 1))
                 self._status(d.ST_RESET)
             elif command == d.CMD_AUTHORIZE and self.status == d.ST_RESET:
                 self.volume_cl = 0
@@ -84,19 +113,24 @@ class SimPump:
                 self._status(d.ST_AUTHORISED)
             elif command == d.CMD_STOP and self.valve:
                 self._finish(d.ST_FILLING_COMPLETED)
+        elif fields[0] == "allowed_nozzles" and self.status == d.ST_RESET:
+            self.allowed = [n for n in fields[1] if n <= len(self.prices)]
+        elif fields[0] == "prices" and len(fields[1]) == len(self.prices) and not self.valve:
+            self.prices = list(fields[1])
         elif fields[0] == "preset_volume" and self.status == d.ST_RESET:
             self.preset_cl = fields[1]
         elif fields[0] == "preset_amount" and self.status == d.ST_RESET:
             self.preset_amount = fields[1]
-        elif fields[0] == "request_totals":
-            self._report(d.totals(fields[1], self.totals_cl, self.totals_cl * self.price // 100))
+        elif fields[0] == "request_totals" and 1 <= fields[1] <= len(self.prices):
+            volume = self.nozzle_totals_cl[fields[1] - 1]
+            self._report(d.totals(fields[1], volume, volume * self.prices[fields[1] - 1] // 100))
 
     def step(self, dt_s: float) -> None:
         up = self.disp.nozzle_up
         if up != self._nozzle_reported:
             self._nozzle_reported = up
-            self._report(d.nozzle(self.price, 1, up))
-        if up and self.status == d.ST_AUTHORISED:
+            self._report(d.nozzle(self.price, max(1, self.lifted), up))
+        if up and self.status == d.ST_AUTHORISED and self.lifted in self.allowed:
             self._status(d.ST_FILLING)
         if not up and self.status == d.ST_FILLING:
             self._finish(d.ST_FILLING_COMPLETED)
@@ -107,7 +141,7 @@ class SimPump:
         if self.status == d.ST_FILLING and time.monotonic() - self._progress_at > 0.5 and not self.replies:
             self._progress_at = time.monotonic()  # running volume, as a pump head shows it
             self._report(d.filled(self.volume_cl, self.volume_cl * self.price // 100))
-        for _ in range(self.disp.fuel_pulses(dt_s, self.valve)):
+        for _ in range(self.disp.fuel_pulses(dt_s, self.valve and self.status == d.ST_FILLING)):
             self._meter()
             amount_reached = self.preset_amount and self.volume_cl * self.price // 100 >= self.preset_amount
             if (self.preset_cl and self.volume_cl >= self.preset_cl) or amount_reached:
@@ -119,11 +153,13 @@ class SimPump:
 
 class DartPumpSim(ThreadedDevice):
     def __init__(self, pumps: int = 1, flow_lps: float = 40 / 60, ramp_s: float = 0.0,
-                 prices: tuple[int, ...] = (10_000,), faults: Faults | None = None) -> None:
-        self.device = PtyDevice()
+                 prices: tuple[int, ...] = (10_000,), faults: Faults | None = None,
+                 nozzles: int | tuple[int, ...] = 1, device: PtyDevice | SerialDevice | None = None) -> None:
+        self.device = device or PtyDevice()
         self._accepted: list[tuple[int, int, int]] = []
+        counts = nozzles if isinstance(nozzles, tuple) else (nozzles,) * pumps
         self.pumps = [SimPump(d.ADDR_MIN + i, Dispenser(flow_lps, 100, ramp_s, 2, i + 1, faults or Faults()),
-                              prices[i % len(prices)], self._accepted) for i in range(pumps)]
+                              prices[i % len(prices)], self._accepted, counts[i]) for i in range(pumps)]
         self._by_addr = {p.addr: p for p in self.pumps}
         self._decoder = d.LineDecoder()
         self._controller_starts = 0  # frames "STOP + request totals": a controller (re)starting
@@ -133,13 +169,39 @@ class DartPumpSim(ThreadedDevice):
 
     # --- the forecourt -----------------------------------------------------------------
 
-    def lift_nozzle(self, channel: int) -> None:
+    def lift_nozzle(self, channel: int, nozzle: int = 1) -> None:
         with self._lock:
-            self.pumps[channel].disp.nozzle_up = True
+            self.pumps[channel].lift(nozzle)
 
     def hang_nozzle(self, channel: int) -> None:
         with self._lock:
-            self.pumps[channel].disp.nozzle_up = False
+            self.pumps[channel].hang()
+
+    def set_dead(self, channel: int, dead: bool) -> None:
+        """A dead pump (cable cut, head without power) answers nothing."""
+        with self._lock:
+            self.pumps[channel].dead = dead
+
+    def status_text(self) -> str:
+        with self._lock:
+            return "\n".join(
+                f"channel {i} (pump {p.addr:02X}): {d.STATUS_NAMES.get(p.status, p.status)}"
+                f"{' DEAD' if p.dead else ''}, nozzle {p.lifted if p.disp.nozzle_up else '-'} up,"
+                f" totals " + " / ".join(f"{v / 100:.2f}" for v in p.nozzle_totals_cl) + " L"
+                for i, p in enumerate(self.pumps))
+
+    def nozzle_totaliser_ml(self, channel: int, nozzle: int) -> int:
+        with self._lock:
+            return self.pumps[channel].nozzle_totals_cl[nozzle - 1] * 10
+
+    def prices(self, channel: int) -> list[int]:
+        with self._lock:
+            return list(self.pumps[channel].prices)
+
+    def on_meter(self, channel: int, listener: Callable[[int, int], None]) -> None:
+        """listener(nozzle, centilitres) for each unit metered on that pump (tank drains)."""
+        with self._lock:
+            self.pumps[channel].on_meter.append(listener)
 
     def relay_closed(self, channel: int) -> bool:
         with self._lock:
@@ -183,6 +245,8 @@ class DartPumpSim(ThreadedDevice):
         if event[0] == "error" or event[1] not in self._by_addr:
             return b""
         pump = self._by_addr[event[1]]
+        if pump.dead:
+            return b""
         ctrl = event[2]
         pump.last_polled = time.monotonic()
         if event[0] == "frame":
@@ -191,8 +255,9 @@ class DartPumpSim(ThreadedDevice):
                 pump.last_rx_tx = tx
                 with contextlib.suppress(d.DartError):
                     transactions = d.split_transactions(event[3])
-                    if [c for c, _ in transactions] == [d.CD1_COMMAND, d.CD101_REQUEST_TOTALS] \
-                            and transactions[0][1] == bytes([d.CMD_STOP]):
+                    codes = [c for c, _ in transactions]
+                    if len(codes) >= 2 and codes[0] == d.CD1_COMMAND and transactions[0][1] == bytes([d.CMD_STOP]) \
+                            and set(codes[1:]) == {d.CD101_REQUEST_TOTALS}:
                         self._controller_starts += 1
                     for code, data in transactions:
                         pump.handle(code, data)

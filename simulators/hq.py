@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import allowlist_manifest, topics, trust
+from agent.acks import sign_ack
 from agent.allowlist_release import Releases, table_of
 from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
 from agent.qrtoken import issue_token
 from agent.signing import key_id, public_key_hex, sign_document
+from hq.tx_verify import StationKeys
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,15 @@ def synthetic_registry(count: int, seed: int = 7) -> list[RegistryEntry]:
 class HeadquartersSim:
     def __init__(self, host: str, port: int, registry: list[RegistryEntry],
                  key: Ed25519PrivateKey | None = None, validity_days: int = 14,
-                 client_id: str | None = None, collect: bool = True) -> None:
+                 client_id: str | None = None, collect: bool = True,
+                 station_keys: StationKeys | None = None, usage_feed: dict[str, float] | None = None) -> None:
+        """station_keys: collect only records these stations signed (hq/tx_verify.py).
+        usage_feed: the national quota's signed settings ({"stale_after_s", "offline_share"})
+        put in the policy; None leaves each station counting only its own sales."""
         self.host = host
+        self.station_keys = station_keys
+        self.policy_extra: dict[str, Any] = {}  # more signed policy fields (legacy_qr, token ages...)
+        self.usage_feed = usage_feed
         self.collect = collect  # False: simulators/collector.py processes collect instead
         self.port = port
         self.registry = registry
@@ -171,7 +180,7 @@ class HeadquartersSim:
         simulator's convenience; real deployments use `spbu allowlist keygen`."""
         public = self.key.public_key()
         far = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3650)
-        body = trust.root_body(1, far, {role: [public] for role in trust.ROLES}, {})
+        body = trust.root_body(1, far, {role: [public] for role in trust.ALL_ROLES}, {})
         return trust.sign(body, [self.key])
 
     def release_allowlist(self) -> int:
@@ -195,9 +204,13 @@ class HeadquartersSim:
 
     def signed_policy_tuf(self, version: int) -> bytes:
         created, expires = self._times()
-        body = {"_type": POLICY_KIND, "version": version, "created": created, "expires": expires,
-                "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
-                "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
+        body: dict[str, Any] = {
+            "_type": POLICY_KIND, "version": version, "created": created, "expires": expires,
+            "limits_l": DEFAULT_LIMITS_L, "prices_idr_per_l": DEFAULT_PRICES,
+            "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
+        if self.usage_feed is not None:
+            body["usage_feed"] = self.usage_feed
+        body.update(self.policy_extra)
         return trust.sign(body, [self.key])
 
     def install_into(self, data_dir: Path) -> None:
@@ -228,6 +241,8 @@ class HeadquartersSim:
             tx_id = str(record["tx_id"])
             if record.get("station") != station:
                 raise ValueError("station mismatch")
+            if self.station_keys is not None:
+                self.station_keys.verify(record)
         except (ValueError, KeyError, TypeError):
             with self._lock:
                 self.rejected += 1
@@ -238,8 +253,7 @@ class HeadquartersSim:
             else:
                 self.received[tx_id] = record
         # Acknowledge after storing: the station may then forget it. Repeats are acked again.
-        ack = {"ids": [tx_id], "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        client.publish(topics.ack(station or ""), json.dumps(ack), qos=1)
+        client.publish(topics.ack(station or ""), sign_ack(self.key, station or "", [tx_id]), qos=1)
 
     def transactions(self) -> list[dict[str, Any]]:
         with self._lock:

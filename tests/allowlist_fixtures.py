@@ -43,7 +43,7 @@ class Headquarters:
     root_keys: list[Ed25519PrivateKey] = field(default_factory=lambda: [Ed25519PrivateKey.generate()
                                                                         for _ in range(3)])
     role_keys: dict[str, list[Ed25519PrivateKey]] = field(default_factory=lambda: {
-        role: [Ed25519PrivateKey.generate()] for role in trust.ROLES if role != "root"})
+        role: [Ed25519PrivateKey.generate()] for role in (*trust.ROLES, "software") if role != "root"})
     thresholds: dict[str, int] = field(default_factory=lambda: {"root": 2})
     root_version: int = 1
     chunk_size: int = 4096

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from simulators.broker import MosquittoBroker
+from simulators.postgres import PostgresServer
 from simulators.pty_device import PtyDevice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,24 @@ def fresh_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     broker.start()
     yield broker
     broker.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL for the session (initdb in a temp dir, free port, unix socket
+    there; as the unprivileged `postgres` user when the tests run as root)."""
+    server = PostgresServer(durable=False)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> str:
+    """A fresh database of the test's own on the session's server."""
+    import uuid
+
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

@@ -52,7 +52,8 @@ class MqttRecorder:
             self.client.max_inflight_messages_set(max_inflight)
 
         def connected(client: mqtt.Client, *args: Any) -> None:
-            client.subscribe([(topic, 1) for topic in subscriptions])
+            if subscriptions:
+                client.subscribe([(topic, 1) for topic in subscriptions])
             ready.set()
 
         self.client.on_connect = connected
@@ -70,6 +71,11 @@ class MqttRecorder:
         topics may carry binary data, such as allow-list chunks)."""
         with self._lock:
             return [(topic, json.loads(payload)) for topic, payload in self.messages if match(topic)]
+
+    def raw(self, match: Callable[[str], bool] = lambda topic: True) -> list[tuple[str, bytes]]:
+        """The messages so far on topics that `match`, payloads as they came."""
+        with self._lock:
+            return [(topic, payload) for topic, payload in self.messages if match(topic)]
 
     def close(self) -> None:
         self.client.disconnect()

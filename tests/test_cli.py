@@ -120,6 +120,9 @@ def test_demo_exits_zero_with_reconciled_json(tmp_path: Path) -> None:
     assert payments == {"card postpay": "card/paid", "card prepay, partial fill, refund": "card/paid",
                         "card declined, paid cash": "cash/declined"}
     assert "unmatched approvals): 0" in result.stdout
+    # national quota: the same vehicle refused at a second station, with the reason
+    assert summary["national"]["ok"] and summary["national"]["second_station"] == "quota_used_elsewhere"
+    assert "hari ini di SPBU lain" in result.stdout
 
 
 @pytest.mark.integration

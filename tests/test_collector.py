@@ -13,13 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import topics
+from agent.acks import verify_ack
+from agent.signing import key_id
 from simulators.broker import MosquittoBroker
 from simulators.collector import Collector, CollectorStore, RecordError, parse_record
-from simulators.txgen import synthetic_tx
+from simulators.txgen import sim_ack_key, sim_station_keys, synthetic_tx
 from tests.conftest import validate
 from tests.helpers import MqttRecorder, wait_until
 
 STATIONS = ("34.401.01", "34.401.02")
+ACK_KEY = sim_ack_key()
+ACK_RING = {key_id(ACK_KEY.public_key()): ACK_KEY.public_key()}
+SIGNED: dict[str, Any] = {"ack_key": ACK_KEY, "verifier": sim_station_keys(STATIONS).verify}
 
 
 class Station(MqttRecorder):
@@ -30,7 +35,12 @@ class Station(MqttRecorder):
 
     @property
     def acks(self) -> list[dict[str, Any]]:
-        return [{"topic": topic, **body} for topic, body in self.received()]
+        """Each acknowledgement's envelope, verified, with its topic and signed ids."""
+        found = []
+        for topic, envelope in self.received():
+            ack = verify_ack(json.dumps(envelope).encode(), topic.rsplit("/", 1)[1], ACK_RING)
+            found.append({"topic": topic, "ids": list(ack.ids), "envelope": envelope})
+        return found
 
     def acked(self) -> dict[str, str]:
         return {i: a["topic"] for a in self.acks for i in a["ids"]}
@@ -43,8 +53,8 @@ class Station(MqttRecorder):
 def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
         mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     db = tmp_path / "hq.sqlite"
-    first = Collector(mosquitto.host, mosquitto.port, db, name="c1", group="t-two").start()
-    second = Collector(mosquitto.host, mosquitto.port, db, name="c2", group="t-two").start()
+    first = Collector(mosquitto.host, mosquitto.port, db, name="c1", group="t-two", **SIGNED).start()
+    second = Collector(mosquitto.host, mosquitto.port, db, name="c2", group="t-two", **SIGNED).start()
     stations = Station(mosquitto)
     try:
         records = [synthetic_tx(STATIONS[i % 2], i, vehicle_id=1000 + i, dispensed_ml=20_000) for i in range(1, 301)]
@@ -69,7 +79,7 @@ def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
         for record in records:  # each station hears about its own transactions only
             assert stations.acked()[record["tx_id"]] == topics.ack(record["station"])
         for ack in stations.acks:
-            validate("ack", {k: v for k, v in ack.items() if k != "topic"})
+            validate("ack", ack["envelope"])
     finally:
         stations.close()
         first.close()
@@ -81,7 +91,7 @@ def test_vehicle_over_quota_across_offline_stations_raises_an_alert(
         mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     alerts: list[Any] = []
     collector = Collector(mosquitto.host, mosquitto.port, tmp_path / "hq.sqlite", group="t-alert",
-                          on_alert=alerts.append).start()
+                          on_alert=alerts.append, **SIGNED).start()
     stations = Station(mosquitto)
     try:
         # Vehicle 7 buys 40 L at each of two stations the same local day (limit 60 L);

@@ -68,9 +68,13 @@ def test_misses_take_a_pump_offline_once_and_an_answer_brings_it_back() -> None:
         now += 130
         offline += [e for e in master.feed(b"", now) if e[0] == "online"]
         master.due(now)  # registers the miss
-    assert master.online[0x50] is False
-    master.feed(d.encode_short(0x50, d.EOT), now + 10)
-    assert master.online[0x50] is True
+    assert master.online[0x50] is False and master.out_of_service[0x50]
+    assert len(offline) <= 1
+    assert master.due(now + 100) is None  # out of service: tried again only after the slow period
+    assert master.due(now + 2000) == d.encode_short(0x50, d.POLL)
+    events = master.feed(d.encode_short(0x50, d.EOT), now + 2010)
+    assert ("online", 0x50, True) in events
+    assert master.online[0x50] is True and not master.out_of_service[0x50]
 
 
 def test_answers_from_a_pump_not_asked_are_ignored() -> None:

@@ -81,6 +81,7 @@ def page(station: tuple[DemoStation, Times]) -> Iterator[Page]:
         tab.goto(demo.dashboard_url)
         tab.fill("#login-user", demo.dashboard_user)
         tab.fill("#login-password", demo.dashboard_password)
+        tab.fill("#login-passphrase", demo.dashboard_passphrase)  # the signing key's, not the broker's
         tab.keyboard.press("Enter")  # no mouse needed
         tab.wait_for_selector("body[data-ready='1']", timeout=15_000)
         expect(tab.locator(".pump")).to_have_count(2)

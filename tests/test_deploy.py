@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,13 +57,42 @@ def test_install_into_a_temporary_root_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_install_refuses_to_touch_the_system_without_root_or_a_tree() -> None:
-    command = [str(ROOT / "deploy" / "install.sh")]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: the script would install for real")
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]  # as nobody
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    # A copy of the script in a directory everyone can traverse: the checkout may sit in
+    # /root, a 0700 home or a `mktemp -d`, which `nobody` cannot enter.
+    with tempfile.TemporaryDirectory(prefix="spbu-install-") as tmp:
+        os.chmod(tmp, 0o755)
+        script = Path(tmp) / "install.sh"
+        shutil.copy(ROOT / "deploy" / "install.sh", script)
+        os.chmod(script, 0o755)
+        command = [str(script)]
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: the script would install for real")
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]  # as nobody
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=tmp)
     assert result.returncode == 1 and "run as root" in result.stderr, result.stderr
+
+
+def test_an_update_keeps_the_stations_broker_config(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run = [str(ROOT / "deploy" / "install.sh"), "--root", str(root), "--no-apt", "--no-venv"]
+    subprocess.run(run, check=True, capture_output=True, timeout=60)
+    conf = root / "etc/mosquitto/conf.d/spbu.conf"
+    assert "listener 1883 127.0.0.1" in conf.read_text()
+    # what docs/deploy.md says after `spbu keys broker-config --out /etc/mosquitto/spbu`
+    generated = root / "etc/mosquitto/spbu/spbu.conf"
+    generated.parent.mkdir(parents=True)
+    generated.write_text("# bridge to headquarters\nconnection hq\n")
+    conf.unlink()
+    conf.symlink_to(generated)
+    done = subprocess.run(run, check=True, capture_output=True, text=True, timeout=60)
+    assert conf.is_symlink() and conf.resolve() == generated.resolve(), "the update replaced the broker config"
+    assert "kept the station's broker config" in done.stdout
+    # a copied (not linked) full config is kept too; only the pre-provisioning file is refreshed
+    conf.unlink()
+    conf.write_text(generated.read_text())
+    subprocess.run(run, check=True, capture_output=True, timeout=60)
+    assert conf.read_text() == generated.read_text()
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None,
@@ -111,7 +141,8 @@ def test_provision_writes_config_key_csr_and_checks_devices(tmp_path: Path) -> N
     assert config.station_id == "34.401.07" and config.zone == "WITA"
     assert config.trusted_keys == {key_id(hq): public_key_hex(hq)}
     assert [(p.number, p.product, p.channel) for p in config.pumps] == [(1, "pertalite", 0), (2, "solar", 1)]
-    assert (etc / "keys/station.key").stat().st_mode & 0o777 == 0o600
+    # Readable by the agent's group (it signs every transaction with it), nobody else.
+    assert (etc / "keys/station.key").stat().st_mode & 0o777 == 0o640
     csr = x509.load_pem_x509_csr((etc / "certs/station.csr").read_bytes())
     assert csr.is_signature_valid
     assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "34.401.07"

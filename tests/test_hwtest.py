@@ -59,7 +59,7 @@ def test_technician_walks_through_every_step() -> None:
     passed = passed_steps(lines)
     assert {"board answers", "relay closes on AUTHORIZE", "nozzle switch", "metering", "stop",
             "dead-man drops the relay", "E-stop"} <= passed
-    assert lines[-1] == f"{len(passed)} passed, 0 failed"
+    assert lines[-1] == f"{len(passed)} passed, 0 failed, 0 skipped"
 
 
 def test_no_board_behind_the_port_fails_clearly() -> None:
@@ -71,7 +71,25 @@ def test_no_board_behind_the_port_fails_clearly() -> None:
         empty.close()
     assert result.returncode == 1
     assert "FAIL  board answers" in result.stdout
-    assert result.stdout.strip().endswith("1 passed, 1 failed")
+    assert result.stdout.strip().endswith("1 passed, 1 failed, 0 skipped")
+
+
+def test_skipped_steps_are_counted_and_make_the_check_incomplete() -> None:
+    """--no-prompt against a working board: the steps that need a person are SKIP, not PASS,
+    and the exit status says the check is incomplete."""
+    board = RelayBoardSim(channels=1, flow_lps=1.0)
+    board.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "agent", "hw", "test", "--port", board.path, "--no-prompt"],
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        board.close()
+    assert result.returncode == 2, result.stdout
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIP")]
+    assert len(skipped) == 3  # nozzle switch, metering, E-stop
+    last = result.stdout.strip().splitlines()[-1]
+    assert " failed, 3 skipped (INCOMPLETE: not checked: nozzle switch, metering, E-stop)" in last
+    assert last.startswith(f"{sum(1 for x in result.stdout.splitlines() if x.startswith('PASS'))} passed, 0 failed")
 
 
 def test_technician_checks_a_dart_pump() -> None:

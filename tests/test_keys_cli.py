@@ -60,7 +60,8 @@ def test_station_cert_from_the_provisioned_csr_keeps_the_station_key(tmp_path: P
     (["keys", "station-cert", "--ca", "{tmp}/ca", "--out", "{tmp}/o"], "exactly one of"),
     (["keys", "ca", "--out", "{tmp}/ca"], "exists"),
     (["keys", "broker-config", "--station", "1", "--hq-host", "h", "--ca", "{tmp}/ca/ca.crt", "--cert",
-      "{tmp}/ca/ca.crt", "--key", "{tmp}/ca/ca.key", "--out", "{tmp}/b"], "must look like"),
+      "{tmp}/ca/ca.crt", "--key", "{tmp}/ca/ca.key", "--ws-cert", "{tmp}/ca/ca.crt", "--ws-key", "{tmp}/ca/ca.key",
+      "--out", "{tmp}/b"], "must look like"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
                                      message: str) -> None:
@@ -77,8 +78,10 @@ def test_broker_config_renders_every_placeholder(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "c")]) == 0
     assert main(["keys", "broker-config", "--station", "34.401.01", "--hq-host", "hq.example", "--ca",
                  str(tmp_path / "ca" / "ca.crt"), "--cert", str(tmp_path / "c" / "34.401.01.crt"), "--key",
-                 str(tmp_path / "c" / "34.401.01.key"), "--out", str(tmp_path / "b")]) == 0
+                 str(tmp_path / "c" / "34.401.01.key"), "--ws-cert", str(tmp_path / "c" / "34.401.01.crt"),
+                 "--ws-key", str(tmp_path / "c" / "34.401.01.key"), "--out", str(tmp_path / "b")]) == 0
     conf = (tmp_path / "b" / "spbu.conf").read_text()
+    assert not (tmp_path / "b" / "dashboard.password").exists()  # shown once, never stored in clear
     assert "@" not in conf.replace("at-sign", "")
     assert "topic spbu/v1/34.401.01/tx out 1" in conf and "address hq.example:8883" in conf
     assert "dashboard:" in (tmp_path / "b" / "dashboard.passwd").read_text()

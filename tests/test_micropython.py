@@ -56,3 +56,31 @@ def test_same_checks_pass_on_real_micropython() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^interpreter micropython \d+\.\d+", result.stdout, re.M), result.stdout
     assert passed_checks(result.stdout) == passed_checks(run_cpython())
+
+
+def run_update_checks_cpython(cwd: Path) -> str:
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}")
+    result = subprocess.run([sys.executable, str(HERE / "update_checks.py")], capture_output=True, text=True,
+                            env=env, timeout=60, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_firmware_update_checks_on_cpython(tmp_path: Path) -> None:
+    names = passed_checks(run_update_checks_cpython(tmp_path))
+    for required in ("update_done", "mute_restored", "torn_commit_restored", "update_relays_never_closed",
+                     "no_authorize_while_updating", "guard_is_protected"):
+        assert required in names
+
+
+def test_firmware_update_checks_pass_on_real_micropython(tmp_path: Path) -> None:
+    """File writes, renames, CRC-32 and the restart path on the real interpreter (its own
+    in-memory filesystem)."""
+    node = shutil.which("node")
+    if node is None or not (HERE / "node_modules" / "@micropython" / "micropython-webassembly-pyscript").exists():
+        pytest.skip("Node.js or the MicroPython WebAssembly package is missing (make test installs both)")
+    result = subprocess.run([node, str(HERE / "run.mjs"), "update_checks"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^interpreter micropython \d+\.\d+", result.stdout, re.M), result.stdout
+    assert passed_checks(result.stdout) == passed_checks(run_update_checks_cpython(tmp_path))

@@ -6,6 +6,7 @@ Sans-IO throughout: bytes in, events out, times are integer milliseconds passed 
 from __future__ import annotations
 
 import binascii
+import re
 import struct
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from hal.crc16 import crc16_ccitt
 # One example value tuple per message type, exercising the full width of each field.
 Msg = tuple[int, tuple[int, ...]]
 
-SAMPLE_VALUES: dict[int, tuple[int, ...]] = {
+SAMPLE_VALUES: dict[int, tuple[int | bytes, ...]] = {
     rp.ACK: (0xFE,),
     rp.HEARTBEAT: (),
     rp.AUTHORIZE: (3, 0xDEADBEEF, 123456),
@@ -32,6 +33,14 @@ SAMPLE_VALUES: dict[int, tuple[int, ...]] = {
     rp.NOZZLE: (1, 1),
     rp.FAULT: (0, rp.FAULT_UNAUTHORISED_FLOW, 5),
     rp.BOARD_HELLO: (1, 4, 0, 0x12345678),
+    rp.FW_BEGIN: (0xA5A5A5A5,),
+    rp.FW_OPEN: (2, 12345, b"hal/firmware/board_core.py"),
+    rp.FW_DATA: (2, 514, 24, bytes(range(24))),
+    rp.FW_CLOSE: (2, 0xCBF43926),
+    rp.FW_COMMIT: (7,),
+    rp.FW_CONFIRM: (7,),
+    rp.FW_ABORT: (7,),
+    rp.FW_RESULT: (rp.FW_CLOSE, rp.FW_ERR_CRC, 2),
 }
 
 
@@ -115,10 +124,13 @@ def test_frame_round_trip_every_type(mtype: int) -> None:
 )
 def test_frame_round_trip_random_values(seq: int, mtype: int, data: st.DataObject) -> None:
     fmt = rp._FORMATS[mtype]
-    values: tuple[int, ...] = ()
+    values: tuple[int | bytes, ...] = ()
     if fmt:
-        widths = {"B": 0xFF, "I": 0xFFFFFFFF}
-        values = tuple(data.draw(st.integers(0, widths[c])) for c in fmt.lstrip(">"))
+        # struct codes, with a byte count before `s` (fixed-width, NUL-padded fields)
+        fields = re.findall(r"(\d*)([BHIs])", fmt.lstrip(">"))
+        widths = {"B": 0xFF, "H": 0xFFFF, "I": 0xFFFFFFFF}
+        values = tuple(data.draw(st.binary(min_size=int(n), max_size=int(n))) if c == "s"
+                       else data.draw(st.integers(0, widths[c])) for n, c in fields)
     payload = rp.encode_payload(mtype, values)
     assert rp.FrameDecoder().feed(rp.encode_frame(seq, mtype, payload)) == [(seq, mtype, payload)]
     assert rp.decode_payload(mtype, payload) == values

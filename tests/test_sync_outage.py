@@ -17,7 +17,7 @@ from agent.mqtt_link import MqttLink
 from agent.outbox import OutboxSender
 from simulators.broker import MosquittoBroker
 from simulators.collector import Collector
-from simulators.txgen import synthetic_tx
+from simulators.txgen import sim_ack_key, sim_station_keys, synthetic_tx
 from tests.bench.sync import STATION, drain, records
 
 
@@ -57,7 +57,8 @@ def test_offline_pile_drains_exactly_once_through_flaps_and_an_agent_restart(fre
         agent.journal.outbox_put([(r["tx_id"], topics.tx(STATION), r) for r in tx[:2000]])
         fresh_broker.start()
         collectors = [Collector(fresh_broker.host, fresh_broker.port, tmp_path / "hq.sqlite", name=f"c{i}",
-                                group="outage").start() for i in (1, 2)]
+                                group="outage", ack_key=sim_ack_key(),
+                                verifier=sim_station_keys([STATION]).verify).start() for i in (1, 2)]
         # Part way through the drain the link flaps: the broker restarts under everyone.
         drain(agent.journal, agent.link, agent.events, agent.sender, timeout_s=30,
               until=lambda: agent.journal.outbox_depth() <= 1500)

@@ -110,7 +110,7 @@ function renderAlerts() {
   list.replaceChildren(...view.alerts.map((a) => {
     const name = t(`alert_names.${a.alert}`);
     const where = a.pump ? ` — ${t("pump")} ${a.pump}` : "";
-    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted"].includes(a.alert) ? "warn" : "bad" });
+    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted", "disk_low"].includes(a.alert) ? "warn" : "bad" });
     item.append(el("span", {}, el("strong", { text: name + where }), el("br"), el("small", { class: "muted", text: `${clockTime(a.last_at)} ${a.detail || ""}${a.count > 1 ? ` (×${a.count})` : ""}` })));
     const ack = el("button", { type: "button", class: "ack", text: t("acknowledge") });
     ack.addEventListener("click", () => confirmThen(t("confirm_ack", { alert: name }), () => sendCommand("ack_alert", { alert_id: a.id })));
@@ -169,6 +169,7 @@ function toast(text) {
 function commandTopic() { return `hq/v1/cmd/${view.station}`; }
 
 function sendCommand(command, args) {
+  if (!view.key) { toast(t("no_passphrase")); return; }  // signed in to watch only
   const now = Math.floor(Date.now() / 1000);
   const body = { command, station: view.station, nonce: V.nonce(), issued: new Date(now * 1000).toISOString(),
                  expires: new Date((now + COMMAND_TTL_S) * 1000).toISOString(), args };
@@ -200,6 +201,9 @@ async function login(event) {
   const station = $("#login-station").value.trim();
   const username = $("#login-user").value.trim();
   const password = $("#login-password").value;
+  // The command key comes from a passphrase that never goes to the broker: the broker
+  // password (sent at every connect) cannot sign anything (docs/dashboard.md).
+  const passphrase = $("#login-passphrase").value;
   $("#login-error").textContent = "";
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/mqtt`;
   const client = V.mqtt.connect(url, { username, password, protocolVersion: 4, reconnectPeriod: 3000,
@@ -218,7 +222,7 @@ async function login(event) {
     if (first) {
       localStorage.setItem("spbu.station", station);
       localStorage.setItem("spbu.user", username);
-      view.key = await V.managerKey(station, username, password);
+      view.key = passphrase ? await V.managerKey(station, username, passphrase) : null;
       $("#login").hidden = true;
       $("#board").hidden = false;
       renderAll();

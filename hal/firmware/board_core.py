@@ -14,6 +14,7 @@ MicroPython-compatible subset; times are integer milliseconds from the caller.
 """
 
 from hal import relay_proto as rp
+from hal.firmware.fw_update import FlashUpdate
 
 FIRMWARE_VERSION = 1
 
@@ -38,8 +39,9 @@ class Channel:
 
 class BoardCore:
     def __init__(self, channels: int, watchdog_ms: int = 750, status_ms: int = 250,
-                 settle_ms: int = 300) -> None:
+                 settle_ms: int = 300, updater: FlashUpdate | None = None) -> None:
         self.link = rp.Link()
+        self.updater = updater  # hal/firmware/fw_update.FlashUpdate, when the board has a filesystem
         self.channels = [Channel() for _ in range(channels)]
         self.watchdog_ms = watchdog_ms
         self.status_ms = status_ms
@@ -48,6 +50,7 @@ class BoardCore:
         self.last_heartbeat = -1
         self.last_status = 0
         self.unauthorised_pulses = 0
+        self.boot_id = 0
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -56,6 +59,7 @@ class BoardCore:
         for ch in self.channels:
             ch.relay = False
             ch.state = IDLE
+        self.boot_id = boot_id
         self.link.send(rp.BOARD_HELLO, (FIRMWARE_VERSION, len(self.channels), 0, boot_id), now)
 
     def feed(self, data: bytes, now: int) -> None:
@@ -145,13 +149,28 @@ class BoardCore:
             ch.reason = reason
             ch.last_pulse = now
 
+    def reset_requested(self) -> bool:
+        return self.updater is not None and bool(self.updater.reset_requested)
+
+    def _firmware(self, mtype: int, values: tuple, now: int) -> None:  # type: ignore[type-arg]
+        if mtype == rp.FW_BEGIN:
+            for index in range(len(self.channels)):  # relays off for the whole update
+                self._stop(index, rp.END_HOST_STOP, now)
+        result = (rp.FW_ERR_STATE, 0) if self.updater is None else self.updater.handle(mtype, values)
+        if result is not None:
+            self.link.send(rp.FW_RESULT, (mtype, result[0], result[1]), now)
+
     def _handle(self, mtype: int, values: tuple, now: int) -> None:  # type: ignore[type-arg]
-        if mtype == rp.HEARTBEAT:
+        if mtype in rp.FW_TYPES:
+            self._firmware(mtype, values, now)
+        elif mtype == rp.HEARTBEAT:
             self.last_heartbeat = now
         elif mtype == rp.HOST_HELLO:
             # The host restarted: nothing it authorised before may keep running.
             for index in range(len(self.channels)):
                 self._stop(index, rp.END_HOST_STOP, now)
+            # ... and hears which firmware runs here (an update's health check needs it).
+            self.link.send(rp.BOARD_HELLO, (FIRMWARE_VERSION, len(self.channels), 0, self.boot_id), now)
         elif mtype == rp.AUTHORIZE:
             self._authorize(values[0], values[1], values[2], now)
         elif mtype == rp.STOP:
@@ -165,7 +184,8 @@ class BoardCore:
             return
         ch = self.channels[index]
         alive = self.last_heartbeat >= 0 and now - self.last_heartbeat <= self.watchdog_ms
-        if ch.state != IDLE or self.estop_latched or not alive or preset <= 0:
+        updating = self.updater is not None and self.updater.active
+        if ch.state != IDLE or self.estop_latched or not alive or preset <= 0 or updating:
             self.link.send(rp.END, (index, auth_id, 0, rp.END_REJECTED, ch.totaliser), now)
             return
         ch.state = RUNNING

@@ -45,17 +45,22 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent import topics  # noqa: E402
+from agent.acks import AckRefused, verify_ack  # noqa: E402
 from agent.journal import Journal  # noqa: E402
 from agent.mqtt_link import Incoming, LinkState, MqttLink  # noqa: E402
 from agent.outbox import DEFAULT_WINDOW, OutboxSender  # noqa: E402
+from agent.signing import key_id  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
-from simulators.txgen import synthetic_tx  # noqa: E402
+from simulators.txgen import sim_ack_key, synthetic_tx, write_sim_identities  # noqa: E402
 
 STATION = "34.401.01"
 TARGET_TX_PER_S = 1000.0
 TARGET_RATIO = 0.3
 # paho's max_inflight_messages for the raw loop: its default, the outbox's window, unlimited
 RAW_INFLIGHT = {"inflight_20_paho_default": 20, "inflight_1000": 1000, "inflight_unlimited": 0}
+
+
+ACK_RING = {key_id(sim_ack_key().public_key()): sim_ack_key().public_key()}
 
 
 def records(count: int) -> list[dict[str, Any]]:
@@ -65,10 +70,12 @@ def records(count: int) -> list[dict[str, Any]]:
 
 def start_collectors(broker: MosquittoBroker, db: Path, count: int) -> list[subprocess.Popen[str]]:
     procs = []
+    certs, ack_key = write_sim_identities(db.parent / "hq-identities", [STATION])
     for index in range(count):
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "sim", "hq", "--collect-only", "--db", str(db), "--host", broker.host,
-             "--port", str(broker.port), "--name", f"c{index + 1}"],
+             "--port", str(broker.port), "--name", f"c{index + 1}", "--key", str(ack_key),
+             "--station-certs", str(certs)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, preexec_fn=die_with_parent)
         procs.append(proc)
     for proc in procs:
@@ -108,7 +115,10 @@ def drain(journal: Journal, link: MqttLink, events: queue.Queue[object], sender:
             connected_at = connected_at or time.monotonic()
             sender.restart()
         elif isinstance(event, Incoming) and event.topic == topics.ack(STATION):
-            sender.on_ack([str(i) for i in json.loads(event.payload)["ids"]])
+            try:  # as the station does: only headquarters' signed acknowledgements count
+                sender.on_ack(list(verify_ack(event.payload, STATION, ACK_RING).ids))
+            except AckRefused:
+                continue
             if sender.acked and journal.outbox_depth() == 0:
                 return connected_at, time.monotonic()
         if link.connected:

@@ -94,7 +94,7 @@ def test_allowlist_benchmark_tiny(tmp_path: Path) -> None:
     assert targets["bytes_per_entry"]["target"] == 6.0 and targets["lookup_p99_us"]["target"] == 20.0
 
 
-@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the fsync shim; `make test` installs gcc as root")
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the fsync shim (`make test` installs gcc)")
 def test_wear_benchmark_tiny(tmp_path: Path) -> None:
     report = run_bench("wear", tmp_path / "wear.json", "--entries", "20000", "--fills", "8", "--idle-s", "3",
                        "--latency-fills", "6", "--days", "3")
@@ -115,3 +115,41 @@ def test_wear_benchmark_tiny(tmp_path: Path) -> None:
     targets = report["targets"]
     assert isinstance(targets, dict)
     assert targets["fsyncs_per_fill"]["target"] == 2.0 and targets["scan_to_relay_p99_ms_20ms_fsync"]["target"] == 25.0
+
+
+def test_attendant_benchmark_tiny(tmp_path: Path) -> None:
+    import shutil
+
+    from agent.attendant.files import AttendantPageMissing, attendant_dir
+
+    try:
+        attendant_dir()
+        import playwright.sync_api  # noqa: F401
+    except (AttendantPageMissing, ImportError) as exc:
+        pytest.skip(str(exc))
+    if not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
+        pytest.skip("Debian's chromium is missing")
+    report = run_bench("attendant", tmp_path / "attendant.json", "--scans", "5")
+    results = report["results"]
+    assert isinstance(results, dict)
+    assert results["attendant_page"]["n"] == 5 and results["mqtt_subscriber_baseline"]["n"] == 5
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["decision_to_page_p99_ms"]["target"] == 300.0
+
+
+def test_fleet_benchmark_tiny(tmp_path: Path) -> None:
+    """The national quota across a small fleet: real ledger, PostgreSQL and broker."""
+    report = run_bench("fleet", tmp_path / "fleet.json", "--stations", "16", "--vehicles", "300", "--day-s", "25",
+                       "--burst", "500", "--sample-mod", "2")
+    results = report["results"]
+    assert isinstance(results, dict)
+    national = results["national_quota"]
+    assert national["fills"] > 250 and national["ledger_stored_day"] == national["fills"]
+    assert national["outbox_left"] == 0 and national["refused_batches"] == 0
+    assert national["propagation"]["pairs"] > 0
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    for name in ("honest_false_refusals", "abusers_over_bound_with_partitions",
+                 "overspend_l_hops_slower_than_p99_links_up"):
+        assert targets[name]["met"], (name, targets[name])

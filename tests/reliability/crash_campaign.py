@@ -15,6 +15,10 @@ kills land at random instants; the other half at named points between two steps
   - quota used = litres dispensed, per vehicle, product and day; nothing left reserved.
 At the end every journaled transaction must be at headquarters exactly once.
 
+With --pump dart --nozzles 2 every DART pump carries two grades: customers scan and then
+lift either nozzle (or lift first and scan), wrong grades included, and after each kill the
+pumps' own totals per nozzle must equal the litres journaled for that pump and grade.
+
 With --payments an EDC terminal simulator joins: scans are paid by card, prepay and
 postpay in turn, and the named kills land around payment steps (PAYMENT_POINTS). After
 each kill, once the restarted agent has settled every payment, the terminal's own ledger
@@ -91,8 +95,9 @@ class Customers:
     """One customer thread per pump, always busy unless paused."""
 
     def __init__(self, board: RelayBoardSim | DartPumpSim, scanners: dict[int, ScannerSim],
-                 tokens: dict[int, list[str]], seed: int) -> None:
+                 tokens: dict[int, list[str]], seed: int, nozzles: int = 1) -> None:
         self.board = board
+        self.nozzles = nozzles
         self.scanners = scanners
         self.tokens = tokens
         self.rng = random.Random(seed)
@@ -130,6 +135,9 @@ class Customers:
                 self.idle[pump].set()
                 time.sleep(0.02)
                 continue
+            if self.nozzles > 1:
+                self._multi_grade_fill(channel, pump, rng)
+                continue
             self.scanners[pump].scan(rng.choice(self.tokens[pump]))
             if not wait_until(lambda: self.board.relay_closed(channel) or self.paused.is_set(), 1.5):
                 time.sleep(0.1)
@@ -144,10 +152,29 @@ class Customers:
             time.sleep(rng.uniform(0.05, 0.3))
 
 
+    def _multi_grade_fill(self, channel: int, pump: int, rng: random.Random) -> None:
+        """Scan then lift either nozzle (any grade, eligible or not), or lift first and scan."""
+        assert isinstance(self.board, DartPumpSim)
+        nozzle = rng.randint(1, self.nozzles)
+        lift_first = rng.random() < 0.2
+        if lift_first:
+            self.board.lift_nozzle(channel, nozzle)
+            time.sleep(rng.uniform(0.05, 0.2))
+        self.scanners[pump].scan(rng.choice(self.tokens[pump]))
+        time.sleep(rng.uniform(0.1, 0.4))
+        if not lift_first:
+            self.board.lift_nozzle(channel, nozzle)
+        if wait_until(lambda: self.board.relay_closed(channel) or self.paused.is_set(), 1.0):
+            wait_until(lambda: not self.board.relay_closed(channel) or self.paused.is_set(), rng.uniform(0.05, 1.2))
+        self.board.hang_nozzle(channel)
+        time.sleep(rng.uniform(0.05, 0.3))
+
+
 class Campaign:
     def __init__(self, workdir: Path, pumps: int = 2, seed: int = 1, vehicles: int = 2000,
-                 pump_kind: str = "relay", payments: bool = False) -> None:
+                 pump_kind: str = "relay", payments: bool = False, nozzles: int = 1) -> None:
         self.workdir = workdir
+        self.nozzles = nozzles
         self.edc = EdcSim(workdir / "edc-batch.json", ack_timeout_ms=300) if payments else None
         self.points = PAYMENT_POINTS if payments else POINTS
         self._offset = 1 if payments else 0  # a short payment run starts at the first point
@@ -156,23 +183,31 @@ class Campaign:
         (workdir / "broker").mkdir(parents=True, exist_ok=True)
         self.registry = synthetic_registry(vehicles, seed=seed)
         self.pump_kind = pump_kind
-        self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=10.0) if pump_kind == "dart"
+        self.board: RelayBoardSim | DartPumpSim = (DartPumpSim(pumps=pumps, flow_lps=10.0, nozzles=nozzles)
+                                                   if pump_kind == "dart"
                                                    else RelayBoardSim(channels=pumps, flow_lps=10.0, seed=seed))
         self.scanners = {n: ScannerSim() for n in range(1, pumps + 1)}
         self.products = {n: ("pertalite", "solar")[(n - 1) % 2] for n in self.scanners}
+        self.grades = {n: tuple(("pertalite", "solar")[(n - 1 + k) % 2] for k in range(nozzles))
+                       for n in self.scanners} if nozzles > 1 else {}
         bits = {"pertalite": 0x01, "solar": 0x02}
         self.hq_key = Ed25519PrivateKey.generate()
         today = dt.datetime.now(dt.UTC).date()
         tokens = {n: [issue_token(e.vehicle_id, e.plate, today, self.hq_key) for e in self.registry
                       if e.products & bits[p] and e.status == "active"][:40]
                   for n, p in self.products.items()}
-        self.customers = Customers(self.board, self.scanners, tokens, seed)
+        if self.grades:  # vehicles of either grade scan at a multi-grade pump
+            for n in tokens:
+                other = tokens[n % len(tokens) + 1] if len(tokens) > 1 else []
+                tokens[n] = tokens[n][:20] + other[:20]
+        self.customers = Customers(self.board, self.scanners, tokens, seed, nozzles)
         self.hq: HeadquartersSim | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.config_path = workdir / "station.toml"
         self.journal = workdir / "data" / "journal.sqlite"
         self.log = workdir / "agent.log"
         self.start_totals: dict[int, int] = {}
+        self.start_nozzles: dict[tuple[int, int], int] = {}
 
     def start(self) -> None:
         self.broker.start()
@@ -183,13 +218,17 @@ class Campaign:
         if self.edc is not None:
             self.edc.start()
         self.start_totals = {n: self.board.totaliser_ml(n - 1) for n in self.scanners}
+        if isinstance(self.board, DartPumpSim):
+            self.start_nozzles = {(n, k): self.board.nozzle_totaliser_ml(n - 1, k)
+                                  for n, g in self.grades.items() for k in range(1, len(g) + 1)}
         config = StationConfig(
             station_id=STATION, zone="WIB", data_dir=self.workdir / "data",
             broker_host=self.broker.host, broker_port=self.broker.port,
             trusted_keys={self.hq.key_id: self.hq.public_key_hex}, relay_board_port=self.board.path,
             relay_board_kind="dart" if self.pump_kind == "dart" else "uart",
             relay_board_baud=9600 if self.pump_kind == "dart" else 115200,
-            pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path) for n, p in self.products.items()),
+            pumps=tuple(PumpConfig(n, p, n - 1, self.scanners[n].path, grades=self.grades.get(n, ()))
+                        for n, p in self.products.items()),
             timeouts=Timeouts(scan_to_nozzle_s=1.0, no_flow_s=5, duplicate_scan_s=0.5),
             edc=None if self.edc is None else EdcConfig(
                 self.edc.path, ack_timeout_s=0.3, response_timeout_s=2.0,
@@ -268,6 +307,8 @@ class Campaign:
         db = self._db()
         try:
             journal = dict(db.execute("SELECT pump, SUM(dispensed_ml) FROM sessions GROUP BY pump").fetchall())
+            by_grade = {(int(n), str(g)): int(ml) for n, g, ml in db.execute(
+                "SELECT pump, product, SUM(dispensed_ml) FROM sessions GROUP BY pump, product")}
             quota = db.execute("SELECT vehicle_id, product, day, used_ml, reserved_ml FROM quota").fetchall()
             dispensed = {(v, p, d): int(ml) for v, p, d, ml in db.execute(
                 "SELECT vehicle_id, product, quota_day, SUM(dispensed_ml) FROM sessions"
@@ -278,6 +319,13 @@ class Campaign:
             totaliser = self.board.totaliser_ml(number - 1) - self.start_totals[number]
             if totaliser != int(journal.get(number, 0) or 0):
                 fail("litres", f"pump {number}: totaliser {totaliser} ml, journal {journal.get(number, 0)} ml")
+        for number, pump_grades in self.grades.items():
+            assert isinstance(self.board, DartPumpSim)
+            for nozzle, grade in enumerate(pump_grades, 1):
+                metered = self.board.nozzle_totaliser_ml(number - 1, nozzle) - self.start_nozzles[(number, nozzle)]
+                if metered != by_grade.get((number, grade), 0):
+                    fail("litres", f"pump {number} nozzle {nozzle} ({grade}): pump totals {metered} ml,"
+                         f" journal {by_grade.get((number, grade), 0)} ml")
         for vehicle, product, day, used, reserved in quota:
             if used != dispensed.get((vehicle, product, day), 0) or reserved != 0:
                 fail("quota", f"vehicle {vehicle} {product} {day}: used {used} ml, reserved {reserved} ml,"
@@ -391,9 +439,10 @@ class Campaign:
 
 
 def run_campaign(kills: int, seed: int = 1, deadline_s: float = 3600.0,
-                 workdir: Path | None = None, pump_kind: str = "relay", payments: bool = False) -> CampaignResult:
+                 workdir: Path | None = None, pump_kind: str = "relay", payments: bool = False,
+                 nozzles: int = 1) -> CampaignResult:
     tmp = workdir or Path(tempfile.mkdtemp(prefix="spbu-crash-"))
-    campaign = Campaign(tmp, seed=seed, pump_kind=pump_kind, payments=payments)
+    campaign = Campaign(tmp, seed=seed, pump_kind=pump_kind, payments=payments, nozzles=nozzles)
     try:
         campaign.start()
         return campaign.run(kills, deadline_s)
@@ -411,12 +460,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="relay board with dispensers (default) or Wayne DART pumps")
     parser.add_argument("--payments", action="store_true",
                         help="an EDC terminal joins; card prepay/postpay; kills around payment steps")
+    parser.add_argument("--nozzles", type=int, default=1, choices=(1, 2),
+                        help="grades per DART pump (with --pump dart): the nozzle lifted decides the product")
     args = parser.parse_args(argv)
-    result = run_campaign(args.kills, args.seed, args.deadline, pump_kind=args.pump, payments=args.payments)
+    result = run_campaign(args.kills, args.seed, args.deadline, pump_kind=args.pump, payments=args.payments,
+                          nozzles=args.nozzles)
     report: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
-        "params": {"kills": args.kills, "seed": args.seed, "pump": args.pump, "payments": args.payments},
+        "params": {"kills": args.kills, "seed": args.seed, "pump": args.pump, "payments": args.payments,
+                   "nozzles": args.nozzles},
         "results": {"kills": result.kills, "random_kills": result.random_kills,
                     "killpoint_kills": result.killpoint_kills, "idle_kills": result.idle_kills,
                     "sessions": result.sessions, "litres": result.litres_ml / 1000,

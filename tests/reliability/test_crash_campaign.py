@@ -26,6 +26,15 @@ def test_dart_pumps_eight_kills_no_violation(tmp_path: Path) -> None:
     assert result.sessions > 0 and result.litres_ml > 0
 
 
+def test_multi_grade_dart_pumps_eight_kills_no_violation(tmp_path: Path) -> None:
+    """Two grades per DART pump: scans before and after the lift, wrong grades lifted; per
+    nozzle, the pump's own totals equal the litres journaled for that grade."""
+    result = run_campaign(kills=8, seed=6, deadline_s=180, workdir=tmp_path, pump_kind="dart", nozzles=2)
+    assert result.kills == 8
+    assert result.violations == []
+    assert result.sessions > 0 and result.litres_ml > 0
+
+
 def test_payments_ten_kills_no_charge_without_delivery(tmp_path: Path) -> None:
     """Kills around payment steps (sale journaled/sent, approval received/journaled, void or
     refund journaled/sent): the terminal's own ledger never holds a charge that fuel

@@ -1,0 +1,1 @@
+"""Headquarters: transaction collector, national usage ledger, releases, station PKI."""

@@ -1,0 +1,369 @@
+"""One headquarters ledger process: the transaction collector and the national usage ledger.
+
+Several of these share the load through MQTT shared subscriptions
+(`$share/collectors/spbu/v1/+/tx`, `.../reserve`, `.../usage_sync`): the broker hands each
+message to one of them. For each batch of what arrived:
+
+- transactions are stored in PostgreSQL (idempotent by tx_id) together with the usage they
+  add, committed, then acknowledged to each station (`hq/v1/ack/<station>`), then the
+  changed vehicle-days are published, signed, to the stations that need them;
+- reservations (fills opening and closing) are recorded; a station that opens a fill for
+  a vehicle with usage or fills elsewhere is told at once;
+- a (re)connecting station's sync request is answered with its area's usage of the day.
+
+A signed tick every `tick_s` tells stations the feed is alive when nothing moves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent import topics
+from agent.domain import PRODUCTS, ZONES
+from hq.db import area_of
+from hq.ledger import Key, LedgerStore, QuotaAlert, Reservation
+from hq.usage_feed import Message, UsageFeed
+
+log = logging.getLogger(__name__)
+
+SHARE_GROUP = "collectors"
+MAX_BATCH = 1000  # ids per acknowledgement (ack.schema.json allows 1000)
+SYNC_MARGIN = dt.timedelta(seconds=60)  # longer than any ledger transaction: nothing slips between
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class RecordError(ValueError):
+    pass
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError("not JSON") from exc
+    if not isinstance(body, dict):
+        raise RecordError("not an object")
+    return body
+
+
+def parse_record(topic: str, payload: bytes) -> dict[str, Any]:
+    """The fields the collector relies on, checked; anything else is the station's business."""
+    station = topics.station_of(topic)
+    record = _json_object(payload)
+    if record.get("station") != station or station is None:
+        raise RecordError("station in the record is not the topic's")
+    quota = record.get("quota")
+    if (not isinstance(record.get("tx_id"), str) or not isinstance(record.get("vehicle_id"), str)
+            or not isinstance(record.get("product"), str) or not isinstance(quota, dict)
+            or not isinstance(quota.get("day"), str) or not isinstance(quota.get("limit_ml"), int)
+            or not isinstance(record.get("dispensed_ml"), int)):
+        raise RecordError("tx_id, vehicle_id, product, dispensed_ml or quota missing or mistyped")
+    if not str(record["vehicle_id"]).isdigit() or not 0 < int(record["vehicle_id"]) < 2**64:
+        raise RecordError("vehicle_id is not a 64-bit id")
+    if not _DAY_RE.match(quota["day"]):
+        raise RecordError("quota.day is not YYYY-MM-DD")
+    return record
+
+
+def parse_reservation(topic: str, payload: bytes) -> Reservation:
+    body = _json_object(payload)
+    station = topics.station_of(topic)
+    if station is None or body.get("station") != station:
+        raise RecordError("station in the reservation is not the topic's")
+    vid, ml, day = body.get("vehicle_id"), body.get("ml"), body.get("day")
+    if (not isinstance(body.get("tx_id"), str) or not isinstance(vid, str) or not vid.isdigit()
+            or not 0 < int(vid) < 2**64 or body.get("product") not in PRODUCTS
+            or not isinstance(day, str) or not _DAY_RE.match(day) or body.get("op") not in ("open", "close")
+            or not isinstance(ml, int) or isinstance(ml, bool) or not 0 <= ml <= 10_000_000):
+        raise RecordError("tx_id, vehicle_id, product, day, ml or op missing or mistyped")
+    return Reservation(station, body["tx_id"], int(vid), body["product"], day, ml, body["op"] == "open")
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    station: str
+    day: str
+    zone: str
+    since: dt.datetime | None
+
+
+def parse_sync(topic: str, payload: bytes) -> SyncRequest:
+    body = _json_object(payload)
+    station = topics.station_of(topic)
+    if station is None or body.get("station") != station:
+        raise RecordError("station in the sync request is not the topic's")
+    day, zone, since = body.get("day"), body.get("zone"), body.get("since")
+    if not isinstance(day, str) or not _DAY_RE.match(day) or zone not in ZONES:
+        raise RecordError("day or zone missing or mistyped")
+    try:
+        when = None if since is None else dt.datetime.fromisoformat(str(since))
+    except ValueError as exc:
+        raise RecordError("since is not an ISO time") from exc
+    if when is not None and when.tzinfo is None:
+        raise RecordError("since needs a UTC offset")
+    return SyncRequest(station, day, str(zone), when)
+
+
+@dataclass
+class NodeStats:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    reservations: int = 0
+    syncs: int = 0
+    batches: int = 0
+    busy_s: float = 0.0  # time spent handling batches (ledger CPU-bound work + database)
+    feed_bytes: int = 0
+    feed_messages: int = 0
+    per_station_bytes: dict[str, int] = field(default_factory=dict)
+
+
+class LedgerNode:
+    def __init__(self, host: str, port: int, dsn: str, keys: list[Ed25519PrivateKey], name: str | None = None,
+                 group: str = SHARE_GROUP, on_alert: Callable[[QuotaAlert], None] | None = None,
+                 tls: tuple[Path, Path, Path] | None = None, tick_s: float = 15.0) -> None:
+        """keys: the `usage` role's signing keys (the `policy` role's when the root names no
+        `usage` role). tls: (CA, certificate, key) for a broker that wants client certificates."""
+        self.name = name or f"ledger-{uuid.uuid4().hex[:8]}"
+        self.host, self.port, self.group = host, port, group
+        self.store = LedgerStore(dsn)
+        self.feed = UsageFeed(keys, publisher=f"{self.name}-{uuid.uuid4().hex[:6]}")
+        self.on_alert = on_alert
+        self.tick_s = tick_s
+        self.stats = NodeStats()
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._worker = threading.Thread(target=self._work, name=f"{self.name}-store", daemon=True)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"spbu-hq-{self.name}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        if tls is not None:
+            self.client.tls_set(ca_certs=str(tls[0]), certfile=str(tls[1]), keyfile=str(tls[2]))
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *args: self._connected.clear()
+        self.client.on_message = lambda client, userdata, m: self._inbox.put((m.topic, bytes(m.payload)))
+
+    # compatibility with the collector's counters
+    @property
+    def received(self) -> int:
+        return self.stats.received
+
+    @property
+    def stored(self) -> int:
+        return self.stats.stored
+
+    @property
+    def duplicates(self) -> int:
+        return self.stats.duplicates
+
+    @property
+    def rejected(self) -> int:
+        return self.stats.rejected
+
+    def start(self, timeout_s: float = 10.0) -> LedgerNode:
+        self._worker.start()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 300  # the shared subscriptions' queue outlives short drops
+        self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False, properties=props)
+        self.client.loop_start()
+        if not self._connected.wait(timeout_s):
+            self.close()
+            raise RuntimeError(f"ledger could not reach the broker at {self.host}:{self.port}")
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.store.close()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("%s: broker refused connection: %s", self.name, reason)
+            return
+        client.subscribe([(f"$share/{self.group}/{topics.TX_ALL}", 1),
+                          (f"$share/{self.group}/spbu/v1/+/reserve", 1),
+                          (f"$share/{self.group}/spbu/v1/+/usage_sync", 1)])
+        self._connected.set()
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[tuple[str, bytes]]:
+        try:
+            batch = [self._inbox.get(timeout=0.05)]
+        except queue.Empty:
+            return []
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _work(self) -> None:
+        next_tick = 0.0
+        while not self._stop.is_set() or not self._inbox.empty():
+            now = time.monotonic()
+            if now >= next_tick and self._connected.is_set():
+                next_tick = now + self.tick_s
+                self._publish([self.feed.tick()])
+            batch = self._next_batch()
+            if not batch:
+                continue
+            started = time.monotonic()
+            try:
+                self._handle(batch)
+            except psycopg.Error:
+                # Nothing acknowledged: the stations send the transactions again.
+                log.exception("%s: a batch of %d failed", self.name, len(batch))
+            self.stats.busy_s += time.monotonic() - started
+            self.stats.batches += 1
+
+    def _handle(self, batch: list[tuple[str, bytes]]) -> None:
+        txs: list[tuple[dict[str, Any], bytes]] = []
+        reservations: list[Reservation] = []
+        syncs: list[SyncRequest] = []
+        for topic, payload in batch:
+            self.stats.received += 1
+            try:
+                if topic.endswith("/tx"):
+                    txs.append((parse_record(topic, payload), payload))
+                elif topic.endswith("/reserve"):
+                    reservations.append(parse_reservation(topic, payload))
+                elif topic.endswith("/usage_sync"):
+                    syncs.append(parse_sync(topic, payload))
+            except RecordError as exc:
+                self.stats.rejected += 1
+                log.warning("%s: message on %s refused: %s", self.name, topic, exc)
+        if syncs:
+            self._syncs(syncs)
+        if reservations:
+            self._reservations(reservations)
+        if txs:
+            self._transactions(txs)
+
+    def _transactions(self, txs: list[tuple[dict[str, Any], bytes]]) -> None:
+        records: dict[str, dict[str, Any]] = {}
+        raw: dict[str, str] = {}
+        for record, payload in txs:
+            if record["tx_id"] not in records:
+                records[record["tx_id"]] = record
+                raw[record["tx_id"]] = payload.decode()
+        result = self.store.store(list(records.values()), self.name, list(raw.values()))
+        self.stats.stored += result.stored
+        self.stats.duplicates += result.duplicates + len(txs) - len(records)
+        for alert in result.alerts:
+            log.warning("quota exceeded across stations: %s", alert.as_dict())
+            if self.on_alert is not None:
+                self.on_alert(alert)
+        self._acknowledge(records)  # stored and committed: now the stations may forget them
+        self._publish_updates(result.touched)
+
+    def _acknowledge(self, records: dict[str, dict[str, Any]]) -> None:
+        by_station: dict[str, list[str]] = {}
+        for record in records.values():
+            by_station.setdefault(record["station"], []).append(record["tx_id"])
+        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        for station, ids in by_station.items():
+            for start in range(0, len(ids), MAX_BATCH):
+                body = {"ids": ids[start:start + MAX_BATCH], "at": at}
+                self.client.publish(topics.ack(station), json.dumps(body, separators=(",", ":")), qos=1)
+
+    def _publish_updates(self, keys: list[Key], only: dict[Key, set[str]] | None = None) -> None:
+        if not keys:
+            return
+        rows = self.store.snapshot(keys)
+        areas = {area_of(s) for row in rows.values() for s in row.stations()}
+        self._publish(self.feed.updates(rows, self.store.stations_in(sorted(areas)), only))
+
+    def _reservations(self, items: list[Reservation]) -> None:
+        self.stats.reservations += len(items)
+        changed = set(self.store.reserve(items))
+        # Only the station opening a fill needs telling now (of usage and earlier fills
+        # elsewhere); everyone else hears when the fill's transaction arrives.
+        only: dict[Key, set[str]] = {}
+        for item in items:
+            key = (item.vehicle_id, item.product, item.day)
+            if item.open and key in changed:
+                only.setdefault(key, set()).add(item.station)
+        if only:
+            self._publish_updates(sorted(only), only)
+
+    def _syncs(self, requests: list[SyncRequest]) -> None:
+        self.stats.syncs += len(requests)
+        self.store.register({r.station: r.zone for r in requests})
+        for request in requests:
+            since = None if request.since is None else request.since - SYNC_MARGIN
+            keys = self.store.area_keys(area_of(request.station), request.day, since)
+            rows = self.store.snapshot(keys)
+            self._publish(self.feed.sync_answer(request.station, request.day, rows))
+
+    def _publish(self, messages: list[Message]) -> None:
+        for topic, payload in messages:
+            self.stats.feed_bytes += len(payload)
+            self.stats.feed_messages += 1
+            station = topic.rsplit("/", 1)[-1]
+            self.stats.per_station_bytes[station] = self.stats.per_station_bytes.get(station, 0) + len(payload)
+            self.client.publish(topic, payload, qos=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hq.ledger_node`: one ledger process (run several for the load)."""
+    import argparse
+    import signal
+
+    from agent.signing import load_private_key
+
+    parser = argparse.ArgumentParser(prog="python -m hq.ledger_node", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    parser.add_argument("--key", type=Path, required=True, help="the usage role's signing key (PEM)")
+    parser.add_argument("--name", help="process name (default: random)")
+    parser.add_argument("--group", default=SHARE_GROUP, help="shared subscription group")
+    parser.add_argument("--tick", type=float, default=15.0, help="seconds between signed heartbeats")
+    parser.add_argument("--stats", type=Path, help="write counters as JSON here on exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    node = LedgerNode(args.host, args.port, args.dsn, [load_private_key(args.key)], name=args.name,
+                      group=args.group, tick_s=args.tick)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    node.start()
+    print(f"{node.name} ready", flush=True)
+    while not stop.wait(1.0):
+        pass
+    node.close()
+    if args.stats is not None:
+        stats = {k: v for k, v in vars(node.stats).items() if k != "per_station_bytes"}
+        args.stats.write_text(json.dumps(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Signed usage batches for stations (`hq/v1/usage/<station>`), built from the ledger.
+
+Scope (docs/national-quota.md has the numbers): a vehicle-day goes to every station of
+each *area* where the vehicle has bought or is buying today. A vehicle that shows up in a
+new area reaches that area's stations with its first fill there, and the station where
+it is fuelling learns its usage elsewhere at once from the reservation it opened.
+
+Each station gets its own batch, tailored: its own counters are left out (its journal is
+its own counter), and of the fills in progress elsewhere only those that headquarters saw
+before the station's own (so of two stations serving one copied QR at once, the later one
+yields and the earlier one carries on).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import topics, trust
+from hq.db import area_of
+from hq.ledger import Key, VehicleDayRow
+
+MAX_ENTRIES = 2_000  # per batch; stations refuse more than 20,000
+
+Message = tuple[str, bytes]  # (topic, payload)
+
+
+def tailored(row: VehicleDayRow, recipient: str) -> tuple[list[list[Any]], list[list[Any]]] | None:
+    """What `recipient` should know of a vehicle-day, or None when there is nothing elsewhere."""
+    used = [[s, ml] for s, ml in sorted(row.used.items()) if s != recipient]
+    own = next((rev for s, _, rev in row.reservations if s == recipient), None)
+    reserved: dict[str, int] = defaultdict(int)
+    for station, ml, rev in row.reservations:
+        if station != recipient and (own is None or rev < own):
+            reserved[station] += ml
+    if not used and not reserved:
+        return None
+    return used, [[s, ml] for s, ml in sorted(reserved.items())]
+
+
+class UsageFeed:
+    """One ledger process's publisher: its own id and sequence (stations refuse replays)."""
+
+    def __init__(self, keys: list[Ed25519PrivateKey], publisher: str | None = None,
+                 max_entries: int = MAX_ENTRIES) -> None:
+        self.keys = keys
+        self.publisher = publisher or f"ledger-{uuid.uuid4().hex[:12]}"
+        self.max_entries = max_entries
+        self._seq = 0
+        self._tick_seq = 0
+        self.bytes_out = 0
+        self.messages_out = 0
+
+    def _sign(self, body: dict[str, Any]) -> bytes:
+        data = trust.sign({"_type": "usage", "publisher": self.publisher,
+                           "issued": dt.datetime.now(dt.UTC).isoformat(), **body}, self.keys)
+        self.bytes_out += len(data)
+        self.messages_out += 1
+        return data
+
+    def _batches(self, station: str, kind: str, by_day: dict[str, list[list[Any]]]) -> list[Message]:
+        out: list[Message] = []
+        for day, entries in sorted(by_day.items()):
+            chunks = [entries[i:i + self.max_entries] for i in range(0, len(entries), self.max_entries)] or [[]]
+            for index, chunk in enumerate(chunks):
+                self._seq += 1
+                body = {"kind": kind, "station": station, "day": day, "seq": self._seq,
+                        "last": index == len(chunks) - 1, "entries": chunk}
+                out.append((topics.usage(station), self._sign(body)))
+        return out
+
+    def updates(self, rows: dict[Key, VehicleDayRow], by_area: dict[str, list[str]],
+                only: dict[Key, set[str]] | None = None) -> list[Message]:
+        """Batches for every station that should hear of these vehicle-days; `only` limits a
+        vehicle-day to the given stations (a reservation is told to the station that made it)."""
+        per_station: dict[str, dict[str, list[list[Any]]]] = defaultdict(lambda: defaultdict(list))
+        for key, row in rows.items():
+            vid, product, day = key
+            if only is not None:
+                recipients = only.get(key, set())
+            else:
+                recipients = {s for area in {area_of(x) for x in row.stations()} for s in by_area.get(area, ())}
+            for station in recipients:
+                view = tailored(row, station)
+                if view is not None:
+                    per_station[station][day].append([str(vid), product, row.rev, view[0], view[1]])
+        out: list[Message] = []
+        for station in sorted(per_station):
+            out += self._batches(station, "update", per_station[station])
+        return out
+
+    def sync_answer(self, station: str, day: str, rows: dict[Key, VehicleDayRow]) -> list[Message]:
+        """The catch-up a (re)connecting station asked for; its last batch says `last`."""
+        entries: list[list[Any]] = []
+        for (vid, product, _day), row in sorted(rows.items()):
+            view = tailored(row, station)
+            if view is not None:
+                entries.append([str(vid), product, row.rev, view[0], view[1]])
+        return self._batches(station, "sync", {day: entries})
+
+    def tick(self) -> Message:
+        """A signed heartbeat for every station: the feed is alive even when nothing moves."""
+        self._tick_seq += 1
+        body = {"kind": "tick", "station": "*", "day": "", "seq": self._tick_seq, "last": True, "entries": []}
+        return topics.USAGE_TICK, self._sign(body)
