@@ -88,6 +88,7 @@ class AllowListRepo:
         self.trust = trust
         self.tier0 = tier0
         self.tier1 = tier1
+        self.last_install: dict[str, object] = {}  # timings of the last delta install
         self.chunks = root / "chunks"
         self.chunks.mkdir(parents=True, exist_ok=True)
         for stale in root.glob("v*.tmp"):  # an install or compaction a power cut interrupted

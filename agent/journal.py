@@ -137,8 +137,12 @@ class OutboxRow:
 
 
 class Journal:
-    def __init__(self, path: Path, on_durable: Callable[[], None] | None = None) -> None:
+    def __init__(self, path: Path, on_durable: Callable[[], None] | None = None, group_commit: bool = False) -> None:
+        """`group_commit`: closes commit without a sync and the WalSyncer makes them durable
+        before their outbox rows are handed out (the station); without it every close is
+        synced in its own commit (tools and simulators that pump the outbox right after)."""
         self.path = path
+        self.group_commit = group_commit
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a new file
@@ -203,7 +207,7 @@ class Journal:
                 self._db.execute("PRAGMA synchronous=FULL")
         if self._db.total_changes == changes:
             return  # nothing written, nothing synced
-        wanted = bool(outbox_from)
+        wanted = bool(outbox_from) and not durable
         number = self._syncer.committed(durable, wanted)
         if wanted and outbox_from:
             self._held.append((number, outbox_from[0]))
@@ -277,7 +281,7 @@ class Journal:
         Committed without a sync of its own; its outbox row is held back until the
         group-commit thread (or the next durable commit) has it on the card."""
         first_outbox: list[int] = []
-        with self._tx(durable=False, outbox_from=first_outbox) as db:
+        with self._tx(durable=not self.group_commit, outbox_from=first_outbox) as db:
             updated = db.execute(
                 "UPDATE sessions SET state=?, dispensed_ml=?, amount_idr=?, end_reason=?, closed_at=?"
                 " WHERE seq=? AND state != ?",

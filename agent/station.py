@@ -161,7 +161,8 @@ class Station:
         self.on_line = on_line or (lambda text: print(text, flush=True))
         self.listeners = listeners or []
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(config.data_dir / "journal.sqlite", on_durable=lambda: self.events.put(WAKE))
+        self.journal = Journal(config.data_dir / "journal.sqlite", on_durable=lambda: self.events.put(WAKE),
+                               group_commit=True)
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
         self.outbox = OutboxSender(self.journal)
         self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}

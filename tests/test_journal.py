@@ -30,7 +30,7 @@ TOPIC = "spbu/v1/34.401.01/tx"
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "journal.db")
+    j = Journal(tmp_path / "journal.db", group_commit=True)  # as the station runs it
     yield j
     j.close()
 
