@@ -629,7 +629,6 @@ class Station:
         if prepaid is None and payment.electronic:
             self.payments.open_postpay(session, payment)
         pump.session = session
-        self._set_state(pump, ps.AUTHORISED)
         pump.opened_mono = time.monotonic()
         pump.pulses = 0
         pump.stop_sent_mono = 0.0
@@ -642,6 +641,9 @@ class Station:
             select_nozzles(pump.config.channel, (grades.nozzle_of(pump.config, product),))
         self.board.authorize(pump.config.channel, session.seq, preset_pulses)
         killpoint("authorize_sent")
+        # The state event and the dashboard's view after the relay command, not before:
+        # the customer waits on the relay, not on our publishes (one loop: nothing between).
+        self._set_state(pump, ps.AUTHORISED)
         if multi and pump.nozzle_up and grades.nozzle_product(pump.config, pump.lifted) == product:
             self._start_fuelling(pump)  # the nozzle was out before the authorisation
         self.usage.opened(session, self.link.connected)
