@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from agent.allowlist_layers import LAYERS_FILE, Layers, RunInfo, run_name
 from agent.allowlist_manifest import DeltaRef, Manifest
@@ -28,6 +28,39 @@ if TYPE_CHECKING:
 
 
 def install_chain(repo: AllowListRepo, manifest: Manifest, chain: list[DeltaRef]) -> None:
+    _bounded_heap()
+    try:
+        _install_chain(repo, manifest, chain)
+    finally:
+        _give_back()
+
+
+def _bounded_heap() -> None:
+    """glibc raises its mmap threshold after large blocks are freed, so numpy's arrays would
+    then come from the heap and stay in the agent's RSS after the install; pin it."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: arrays above it are mmapped, given back on free
+
+
+def _give_back() -> None:
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _libc() -> Any:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # noqa: B018 (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def _install_chain(repo: AllowListRepo, manifest: Manifest, chain: list[DeltaRef]) -> None:
     started = time.perf_counter()
     current = repo.root / "current"
     tmp = repo._fresh_tmp(manifest)

@@ -46,7 +46,7 @@ from agent.allowlist_store import (
 
 U64 = npt.NDArray[np.uint64]
 U8 = npt.NDArray[np.uint8]
-SPAN = 1 << 18  # entries per step: a few MB of temporaries at any list size
+SPAN = 1 << 16  # entries per step: a few MB of temporaries at any list size (the agent's RSS budget)
 TOMB = 255  # merged class index meaning "removed" (deltas only)
 PACK_STEP = 1 << 15
 FILTER_MAGIC = b"SPBUFL1\n"
@@ -83,7 +83,7 @@ class Run:
         self.count = lay.count
         raw = np.frombuffer(self._mm, dtype=np.uint8)
         cp_off = self.header.sections["checkpoints"][0]
-        self._cp = np.frombuffer(self._mm, dtype="<u4", count=lay.groups + 1, offset=cp_off).astype(np.int64)
+        self._cp = np.frombuffer(self._mm, dtype="<u4", count=lay.groups + 1, offset=cp_off)  # mapped, not copied
         u0, ulen = self.header.sections["unary"]
         e0, elen = self.header.sections["entries"]
         self._unary = raw[u0:u0 + ulen]
@@ -91,7 +91,7 @@ class Run:
 
     def close(self) -> None:
         self._unary = self._entries = np.zeros(0, np.uint8)
-        self._cp = np.zeros(0, np.int64)
+        self._cp = np.zeros(0, "<u4")
         self._mm.close()
 
     def decode(self, lo: int, hi: int) -> tuple[U64, U8]:
@@ -233,7 +233,7 @@ def _tally(merge: Merge, layout: Layout) -> tuple[int, list[int], bytes, bytes]:
     """Pass 1: count, classes in use, checkpoints and unary sections for `layout`."""
     unary_parts: list[bytes] = []
     sink = BitSink(unary_parts.append)
-    checkpoints = np.zeros(layout.groups + 1, dtype=np.int64)
+    checkpoints = np.zeros(layout.groups + 1, dtype="<u4")  # 2 MB at 50M entries
     used = np.zeros(256, dtype=np.int64)
     count = 0
     for lo, hi in merge.ranges(layout):
@@ -248,13 +248,13 @@ def _tally(merge: Merge, layout: Layout) -> tuple[int, list[int], bytes, bytes]:
         sink.bits(bits)
         g0 = b0 // layout.group
         cum = np.cumsum(per_bucket)[layout.group - 1::layout.group]  # ranges are whole groups
-        checkpoints[g0 + 1:g0 + 1 + cum.size] = count + cum
+        checkpoints[g0 + 1:g0 + 1 + cum.size] = (count + cum).astype("<u4")
         count += ids.size
     sink.close()
     checkpoints[-1] = count
     in_use = [int(i) for i in np.flatnonzero(used)]
     unary = b"".join(unary_parts)
-    return count, in_use, checkpoints.astype("<u4").tobytes(), unary + b"\0" * PAD
+    return count, in_use, checkpoints.tobytes(), unary + b"\0" * PAD
 
 
 def stream(merge: Merge, version: int, out: Callable[[bytes], None], expected_count: int | None = None,

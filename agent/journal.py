@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.journal_sync import WalSyncer
+from agent.journal_sync import CHECKPOINT_COMMITS, WalSyncer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -148,16 +148,19 @@ class Journal:
         self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a new file
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the scan path
+        if group_commit:  # the WalSyncer checkpoints, off the scan path; others keep SQLite's own
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
         if "device_total_before" not in columns:  # journals written before this column existed
             self._db.execute("ALTER TABLE sessions ADD COLUMN device_total_before INTEGER")
         self._sync_wal_at_open()
-        self._syncer = WalSyncer(path, on_durable=on_durable)
+        self._syncer = WalSyncer(path, on_durable=on_durable,
+                                 checkpoint_commits=CHECKPOINT_COMMITS if group_commit else 1 << 62)
         # Outbox rows of closes not yet durable: (commit number, first outbox seq), in order.
         self._held: list[tuple[int, int]] = []
+        self._meta_seen: dict[str, str] = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def _sync_wal_at_open(self) -> None:
         """What a killed agent committed without a sync is in the page cache, not surely on
@@ -191,7 +194,9 @@ class Journal:
         commit is synced later (by the group-commit thread when `outbox_from` is given,
         which then receives the first outbox seq the transaction inserted, else by whatever
         sync comes next)."""
-        if not durable:
+        level = int(self._db.execute("PRAGMA synchronous").fetchone()[0]) if not durable else 0
+        lowered = level > 1  # FULL (2) or EXTRA (3) -> NORMAL (1) for this commit only
+        if lowered:
             self._db.execute("PRAGMA synchronous=NORMAL")
         changes = self._db.total_changes
         try:
@@ -203,8 +208,8 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
         finally:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=FULL")
+            if lowered:
+                self._db.execute(f"PRAGMA synchronous={level}")
         if self._db.total_changes == changes:
             return  # nothing written, nothing synced
         wanted = bool(outbox_from) and not durable
@@ -297,6 +302,8 @@ class Journal:
                  session.quota_day),
             )
             for key, value in (meta or {}).items():
+                if self._meta_seen.get(key) == value:
+                    continue  # unchanged (the same quota day all day): no page to write
                 db.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
                            " ON CONFLICT DO UPDATE SET value=excluded.value", (key, value))
             if extra is not None:  # e.g. keep the record until its card payment settles
@@ -310,6 +317,7 @@ class Journal:
                 first_outbox.append(int(cur.lastrowid or 0))
             if not first_outbox:  # nothing to publish, but the close should reach the card soon
                 first_outbox.append(1 << 62)
+        self._meta_seen.update(meta or {})
 
     def open_sessions(self) -> list[SessionRow]:
         rows = self._db.execute(
@@ -405,3 +413,4 @@ class Journal:
                 " ON CONFLICT DO UPDATE SET value=excluded.value",
                 (key, value),
             )
+        self._meta_seen[key] = value

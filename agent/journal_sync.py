@@ -92,23 +92,27 @@ class WalSyncer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stop or self._wanted > self._durable)
-                if self._wanted <= self._durable:
-                    return  # stopping with nothing owed
+                self._cond.wait_for(lambda: self._stop or self._wanted > self._durable or self._checkpoint_due())
+                owed = self._wanted > self._durable
+                if self._stop and not owed:
+                    return
                 target = self._wanted
-                # Group commit: a durable commit within group_s covers this one as well.
-                if not self._stop:
-                    self._cond.wait_for(lambda: self._durable >= target, self.group_s)  # noqa: B023 (waits at once)
-                if self._durable >= target:
-                    continue
-                target = self._committed  # what is in the WAL now: the sync covers all of it
-            self._sync_wal()
-            with self._cond:
-                self._durable = max(self._durable, target)
-                self._cond.notify_all()
-            if self._on_durable is not None:
-                self._on_durable()
+                if owed and not self._stop:
+                    # Group commit: a durable commit within group_s covers this one as well.
+                    self._cond.wait_for(lambda: self._durable >= target, self.group_s)  # noqa: B023
+                need_sync = self._durable < target
+                target = self._committed  # what is in the WAL now: a sync covers all of it
+            if need_sync:
+                self._sync_wal()
+                with self._cond:
+                    self._durable = max(self._durable, target)
+                    self._cond.notify_all()
+                if self._on_durable is not None:
+                    self._on_durable()
             self._maybe_checkpoint()
+
+    def _checkpoint_due(self) -> bool:
+        return self._committed - self._checkpointed_at >= self.checkpoint_commits
 
     def _sync_wal(self) -> None:
         fd = os.open(self._wal_path, os.O_RDONLY)
@@ -120,7 +124,7 @@ class WalSyncer:
 
     def _maybe_checkpoint(self) -> None:
         with self._cond:
-            if self._committed - self._checkpointed_at < self.checkpoint_commits:
+            if not self._checkpoint_due():
                 return
             self._checkpointed_at = self._committed
         started = time.monotonic()

@@ -129,6 +129,7 @@ class PumpRuntime:
 # lets the relay board's heartbeats go on (the board's dead-man window is 1 s); with a fill,
 # a stop or a payment under way its timers need a finer grain.
 IDLE_WAIT_S = 0.5
+FLOOR_EVERY_S = 60.0  # the clock floor rides on a close at most this often
 BUSY_WAIT_S = 0.1
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
 OUTBOX_ALERT_DEPTH = 200
@@ -226,6 +227,7 @@ class Station:
         # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
         self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
         self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
+        self._floor_journaled = -FLOOR_EVERY_S  # monotonic time the clock floor was last journaled
         self._disk_alarmed = disk_guard.OK
         self._close_retry_mono = 0.0
         self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
@@ -971,8 +973,10 @@ class Station:
         clock = self._read_clock()
         record = self._tx_record(session, dispensed_ml, amount, reason, clock)
         meta = {"last_trusted_day": self.clock.last_trusted_day or clock.quota_day}
-        if clock.trusted:
+        if clock.trusted and time.monotonic() - self._floor_journaled >= FLOOR_EVERY_S:
+            # A floor a minute old guards a reboot as well: not one more page per fill.
             meta["wall_floor"] = clock.now.isoformat()
+            self._floor_journaled = time.monotonic()
         keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
         if self.attendants is not None:
             self.attendants.closed(record, render_receipt(record, self.config.lang))

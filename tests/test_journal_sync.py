@@ -5,6 +5,8 @@ synced commit comes soon enough."""
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.journal import Journal, SessionRow
@@ -93,3 +95,29 @@ def test_records_are_stored_deflated_and_read_back_whole(tmp_path: Path) -> None
         assert len(stored) < 200
     finally:
         journal.close()
+
+
+def test_checkpoints_come_even_when_every_close_rides_on_a_scan(tmp_path: Path) -> None:
+    """A busy station: each close is made durable by the next scan's commit, the thread never
+    syncs on its own, yet the WAL is still checkpointed (it must not grow without bound)."""
+    journal = Journal(tmp_path / "j.sqlite", group_commit=True)
+    journal.syncer.group_s = 30.0
+    journal.syncer.checkpoint_commits = 10
+    try:
+        session = open_one(journal, 1)
+        for vid in range(2, 12):
+            close(journal, session)
+            session = open_one(journal, vid)
+        assert journal.syncer.fsyncs == 0
+        assert _eventually(lambda: journal.syncer.checkpoints >= 1)
+    finally:
+        journal.close()
+
+
+def _eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

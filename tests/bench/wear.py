@@ -177,6 +177,20 @@ class Shim:
         return int.from_bytes(self.counter.read_bytes()[:8], "little")
 
 
+def set_priority(tid: int, nice: int) -> bool:
+    """A thread's (or a process-to-be's) nice value; raising priority needs root."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        return True
+    except OSError:
+        return False
+
+
+def prioritise_self(nice: int) -> bool:
+    """Every thread of this process (the board and scanner simulators are threads here)."""
+    return all([set_priority(int(t.name), nice) for t in Path("/proc/self/task").iterdir()])
+
+
 def pct(values: list[float], q: int) -> float:
     return round(statistics.quantiles(values, n=100)[q - 1], 3) if len(values) >= 2 else round(values[0], 3)
 
@@ -225,14 +239,15 @@ class Rig:
         assert self.campaign.hq is not None
         self.hq = self.campaign.hq
 
-    def start_agent(self, delay_us: int = 0) -> int:
+    def start_agent(self, delay_us: int = 0, priority: int | None = None) -> int:
         self.stop_agent()
         hellos = self.board.host_hellos()
         env = {**os.environ, **self.shim.env(delay_us)}
         env.pop("SPBU_KILLPOINT", None)
         self.agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "agent", "run", "--config", str(self.campaign.config_path)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # logs: journald's, not ours
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # logs: journald's, not ours
+            preexec_fn=None if priority is None else lambda: set_priority(0, priority))
         if not wait_until(lambda: self.board.host_hellos() > hellos, 20):
             raise RuntimeError("agent did not start")
         time.sleep(1.0)  # its first publishes and the board's first status
@@ -319,7 +334,10 @@ def phase_idle(rig: Rig, idle_s: float) -> dict[str, Any]:
 def phase_latency(rig: Rig, fills: int, seed: int) -> dict[str, Any]:
     """Every scan lands 0-20 ms after the other pump's nozzle was hung (its close)."""
     rng = random.Random(seed)
-    rig.start_agent(delay_us=20_000)
+    # On a Pi the station's processes have its cores to themselves; on this shared machine
+    # other jobs would set the tail. As root, agent and simulators run at nice -10 here.
+    raised = prioritise_self(-10)
+    rig.start_agent(delay_us=20_000, priority=-10 if raised else None)
     lat: list[float] = []
     refused = 0
     first = rig.scan(1)
@@ -342,8 +360,9 @@ def phase_latency(rig: Rig, fills: int, seed: int) -> dict[str, Any]:
         pump = other
     rig.finish(pump)
     rig.stop_agent()
+    prioritise_self(10)
     return {"scans": len(lat), "refused": refused, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-            "max_ms": round(max(lat), 3) if lat else None}
+            "max_ms": round(max(lat), 3) if lat else None, "nice": -10 if raised else os.nice(0)}
 
 
 def publish_release(rig: Rig, table: Any) -> int:
@@ -625,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-fills", type=int, default=100)
     parser.add_argument("--days", type=int, default=8, help="daily deltas before the forced compaction")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--phases", default="journal,fills,idle,latency,sync,days,baselines",
+                        help="which phases to run (comma-separated; the report's targets cover those run)")
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed after)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -642,27 +663,38 @@ def step(name: str, results: dict[str, Any] | None = None) -> None:
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
+    phases = set(args.phases.split(","))
     shim = Shim(work)
     results: dict[str, Any] = {}
-    step("journal alone: ours, before, plain inserts")
-    results["journal"] = phase_journal(shim, work, args.fills)
-    rig = Rig(work, shim)
-    try:
-        rig.start()
-        step(f"agent: {args.fills} fills", results)
-        results["agent_fills"] = phase_fills(rig, args.fills)
-        step(f"agent: idle {args.idle_s} s", results)
-        results["agent_idle"] = phase_idle(rig, args.idle_s)
-        step(f"agent with 20 ms fsyncs: {args.latency_fills} scans while the other pump closes", results)
-        results["agent_scan_to_relay_20ms_fsync"] = phase_latency(rig, args.latency_fills, args.seed)
-        step(f"agent: allow-list sync of {args.entries} entries, then a 1% delta", results)
-        results["agent_allowlist_sync"] = phase_sync(rig, args.entries, args.seed)
-    finally:
-        rig.close()
-    step(f"station repository: {args.days} daily deltas and a compaction", results)
-    results["daily_deltas"] = phase_days(work / "days", args.days, args.entries, args.seed)
-    step("baselines: SQLite and LMDB applying the same delta", results)
-    results["baseline_delta"] = baseline_deltas(work, args.entries, args.seed)
+    if "journal" in phases:
+        step("journal alone: ours, before, plain inserts")
+        results["journal"] = phase_journal(shim, work, args.fills)
+    if phases & {"fills", "idle", "latency", "sync"}:
+        rig = Rig(work, shim)
+        try:
+            rig.start()
+            if "fills" in phases:
+                step(f"agent: {args.fills} fills", results)
+                results["agent_fills"] = phase_fills(rig, args.fills)
+            if "idle" in phases:
+                step(f"agent: idle {args.idle_s} s", results)
+                if rig.agent is None:
+                    rig.start_agent()
+                results["agent_idle"] = phase_idle(rig, args.idle_s)
+            if "latency" in phases:
+                step(f"agent with 20 ms fsyncs: {args.latency_fills} scans while the other pump closes", results)
+                results["agent_scan_to_relay_20ms_fsync"] = phase_latency(rig, args.latency_fills, args.seed)
+            if "sync" in phases:
+                step(f"agent: allow-list sync of {args.entries} entries, then a 1% delta", results)
+                results["agent_allowlist_sync"] = phase_sync(rig, args.entries, args.seed)
+        finally:
+            rig.close()
+    if "days" in phases:
+        step(f"station repository: {args.days} daily deltas and a compaction", results)
+        results["daily_deltas"] = phase_days(work / "days", args.days, args.entries, args.seed)
+    if "baselines" in phases:
+        step("baselines: SQLite and LMDB applying the same delta", results)
+        results["baseline_delta"] = baseline_deltas(work, args.entries, args.seed)
     report = {"machine": {"cpu": al.cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
               "params": vars(args) | {"dir": None, "json": None}, "results": results,
               "targets": targets(results)}
@@ -674,26 +706,29 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
 
 def targets(r: dict[str, Any]) -> dict[str, Any]:
-    days = r["daily_deltas"]["summary"]
-    lookup = r["daily_deltas"]["lookup"]
-    base = r["baseline_delta"]
-    measured = {
-        "bytes_per_fill": r["agent_fills"]["bytes_per_fill"],
-        "fsyncs_per_fill": r["agent_fills"]["fsyncs_per_fill"],
-        "delta_write_x": days["amortised_x_delta"],
-        "lookup_p99_us": lookup.get("p99_us"),
-        "idle_wakeups_per_s": r["agent_idle"]["wakeups_per_s"],
-        "sync_peak_rss_mb": max(r["agent_allowlist_sync"]["snapshot"]["peak_rss_anon_mb"],
-                                r["agent_allowlist_sync"]["delta_1pct"]["peak_rss_anon_mb"]),
-        "scan_to_relay_p99_ms_20ms_fsync": r["agent_scan_to_relay_20ms_fsync"]["p99_ms"],
-    }
+    """The targets of the phases that ran."""
+    measured: dict[str, Any] = {}
+    if "agent_fills" in r:
+        measured["bytes_per_fill"] = r["agent_fills"]["bytes_per_fill"]
+        measured["fsyncs_per_fill"] = r["agent_fills"]["fsyncs_per_fill"]
+    if "daily_deltas" in r:
+        measured["delta_write_x"] = r["daily_deltas"]["summary"]["amortised_x_delta"]
+        measured["lookup_p99_us"] = r["daily_deltas"]["lookup"].get("p99_us")
+    if "agent_idle" in r:
+        measured["idle_wakeups_per_s"] = r["agent_idle"]["wakeups_per_s"]
+    if "agent_allowlist_sync" in r:
+        sync = r["agent_allowlist_sync"]
+        measured["sync_peak_rss_mb"] = max(sync["snapshot"]["peak_rss_anon_mb"], sync["delta_1pct"]["peak_rss_anon_mb"])
+    if "agent_scan_to_relay_20ms_fsync" in r:
+        measured["scan_to_relay_p99_ms_20ms_fsync"] = r["agent_scan_to_relay_20ms_fsync"]["p99_ms"]
     out = {name: {"measured": measured[name], "target": target,
                   "met": measured[name] is not None and measured[name] <= target}
-           for name, target in TARGETS.items()}
-    apply_s = days["daily_apply_s"]
-    faster = min(base["sqlite"]["apply_s"], base["lmdb"]["apply_s"])
-    out["delta_apply_faster_than_sqlite_and_lmdb_s"] = {"measured": apply_s, "target": faster,
-                                                       "met": apply_s is not None and apply_s < faster}
+           for name, target in TARGETS.items() if name in measured}
+    if "daily_deltas" in r and "baseline_delta" in r:
+        apply_s = r["daily_deltas"]["summary"]["daily_apply_s"]
+        faster = min(r["baseline_delta"]["sqlite"]["apply_s"], r["baseline_delta"]["lmdb"]["apply_s"])
+        out["delta_apply_faster_than_sqlite_and_lmdb_s"] = {"measured": apply_s, "target": faster,
+                                                           "met": apply_s is not None and apply_s < faster}
     return out
 
 
