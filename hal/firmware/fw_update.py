@@ -29,7 +29,7 @@ def valid_name(name: str) -> bool:
     if not name or name.startswith("/") or ".." in name or name in PROTECTED:
         return False
     for ch in name:
-        if not (ch.isalpha() or ch.isdigit() or ch in "_./-"):
+        if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or "0" <= ch <= "9" or ch in "_./-"):
             return False
     return name.endswith(".py")
 
@@ -67,7 +67,10 @@ class FlashUpdate:
         return (rp.FW_ERR_STATE, mtype)
 
     def _open(self, index: int, size: int, raw_name: bytes) -> tuple:  # type: ignore[type-arg]
-        name = bytes(raw_name).rstrip(b"\x00").decode()
+        try:
+            name = bytes(raw_name).rstrip(b"\x00").decode()
+        except (UnicodeError, ValueError):
+            return (rp.FW_ERR_NAME, index)
         if not valid_name(name):
             return (rp.FW_ERR_NAME, index)
         if size > MAX_FILE or index >= MAX_FILES:

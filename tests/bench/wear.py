@@ -416,10 +416,10 @@ def days_child(work: Path, days: int, entries: int, seed: int) -> dict[str, Any]
     worker does). Only the install is measured: /proc/thread-self/io of this thread."""
     import datetime as dt
 
-    from agent import allowlist_manifest as manifests
-    from agent.allowlist_release import Releases
-    from agent.allowlist_repo import AllowListRepo
-    from agent.trust import TrustStore
+    from agent.allowlist import manifest as manifests
+    from agent.allowlist.repo import AllowListRepo
+    from agent.trust.root import TrustStore
+    from hq.releases import Releases
     from tests.allowlist_fixtures import Headquarters
 
     hq = Headquarters(work / "hq", chunk_size=256 * 1024)
@@ -463,7 +463,7 @@ def days_child(work: Path, days: int, entries: int, seed: int) -> dict[str, Any]
 def lookups_on(repo: Any, table: Any) -> dict[str, Any]:
     """Warm lookups on the layered list as it stands, and with its runs doubled (the most a
     lookup asks before the tiers merge them: the cost of filters and false hits)."""
-    from agent.allowlist_layers import LayeredStore, Layers
+    from agent.allowlist.layers import LayeredStore, Layers
 
     current = repo.root / "current"
     layers = Layers.read(current)
@@ -510,7 +510,7 @@ def phase_days(work: Path, days: int, entries: int, seed: int) -> dict[str, Any]
     daily = [r for r in rows[1:-1] if r["runs"]]
     composes = [r for prev, r in itertools.pairwise(rows[:-1]) if r["level1"] > prev["level1"]]
     compaction = rows[-1]
-    from agent.allowlist_repo import TIER0, TIER1
+    from agent.allowlist.repo import TIER0, TIER1
 
     delta = statistics.median(r["delta_bytes"] for r in rows[1:])
     plain = statistics.median(r["written"] for r in daily if r not in composes) if daily else 0
@@ -534,7 +534,7 @@ def phase_days(work: Path, days: int, entries: int, seed: int) -> dict[str, Any]
 
 def baseline_deltas(work: Path, entries: int, seed: int) -> dict[str, Any]:
     """SQLite and LMDB holding the same list apply the same 1% delta: time and bytes."""
-    from agent import allowlist_build as build
+    from agent.allowlist import build
 
     table = al.registry(entries, seed)
     new = al.one_percent_delta(table, seed + 1)
