@@ -115,7 +115,7 @@ def test_relay_is_a_pump_controller_kind_in_the_config_too() -> None:
     from agent.config import parse_config
 
     key = Ed25519PrivateKey.generate().public_key()
-    from agent.signing import key_id
+    from agent.trust.signing import key_id
 
     data = {"station": {"id": "34.401.01", "data_dir": "/var/lib/spbu"}, "mqtt": {"port": 1883},
             "trust": {"keys": {key_id(key): public_key_hex(key)}}, "relay_board": {"kind": "relay", "port": "/dev/r"},
