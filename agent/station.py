@@ -307,7 +307,7 @@ class Station:
     def start(self) -> None:
         if self.updates is not None:
             self.updates.before_devices()  # the relay board on this release's firmware first
-        self.disk.refresh()
+        self.disk.check()  # the reserve is written by the first disk tick, off the start-up path
         floor = self.journal.get_meta("wall_floor")
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
