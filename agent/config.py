@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from agent import config_keys
+from agent.allowlist.freeze import AFTER_GRACE, FreezePolicy
 from agent.attendant.config import AttendantConfig, AttendantConfigError, parse_attendant, parse_beep
 from agent.disk_guard import DiskPolicy
 from agent.domain import PRODUCTS, ZONES
-from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
 from agent.retention import RetentionPolicy
-from agent.signing import SignatureError, key_id, load_public_key_hex
 from agent.tank_config import TankGaugeConfig, parse_tanks, render_tanks
-from agent.trust import TrustError, load_root
-from agent.update_config import parse_update, render_update
-from agent.updater import UpdateConfig
+from agent.trust.root import TrustError, load_root
+from agent.trust.signing import SignatureError, key_id, load_public_key_hex
+from agent.update_config import UpdateConfig, UpdateConfigError, parse_update, render_update
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -95,10 +94,10 @@ class StationConfig:
     relay_active_high: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
     edc: EdcConfig | None = None
-    # The station manager's dashboard keys (agent/manager_keys.py): key id -> public key, hex.
+    # The station manager's dashboard keys (agent/trust/manager_keys.py): key id -> public key, hex.
     # They may sign only the manager's commands (lock, unlock, acknowledge, request state).
     manager_keys: dict[str, str] = field(default_factory=dict)
-    trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
+    trust_root: Path | None = None  # root.json (agent/trust/root.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
     # Security (docs/operations.md, threat model): the station's EC key signs transaction
     # records; the agent logs in to its broker; [trust.keys] without a root only if allowed.
@@ -106,7 +105,7 @@ class StationConfig:
     broker_user: str = ""
     broker_password_file: Path | None = None
     allow_trusted_keys: bool = False
-    update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
+    update: UpdateConfig | None = None  # [update]: fleet updates (agent/updates/updater.py)
     disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
     tank_gauge: TankGaugeConfig | None = None  # agent/tank_config.py: the tanks and their gauge
@@ -181,8 +180,9 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
 
     board = _get(data, "relay_board", dict, "config")
     kind = _get(board, "kind", str, "[relay_board]", "uart")
+    kind = "uart" if kind == "relay" else kind  # the command line's name for a relay board
     if kind not in ("uart", "gpio", "dart"):
-        raise ConfigError("[relay_board]: kind must be uart, gpio or dart")
+        raise ConfigError("[relay_board]: kind must be relay (or uart), gpio or dart")
     gpio: tuple[int, int, int, int | None] | None = None
     if kind == "gpio":
         pins = [_get(board, name, int, "[relay_board]") for name in ("relay_gpio", "pulser_gpio", "nozzle_gpio")]
@@ -275,7 +275,7 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         broker_password_file=(base / str(_get(mqtt, "password_file", str, "[mqtt]"))
                               if "password_file" in mqtt else None),
         allow_trusted_keys=_get(trust, "allow_trusted_keys", bool, "[trust]", False),
-        update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
+        update=_update_table(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
         disk=_policy(config_keys.parse_disk, data.get("disk")),
         retention=_policy(config_keys.parse_retention, data.get("retention")),
         tank_gauge=_policy(parse_tanks, data),
@@ -350,7 +350,7 @@ def _parse_edcs(raw: Any, pumps: set[int]) -> list[EdcConfig]:
 
 
 def _parse_edc(raw: Any) -> EdcConfig:
-    from agent.payments import PaymentChoice
+    from agent.payments.desk import PaymentChoice
 
     if not isinstance(raw, dict):
         raise ConfigError("[edc]: must be a table")
@@ -499,3 +499,10 @@ def render_config(cfg: StationConfig) -> str:
         ]
     lines += render_tanks(cfg.tank_gauge)
     return "\n".join(lines) + "\n"
+
+
+def _update_table(raw: Any, base: Path, config_path: Path | None, journal: Path) -> UpdateConfig | None:
+    try:
+        return parse_update(raw, base, config_path, journal)
+    except UpdateConfigError as exc:
+        raise ConfigError(str(exc)) from exc

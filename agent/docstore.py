@@ -2,7 +2,7 @@
 
 A new document must verify, parse, and carry a higher version than the one in force;
 otherwise it is rejected with the failed check named, and the current one keeps serving.
-The allow-list is a store synced by agent/allowlist_sync.py into `allowlist/`; the quota
+The allow-list is a store synced by agent/allowlist/sync.py into `allowlist/`; the quota
 policy is a signed document of the `policy` role.
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.allowlist_repo import AllowListRepo, SignedAllowList
-from agent.allowlist_store import StoreError
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND, DocumentError, QuotaPolicy
+from agent.allowlist.repo import AllowListRepo, SignedAllowList
+from agent.allowlist.store import StoreError
 from agent.durable import atomic_write
-from agent.signing import SignatureError, verify_document
-from agent.trust import TrustError, TrustStore
+from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND, DocumentError, QuotaPolicy
+from agent.trust.root import TrustError, TrustStore
+from agent.trust.signing import SignatureError, verify_document
 
 
 @dataclass(frozen=True)

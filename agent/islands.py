@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.config import EdcConfig, StationConfig
 from agent.journal import Journal, SessionRow
-from agent.payments import PaymentChoice, PaymentDesk
+from agent.payments.desk import PaymentChoice, PaymentDesk
 from hal.edc import EdcEvent, EdcTerminal
 
 

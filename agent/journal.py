@@ -126,6 +126,15 @@ class Journal:
     def pragma(self, name: str) -> Any:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
 
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read, for modules that keep their own tables in this journal (payments)."""
+        return self._db.execute(sql, params).fetchall()
+
+    def read_dicts(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cur = self._db.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
     def atomic(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One transaction for modules that keep their own tables in this journal (payments)."""
         return self._tx()

@@ -106,8 +106,8 @@ class TankDesk:
         now = time.time() if now is None else now
         if isinstance(event, GaugeLink):
             self.answering = event.connected
-            self._emit({"type": "alert", "alert": "tank_gauge_ok" if event.connected else "tank_gauge_silent",
-                        "detail": self.config.port})
+            self._emit({"type": "tank", "what": "gauge_ok"} if event.connected else
+                       {"type": "alert", "alert": "tank_gauge_silent", "detail": self.config.port})
         elif isinstance(event, GaugeInventory):
             self._inventory(event, now)
         elif isinstance(event, GaugeAlarms):
@@ -168,7 +168,7 @@ class TankDesk:
                 self.shift["known"].append(key)
                 self.shift["deliveries"][key] = round(delivery.litres, 1)
                 self.delivery_marks.append({"tank": delivery.tank, "at": now, "litres": round(delivery.litres, 1)})
-                self._emit({"type": "alert", "alert": "tank_delivery", "tank": delivery.tank,
+                self._emit({"type": "tank", "what": "delivery", "tank": delivery.tank,
                             "detail": f"{delivery.litres:.0f} L into tank {delivery.tank}"})
             self._save_shift()
         if self._closing is not None:

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import topics
-from agent.documents import QuotaPolicy
 from agent.journal import SessionRow
 from agent.national_usage import Elsewhere, NationalUsage, UsageRefused, reservation
-from agent.trust import TrustStore
+from agent.trust.documents import QuotaPolicy
+from agent.trust.root import TrustStore
 
 log = logging.getLogger(__name__)
 

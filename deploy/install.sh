@@ -93,7 +93,7 @@ fi
 #    layout fleet updates use (/opt/spbu/releases/<version>, `current`; docs/updates.md), and
 #    /opt/spbu/venv pointing through `current` so the unit always runs the release in force.
 install -d -m 0755 "$ROOT/opt/spbu/releases"
-install -m 0644 "$SRC/agent/release_switch.py" "$ROOT/opt/spbu/release_switch.py"
+install -m 0644 "$SRC/agent/updates/switch.py" "$ROOT/opt/spbu/release_switch.py"
 on_system && chown "$SERVICE_USER:$GROUP" "$ROOT/opt/spbu/releases"
 if [ "$VENV" = 1 ]; then
     VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$SRC/pyproject.toml" | head -n 1)"

@@ -152,6 +152,7 @@ class RelayBoard(PortDriver):
         self._lock = threading.Lock()
         self._heartbeat_ms = heartbeat_ms
         self._alive_window_s = alive_window_s
+        self._normal_alive_window_s = alive_window_s
         self._alive_at = time.monotonic()
         self._last_heartbeat = 0
         self._port = SerialPortThread(
@@ -164,6 +165,15 @@ class RelayBoard(PortDriver):
 
     def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None:
         self._send(rp.AUTHORIZE, (channel, auth_id, preset_pulses))
+
+    @property
+    def port_name(self) -> str:
+        return self._port.port
+
+    def hold_heartbeats(self, held: bool) -> None:
+        """Stop (or resume) the heartbeats as if the agent had died: the hardware check's
+        dead-man test. Nothing else calls this."""
+        self._alive_window_s = 0.0 if held else self._normal_alive_window_s
 
     def stop(self, channel: int) -> None:
         self._send(rp.STOP, (channel,))

@@ -1,4 +1,4 @@
-"""Headquarters' check of a transaction record's station signature (agent/tx_sign.py).
+"""Headquarters' check of a transaction record's station signature (agent/trust/tx_sign.py).
 
 The collector stores and acknowledges only records signed by the station the topic
 names, with the key of that station's certificate issued by the SPBU CA. Anything
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.tx_sign import ALG, key_fingerprint, signed_bytes
+from agent.trust.tx_sign import ALG, key_fingerprint, signed_bytes
 
 
 class TxSignatureError(ValueError):

@@ -18,13 +18,15 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import allowlist_manifest, topics, trust
-from agent.acks import sign_ack
-from agent.allowlist_release import Releases, table_of
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent import topics
+from agent.allowlist import manifest as allowlist_manifest
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
-from agent.qrtoken import issue_token
-from agent.signing import key_id, public_key_hex, sign_document
+from agent.qr.tokens import issue_token
+from agent.trust import root as trust
+from agent.trust.acks import sign_ack
+from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.trust.signing import key_id, public_key_hex, sign_document
+from hq.releases import Releases, table_of
 from hq.tx_verify import StationKeys
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ class HeadquartersSim:
         self.station_keys = station_keys
         self.policy_extra: dict[str, Any] = {}  # more signed policy fields (legacy_qr, token ages...)
         self.usage_feed = usage_feed
-        self.collect = collect  # False: simulators/collector.py processes collect instead
+        self.collect = collect  # False: hq/collector.py processes collect instead
         self.port = port
         self.registry = registry
         self.key = key or Ed25519PrivateKey.generate()

@@ -1,7 +1,7 @@
 """Transaction records as a station writes them (tx.schema.json), for load and outage runs
 that fill a journal's outbox directly instead of fuelling through pumps.
 
-Records are signed as a station signs them (agent/tx_sign.py), with a simulated station
+Records are signed as a station signs them (agent/trust/tx_sign.py), with a simulated station
 key derived from the station id, so simulated headquarters can verify them; the keys are
 public (anyone can derive them) and exist only for simulations and tests."""
 
@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from agent.domain import amount_idr, mask_plate
-from agent.signing import save_private_key
-from agent.tx_sign import sign_record
+from agent.trust.signing import save_private_key
+from agent.trust.tx_sign import sign_record
 from hq.tx_verify import StationKeys
 
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

@@ -23,7 +23,7 @@ from agent.attendant.config import ATTENDANT_NUMBER, AttendantConfig, hash_pin, 
 from agent.attendant.shift_report import Shift, build_report
 from agent.attendant.throttle import Throttle
 from agent.journal import Journal
-from agent.payments import PaymentChoice
+from agent.payments.desk import PaymentChoice
 
 log = logging.getLogger(__name__)
 

@@ -135,5 +135,8 @@ def main() -> None:
 
     import machine  # type: ignore[import-not-found]
 
-    Firmware(machine, channels=len(RELAY_PINS), boot_id=time.ticks_us() & 0xFFFFFFFF,  # type: ignore[attr-defined]
+    # The stubs call ticks values opaque; on the port they are small ints, and the
+    # microseconds since power-on are the boot id's only entropy (no os.urandom in the subset).
+    boot_id = time.ticks_us() & 0xFFFFFFFF  # type: ignore[attr-defined,operator]
+    Firmware(machine, channels=len(RELAY_PINS), boot_id=boot_id,
              fs=OsFs(os)).run()

@@ -32,7 +32,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent.attendant import topics  # noqa: E402
-from agent.demo import UNREGISTERED_ID, DemoStation  # noqa: E402
+from agent.cli.demo import UNREGISTERED_ID, DemoStation  # noqa: E402
 
 TARGET_P99_MS = 300.0
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

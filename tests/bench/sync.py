@@ -45,11 +45,11 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent import topics  # noqa: E402
-from agent.acks import AckRefused, verify_ack  # noqa: E402
 from agent.journal import Journal  # noqa: E402
 from agent.mqtt_link import Incoming, LinkState, MqttLink  # noqa: E402
 from agent.outbox import DEFAULT_WINDOW, OutboxSender  # noqa: E402
-from agent.signing import key_id  # noqa: E402
+from agent.trust.acks import AckRefused, verify_ack  # noqa: E402
+from agent.trust.signing import key_id  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
 from simulators.txgen import sim_ack_key, synthetic_tx, write_sim_identities  # noqa: E402
 

@@ -139,3 +139,12 @@ def test_update_benchmark_tiny(tmp_path: Path) -> None:
     ours, naive = results["firmware_windowed"], results["baseline_stop_and_wait"]
     assert ours["wire_bytes"] > ours["firmware_bytes"] > 0
     assert ours["seconds_pty"] < naive["seconds_pty"]  # the window is what makes it quick
+
+
+def test_dart_line_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("dart_line", tmp_path / "dart_line.json", "--stops", "40")
+    results = report["results"]
+    assert isinstance(results, dict) and set(results) == {"fair_master", "baseline_first_pump_master"}
+    assert set(results["fair_master"]) == {"0_dead", "1_dead", "2_dead"}
+    targets = report["targets"]
+    assert isinstance(targets, dict) and targets["stop_to_wire_p99_ms_2_dead"]["target"] == 250.0

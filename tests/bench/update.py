@@ -31,9 +31,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.allowlist_manifest import Blob, chunk_digests  # noqa: E402
-from agent.chunks import ChunkStore  # noqa: E402
-from agent.firmware_update import converge  # noqa: E402
+from agent.allowlist.chunks import ChunkStore  # noqa: E402
+from agent.allowlist.manifest import Blob, chunk_digests  # noqa: E402
+from agent.updates.firmware import converge  # noqa: E402
 from hal import relay_proto as rp  # noqa: E402
 from hq import software_release as sr  # noqa: E402
 from simulators.flash import FIRMWARE_FILES, seed_flash  # noqa: E402
