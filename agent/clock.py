@@ -9,8 +9,8 @@ come (the station is offline). Two bounds decide:
   untrusted. One signed message moves the floor at most MAX_FLOOR_STEP past what the
   station already believes, and nothing unsigned (or signed by the station manager) moves
   it at all: a future-dated message cannot freeze a station.
-- The ceiling: headquarters' signed time from its latest acknowledgement plus the
-  monotonic time elapsed since, plus MAX_DRIFT. A clock ahead of it (someone set it
+- The ceiling: headquarters' signed time from its latest acknowledgement (or national-usage
+  tick) plus the monotonic time elapsed since, plus MAX_DRIFT. A clock ahead of it (someone set it
   forward to get a fresh quota day) is untrusted, and headquarters' estimate is used in
   its place. The anchor is kept with the kernel's boot id, so an agent restart within
   one boot keeps the bound; after a reboot it holds again from the first acknowledgement.

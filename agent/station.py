@@ -295,7 +295,7 @@ class Station:
     def start(self) -> None:
         if self.updates is not None:
             self.updates.before_devices()  # the relay board on this release's firmware first
-        self.disk.refresh()
+        self.disk.check()  # the reserve is written by the first disk tick, off the start-up path
         floor = self.journal.get_meta("wall_floor")
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
@@ -1118,6 +1118,9 @@ class Station:
 
     def _usage_batch(self, payload: bytes) -> None:
         changed = self.usage.on_message(payload, self._read_clock().quota_day)
+        if self.usage.last_issued is not None:  # signed by headquarters' usage role
+            self._hq_time(self.usage.last_issued)
+            self.usage.last_issued = None
         for pump in self.pumps.values():
             s = pump.session
             if s is not None and (s.vehicle_id, s.product) in changed:
@@ -1148,14 +1151,18 @@ class Station:
             self.acks_refused += 1
             log.warning("acknowledgement refused: %s", exc)
             return
+        self._hq_time(ack.at)
+        if self.outbox.on_ack(list(ack.ids)):
+            killpoint("ack_applied")
+
+    def _hq_time(self, moment: dt.datetime) -> None:
+        """Headquarters' signed time (an acknowledgement, a usage tick): the clock's floor
+        (bounded) and the anchor of its forward bound, saved at most every 10 minutes."""
         now = time.monotonic()
-        # Headquarters' signed time: the clock's floor (bounded) and its forward bound.
-        if self.clock.observe_hq_time(ack.at, now, utc_now()) and (
+        if self.clock.observe_hq_time(moment, now, utc_now()) and (
                 self._anchor_saved_mono is None or now - self._anchor_saved_mono > 600):
             self._anchor_saved_mono = now
             self.journal.set_meta("hq_anchor", self.clock.anchor_json())
-        if self.outbox.on_ack(list(ack.ids)):
-            killpoint("ack_applied")
 
     def _command(self, payload: bytes) -> None:
         reading = self._read_clock()
