@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import topics
 from agent.national_usage import NationalUsage
 from agent.trust import root as trust
+from agent.trust.acks import verify_ack
 from agent.trust.root import Root, TrustStore
+from agent.trust.signing import key_id
 from hq.ledger import LedgerStore, Reservation
 from hq.ledger_node import LedgerNode
 from hq.usage_feed import UsageFeed, tailored
@@ -155,7 +157,9 @@ def test_ledger_processes_share_the_load_without_double_counting(mosquitto: Mosq
         assert sum(n.stored for n in nodes) == 20 and all(n.received for n in nodes)
         assert nodes[0].store.used_by_station(VID, "solar", DAY) == {"34.401.01": 200_000}
         time.sleep(0.5)
-        acked = {i for _, m in recorder.received(lambda t: t == topics.ack("34.401.01")) for i in m["ids"]}
+        ring = {key_id(key.public_key()): key.public_key()}  # acknowledgements are signed (agent/trust/acks.py)
+        acked = {i for _, m in recorder.raw(lambda t: t == topics.ack("34.401.01"))
+                 for i in verify_ack(m, "34.401.01", ring).ids}
         assert acked == {r["tx_id"] for r in records}
         view = station_view("34.401.02", key)
         for _, payload in recorder.raw(lambda t: t == topics.usage("34.401.02")):
