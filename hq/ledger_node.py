@@ -138,15 +138,17 @@ class NodeStats:
 
 
 class LedgerNode:
-    def __init__(self, host: str, port: int, dsn: str, keys: list[Ed25519PrivateKey], name: str | None = None,
-                 group: str = SHARE_GROUP, on_alert: Callable[[QuotaAlert], None] | None = None,
+    def __init__(self, host: str, port: int, dsn: str, keys: list[Ed25519PrivateKey] | tuple[()] = (),
+                 name: str | None = None, group: str = SHARE_GROUP,
+                 on_alert: Callable[[QuotaAlert], None] | None = None,
                  tls: tuple[Path, Path, Path] | None = None, tick_s: float = 15.0) -> None:
         """keys: the `usage` role's signing keys (the `policy` role's when the root names no
-        `usage` role). tls: (CA, certificate, key) for a broker that wants client certificates."""
+        `usage` role); none: collect and count only, no usage feed (stations then count only
+        their own sales). tls: (CA, certificate, key) for a broker that wants client certificates."""
         self.name = name or f"ledger-{uuid.uuid4().hex[:8]}"
         self.host, self.port, self.group = host, port, group
         self.store = LedgerStore(dsn)
-        self.feed = UsageFeed(keys, publisher=f"{self.name}-{uuid.uuid4().hex[:6]}")
+        self.feed = UsageFeed(list(keys), publisher=f"{self.name}-{uuid.uuid4().hex[:6]}") if keys else None
         self.on_alert = on_alert
         self.tick_s = tick_s
         self.stats = NodeStats()
@@ -228,7 +230,7 @@ class LedgerNode:
         next_tick = 0.0
         while not self._stop.is_set() or not self._inbox.empty():
             now = time.monotonic()
-            if now >= next_tick and self._connected.is_set():
+            if self.feed is not None and now >= next_tick and self._connected.is_set():
                 next_tick = now + self.tick_s
                 self._publish([self.feed.tick()])
             batch = self._next_batch()
@@ -294,7 +296,7 @@ class LedgerNode:
                 self.client.publish(topics.ack(station), json.dumps(body, separators=(",", ":")), qos=1)
 
     def _publish_updates(self, keys: list[Key], only: dict[Key, set[str]] | None = None) -> None:
-        if not keys:
+        if not keys or self.feed is None:
             return
         rows = self.store.snapshot(keys)
         areas = {area_of(s) for row in rows.values() for s in row.stations()}
@@ -317,6 +319,8 @@ class LedgerNode:
         self.stats.syncs += len(requests)
         self.store.register({r.station: r.zone for r in requests})
         for request in requests:
+            if self.feed is None:
+                break
             since = None if request.since is None else request.since - SYNC_MARGIN
             keys = self.store.area_keys(area_of(request.station), request.day, since)
             rows = self.store.snapshot(keys)
