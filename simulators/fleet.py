@@ -19,6 +19,7 @@ import heapq
 import json
 import queue
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -95,6 +96,15 @@ class Fleet:
         self.trust = TrustStore(root)
         self.policy = QuotaPolicy.from_body(self.trust.verify("policy", bytes.fromhex(spec["policy_hex"])))
         self.registry = Registry({int(k): v for k, v in spec["categories"].items()})
+        self.inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
+        # Connected before the journals are opened: paho waits on its socket with select(),
+        # which takes no file descriptor above 1023, and 500 journals in WAL mode use 1,500.
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(0)
+        self.client.max_queued_messages_set(0)
+        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload), time.time()))
+        self.connect(spec["host"], int(spec["port"]))
         self.sample_mod = int(spec.get("sample_mod", 10))
         # Scan to nozzle lifted, in wall seconds: network delays are not compressed, so neither
         # is this (a real one takes 10-20 s; a short one here is the harder case).
@@ -107,17 +117,11 @@ class Fleet:
             self.stations[sid] = SimStation(sid, journal, OutboxSender(journal), UsageLink(
                 sid, "WIB", self.trust, self._publisher(sid), lambda e: self.refusals.append(e),
                 lambda: self.policy, clock=self.sim_now))
-        self.inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
         self.events: list[tuple[float, int, str, dict[str, Any]]] = []
         self._n = 0
         self.log: list[dict[str, Any]] = []
         self.observations: list[tuple[str, str, int, str, float]] = []  # vid, station A, ml, at B, wall
         self.refusals: list[dict[str, Any]] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv311)
-        self.client.max_inflight_messages_set(0)
-        self.client.max_queued_messages_set(0)
-        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload), time.time()))
 
     # --- clocks and MQTT -------------------------------------------------------------------
 
@@ -134,14 +138,20 @@ class Fleet:
         return publish
 
     def connect(self, host: str, port: int) -> None:
+        """One connection for all the process's stations: wildcard subscriptions, and the
+        messages for stations hosted elsewhere are dropped here (hundreds of per-station
+        subscriptions sent before the broker's CONNACK made paho drop the connection)."""
+        ready = threading.Event()
+
+        def connected(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            client.subscribe([(topics.USAGE_PREFIX + "+", 1), ("hq/v1/ack/+", 1)])  # + covers the tick
+            ready.set()
+
+        self.client.on_connect = connected
         self.client.connect(host, port, keepalive=60)
         self.client.loop_start()
-        subs = [(topics.USAGE_TICK, 0)] + [(t, 1) for sid in self.stations
-                                           for t in (topics.usage(sid), topics.ack(sid))]
-        for start in range(0, len(subs), 200):
-            result, _mid = self.client.subscribe(subs[start:start + 200])
-            if result != mqtt.MQTT_ERR_SUCCESS:
-                raise RuntimeError(f"subscribe failed: {result}")
+        if not ready.wait(30):
+            raise RuntimeError("the fleet's MQTT connection was not accepted")
         time.sleep(0.5)
 
     # --- the schedule --------------------------------------------------------------------
@@ -356,7 +366,6 @@ def main(argv: list[str]) -> int:
     out = Path(argv[1])
     fleet = Fleet(spec, Path(spec["workdir"]))
     try:
-        fleet.connect(spec["host"], int(spec["port"]))
         fleet.run()
         # The day is over: let the last acknowledgements arrive.
         deadline = time.monotonic() + 20

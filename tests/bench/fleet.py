@@ -398,6 +398,7 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=20_000, help="transactions for the ingest measurement")
     parser.add_argument("--sample-mod", type=int, default=10, help="propagation measured for 1 vehicle in N")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for a look")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     started = time.monotonic()
@@ -433,7 +434,10 @@ def main() -> int:
         stop_ledgers(ledgers)
         pg.close()
         broker.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"work directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     log = [e for r in reports for e in r["log"]]
     observations = [o for r in reports for o in r["observations"]]
     by_area: dict[str, list[str]] = defaultdict(list)
