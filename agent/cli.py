@@ -176,41 +176,37 @@ def _cmd_sim_scanner(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim_hq(args: argparse.Namespace) -> int:
+    """Headquarters: signed list and policy, and the collector + national usage ledger on
+    PostgreSQL (`--db`, or a private one started here), so stations count the quota nationally."""
     from agent.cli_sync import run_collector
     from agent.signing import load_private_key
     from simulators.hq import HeadquartersSim, synthetic_registry
+    from simulators.postgres import PostgresError, PostgresServer
 
-    if args.db is not None:
-        if args.collect_only:
-            return run_collector(args, "")
-        key = load_private_key(args.key) if args.key else None
-        publisher = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key, collect=False)
-        publisher.start()
-        try:
-            publisher.publish_documents()
-            return run_collector(args, f"headquarters: key {publisher.key_id} ({publisher.public_key_hex}), "
-                                        f"{len(publisher.registry)} vehicles published\n")
-        finally:
-            publisher.close()
     if args.collect_only:
-        raise CliError("--collect-only needs --db")
+        if args.db is None:
+            raise CliError("--collect-only needs --db")
+        return run_collector(args, "")
+    pg = None
+    if args.db is None:
+        try:
+            pg = PostgresServer(durable=True).start()
+        except PostgresError as exc:
+            raise CliError(str(exc)) from exc
+        args.db = pg.create_database("ledger")
     key = load_private_key(args.key) if args.key else None
-    hq = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key)
-    hq.start()
-    hq.publish_documents()
-    print(f"headquarters on {args.host}:{args.port}: key {hq.key_id} ({hq.public_key_hex}),"
-          f" {len(hq.registry)} vehicles published; collecting transactions", flush=True)
-    stop = _stop_on_signals()
-    seen = 0
+    publisher = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key, collect=False,
+                                usage_feed={"stale_after_s": 120, "offline_share": 0.5})
     try:
-        while not stop.wait(1.0):
-            txs = hq.transactions()
-            for tx in txs[seen:]:
-                print(f"{tx['tx_id']} pump {tx['pump']} {tx['product']} {tx['dispensed_ml']} ml", flush=True)
-            seen = len(txs)
+        publisher.start()
+        publisher.publish_documents()
+        return run_collector(args, f"headquarters on {args.host}:{args.port}: key {publisher.key_id} "
+                                   f"({publisher.public_key_hex}), {len(publisher.registry)} vehicles published\n",
+                             keys=[publisher.key])
     finally:
-        hq.close()
-    return 0
+        publisher.close()
+        if pg is not None:
+            pg.close()
 
 
 def _cmd_hw_test(args: argparse.Namespace) -> int:
@@ -348,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     hq.add_argument("--port", type=int, default=1883)
     hq.add_argument("--key", type=Path, help="signing key (PEM); a new one if omitted")
     hq.add_argument("--vehicles", type=int, default=1200)
-    hq.add_argument("--db", type=Path, help="collect through the shared subscription into this SQLite store "
-                    "(several processes may share it)")
+    hq.add_argument("--db", help="PostgreSQL connection string for the collector and usage ledger, shared by "
+                    "several processes (default: a private PostgreSQL for this run)")
     hq.add_argument("--collect-only", action="store_true", help="with --db: one more collector process, "
                     "no documents published")
     hq.add_argument("--name", help="collector name (default: random)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 from agent.cli import CliError
 from agent.cli import _stop_on_signals as stop_on_signals
@@ -73,20 +73,29 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_collector(args: argparse.Namespace, hq_line: str) -> int:
-    from simulators.collector import Collector
+def run_collector(args: argparse.Namespace, hq_line: str, keys: list[Any] | None = None) -> int:
+    """Headquarters' collector and usage ledger (hq/ledger_node.py) on the PostgreSQL at
+    `--db`; with `keys` (the usage role's) it also sends stations their usage feed."""
+    import psycopg
 
+    from hq.ledger_node import LedgerNode
+
+    if keys is None and getattr(args, "key", None):
+        from agent.signing import load_private_key
+
+        keys = [load_private_key(args.key)]
     try:
-        collector = Collector(args.host, args.port, args.db, name=args.name,
-                              on_alert=lambda a: print(f"ALERT {json.dumps(a.as_dict())}", flush=True))
-    except sqlite3.Error as exc:
-        raise CliError(f"{args.db}: {exc}") from exc
+        collector = LedgerNode(args.host, args.port, args.db, keys or (), name=args.name,
+                               on_alert=lambda a: print(f"ALERT {json.dumps(a.as_dict())}", flush=True))
+    except psycopg.Error as exc:
+        raise CliError(f"{args.db}: {exc}".replace("\n", " ")) from exc
     try:
         collector.start()
     except RuntimeError as exc:
         raise CliError(str(exc)) from exc
     print(f"{hq_line}collector {collector.name} on {args.host}:{args.port}, shared subscription "
-          f"$share/{collector.group}/spbu/v1/+/tx, store {args.db}", flush=True)
+          f"$share/{collector.group}/spbu/v1/+/tx, PostgreSQL {args.db}"
+          + ("" if collector.feed is None else ", usage feed on") , flush=True)
     stop = stop_on_signals()
     try:
         while not stop.wait(5.0):

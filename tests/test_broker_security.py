@@ -22,8 +22,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import pki
 from agent.brokerconf import StationBroker, write_hq_broker, write_password_file, write_station_broker
+from hq.ledger import LedgerStore
+from hq.ledger_node import LedgerNode
 from simulators.broker import MosquittoBroker, free_port
-from simulators.collector import Collector, CollectorStore
 from simulators.txgen import synthetic_tx
 from tests.helpers import wait_until
 
@@ -178,9 +179,8 @@ def test_no_client_certificate_no_connection(certs: Pki, hq_broker: MosquittoBro
 
 
 def test_collectors_share_the_subscription_over_tls_and_acls(certs: Pki, hq_broker: MosquittoBroker,
-                                                             tmp_path: Path) -> None:
-    db = tmp_path / "hq.sqlite"
-    collectors = [Collector("localhost", hq_broker.port, db, name=f"c{i}", tls=certs.tls(SERVICE)).start()
+                                                             pg_dsn: str) -> None:
+    collectors = [LedgerNode("localhost", hq_broker.port, pg_dsn, name=f"c{i}", tls=certs.tls(SERVICE)).start()
                   for i in (1, 2)]
     a = Client("a", hq_broker.port, certs.tls(A)).ready()
     try:
@@ -188,7 +188,7 @@ def test_collectors_share_the_subscription_over_tls_and_acls(certs: Pki, hq_brok
         for seq in range(1, 41):
             assert a.publish(f"spbu/v1/{A}/tx", json.dumps(synthetic_tx(A, seq, 9, 1000)).encode()) == 0
         assert wait_until(lambda: sum(len(json.loads(p)["ids"]) for p in a.payloads(f"hq/v1/ack/{A}")) >= 40, 10)
-        store = CollectorStore(db)
+        store = LedgerStore(pg_dsn)
         try:
             assert store.count() == 40
         finally:

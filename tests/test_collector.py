@@ -1,11 +1,11 @@
 """Headquarters' collector: shared subscription, exactly-once storage, acknowledgements after
-the commit, and cross-station quota reconciliation. Real mosquitto, real SQLite."""
+the commit, and cross-station quota reconciliation. Real mosquitto, real PostgreSQL: the
+collector is headquarters' ledger process (hq/ledger_node.py, here without a usage feed)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import topics
+from hq.ledger import LedgerStore
+from hq.ledger_node import LedgerNode, RecordError, parse_record
 from simulators.broker import MosquittoBroker
-from simulators.collector import Collector, CollectorStore, RecordError, parse_record
 from simulators.txgen import synthetic_tx
 from tests.conftest import validate
 from tests.helpers import MqttRecorder, wait_until
@@ -41,10 +42,9 @@ class Station(MqttRecorder):
 
 @pytest.mark.integration
 def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
-        mosquitto: MosquittoBroker, tmp_path: Path) -> None:
-    db = tmp_path / "hq.sqlite"
-    first = Collector(mosquitto.host, mosquitto.port, db, name="c1", group="t-two").start()
-    second = Collector(mosquitto.host, mosquitto.port, db, name="c2", group="t-two").start()
+        mosquitto: MosquittoBroker, pg_dsn: str) -> None:
+    first = LedgerNode(mosquitto.host, mosquitto.port, pg_dsn, name="c1", group="t-two").start()
+    second = LedgerNode(mosquitto.host, mosquitto.port, pg_dsn, name="c2", group="t-two").start()
     stations = Station(mosquitto)
     try:
         records = [synthetic_tx(STATIONS[i % 2], i, vehicle_id=1000 + i, dispensed_ml=20_000) for i in range(1, 301)]
@@ -57,7 +57,7 @@ def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
         sent = 2 * len(records) + len(records[::7])
         assert wait_until(lambda: set(stations.acked()) == ids, timeout_s=20)
         assert wait_until(lambda: first.stored + first.duplicates + second.stored + second.duplicates == sent, 20)
-        store = CollectorStore(db)
+        store = LedgerStore(pg_dsn)
         try:
             assert store.tx_ids() == sorted(ids)
             shares = store.by_collector()
@@ -78,10 +78,9 @@ def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
 
 @pytest.mark.integration
 def test_vehicle_over_quota_across_offline_stations_raises_an_alert(
-        mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+        mosquitto: MosquittoBroker, pg_dsn: str) -> None:
     alerts: list[Any] = []
-    collector = Collector(mosquitto.host, mosquitto.port, tmp_path / "hq.sqlite", group="t-alert",
-                          on_alert=alerts.append).start()
+    collector = LedgerNode(mosquitto.host, mosquitto.port, pg_dsn, group="t-alert", on_alert=alerts.append).start()
     stations = Station(mosquitto)
     try:
         # Vehicle 7 buys 40 L at each of two stations the same local day (limit 60 L);
@@ -101,8 +100,8 @@ def test_vehicle_over_quota_across_offline_stations_raises_an_alert(
         collector.close()
 
 
-def test_store_dedupes_and_reconciles_without_a_broker(tmp_path: Path) -> None:
-    store = CollectorStore(tmp_path / "hq.sqlite")
+def test_store_dedupes_and_reconciles_without_a_broker(pg_dsn: str) -> None:
+    store = LedgerStore(pg_dsn)
     try:
         a = synthetic_tx(STATIONS[0], 1, 5, 50_000)
         b = synthetic_tx(STATIONS[1], 1, 5, 20_000)

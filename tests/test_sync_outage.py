@@ -1,12 +1,11 @@
 """Delivery through outages on real parts: the station's link and outbox against a private
-mosquitto and two collector processes' worth of collectors (one SQLite store). The broker
+mosquitto and two collector (ledger) processes on one PostgreSQL. The broker
 goes away and comes back, the agent restarts mid-drain: everything arrives exactly once and
 the outbox ends empty. Plus the outbox's resend backoff and drain rate (pure logic)."""
 
 from __future__ import annotations
 
 import queue
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,9 @@ from agent import topics
 from agent.journal import Journal
 from agent.mqtt_link import MqttLink
 from agent.outbox import OutboxSender
+from hq.ledger import LedgerStore
+from hq.ledger_node import LedgerNode
 from simulators.broker import MosquittoBroker
-from simulators.collector import Collector
 from simulators.txgen import synthetic_tx
 from tests.bench.sync import STATION, drain, records
 
@@ -37,27 +37,27 @@ class Agent:
         self.journal.close()
 
 
-def stored(db: Path) -> list[str]:
-    conn = sqlite3.connect(str(db))
+def stored(dsn: str) -> list[str]:
+    store = LedgerStore(dsn)
     try:
-        return [str(r[0]) for r in conn.execute("SELECT tx_id FROM tx")]
+        return store.tx_ids()
     finally:
-        conn.close()
+        store.close()
 
 
 @pytest.mark.integration
 def test_offline_pile_drains_exactly_once_through_flaps_and_an_agent_restart(fresh_broker: MosquittoBroker,
-                                                                            tmp_path: Path) -> None:
+                                                                            tmp_path: Path, pg_dsn: str) -> None:
     tx = records(3000)
     journal_path = tmp_path / "journal.sqlite"
     fresh_broker.stop()
     agent = Agent(journal_path, fresh_broker)  # no broker: offline
-    collectors: list[Collector] = []
+    collectors: list[LedgerNode] = []
     try:
         agent.journal.outbox_put([(r["tx_id"], topics.tx(STATION), r) for r in tx[:2000]])
         fresh_broker.start()
-        collectors = [Collector(fresh_broker.host, fresh_broker.port, tmp_path / "hq.sqlite", name=f"c{i}",
-                                group="outage").start() for i in (1, 2)]
+        collectors = [LedgerNode(fresh_broker.host, fresh_broker.port, pg_dsn, name=f"c{i}",
+                                 group="outage").start() for i in (1, 2)]
         # Part way through the drain the link flaps: the broker restarts under everyone.
         drain(agent.journal, agent.link, agent.events, agent.sender, timeout_s=30,
               until=lambda: agent.journal.outbox_depth() <= 1500)
@@ -69,13 +69,13 @@ def test_offline_pile_drains_exactly_once_through_flaps_and_an_agent_restart(fre
         agent.close()
         agent = Agent(journal_path, fresh_broker)
         agent.journal.outbox_put([(r["tx_id"], topics.tx(STATION), r) for r in tx[2500:]])
-        drain(agent.journal, agent.link, agent.events, agent.sender, timeout_s=60)
+        drain(agent.journal, agent.link, agent.events, agent.sender, timeout_s=120)
         assert agent.journal.outbox_depth() == 0
     finally:
         agent.close()
         for collector in collectors:
             collector.close()
-    ids = stored(tmp_path / "hq.sqlite")
+    ids = stored(pg_dsn)
     assert len(ids) == len(set(ids)) == len(tx)
     assert set(ids) == {r["tx_id"] for r in tx}
 
