@@ -108,11 +108,23 @@ $(MP_TESTS)/node_modules/.package-lock.json: $(MP_TESTS)/package-lock.json
 demo: $(STAMP) mosquitto postgresql dashboard
 	$(BIN)/spbu demo $(DEMO_ARGS)
 
+# MicroPython's own stubs (rp2 port + its reduced stdlib), kept out of the venv's
+# site-packages so they never shadow CPython's typeshed in the main mypy run.
+MPY_STUBS := $(VENV)/mpy-stubs
+$(MPY_STUBS)/.installed: $(STAMP) Makefile
+	$(BIN)/python -m pip install --quiet --upgrade --target $(MPY_STUBS) \
+		"micropython-rp2-rpi-pico-stubs>=1.24" "micropython-stdlib-stubs>=1.24"
+	@touch $@
+
+# ruff, then the architecture's import contracts (pyproject.toml [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
-typecheck: $(STAMP)
+# CPython (strict for agent/, hal/, hq/), then the firmware and codecs against MicroPython's stubs.
+typecheck: $(STAMP) $(MPY_STUBS)/.installed
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file mypy-micropython.ini
 
 pytest: $(STAMP) mosquitto postgresql node tools zbar browser dashboard
 	@$(MAKE) --no-print-directory $(MP_TESTS)/node_modules/.package-lock.json

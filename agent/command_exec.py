@@ -1,4 +1,4 @@
-"""What the station does for an admitted command (agent/commands.py checked it first).
+"""What the station does for an admitted command (agent/trust/commands.py checked it first).
 
 Runs on the station's event loop, like every other decision; the result is published on
 `spbu/v1/<station>/cmd_result` and as an event."""
@@ -7,18 +7,44 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
-from agent.commands import ACK_ALERT, LOCK_PUMP, RELOAD_CONFIG, REQUEST_STATE, ROTATE_LOGS, UNLOCK_PUMP, Command
-from agent.config import ConfigError, load_config
+from agent.config import ConfigError, StationConfig, load_config
+from agent.docstore import DocumentStore, UpdateResult
+from agent.live_view import LiveView
+from agent.pump_states import PumpRuntime
+from agent.trust.commands import (
+    ACK_ALERT,
+    LOCK_PUMP,
+    RELOAD_CONFIG,
+    REQUEST_STATE,
+    ROTATE_LOGS,
+    UNLOCK_PUMP,
+    Command,
+    CommandStore,
+)
 
-if TYPE_CHECKING:
-    from agent.station import Station
+
+class CommandTarget(Protocol):
+    """The part of the station a command may act on (agent/station.py's public API)."""
+
+    config: StationConfig
+    config_path: Path | None
+    pumps: dict[int, PumpRuntime]
+    locked: set[int]
+    command_store: CommandStore
+    live: LiveView
+    docs: DocumentStore
+
+    def show_pump(self, pump: PumpRuntime) -> None: ...
+    def publish_presence(self) -> None: ...
+    def report_update(self, result: UpdateResult) -> None: ...
 
 log = logging.getLogger(__name__)
 
 
-def execute(station: Station, command: Command) -> tuple[bool, str]:
+def execute(station: CommandTarget, command: Command) -> tuple[bool, str]:
     """(done, detail). A command that cannot be carried out changes nothing."""
     if command.name in (LOCK_PUMP, UNLOCK_PUMP):
         pump = command.pump
@@ -30,7 +56,7 @@ def execute(station: Station, command: Command) -> tuple[bool, str]:
             station.locked.add(pump)
         else:
             station.locked.discard(pump)
-        station._live_pump(station.pumps[pump])
+        station.show_pump(station.pumps[pump])
         running = station.pumps[pump].session is not None
         return True, f"pump {pump} {'locked' if lock else 'unlocked'}" + (
             "; the fill in progress finishes normally" if lock and running else "")
@@ -55,10 +81,10 @@ def execute(station: Station, command: Command) -> tuple[bool, str]:
     return False, f"unknown command {command.name}"
 
 
-def _reload(station: Station) -> tuple[bool, str]:
+def _reload(station: CommandTarget) -> tuple[bool, str]:
     """Settings safe to change live (timeouts, language); the rest needs a restart."""
     for result in station.docs.load_saved():
-        station._report_update(result)
+        station.report_update(result)
     path = station.config_path
     if path is None:
         return True, "signed documents reloaded; no config file to re-read"

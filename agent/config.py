@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from agent import config_keys
+from agent.allowlist.freeze import AFTER_GRACE, FreezePolicy
 from agent.attendant.config import AttendantConfig, AttendantConfigError, parse_attendant, parse_beep
 from agent.disk_guard import DiskPolicy
 from agent.domain import PRODUCTS, ZONES
-from agent.freeze import AFTER_GRACE, FreezePolicy
 from agent.messages import LANGUAGES
 from agent.retention import RetentionPolicy
-from agent.signing import SignatureError, key_id, load_public_key_hex
-from agent.trust import TrustError, load_root
-from agent.update_config import parse_update, render_update
-from agent.updater import UpdateConfig
+from agent.tank_config import TankGaugeConfig, parse_tanks, render_tanks
+from agent.trust.root import TrustError, load_root
+from agent.trust.signing import SignatureError, key_id, load_public_key_hex
+from agent.update_config import UpdateConfig, UpdateConfigError, parse_update, render_update
 
 STATION_ID = re.compile(r"[0-9]{2}\.[0-9]{3}\.[0-9]{2}")
 
@@ -38,10 +38,16 @@ class PumpConfig:
     # A multi-grade dispenser (DART): the product of each logical nozzle 1..4, in order.
     # Empty: one nozzle, `product`.
     grades: tuple[str, ...] = ()
+    line: int = 0  # which relay board or DART line (index into [relay_board] ports)
 
     @property
     def nozzle_products(self) -> tuple[str, ...]:
         return self.grades or (self.product,)
+
+    @property
+    def key(self) -> int:
+        """Station-wide address of this fuelling point: line * 256 + channel (hal/board_group.py)."""
+        return self.line * 256 + self.channel
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class EdcConfig:
     # how scanner reads are paid when the attendant picked nothing, cycled in order:
     # "cash", "card", "card_prepay:50000", "qris" ...
     scan_payments: tuple[str, ...] = ()
+    pumps: tuple[int, ...] = ()  # the island's pumps this terminal pays for; () = every pump
 
 
 @dataclass(frozen=True)
@@ -87,14 +94,23 @@ class StationConfig:
     relay_active_high: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
     edc: EdcConfig | None = None
-    # The station manager's dashboard keys (agent/manager_keys.py): key id -> public key, hex.
+    # The station manager's dashboard keys (agent/trust/manager_keys.py): key id -> public key, hex.
     # They may sign only the manager's commands (lock, unlock, acknowledge, request state).
     manager_keys: dict[str, str] = field(default_factory=dict)
-    trust_root: Path | None = None  # root.json (agent/trust.py); when set, trusted_keys may be empty
+    trust_root: Path | None = None  # root.json (agent/trust/root.py); when set, trusted_keys may be empty
     freeze: FreezePolicy = field(default_factory=FreezePolicy)
-    update: UpdateConfig | None = None  # [update]: fleet updates (agent/updater.py)
+    # Security (docs/operations.md, threat model): the station's EC key signs transaction
+    # records; the agent logs in to its broker; [trust.keys] without a root only if allowed.
+    station_key: Path | None = None
+    broker_user: str = ""
+    broker_password_file: Path | None = None
+    allow_trusted_keys: bool = False
+    update: UpdateConfig | None = None  # [update]: fleet updates (agent/updates/updater.py)
     disk: DiskPolicy = field(default_factory=DiskPolicy)  # free-space alarms and reserve (agent/disk_guard.py)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # agent/retention.py
+    tank_gauge: TankGaugeConfig | None = None  # agent/tank_config.py: the tanks and their gauge
+    relay_board_lines: tuple[str, ...] = ()  # ports of lines 1.. (line 0 is relay_board_port)
+    more_edcs: tuple[EdcConfig, ...] = ()  # one EDC terminal per island: the islands after the first
     attendant: AttendantConfig | None = None  # the attendants' phones (agent/attendant/)
     scanner_beep: tuple[bytes, bytes] = (b"", b"")  # good-read, bad-read commands sent to serial scanners
 
@@ -164,8 +180,9 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
 
     board = _get(data, "relay_board", dict, "config")
     kind = _get(board, "kind", str, "[relay_board]", "uart")
+    kind = "uart" if kind == "relay" else kind  # the command line's name for a relay board
     if kind not in ("uart", "gpio", "dart"):
-        raise ConfigError("[relay_board]: kind must be uart, gpio or dart")
+        raise ConfigError("[relay_board]: kind must be relay (or uart), gpio or dart")
     gpio: tuple[int, int, int, int | None] | None = None
     if kind == "gpio":
         pins = [_get(board, name, int, "[relay_board]") for name in ("relay_gpio", "pulser_gpio", "nozzle_gpio")]
@@ -193,6 +210,7 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
             channel=_get(raw, "channel", int, where),
             scanner_port=_get(raw, "scanner", str, where),
             pulses_per_litre=_get(raw, "pulses_per_litre", int, where, 100),
+            line=_get(raw, "line", int, where, 0),
         )
         if not 1 <= pump.number <= 64:
             raise ConfigError(f"{where}: number must be 1..64")
@@ -204,15 +222,16 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         pumps.append(pump)
     if not pumps:
         raise ConfigError("config: at least one [[pumps]] entry is needed")
-    if len({p.number for p in pumps}) != len(pumps) or len({p.channel for p in pumps}) != len(pumps):
-        raise ConfigError("[[pumps]]: numbers and channels must be unique")
+    if len({p.number for p in pumps}) != len(pumps) or len({p.key for p in pumps}) != len(pumps):
+        raise ConfigError("[[pumps]]: numbers and channels must be unique (channels per line)")
+    ports = _ports(board, kind, pumps)
     if kind != "dart" and any(p.grades for p in pumps):
         raise ConfigError("[[pumps]]: nozzles (several grades on one pump) need [relay_board] kind dart")
     if kind == "gpio" and (len(pumps) != 1 or pumps[0].channel != 0):
         raise ConfigError("[relay_board]: kind gpio drives exactly one pump, on channel 0")
     # DART: channel i is the pump at address 0x50 + i, and volumes are 0.01 L
-    dart_ok = sorted(p.channel for p in pumps) == list(range(len(pumps))) and all(
-        p.pulses_per_litre == 100 for p in pumps)
+    dart_ok = all(sorted(p.channel for p in pumps if p.line == line) == list(range(sum(p.line == line for p in pumps)))
+                  for line in range(len(ports))) and all(p.pulses_per_litre == 100 for p in pumps)
     if kind == "dart" and not dart_ok:
         raise ConfigError("[relay_board]: kind dart needs channels 0..n-1 and pulses_per_litre = 100")
     timeouts_raw = _get(data, "timeouts", dict, "config", {}) or {}
@@ -225,7 +244,8 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
             raise ConfigError(f"[timeouts]: {name} must be between 0 and 86400 seconds")
         timeout_values[name] = seconds
     timeouts = Timeouts(**timeout_values)
-    edc = _parse_edc(data["edc"]) if "edc" in data else None
+    edcs = _parse_edcs(data.get("edc"), {p.number for p in pumps})
+    edc = edcs[0] if edcs else None
     return StationConfig(
         station_id=station_id,
         zone=zone,
@@ -233,7 +253,9 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         broker_host=_get(mqtt, "host", str, "[mqtt]", "127.0.0.1"),
         broker_port=port,
         trusted_keys={str(k): str(v) for k, v in keys.items()},
-        relay_board_port=_get(board, "port", str, "[relay_board]", "gpio" if kind == "gpio" else None),
+        relay_board_port=ports[0],
+        relay_board_lines=ports[1:],
+        more_edcs=tuple(edcs[1:]),
         relay_board_kind=kind,
         relay_gpio=gpio,
         relay_active_high=_get(board, "active_high", bool, "[relay_board]", True),
@@ -248,9 +270,15 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         manager_keys={str(k): str(v) for k, v in manager_keys.items()},
         trust_root=trust_root,
         freeze=_freeze(data),
-        update=parse_update(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
+        station_key=base / str(_get(station, "key", str, "[station]")) if "key" in station else None,
+        broker_user=_get(mqtt, "username", str, "[mqtt]", ""),
+        broker_password_file=(base / str(_get(mqtt, "password_file", str, "[mqtt]"))
+                              if "password_file" in mqtt else None),
+        allow_trusted_keys=_get(trust, "allow_trusted_keys", bool, "[trust]", False),
+        update=_update_table(data.get("update"), base, config_path, data_dir / "journal.sqlite"),
         disk=_policy(config_keys.parse_disk, data.get("disk")),
         retention=_policy(config_keys.parse_retention, data.get("retention")),
+        tank_gauge=_policy(parse_tanks, data),
         **_attendant(data, {p.number for p in pumps}),
     )
 
@@ -292,8 +320,37 @@ def _check_keys(keys: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: key id {kid} does not match its key (that key's id is {actual})")
 
 
+def _ports(board: dict[str, Any], kind: str, pumps: list[PumpConfig]) -> tuple[str, ...]:
+    """`port = "/dev/x"`, or `ports = ["/dev/a", "/dev/b"]` for a station with several relay
+    boards or DART lines (a pump's `line` picks one)."""
+    if "ports" in board:
+        ports = board["ports"]
+        if not isinstance(ports, list) or not ports or not all(isinstance(x, str) for x in ports):
+            raise ConfigError("[relay_board]: ports must be a list of device paths")
+        if kind == "gpio":
+            raise ConfigError("[relay_board]: kind gpio has no ports")
+    else:
+        ports = [_get(board, "port", str, "[relay_board]", "gpio" if kind == "gpio" else None)]
+    for pump in pumps:
+        if not 0 <= pump.line < len(ports):
+            raise ConfigError(f"[[pumps]] {pump.number}: line {pump.line} has no port in [relay_board] ports")
+    return tuple(str(x) for x in ports)
+
+
+def _parse_edcs(raw: Any, pumps: set[int]) -> list[EdcConfig]:
+    """`[edc]`, or `[[edc]]` once per island, each with the `pumps` it pays for."""
+    if raw is None:
+        return []
+    edcs = [_parse_edc(x) for x in (raw if isinstance(raw, list) else [raw])]
+    if len(edcs) > 1:
+        claimed = [n for e in edcs for n in e.pumps]
+        if any(not e.pumps for e in edcs) or len(claimed) != len(set(claimed)) or not set(claimed) <= pumps:
+            raise ConfigError("[[edc]]: with several terminals each names its island's pumps, each pump once")
+    return edcs
+
+
 def _parse_edc(raw: Any) -> EdcConfig:
-    from agent.payments import PaymentChoice
+    from agent.payments.desk import PaymentChoice
 
     if not isinstance(raw, dict):
         raise ConfigError("[edc]: must be a table")
@@ -308,6 +365,7 @@ def _parse_edc(raw: Any) -> EdcConfig:
         max_retries=_get(raw, "max_retries", int, "[edc]", 3),
         response_timeout_s=_get(raw, "response_timeout_s", float, "[edc]", 120.0),
         scan_payments=tuple(_get(raw, "scan_payments", list, "[edc]", [])),
+        pumps=tuple(int(n) for n in _get(raw, "pumps", list, "[edc]", [])),
     )
     if not 0.05 <= cfg.ack_timeout_s <= 30 or not 1 <= cfg.response_timeout_s <= 600:
         raise ConfigError("[edc]: ack_timeout_s must be 0.05..30 and response_timeout_s 1..600 seconds")
@@ -366,18 +424,25 @@ def render_config(cfg: StationConfig) -> str:
         f"zone = {_q(cfg.zone)}",
         f"lang = {_q(cfg.lang)}",
         f"data_dir = {_q(str(cfg.data_dir))}",
+        *([f"key = {_q(str(cfg.station_key))}"] if cfg.station_key else []),
         "",
         "[mqtt]",
         f"host = {_q(cfg.broker_host)}",
         f"port = {cfg.broker_port}",
+        *([f"username = {_q(cfg.broker_user)}"] if cfg.broker_user else []),
+        *([f"password_file = {_q(str(cfg.broker_password_file))}"] if cfg.broker_password_file else []),
         "",
-        *(["[trust]", f"root = {_q(str(cfg.trust_root))}", ""] if cfg.trust_root else []),
+        "[trust]",
+        *([f"root = {_q(str(cfg.trust_root))}"] if cfg.trust_root else []),
+        *(["allow_trusted_keys = true"] if cfg.allow_trusted_keys else []),
+        "",
         "[trust.keys]",
         *[f"{_q(kid)} = {_q(key)}" for kid, key in cfg.trusted_keys.items()],
         "",
         "[relay_board]",
         f"kind = {_q(cfg.relay_board_kind)}",
-        f"port = {_q(cfg.relay_board_port)}",
+        (f"ports = [{', '.join(_q(x) for x in (cfg.relay_board_port, *cfg.relay_board_lines))}]"
+         if cfg.relay_board_lines else f"port = {_q(cfg.relay_board_port)}"),
         f"baud = {cfg.relay_board_baud}",
         f"active_high = {'true' if cfg.relay_active_high else 'false'}",
         *([f"{name} = {pin}" for name, pin in zip(("relay_gpio", "pulser_gpio", "nozzle_gpio", "estop_gpio"),
@@ -404,16 +469,17 @@ def render_config(cfg: StationConfig) -> str:
         f"days = {float(cfg.retention.days)}",
         f"mask_plates = {'true' if cfg.retention.mask_plates else 'false'}",
     ]
-    if cfg.edc is not None:
+    for edc in [cfg.edc, *cfg.more_edcs] if cfg.edc is not None else []:
         lines += [
             "",
-            "[edc]",
-            f"port = {_q(cfg.edc.port)}",
-            f"baud = {cfg.edc.baud}",
-            f"ack_timeout_s = {cfg.edc.ack_timeout_s}",
-            f"max_retries = {cfg.edc.max_retries}",
-            f"response_timeout_s = {cfg.edc.response_timeout_s}",
-            "scan_payments = [" + ", ".join(_q(c) for c in cfg.edc.scan_payments) + "]",
+            "[[edc]]" if cfg.more_edcs else "[edc]",
+            f"port = {_q(edc.port)}",
+            f"baud = {edc.baud}",
+            f"ack_timeout_s = {edc.ack_timeout_s}",
+            f"max_retries = {edc.max_retries}",
+            f"response_timeout_s = {edc.response_timeout_s}",
+            "scan_payments = [" + ", ".join(_q(c) for c in edc.scan_payments) + "]",
+            *([f"pumps = [{', '.join(str(n) for n in edc.pumps)}]"] if edc.pumps else []),
         ]
     if cfg.update is not None:
         lines += render_update(cfg.update)
@@ -429,5 +495,14 @@ def render_config(cfg: StationConfig) -> str:
             f"scanner = {_q(pump.scanner_port)}",
             f"pulses_per_litre = {pump.pulses_per_litre}",
             *([f"nozzles = [{', '.join(_q(g) for g in pump.grades)}]"] if pump.grades else []),
+            *([f"line = {pump.line}"] if pump.line else []),
         ]
+    lines += render_tanks(cfg.tank_gauge)
     return "\n".join(lines) + "\n"
+
+
+def _update_table(raw: Any, base: Path, config_path: Path | None, journal: Path) -> UpdateConfig | None:
+    try:
+        return parse_update(raw, base, config_path, journal)
+    except UpdateConfigError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -16,9 +16,9 @@ from agent.retention import RetentionPolicy
 
 # section -> known keys; None: a free-form table (key ids -> keys)
 KNOWN: dict[str, frozenset[str] | None] = {
-    "station": frozenset({"id", "zone", "lang", "data_dir"}),
-    "mqtt": frozenset({"host", "port"}),
-    "trust": frozenset({"root", "keys"}),
+    "station": frozenset({"id", "zone", "lang", "data_dir", "key"}),
+    "mqtt": frozenset({"host", "port", "username", "password_file"}),
+    "trust": frozenset({"root", "keys", "allow_trusted_keys"}),
     "dashboard": frozenset({"manager_keys"}),
     "relay_board": frozenset({"kind", "port", "baud", "active_high", "relay_gpio", "pulser_gpio", "nozzle_gpio",
                               "estop_gpio"}),
@@ -28,7 +28,7 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "edc": None,  # checked against EdcConfig where it is parsed
     "update": None,  # checked where it is parsed (agent/update_config.py)
     "freeze": frozenset({"grace_h", "after_grace"}),
-    "pumps": frozenset({"number", "product", "channel", "scanner", "pulses_per_litre"}),
+    "pumps": frozenset({"number", "product", "channel", "scanner", "pulses_per_litre", "nozzles"}),
     "disk": frozenset({"warn_free_mb", "refuse_free_mb", "reserve_mb"}),
     "retention": frozenset({"days", "mask_plates"}),
 }

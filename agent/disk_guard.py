@@ -149,3 +149,18 @@ def write_with_reserve(guard: DiskGuard, write: Callable[[], None]) -> None:
 
 def describe(state: DiskState) -> str:
     return f"{state.free_bytes / MB:.1f} MB free"
+
+
+# Installing a vehicle list takes about three times its size at the peak: the chunks as
+# they arrive, the assembled file, and the list in force until the switch.
+LIST_INSTALL_FACTOR = 3
+
+
+def room_for(path: Path, need_bytes: int) -> tuple[bool, int]:
+    """(enough free space for need_bytes at path, free bytes)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return True, -1  # cannot tell: let the write itself fail clearly
+    free = st.f_bavail * st.f_frsize
+    return free >= need_bytes, free

@@ -2,7 +2,7 @@
 
 A new document must verify, parse, and carry a higher version than the one in force;
 otherwise it is rejected with the failed check named, and the current one keeps serving.
-The allow-list is a store synced by agent/allowlist_sync.py into `allowlist/`; the quota
+The allow-list is a store synced by agent/allowlist/sync.py into `allowlist/`; the quota
 policy is a signed document of the `policy` role.
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.allowlist_repo import AllowListRepo, SignedAllowList
-from agent.allowlist_store import StoreError
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND, DocumentError, QuotaPolicy
+from agent.allowlist.repo import AllowListRepo, SignedAllowList
+from agent.allowlist.store import StoreError
 from agent.durable import atomic_write
-from agent.signing import SignatureError, verify_document
-from agent.trust import TrustError, TrustStore
+from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND, DocumentError, QuotaPolicy
+from agent.trust.root import TrustError, TrustStore
+from agent.trust.signing import SignatureError, verify_document
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,13 @@ class DocumentStore:
         self.trust = (TrustStore.from_root_file(trust_root, state) if trust_root is not None
                       else TrustStore.from_keys(trusted_keys, state))
         self.repo = AllowListRepo(data_dir / "allowlist", self.trust)
+        if self.trust.state_error:
+            # A corrupt trust.json must not reopen rollbacks: the installed list's version is
+            # a floor the station already reached.
+            self.trust.raise_floor(ALLOWLIST_KIND, self.repo.current_version() or 0)
         self.allowlist: SignedAllowList | None = None
         self.policy: QuotaPolicy | None = None
+        self._policy_role: object = None  # the policy role's keys when the policy in force was installed
 
     @property
     def trusted(self) -> dict[str, Ed25519PublicKey]:
@@ -89,7 +94,8 @@ class DocumentStore:
         except (SignatureError, DocumentError, TrustError) as exc:
             return UpdateResult(kind, False, 0, str(exc))
         current = self.policy
-        if current is not None:
+        role = (frozenset(self.trust.keyring(POLICY_KIND)), self.trust.threshold(POLICY_KIND))
+        if current is not None and role == self._policy_role:  # new keys start afresh (fast-forward recovery)
             if doc.version < current.version:
                 return UpdateResult(kind, False, doc.version,
                                     f"rollback: version {doc.version} < {current.version} in force")
@@ -98,4 +104,5 @@ class DocumentStore:
         if persist:
             atomic_write(self.path(kind), data)
         self.policy = doc
+        self._policy_role = role
         return UpdateResult(kind, True, doc.version, "installed")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from agent.documents import AllowListView, QuotaPolicy, Vehicle
-from agent.domain import STATUS_SUSPENDED, ZONES
-from agent.freeze import CLOSED, FRESH, FreezePolicy
+from agent.allowlist.freeze import CLOSED, FRESH, FreezePolicy
+from agent.domain import STATUS_SUSPENDED
 from agent.national_usage import Elsewhere
-from agent.tokens import TokenError, decode_token
+from agent.trust.documents import AllowListView, QuotaPolicy, Vehicle
 
 # Refusal reasons (codes are stable; agent/messages.py words them for the attendant).
 UNKNOWN_QR = "unknown_qr"
@@ -52,19 +51,6 @@ class Decision:
         return max(0, self.limit_ml - self.used_ml - self.elsewhere_ml)
 
 
-def quota_day(now_utc: dt.datetime, zone: str) -> str:
-    """The station's local calendar day (WIB/WITA/WIT) for a UTC instant."""
-    offset = dt.timedelta(hours=ZONES[zone])
-    return (now_utc.astimezone(dt.UTC) + offset).date().isoformat()
-
-
-def parse_vehicle(text: str) -> int | None:
-    try:
-        return decode_token(text)
-    except TokenError:
-        return None
-
-
 def decide(
     vehicle_id: int | None,
     product: str,
@@ -75,21 +61,24 @@ def decide(
     now_utc: dt.datetime,
     freeze: FreezePolicy | None = None,
     elsewhere: Elsewhere | None = None,
+    legacy: bool = False,
 ) -> Decision:
-    """used_ml: this station's own (dispensed + reserved); elsewhere: other stations' (the feed)."""
+    """used_ml: this station's own (dispensed + reserved); elsewhere: other stations' (the feed).
+    legacy: the id came from an unsigned legacy text, which anyone can invent: it gets what
+    its allow-list entry gives, never the allowance for unregistered vehicles."""
     if vehicle_id is None:
         return Decision(False, UNKNOWN_QR)
     if allowlist is None or policy is None:
         return Decision(False, NO_LIST, vehicle_id=vehicle_id)
     # An expired list: without a freeze policy, refuse; with one, its grace period serves
-    # under the offline caps (agent/freeze.py says why).
+    # under the offline caps (agent/allowlist/freeze.py says why).
     frozen = FRESH if freeze is None and now_utc < allowlist.expires else (
         freeze.state(now_utc, allowlist.expires) if freeze is not None else CLOSED)
     if frozen == CLOSED or now_utc >= policy.expires:
         return Decision(False, LIST_EXPIRED, vehicle_id=vehicle_id)
     vehicle = allowlist.lookup(vehicle_id)
     if vehicle is None:
-        limit = policy.unregistered_ml.get(product, 0)
+        limit = 0 if legacy else policy.unregistered_ml.get(product, 0)
         if limit <= 0:
             return Decision(False, NOT_REGISTERED, vehicle_id=vehicle_id)
         category_limit = limit

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from agent.config import PumpConfig
 from agent.eligibility import Decision
-from agent.payments import PaymentChoice
+from agent.payments.desk import PaymentChoice
 
 WRONG_PRODUCT = "wrong_product"
 

@@ -126,6 +126,15 @@ class Journal:
     def pragma(self, name: str) -> Any:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
 
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read, for modules that keep their own tables in this journal (payments)."""
+        return self._db.execute(sql, params).fetchall()
+
+    def read_dicts(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cur = self._db.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
     def atomic(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One transaction for modules that keep their own tables in this journal (payments)."""
         return self._tx()
@@ -260,6 +269,14 @@ class Journal:
             (day, STATE_CLOSED),
         ).fetchall()
         return {str(p): {"litres_ml": int(ml), "amount_idr": int(idr), "count": int(n)} for p, ml, idr, n in rows}
+
+    def sales_since(self, since: float) -> list[tuple[float, str, int]]:
+        """(closed_at, product, dispensed_ml) of the sales closed since a wall-clock instant
+        (shift reconciliation and the litres-per-hour chart)."""
+        rows = self._db.execute(
+            "SELECT closed_at, product, dispensed_ml FROM sessions WHERE state=? AND closed_at >= ?"
+            " AND dispensed_ml > 0 ORDER BY closed_at", (STATE_CLOSED, since)).fetchall()
+        return [(float(t), str(p), int(ml)) for t, p, ml in rows]
 
     def recent_closed(self, limit: int) -> list[dict[str, Any]]:
         """The newest closed sessions, newest first, as the dashboard lists them."""

@@ -21,7 +21,7 @@ POINTS = (
     "published",  # outbox rows handed to the MQTT client
     "ack_applied",  # acknowledged rows deleted from the outbox
 )
-# Around payments on the EDC terminal (agent/payments.py); the payment campaign uses these.
+# Around payments on the EDC terminal (agent/payments/desk.py); the payment campaign uses these.
 PAYMENT_POINTS = (
     "pay_before_charge",  # sale step journaled, not yet handed to the terminal
     "pay_charge_sent",  # sale handed to the terminal driver

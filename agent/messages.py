@@ -43,6 +43,10 @@ _TEXT: dict[str, dict[str, str]] = {
         "payment_checking": "MENUNGGU   pompa {pump}  EDC tidak menjawab, menanyakan transaksi terakhir",
         "edc_unavailable": "DITOLAK    pompa {pump}  EDC tidak tersedia, silakan bayar tunai",
         "amount_too_small": "DITOLAK    pompa {pump}  jumlah prabayar terlalu kecil",
+        "legacy_disabled": "DITOLAK    pompa {pump}  QR lama tidak berlaku lagi; minta QR baru dari aplikasi",
+        "token_expired": "DITOLAK    pompa {pump}  {plate}  QR kedaluwarsa; minta QR terbaru dari aplikasi",
+        "token_revoked": "DITOLAK    pompa {pump}  {plate}  QR sudah diganti yang baru; minta QR terbaru dari "
+        "aplikasi",
         "lift_nozzle": "ANGKAT     pompa {pump}  {plate}  angkat nozel {product}",
         "wrong_grade": "DITOLAK    pompa {pump}  {plate}  tidak berhak {product}: gantung nozel ini, "
         "angkat nozel {detail}",
@@ -108,6 +112,9 @@ _TEXT: dict[str, dict[str, str]] = {
         "payment_checking": "WAITING   pump {pump}  EDC not answering, asking for its last transaction",
         "edc_unavailable": "REFUSED   pump {pump}  EDC unavailable, please pay cash",
         "amount_too_small": "REFUSED   pump {pump}  prepaid amount too small",
+        "legacy_disabled": "REFUSED   pump {pump}  old-style QR no longer accepted; ask for a new QR from the app",
+        "token_expired": "REFUSED   pump {pump}  {plate}  QR expired; ask for the latest QR from the app",
+        "token_revoked": "REFUSED   pump {pump}  {plate}  QR was replaced by a newer one; ask for the latest QR",
         "lift_nozzle": "LIFT      pump {pump}  {plate}  lift the {product} nozzle",
         "wrong_grade": "REFUSED   pump {pump}  {plate}  not entitled to {product}: hang up this nozzle, lift {detail}",
         "pump_out_of_service": "REFUSED   pump {pump}  pump not answering (fault or cable), use another pump",

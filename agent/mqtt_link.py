@@ -19,6 +19,10 @@ from agent.homeassistant import BIRTH_TOPIC
 
 log = logging.getLogger(__name__)
 
+# Nothing the agent is sent is larger: allow-list chunks are 256 KiB, documents at most
+# 4 MiB (agent/trust.py MAX_METADATA_BYTES); the station broker refuses more as well.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class LinkState:
@@ -104,4 +108,7 @@ class MqttLink:
         self._on_event(LinkState(False))
 
     def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if len(message.payload) > MAX_MESSAGE_BYTES:  # the broker's limit too (deploy/mosquitto)
+            log.warning("message of %d bytes on %s dropped", len(message.payload), message.topic)
+            return
         self._on_event(Incoming(message.topic, bytes(message.payload)))

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.domain import PRODUCTS
-from agent.trust import TrustError, TrustStore, check_signatures, parse_envelope
+from agent.trust.root import TrustError, TrustStore, check_signatures, parse_envelope
 
 USAGE_TYPE = "usage"
 KIND_UPDATE = "update"

@@ -65,6 +65,9 @@ class OutboxSender:
         return count
 
     def on_ack(self, msg_ids: list[str], now: float | None = None) -> int:
+        # Only what is in flight: an acknowledgement can never delete a row headquarters
+        # was not sent (after a restart everything goes out again, and is acked again).
+        msg_ids = [m for m in msg_ids if m in self._in_flight]
         removed = self.journal.outbox_ack(msg_ids)
         for msg_id in msg_ids:
             self._in_flight.pop(msg_id, None)

@@ -9,24 +9,46 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent import __version__
+from agent.clock import ClockGuard
+from agent.config import StationConfig
+from agent.disk_guard import DiskGuard
+from agent.docstore import DocumentStore
+from agent.journal import Journal
+from agent.mqtt_link import MqttLink
+from agent.outbox import OutboxSender
+from agent.pump_states import PumpRuntime
+from agent.updates.updater import UpdateAgent
 
-if TYPE_CHECKING:
-    from agent.station import Station
+
+class StationView(Protocol):
+    """What the heartbeat reads of the station (agent/station.py's public attributes)."""
+
+    config: StationConfig
+    pumps: dict[int, PumpRuntime]
+    locked: set[int]
+    docs: DocumentStore
+    clock: ClockGuard
+    journal: Journal
+    outbox: OutboxSender
+    link: MqttLink
+    disk: DiskGuard
+    updates: UpdateAgent | None
+
 
 LOCKED = "locked"
 
 
-def pump_states(station: Station) -> dict[str, str]:
+def pump_states(station: StationView) -> dict[str, str]:
     """Pump states as shown to headquarters and the dashboard: a locked pump shows `locked`."""
     return {str(n): LOCKED if n in station.locked
             else "out_of_service" if p.out_of_service and p.session is None else p.state
             for n, p in station.pumps.items()}
 
 
-def heartbeat(station: Station, now: dt.datetime) -> dict[str, Any]:
+def heartbeat(station: StationView, now: dt.datetime) -> dict[str, Any]:
     mono = time.monotonic()
     allowlist = station.docs.allowlist
     policy = station.docs.policy
@@ -46,5 +68,7 @@ def heartbeat(station: Station, now: dt.datetime) -> dict[str, Any]:
         "pumps": pump_states(station),
         "locked_pumps": sorted(station.locked),
         "hq_link": station.link.connected,
+        # fleet updates (agent/updates/updater.py): idle, fetching, staged, trial, rolling_back ...
+        **({"update": station.updates.summary()} if station.updates is not None else {}),
         "disk": station.disk.state.as_dict(),
     }

@@ -58,7 +58,7 @@ def _acknowledged_clause(db: sqlite3.Connection) -> str:
     """SQL that is true for a session row `s` whose record headquarters has acknowledged."""
     clause = "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.msg_id = s.tx_id)"
     if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='payments'").fetchone():
-        # a card sale's record waits with its payment until it settles (agent/payments.py)
+        # a card sale's record waits with its payment until it settles (agent/payments/desk.py)
         clause += " AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.tx_id = s.tx_id AND p.state != 'done')"
     return clause
 

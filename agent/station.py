@@ -21,17 +21,17 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import __version__, disk_guard, grades, homeassistant, topics
-from agent import session as ps
-from agent.allowlist_sync import AllowListSync, SyncEvent
+from agent import pump_states as ps
+from agent.allowlist.freeze import FRESH
+from agent.allowlist.sync import AllowListSync, SyncEvent
 from agent.attendant import topics as attendant_topics
 from agent.attendant.desk import AttendantDesk
+from agent.broker_login import apply_login
 from agent.clock import ClockGuard, ClockReading
 from agent.command_exec import execute
-from agent.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
-from agent.config import SCANNER_SUFFIXES, PumpConfig, StationConfig
+from agent.config import SCANNER_SUFFIXES, ConfigError, PumpConfig, StationConfig
 from agent.device_watch import DeviceWatch
 from agent.docstore import DocumentStore, UpdateResult
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND
 from agent.domain import PRODUCT_LABELS, amount_idr, format_litres, mask_plate
 from agent.eligibility import (
     PUMP_BUSY,
@@ -40,22 +40,31 @@ from agent.eligibility import (
     Decision,
     decide,
 )
-from agent.freeze import FRESH
+from agent.islands import IslandEdc, IslandPayments
 from agent.journal import Journal, SessionRow, insert_outbox
 from agent.killpoints import killpoint
 from agent.live_view import LiveSession, LiveView
 from agent.messages import attendant_line
 from agent.mqtt_link import Incoming, LinkState, MqttLink
 from agent.outbox import OutboxSender
-from agent.payments import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
+from agent.payments.desk import CASH, PaymentChoice, PaymentDesk, cash_payment, prepay_charge
+from agent.payments.receipt import render_receipt
 from agent.presence import heartbeat, pump_states
-from agent.receipt import render_receipt
-from agent.retention import Retention
-from agent.scan_identity import identify, legacy_salt_of
+from agent.qr.identify import identify, legacy_salt_of
+from agent.qr.token_policy import refusal as token_refusal
+from agent.retention import Retention, at_rest
+from agent.sales_chart import hourly
 from agent.status_socket import StatusServer, snapshot, start_line
-from agent.updater import UpdateAgent, UpdateEvent
+from agent.tanks import CloseShift, TankDesk
+from agent.trust.acks import AckRefused, ack_keyring, verify_ack
+from agent.trust.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
+from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.trust.tx_sign import StationKeyError, load_station_key, sign_record
+from agent.trust_mode import check_trust_mode
+from agent.updates.updater import UpdateAgent, UpdateEvent
 from agent.usage_link import UsageLink, fill_cap
-from hal.edc import EdcLink, EdcReply, EdcTerminal
+from hal.edc import EdcLink
+from hal.pump_select import PumpLine, open_pump_controller
 from hal.relay_board import (
     BoardEnd,
     BoardEvent,
@@ -64,13 +73,13 @@ from hal.relay_board import (
     BoardLink,
     BoardStatus,
     CommandLost,
+    FirmwareResult,
     NozzleChange,
-    PumpController,
     PumpOnline,
-    RelayBoard,
 )
 from hal.scanner import ScanError, ScannerEvent, ScannerNotice, ScannerState, ScanRead, SerialScanner
 from hal.scanner_select import AbsentScanner, Scanner, ScannerUnavailable, open_scanner
+from hal.tank_gauge import GaugeEvent
 
 log = logging.getLogger(__name__)
 
@@ -91,28 +100,6 @@ class PaymentSelect:
     choice: PaymentChoice
 
 
-@dataclass
-class PumpRuntime:
-    config: PumpConfig
-    session: SessionRow | None = None
-    state: str = ps.INOPERATIVE  # until the relay board answers
-    opened_mono: float = 0.0
-    nozzle_up: bool = False
-    pulses: int = 0
-    last_flow_mono: float = 0.0
-    stop_sent_mono: float = 0.0
-    last_scan: tuple[str, float] = ("", 0.0)
-    scanner_connected: bool = False
-    last_query_mono: float = 0.0
-    verify_after_hello: bool = False  # the board rebooted: does it still know this session?
-    device_total: int | None = None  # the device's own totaliser, last reported (its units)
-    out_of_service: bool = False  # its line is up but the pump does not answer
-    lifted: int = 0  # the logical nozzle out of its holster (multi-grade pumps)
-    pending: grades.PendingLift | None = None  # scanned before the lift: eligible grades
-    nozzle_totals: tuple[int, ...] = ()  # the pump's totals per logical nozzle, last reported
-    cap_ml: int | None = None  # usage elsewhere arrived mid-fill: stop here (below the preset)
-
-
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
 OUTBOX_ALERT_DEPTH = 200
 CONDITIONS_EVERY_S = 5.0
@@ -127,6 +114,17 @@ def _recent_item(row: dict[str, Any], payment: dict[str, Any] | None) -> dict[st
     return row
 
 
+def pump_lines(config: StationConfig) -> list[PumpLine]:
+    """The station's relay boards or DART lines: line 0 on relay_board_port, then the rest."""
+    lines = []
+    for i, port in enumerate((config.relay_board_port, *config.relay_board_lines)):
+        on_line = [p for p in config.pumps if p.line == i]
+        by_channel = sorted(on_line, key=lambda p: p.channel)
+        lines.append(PumpLine(port, tuple(p.channel for p in on_line),
+                              tuple(len(p.nozzle_products) for p in by_channel)))
+    return lines
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -138,6 +136,7 @@ class Station:
         on_line: Callable[[str], None] | None = None,
         listeners: list[Listener] | None = None,
     ) -> None:
+        check_trust_mode(config)
         self.config = config
         self.events: queue.Queue[object] = queue.Queue()
         self.on_line = on_line or (lambda text: print(text, flush=True))
@@ -146,15 +145,23 @@ class Station:
         self.journal = Journal(config.data_dir / "journal.sqlite")
         self.docs = DocumentStore(config.data_dir, config.trusted_keys, config.trust_root)
         self.outbox = OutboxSender(self.journal)
-        self.pumps = {p.number: PumpRuntime(p) for p in config.pumps}
-        self._by_channel = {p.channel: p.number for p in config.pumps}
-        self.board = self._make_board(config)
+        self.pumps = {p.number: ps.PumpRuntime(p) for p in config.pumps}
+        self._by_channel = {p.key: p.number for p in config.pumps}
+        self.board = open_pump_controller(config.relay_board_kind, pump_lines(config), self.events.put,
+                                          baudrate=config.relay_board_baud, gpio_pins=config.relay_gpio,
+                                          active_high=config.relay_active_high)
         self.scanners = [self._open_scanner(p) for p in config.pumps]
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
                              subscribe=(attendant_topics.requests(config.station_id),) if config.attendant else ())
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
                                             self.docs.repo, self.docs.trust, self.events.put)
         self.allowlist_sync_state: dict[str, Any] = {"state": "idle"}
+        apply_login(config, self.link.client, self.allowlist_sync.client)
+        # Headquarters stores only records its station signed (agent/trust/tx_sign.py).
+        try:
+            self.station_key = load_station_key(config.station_key) if config.station_key else None
+        except StationKeyError as exc:
+            raise ConfigError(str(exc)) from exc
         self._freeze_state = FRESH
         self.board_connected = False
         self.clock = ClockGuard(config.zone)
@@ -163,20 +170,8 @@ class Station:
         self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
                              lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
         self._conditions_mono = 0.0
-        edc = config.edc
-        self.edc = None if edc is None else EdcTerminal(
-            edc.port, self.events.put, edc.baud, edc.ack_timeout_s, edc.max_retries, edc.response_timeout_s)
-        self.payments = PaymentDesk(
-            self.journal, self.edc, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
-            self._open_prepaid, self._queue_record,
-            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line)
-        # Signed commands: the trust root's `commands` role (plus the station manager's
-        # dashboard key for the manager's commands), nonces and locks.
-        self.command_store = CommandStore(config.data_dir / "commands.sqlite")
-        self.command_gate = CommandGate(config.station_id, lambda: self.docs.trust.keyring("commands"),
-                                        self.command_store, keyring_from_config(config.manager_keys))
-        self.locked: set[int] = self.command_store.locked()
-        self.config_path: Path | None = None  # re-read by the reload_config command
+        self._open_payments(config)
+        self._open_commands(config)
         # The attendants' phones (agent/attendant/): sign-in, camera scans, payment choice, stop.
         self.attendants = None if config.attendant is None else AttendantDesk(
             config.station_id, config.attendant, self.journal,
@@ -185,30 +180,60 @@ class Station:
         if self.attendants is not None:
             self.listeners.append(self.attendants.on_event)
         self.heartbeat_s = 30.0
+        self.tanks = None if config.tank_gauge is None else TankDesk(
+            config.tank_gauge, self.journal, self.events.put, self._publish_station, self._emit,
+            lambda: any(p.session is not None for p in self.pumps.values()))
         self._last_heartbeat = 0.0
-        # Fleet updates (agent/updater.py); exit_code set: the service loop ends, we restart.
-        self.updates = UpdateAgent(config.update, self) if config.update is not None else None
-        self.exit_code: int | None = None
-        # National quota: usage at other stations, from headquarters' signed feed.
-        self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
-                               lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
-                               self._emit, lambda: self.docs.policy)
+        self.acks_refused = 0
+        self._anchor_saved_mono: float | None = None
+        self._open_headquarters_feeds(config)
         # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
         self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
         self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
         self._disk_alarmed = disk_guard.OK
         self._close_retry_mono = 0.0
         self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
-        # Speaking up: a warning once per missing device, `spbu agent status` on a local socket.
-        self.devices = DeviceWatch(time.monotonic())
-        self.devices.add("pump controller", f"{config.relay_board_kind} {config.relay_board_port}")
-        for p in config.pumps:
-            self.devices.add(f"scanner pump {p.number}", p.scanner_port)
-        if config.edc is not None:
-            self.devices.add("EDC terminal", config.edc.port)
-        self.devices.add("broker", f"{config.broker_host}:{config.broker_port}")
+        self.devices = self._watch_devices(config)
         self.status = StatusServer(config.data_dir)
         self._loop_errors: dict[str, float] = {}
+
+    def _open_headquarters_feeds(self, config: StationConfig) -> None:
+        # Fleet updates (agent/updates/updater.py); exit_code set: the service loop ends, we restart.
+        self.updates = UpdateAgent(config.update, self) if config.update is not None else None
+        self.exit_code: int | None = None
+        # National quota: usage at other stations, from headquarters' signed feed.
+        self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
+                               lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
+                               self._emit, lambda: self.docs.policy)
+
+    def _open_payments(self, config: StationConfig) -> None:
+        # One EDC terminal per island (agent/islands.py), each paying for its own pumps.
+        self.payments = IslandPayments(config, self.journal, self.events.put, lambda terminal, edc: PaymentDesk(
+            self.journal, terminal, config.zone, lambda key, pump, kw: self._say(key, pump, **kw), self._emit,
+            self._open_prepaid, self._queue_record,
+            tuple(PaymentChoice.parse(c) for c in edc.scan_payments) if edc else (), config.lang, self.on_line,
+            edc.pumps if edc and config.more_edcs else ()))
+
+    def _open_commands(self, config: StationConfig) -> None:
+        # Signed commands: the trust root's `commands` role (plus the station manager's
+        # dashboard key for the manager's commands), nonces and locks.
+        self.command_store = CommandStore(config.data_dir / "commands.sqlite")
+        self.command_gate = CommandGate(config.station_id, lambda: self.docs.trust.keyring("commands"),
+                                        self.command_store, keyring_from_config(config.manager_keys))
+        self.locked: set[int] = self.command_store.locked()
+        self.config_path: Path | None = None  # re-read by the reload_config command
+
+    @staticmethod
+    def _watch_devices(config: StationConfig) -> DeviceWatch:
+        """Speaking up: a warning once per missing device, `spbu agent status` on a local socket."""
+        devices = DeviceWatch(time.monotonic())
+        devices.add("pump controller", f"{config.relay_board_kind} {config.relay_board_port}")
+        for p in config.pumps:
+            devices.add(f"scanner pump {p.number}", p.scanner_port)
+        if config.edc is not None:
+            devices.add("EDC terminal", config.edc.port)
+        devices.add("broker", f"{config.broker_host}:{config.broker_port}")
+        return devices
 
     def _open_scanner(self, pump: PumpConfig) -> Scanner:
         try:
@@ -217,22 +242,6 @@ class Station:
         except ScannerUnavailable as exc:  # one pump without its scanner, not a station down
             log.error("scanner of pump %d unavailable: %s", pump.number, exc)
             return AbsentScanner(str(exc))
-
-    def _make_board(self, config: StationConfig) -> PumpController:
-        if config.relay_board_kind == "gpio" and config.relay_gpio is not None:
-            from hal.gpio_relay import GpioRelayBoard  # gpiozero: the [pi] extra
-
-            relay, pulser, nozzle, estop = config.relay_gpio
-            return GpioRelayBoard(self.events.put, relay, pulser, nozzle, estop,
-                                  active_high=config.relay_active_high)
-        if config.relay_board_kind == "dart":
-            from hal.dart_pump import DartPumps
-
-            by_channel = sorted(config.pumps, key=lambda p: p.channel)
-            return DartPumps(config.relay_board_port, self.events.put, channels=len(config.pumps),
-                             baudrate=config.relay_board_baud,
-                             nozzles=tuple(len(p.nozzle_products) for p in by_channel))
-        return RelayBoard(config.relay_board_port, self.events.put, config.relay_board_baud)
 
     @property
     def token_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -244,12 +253,15 @@ class Station:
         is shown by it calling this.) Absent devices are not a fault of the agent."""
         now = time.monotonic()
         tasks = [("pump controller", self.board.last_beat())]
-        if self.edc is not None:
-            tasks.append(("EDC terminal", self.edc.last_beat()))
+        tasks += [(f"EDC terminal {i + 1}", t.last_beat()) for i, t in enumerate(self.payments.terminals)]
         tasks += [(f"scanner {p.number}", s.last_beat()) for p, s in zip(self.config.pumps, self.scanners,
                                                                          strict=True)]
         stuck = [name for name, beat in tasks if now - beat > max_task_age_s]
         return (not stuck, "stuck: " + ", ".join(stuck) if stuck else "ok")
+
+    def pending_close_ids(self) -> list[str]:
+        """Fills ended at the pump whose close the journal could not take yet (disk)."""
+        return sorted(s.tx_id for s, _, _, _ in self._pending_closes.values())
 
     def status_line(self) -> str:
         pumps = " ".join(f"{n}:{p.state}" for n, p in self.pumps.items())
@@ -270,21 +282,27 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.updates is not None:
+            self.updates.before_devices()  # the relay board on this release's firmware first
         self.disk.refresh()
         floor = self.journal.get_meta("wall_floor")
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
         self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
+        self.clock.restore_anchor(self.journal.get_meta("hq_anchor"))
         for result in self.docs.load_saved():
-            self._report_update(result)
+            self.report_update(result)
+        if self.docs.trust.state_error:
+            self._emit({"type": "alert", "alert": "trust_state_corrupt", "detail": self.docs.trust.state_error})
         self.payments.recover()
         self._recover()
         day = self._read_clock().quota_day
         self.live.seed(day, self.journal.day_totals(day),
                        [_recent_item(r, self.payments.payment_of(r["tx_id"])) for r in self.journal.recent_closed(20)])
         self.board.start()
-        if self.edc is not None:
-            self.edc.start()
+        if self.tanks is not None:
+            self.tanks.gauge.start()
+        self.payments.start()
         for scanner in self.scanners:
             scanner.start()
         self.link.start()
@@ -306,8 +324,9 @@ class Station:
         for scanner in self.scanners:
             scanner.close()
         self.board.close()
-        if self.edc is not None:
-            self.edc.close()
+        if self.tanks is not None:
+            self.tanks.gauge.close()
+        self.payments.close()
         self.journal.close()
         self.command_store.close()
 
@@ -325,7 +344,7 @@ class Station:
             try:
                 self._dispatch(event)
             except Exception:  # a bug in one event must not stop the station
-                log.exception("event %r failed", event)
+                log.exception("event %s failed", type(event).__name__)  # not its repr: a scan holds a QR
         # Every timer and callback is guarded too: a full disk or a bug in one of them
         # must not kill the loop (and with it the relay board's heartbeat).
         self._guarded("timers", self._timers)
@@ -367,9 +386,9 @@ class Station:
             asking = pump.state == ps.RECOVERING or pump.verify_after_hello
             if asking and self.board_connected and now - pump.last_query_mono >= 1.0:
                 pump.last_query_mono = now
-                self.board.query(pump.config.channel)
+                self.board.query(pump.config.key)
 
-    def _recovered(self, pump: PumpRuntime, status: BoardStatus) -> None:
+    def _recovered(self, pump: ps.PumpRuntime, status: BoardStatus) -> None:
         session = pump.session
         assert session is not None
         if status.active:
@@ -416,14 +435,18 @@ class Station:
                 self._announce_to_home_assistant()
         elif isinstance(event, BoardEvent):
             self._board_event(event)
-        elif isinstance(event, EdcReply | EdcLink):
-            if isinstance(event, EdcLink):
-                self.devices.seen("EDC terminal", event.connected)
+        elif isinstance(event, IslandEdc):
+            if isinstance(event.event, EdcLink):
+                self.devices.seen("EDC terminal", event.event.connected)
             self.payments.on_event(event)
         elif isinstance(event, PaymentSelect):
             self.payments.select(event.pump, event.choice)
         elif isinstance(event, SyncEvent):
             self._allowlist_event(event)
+        elif isinstance(event, GaugeEvent) and self.tanks is not None:
+            self.tanks.on_event(event)
+        elif isinstance(event, CloseShift) and self.tanks is not None:
+            self.tanks.close_shift_now()
         elif isinstance(event, UpdateEvent) and self.updates is not None:
             self.updates.on_event(event)
 
@@ -440,10 +463,10 @@ class Station:
 
     def _say(self, key: str, pump: int, **kw: Any) -> None:
         if kw.get("plate"):  # stdout ends in journald: full plates only on the attendant's page
-            kw["plate"] = mask_plate(kw["plate"])
+            kw["plate"] = at_rest(kw["plate"])  # a one-digit number too
         self.on_line(attendant_line(self.config.lang, key, pump=pump, **kw))
 
-    def _set_state(self, pump: PumpRuntime, new: str) -> bool:
+    def _set_state(self, pump: ps.PumpRuntime, new: str) -> bool:
         if new == pump.state:
             return True
         try:
@@ -453,11 +476,11 @@ class Station:
             return False
         pump.state = new
         self._emit({"type": "pump_state", "pump": pump.config.number, "state": new})
-        self._live_pump(pump)
+        self.show_pump(pump)
         return True
 
     def _read_clock(self) -> ClockReading:
-        reading = self.clock.read(utc_now())
+        reading = self.clock.read(utc_now(), time.monotonic())
         if reading.trusted != self._clock_trusted:
             self._clock_trusted = reading.trusted
             if not reading.trusted:
@@ -506,61 +529,87 @@ class Station:
         ident = identify(text, self.token_keys, legacy_salt_of(self.docs.allowlist))
         vehicle_id = ident.vehicle_id
         payment = payment or CASH
-        if (pump.session is not None or pump.state in ps.WITH_SESSION
-                or (prepaid is None and self.payments.busy(pump_no))):
-            return self._refuse(pump, Decision(False, PUMP_BUSY, vehicle_id=vehicle_id))
-        if pump.out_of_service:
-            return self._refuse(pump, Decision(False, "pump_out_of_service", vehicle_id=vehicle_id))
-        if not self.board_connected or pump.state == ps.INOPERATIVE:
-            return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
-        if self.board.totals_required and pump.device_total is None:
-            # Without the pump's totaliser journaled first, a crash mid-fill could lose litres.
-            self.board.query(pump.config.channel)
-            return self._refuse(pump, Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id))
-        if pump.state == ps.CLOSED:
-            return self._refuse(pump, Decision(False, "pump_closed", vehicle_id=vehicle_id))
-        if pump_no in self.locked:
-            return self._refuse(pump, Decision(False, "pump_locked", vehicle_id=vehicle_id))
-        if vehicle_id is not None:
-            for other in self.pumps.values():
-                if other.session is not None and other.session.vehicle_id == vehicle_id:
-                    vehicle = self.docs.allowlist.lookup(vehicle_id) if self.docs.allowlist else None
-                    return self._refuse(pump, Decision(False, VEHICLE_BUSY, vehicle, vehicle_id))
+        busy = self._pump_refusal(pump, vehicle_id, prepaid)
+        if busy is not None:
+            return self._refuse(pump, busy)
         if ident.reason:  # forged, unknown key, altered plate, or not a vehicle QR at all
             return self._refuse(pump, Decision(False, ident.reason), ident.detail, plate=ident.plate)
         clock = self._read_clock()
         day = clock.quota_day
+        barred = token_refusal(self.docs.policy, vehicle_id, ident.issued, ident.legacy,
+                               dt.date.fromisoformat(day))
+        if barred:  # legacy texts switched off, a token too old or revoked by a reissue
+            return self._refuse(pump, Decision(False, barred, vehicle_id=vehicle_id), plate=ident.plate)
         if nozzle == 0:
             return self._await_lift(pump, text, ident.plate, requested_ml, payment, clock)
         used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
                           used + reserved, requested_ml, clock.effective, self.config.freeze,
-                          self.usage.elsewhere(vehicle_id, product, day))
+                          self.usage.elsewhere(vehicle_id, product, day), ident.legacy)
         self._check_freeze(clock.effective)
         if not decision.ok:
             return self._refuse(pump, decision, plate=ident.plate, product=product)
+        blocked = self._sale_blocked(pump, decision, ident.plate, text, product, payment, prepaid)
+        if blocked is not None:
+            return blocked
+        plate = ident.plate or (decision.vehicle.plate if decision.vehicle else "UNREGISTERED")
+        return self._authorise(pump, decision, plate, product, day, used, requested_ml, payment, prepaid)
+
+    def _pump_refusal(self, pump: ps.PumpRuntime, vehicle_id: int | None, prepaid: int | None) -> Decision | None:
+        """Why this pump cannot take a scan now, whoever the customer is (None: it can)."""
+        if (pump.session is not None or pump.state in ps.WITH_SESSION
+                or (prepaid is None and self.payments.busy(pump.config.number))):
+            return Decision(False, PUMP_BUSY, vehicle_id=vehicle_id)
+        if pump.out_of_service:
+            return Decision(False, "pump_out_of_service", vehicle_id=vehicle_id)
+        if not self.board_connected or pump.state == ps.INOPERATIVE:
+            return Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id)
+        if self.board.totals_required and pump.device_total is None:
+            # Without the pump's totaliser journaled first, a crash mid-fill could lose litres.
+            self.board.query(pump.config.key)
+            return Decision(False, PUMP_UNAVAILABLE, vehicle_id=vehicle_id)
+        if pump.state == ps.CLOSED:
+            return Decision(False, "pump_closed", vehicle_id=vehicle_id)
+        if pump.config.number in self.locked:
+            return Decision(False, "pump_locked", vehicle_id=vehicle_id)
+        if vehicle_id is not None:
+            for other in self.pumps.values():
+                if other.session is not None and other.session.vehicle_id == vehicle_id:
+                    vehicle = self.docs.allowlist.lookup(vehicle_id) if self.docs.allowlist else None
+                    return Decision(False, VEHICLE_BUSY, vehicle, vehicle_id)
+        return None
+
+    def _sale_blocked(self, pump: ps.PumpRuntime, decision: Decision, token_plate: str, text: str, product: str,
+                      payment: PaymentChoice, prepaid: int | None) -> Decision | None:
+        """An eligible customer the station still cannot serve now (disk, terminal), or a
+        prepayment sent to the terminal first: the decision to return, else None."""
         if not self.disk.check().sales_allowed:  # refused only when the sale could not be journaled
             reason = "disk_read_only" if self.disk.state.level == disk_guard.READ_ONLY else "disk_full"
             return self._refuse(pump, Decision(False, reason, decision.vehicle, decision.vehicle_id),
-                                disk_guard.describe(self.disk.state), plate=ident.plate)
+                                disk_guard.describe(self.disk.state), plate=token_plate)
         assert self.docs.policy is not None and decision.vehicle_id is not None
         if prepaid is None and payment.electronic:
-            if not self.payments.available:  # the terminal is off or unplugged: cash is offered
+            if not self.payments.available_for(pump.config.number):  # the terminal is off or unplugged: cash is offered
                 return self._refuse(pump, Decision(False, "edc_unavailable", decision.vehicle, decision.vehicle_id),
-                                    plate=ident.plate)
+                                    plate=token_plate)
             if payment.mode == "prepay":
                 price = self.docs.policy.prices_idr.get(product, 0)
                 charge, ml = prepay_charge(payment, price, pump.config.pulses_per_litre, decision.preset_ml)
                 if charge <= 0:
                     return self._refuse(pump, Decision(False, "amount_too_small", decision.vehicle,
-                                                       decision.vehicle_id), plate=ident.plate)
-                self.payments.start_prepay(pump_no, text, payment, charge, ml)
+                                                       decision.vehicle_id), plate=token_plate)
+                self.payments.start_prepay(pump.config.number, text, payment, charge, ml)
                 return decision
-        plate = ident.plate or (decision.vehicle.plate if decision.vehicle else "UNREGISTERED")
+        return None
+
+    def _authorise(self, pump: ps.PumpRuntime, decision: Decision, plate: str, product: str, day: str, used: int,
+                   requested_ml: int | None, payment: PaymentChoice, prepaid: int | None) -> Decision:
+        """Journal first (fsync), relay second: a crash between the two leaves a session
+        that recovery closes, never fuel that no record knows of."""
+        assert self.docs.policy is not None and decision.vehicle_id is not None
+        pump_no = pump.config.number
         preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
-        # Journal first (fsync), relay second: a crash between the two leaves a session
-        # that recovery closes, never fuel that no record knows of.
         try:
             session = self.journal.open_session(
                 self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
@@ -572,9 +621,14 @@ class Station:
                 raise
             log.error("journal cannot be written, sale refused: %s", exc)
             return self._refuse(pump, Decision(False, "journal_unwritable", decision.vehicle, decision.vehicle_id),
-                                str(exc), plate=ident.plate)
+                                str(exc), plate=plate)
         if prepaid is None and payment.electronic:
             self.payments.open_postpay(session, payment)
+        self._relay_on(pump, session, product, preset_pulses)
+        self._announce_authorised(pump, session, decision, plate, product, preset_ml, requested_ml)
+        return decision
+
+    def _relay_on(self, pump: ps.PumpRuntime, session: SessionRow, product: str, preset_pulses: int) -> None:
         pump.session = session
         self._set_state(pump, ps.AUTHORISED)
         pump.opened_mono = time.monotonic()
@@ -586,11 +640,17 @@ class Station:
         multi = grades.multi_grade(pump.config)
         select_nozzles = getattr(self.board, "select_nozzles", None)
         if multi and select_nozzles is not None:  # only the nozzle of the grade decided for
-            select_nozzles(pump.config.channel, (grades.nozzle_of(pump.config, product),))
-        self.board.authorize(pump.config.channel, session.seq, preset_pulses)
+            select_nozzles(pump.config.key, (grades.nozzle_of(pump.config, product),))
+        self.board.authorize(pump.config.key, session.seq, preset_pulses)
         killpoint("authorize_sent")
         if multi and pump.nozzle_up and grades.nozzle_product(pump.config, pump.lifted) == product:
             self._start_fuelling(pump)  # the nozzle was out before the authorisation
+
+    def _announce_authorised(self, pump: ps.PumpRuntime, session: SessionRow, decision: Decision, plate: str,
+                             product: str, preset_ml: int, requested_ml: int | None) -> None:
+        """Headquarters' reservation, the attendant's line, the event and the page."""
+        assert self.docs.policy is not None
+        pump_no = pump.config.number
         self.usage.opened(session, self.link.connected)
         wanted = self.docs.policy.max_fill_ml if requested_ml is None else requested_ml
         code = ("ok_offline" if decision.offline else "ok_offline_share" if decision.share_capped
@@ -603,7 +663,6 @@ class Station:
                  "elsewhere_ml": decision.elsewhere_ml}
         self._emit(event)
         self._decided(event, plate, decision)
-        return decision
 
     def _open_prepaid(self, pump_no: int, text: str, preset_ml: int, pay_id: int) -> bool:
         """An approved prepayment: authorise the pump for what it bought (the quota is
@@ -612,9 +671,12 @@ class Station:
             self.pumps[pump_no].session is not None)
 
     def _queue_record(self, db: Any, record: dict[str, Any]) -> None:
-        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), record)
+        insert_outbox(db, record["tx_id"], topics.tx(self.config.station_id), self._signed(record))
 
-    def _refuse(self, pump: PumpRuntime, decision: Decision, detail: str = "", plate: str = "",
+    def _signed(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.station_key is None else sign_record(record, self.station_key)
+
+    def _refuse(self, pump: ps.PumpRuntime, decision: Decision, detail: str = "", plate: str = "",
                 product: str = "") -> Decision:
         vehicle = decision.vehicle
         plate = plate or (vehicle.plate if vehicle else "")  # a signed token's plate first
@@ -652,7 +714,7 @@ class Station:
         """This customer's payment: for the fill running now (postpay, not yet paid
         electronically) or else for the next scan on the pump."""
         session = self.pumps[pump].session
-        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available
+        if (session is not None and choice.electronic and choice.mode == "postpay" and self.payments.available_for(pump)
                 and self.payment_for_tx(session.tx_id) is None):
             self.payments.open_postpay(session, choice)
             return "this_fill"
@@ -673,7 +735,7 @@ class Station:
         runtime = self.pumps[pump]
         if runtime.device_total is None:
             if self.board_connected:
-                self.board.query(runtime.config.channel)  # its answer brings the totaliser
+                self.board.query(runtime.config.key)  # its answer brings the totaliser
             return None
         return self._ml(runtime, runtime.device_total)
 
@@ -685,7 +747,7 @@ class Station:
 
     # --- multi-grade pumps (agent/grades.py) ---------------------------------------------
 
-    def _await_lift(self, pump: PumpRuntime, text: str, plate: str, requested_ml: int | None,
+    def _await_lift(self, pump: ps.PumpRuntime, text: str, plate: str, requested_ml: int | None,
                     payment: PaymentChoice | None, clock: ClockReading) -> Decision:
         """A scan before the lift on a multi-grade pump: decide each grade, remember the
         eligible ones; the lift of one of them opens the session."""
@@ -713,7 +775,7 @@ class Station:
         self._decided(event, plate, first)
         return first
 
-    def _lifted(self, pump: PumpRuntime, nozzle: int) -> None:
+    def _lifted(self, pump: ps.PumpRuntime, nozzle: int) -> None:
         """A nozzle came out on a multi-grade pump: open the waiting scan's session for its
         grade, or refuse a grade the vehicle may not have (nothing is authorised for it)."""
         pending = pump.pending
@@ -727,7 +789,7 @@ class Station:
         elif pump.session is not None and product != pump.session.product:
             self._wrong_grade(pump, product or "?", pump.session.plate, (pump.session.product,))
 
-    def _wrong_grade(self, pump: PumpRuntime, product: str, plate: str, allowed: tuple[str, ...]) -> None:
+    def _wrong_grade(self, pump: ps.PumpRuntime, product: str, plate: str, allowed: tuple[str, ...]) -> None:
         self._refuse(pump, Decision(False, "wrong_grade"), " / ".join(PRODUCT_LABELS[p] for p in allowed),
                      plate=plate, product=product)
 
@@ -740,9 +802,9 @@ class Station:
         for pump in self.pumps.values():
             prices = [policy.prices_idr.get(p, 0) for p in pump.config.nozzle_products]
             if all(prices):
-                set_prices(pump.config.channel, prices)
+                set_prices(pump.config.key, prices)
 
-    def _pump_online(self, pump: PumpRuntime, online: bool) -> None:
+    def _pump_online(self, pump: ps.PumpRuntime, online: bool) -> None:
         """A pump on a shared line stopped answering (out of service) or came back."""
         if pump.out_of_service == (not online):
             return
@@ -759,100 +821,113 @@ class Station:
         else:
             if pump.state == ps.INOPERATIVE and self.board_connected:
                 self._set_state(pump, ps.after_session(pump.nozzle_up))
-            self._emit({"type": "alert", "pump": number, "alert": "pump_back_in_service", "detail": ""})
-        self._live_pump(pump)
+        self.show_pump(pump)
 
     # --- board -------------------------------------------------------------------------
 
-    def _pump_for_channel(self, channel: int) -> PumpRuntime | None:
+    def _pump_for_channel(self, channel: int) -> ps.PumpRuntime | None:
         number = self._by_channel.get(channel)
         return None if number is None else self.pumps[number]
 
     def _board_event(self, event: BoardEvent) -> None:
         if isinstance(event, BoardLink):
-            self.board_connected = event.connected
-            self._push_prices()
-            self.devices.seen("pump controller", event.connected)
-            for each in self.pumps.values():
-                if event.connected and each.state == ps.INOPERATIVE and not each.out_of_service:
-                    self._set_state(each, ps.after_session(each.nozzle_up))
-                elif not event.connected and each.state in (ps.IDLE, ps.CALLING):
-                    self._set_state(each, ps.INOPERATIVE)
-            return
-        if isinstance(event, BoardHello):
-            if self.updates is not None:
-                self.updates.on_board_hello(event.firmware)
-            # The board (re)booted with every relay open. A HELLO can also be read late
-            # (it waited in the UART buffer), so ask the board which sessions it still
-            # knows instead of closing them on sight.
-            for running in self.pumps.values():
-                if running.session is not None and running.state != ps.RECOVERING:
-                    running.verify_after_hello = True
-                    running.last_query_mono = 0.0
-            return
-        if isinstance(event, CommandLost):
+            self._board_link(event)
+        elif isinstance(event, BoardHello):
+            self._board_hello(event)
+        elif isinstance(event, CommandLost):
             lost_on = self._pump_for_channel(event.channel)
             if lost_on is not None and lost_on.state in (ps.AUTHORISED, ps.FUELLING):
                 self._request_stop(lost_on)
-            return
-        pump = self._pump_for_channel(event.channel)
-        if pump is None:
-            return
-        if isinstance(event, PumpOnline):
-            self._pump_online(pump, event.online)
-            return
-        if isinstance(event, NozzleChange):
-            pump.nozzle_up = event.up
-            pump.lifted = event.nozzle if event.up else 0
-            if event.up and grades.multi_grade(pump.config):
-                self._lifted(pump, event.nozzle)
-            right_grade = pump.session is not None and (
-                grades.nozzle_product(pump.config, event.nozzle) in (None, pump.session.product)
-                if grades.multi_grade(pump.config) else True)
-            if event.up and pump.state == ps.AUTHORISED and pump.session is not None and right_grade:
-                self._start_fuelling(pump)
-            elif event.up and pump.state == ps.IDLE:
-                self._set_state(pump, ps.CALLING)
-            elif not event.up and pump.state == ps.CALLING:
-                self._set_state(pump, ps.IDLE)
-        elif isinstance(event, BoardStatus):
-            if event.totaliser >= 0:
-                pump.device_total = event.totaliser
-            if event.nozzle_totals:
-                pump.nozzle_totals = event.nozzle_totals
-            if pump.state == ps.RECOVERING and pump.session is not None:
-                self._recovered(pump, event)
-            elif pump.verify_after_hello and pump.session is not None:
-                pump.verify_after_hello = False
-                if event.auth_id != pump.session.seq:
-                    # Counts after the last STATUS died with the board: flagged, not guessed.
-                    self._close(pump.session, self._ml(pump, pump.pulses), "board_reset")
-            elif (pump.session is not None and event.auth_id == pump.session.seq
-                  and event.pulses != pump.pulses):
-                pump.last_flow_mono = time.monotonic()
-                pump.pulses = event.pulses
-                self._live_pump(pump)
-                self._check_cap(pump)
-        elif isinstance(event, BoardEnd):
-            # A device whose END carries no totaliser (-1) gets a fresh reading before the
-            # next session may rely on it.
-            pump.device_total = event.totaliser if event.totaliser >= 0 else None
-            if event.reason == "estop":
-                self.on_line(attendant_line(self.config.lang, "estop", pump=pump.config.number))
-                self._emit({"type": "alert", "pump": pump.config.number, "alert": "estop",
-                            "detail": f"{format_litres(self._ml(pump, event.pulses), self.config.lang)} L"})
-            if pump.session is not None and event.auth_id == pump.session.seq:
-                reason = "interrupted_by_restart" if pump.state == ps.RECOVERING else event.reason
-                self._close(pump.session, self._ml(pump, event.pulses), reason)
-            else:
-                log.warning("END for unknown authorisation %d on channel %d (%d pulses)",
-                            event.auth_id, event.channel, event.pulses)
-        elif isinstance(event, BoardFault):
-            self.on_line(f"ALARM pompa {pump.config.number}: aliran tanpa otorisasi (kode {event.code})")
-            self._emit({"type": "alert", "pump": pump.config.number, "alert": "unauthorised_flow",
-                        "code": event.code})
+        elif isinstance(event, FirmwareResult):
+            return  # a firmware update's answer (agent/updates/firmware.py runs before we open the board)
+        else:
+            pump = self._pump_for_channel(event.channel)
+            if pump is None:
+                return
+            if isinstance(event, PumpOnline):
+                self._pump_online(pump, event.online)
+            elif isinstance(event, NozzleChange):
+                self._nozzle_change(pump, event)
+            elif isinstance(event, BoardStatus):
+                self._board_status(pump, event)
+            elif isinstance(event, BoardEnd):
+                self._board_end(pump, event)
+            elif isinstance(event, BoardFault):
+                self.on_line(f"ALARM pompa {pump.config.number}: aliran tanpa otorisasi (kode {event.code})")
+                self._emit({"type": "alert", "pump": pump.config.number, "alert": "unauthorised_flow",
+                            "code": event.code})
 
-    def _start_fuelling(self, pump: PumpRuntime) -> None:
+    def _board_link(self, event: BoardLink) -> None:
+        self.board_connected = event.connected
+        self._push_prices()
+        self.devices.seen("pump controller", event.connected)
+        for each in self.pumps.values():
+            if event.connected and each.state == ps.INOPERATIVE and not each.out_of_service:
+                self._set_state(each, ps.after_session(each.nozzle_up))
+            elif not event.connected and each.state in (ps.IDLE, ps.CALLING):
+                self._set_state(each, ps.INOPERATIVE)
+
+    def _board_hello(self, event: BoardHello) -> None:
+        if self.updates is not None:
+            self.updates.on_board_hello(event.firmware)
+        # The board (re)booted with every relay open. A HELLO can also be read late
+        # (it waited in the UART buffer), so ask the board which sessions it still
+        # knows instead of closing them on sight.
+        for running in self.pumps.values():
+            if running.session is not None and running.state != ps.RECOVERING:
+                running.verify_after_hello = True
+                running.last_query_mono = 0.0
+
+    def _nozzle_change(self, pump: ps.PumpRuntime, event: NozzleChange) -> None:
+        pump.nozzle_up = event.up
+        pump.lifted = event.nozzle if event.up else 0
+        if event.up and grades.multi_grade(pump.config):
+            self._lifted(pump, event.nozzle)
+        right_grade = pump.session is not None and (
+            grades.nozzle_product(pump.config, event.nozzle) in (None, pump.session.product)
+            if grades.multi_grade(pump.config) else True)
+        if event.up and pump.state == ps.AUTHORISED and pump.session is not None and right_grade:
+            self._start_fuelling(pump)
+        elif event.up and pump.state == ps.IDLE:
+            self._set_state(pump, ps.CALLING)
+        elif not event.up and pump.state == ps.CALLING:
+            self._set_state(pump, ps.IDLE)
+
+    def _board_status(self, pump: ps.PumpRuntime, event: BoardStatus) -> None:
+        if event.totaliser >= 0:
+            pump.device_total = event.totaliser
+        if event.nozzle_totals:
+            pump.nozzle_totals = event.nozzle_totals
+        if pump.state == ps.RECOVERING and pump.session is not None:
+            self._recovered(pump, event)
+        elif pump.verify_after_hello and pump.session is not None:
+            pump.verify_after_hello = False
+            if event.auth_id != pump.session.seq:
+                # Counts after the last STATUS died with the board: flagged, not guessed.
+                self._close(pump.session, self._ml(pump, pump.pulses), "board_reset")
+        elif (pump.session is not None and event.auth_id == pump.session.seq
+              and event.pulses != pump.pulses):
+            pump.last_flow_mono = time.monotonic()
+            pump.pulses = event.pulses
+            self.show_pump(pump)
+            self._check_cap(pump)
+
+    def _board_end(self, pump: ps.PumpRuntime, event: BoardEnd) -> None:
+        # A device whose END carries no totaliser (-1) gets a fresh reading before the
+        # next session may rely on it.
+        pump.device_total = event.totaliser if event.totaliser >= 0 else None
+        if event.reason == "estop":
+            self.on_line(attendant_line(self.config.lang, "estop", pump=pump.config.number))
+            self._emit({"type": "alert", "pump": pump.config.number, "alert": "estop",
+                        "detail": f"{format_litres(self._ml(pump, event.pulses), self.config.lang)} L"})
+        if pump.session is not None and event.auth_id == pump.session.seq:
+            reason = "interrupted_by_restart" if pump.state == ps.RECOVERING else event.reason
+            self._close(pump.session, self._ml(pump, event.pulses), reason)
+        else:
+            log.warning("END for unknown authorisation %d on channel %d (%d pulses)",
+                        event.auth_id, event.channel, event.pulses)
+
+    def _start_fuelling(self, pump: ps.PumpRuntime) -> None:
         assert pump.session is not None
         try:
             self.journal.mark_fuelling(pump.session.seq)
@@ -865,13 +940,13 @@ class Station:
         killpoint("fuelling_journaled")
 
     @staticmethod
-    def _ml(pump: PumpRuntime, pulses: int) -> int:
+    def _ml(pump: ps.PumpRuntime, pulses: int) -> int:
         return pulses * 1000 // pump.config.pulses_per_litre
 
-    def _request_stop(self, pump: PumpRuntime) -> None:
+    def _request_stop(self, pump: ps.PumpRuntime) -> None:
         self._set_state(pump, ps.STOPPING)
         pump.stop_sent_mono = time.monotonic()
-        self.board.stop(pump.config.channel)
+        self.board.stop(pump.config.key)
         killpoint("stop_requested")
 
     def _timers(self, now: float) -> None:
@@ -917,10 +992,10 @@ class Station:
         if self.attendants is not None:
             self.attendants.closed(record, render_receipt(record, self.config.lang))
         killpoint("before_close")
+        queued = None if keep else (session.tx_id, topics.tx(self.config.station_id), self._signed(record))
         try:
             disk_guard.write_with_reserve(self.disk, lambda: self.journal.close_session(
-                session, dispensed_ml, amount, reason,
-                None if keep else (session.tx_id, topics.tx(self.config.station_id), record), meta, extra=keep))
+                session, dispensed_ml, amount, reason, queued, meta, extra=keep))
         except Exception as exc:
             if not disk_guard.is_disk_error(exc):
                 raise
@@ -937,7 +1012,7 @@ class Station:
             pump.stop_sent_mono = 0.0
             pump.verify_after_hello = False
             self._set_state(pump, ps.after_session(pump.nozzle_up))
-            self._live_pump(pump)
+            self.show_pump(pump)
         if notify:
             self._say("done", session.pump, plate=session.plate, product=session.product,
                       litres_ml=dispensed_ml, amount_idr=amount)
@@ -1008,23 +1083,11 @@ class Station:
             if message.payload.strip() == b"online":
                 self._announce_to_home_assistant()
         elif message.topic == topics.ALLOWLIST:
-            self._report_update(self.docs.offer(ALLOWLIST_KIND, message.payload))
+            self.report_update(self.docs.offer(ALLOWLIST_KIND, message.payload))
         elif message.topic == topics.POLICY:
-            self._report_update(self.docs.offer(POLICY_KIND, message.payload))
+            self.report_update(self.docs.offer(POLICY_KIND, message.payload))
         elif message.topic == topics.ack(self.config.station_id):
-            try:
-                body = json.loads(message.payload)
-                ids = [str(i) for i in body["ids"]]
-                hq_time = dt.datetime.fromisoformat(body["at"]) if "at" in body else None
-            except (ValueError, KeyError, TypeError):
-                log.warning("malformed acknowledgement ignored")
-                return
-            if hq_time is not None and hq_time.tzinfo is not None:
-                # Headquarters' clock is a moment that has surely passed: it raises the floor
-                # an offline-booted Pi compares its own clock with.
-                self.clock.observe(hq_time)
-            if self.outbox.on_ack(ids):
-                killpoint("ack_applied")
+            self._ack(message.payload)
         elif message.topic == topics.command(self.config.station_id):
             self._command(message.payload)
         elif message.topic in (topics.usage(self.config.station_id), topics.USAGE_TICK):
@@ -1034,12 +1097,15 @@ class Station:
 
     def _usage_batch(self, payload: bytes) -> None:
         changed = self.usage.on_message(payload, self._read_clock().quota_day)
+        if self.usage.last_issued is not None:  # signed by headquarters' usage role
+            self._hq_time(self.usage.last_issued)
+            self.usage.last_issued = None
         for pump in self.pumps.values():
             s = pump.session
             if s is not None and (s.vehicle_id, s.product) in changed:
                 self._check_cap(pump)
 
-    def _check_cap(self, pump: PumpRuntime) -> None:
+    def _check_cap(self, pump: ps.PumpRuntime) -> None:
         """A fill in progress for a vehicle whose quota is being or was used elsewhere (a
         copied QR, or a first visit to this area) stops where the national quota ends."""
         s = pump.session
@@ -1056,14 +1122,39 @@ class Station:
         if self._ml(pump, pump.pulses) >= pump.cap_ml:
             self._request_stop(pump)
 
-    def _command(self, payload: bytes) -> None:
+    def _ack(self, payload: bytes) -> None:
+        """Only a signed acknowledgement deletes from the outbox, and only rows in flight."""
         try:
-            command = self.command_gate.admit(payload, self._read_clock().effective)
+            ack = verify_ack(payload, self.config.station_id, ack_keyring(self.docs.trust))
+        except AckRefused as exc:
+            self.acks_refused += 1
+            log.warning("acknowledgement refused: %s", exc)
+            return
+        self._hq_time(ack.at)
+        if self.outbox.on_ack(list(ack.ids)):
+            killpoint("ack_applied")
+
+    def _hq_time(self, moment: dt.datetime) -> None:
+        """Headquarters' signed time (an acknowledgement, a usage tick): the clock's floor
+        (bounded) and the anchor of its forward bound, saved at most every 10 minutes."""
+        now = time.monotonic()
+        if self.clock.observe_hq_time(moment, now, utc_now()) and (
+                self._anchor_saved_mono is None or now - self._anchor_saved_mono > 600):
+            self._anchor_saved_mono = now
+            self.journal.set_meta("hq_anchor", self.clock.anchor_json())
+
+    def _command(self, payload: bytes) -> None:
+        reading = self._read_clock()
+        # Nothing issued after the latest moment the station believes in passes.
+        latest = reading.effective if reading.ahead else max(reading.now, self.clock.floor)
+        try:
+            command = self.command_gate.admit(payload, reading.effective, latest)
         except CommandRejected as exc:
             log.warning("command refused: %s", exc)
             self._emit({"type": "command_rejected", "reason": exc.reason, "detail": exc.detail})
             return
-        self.clock.observe(command.issued)  # signed by headquarters: surely past
+        if not command.by_manager:  # signed by headquarters: surely past (a manager's tablet is not)
+            self.clock.observe(command.issued, utc_now())
         ok, detail = execute(self, command)
         result = {"station": self.config.station_id, "command": command.name, "nonce": command.nonce,
                   "ok": ok, "detail": detail, "at": utc_now().isoformat()}
@@ -1080,7 +1171,7 @@ class Station:
 
     # --- live view for the manager's dashboard ---------------------------------------------
 
-    def _live_pump(self, pump: PumpRuntime) -> None:
+    def show_pump(self, pump: ps.PumpRuntime) -> None:
         s = pump.session
         live = None if s is None else LiveSession(
             s.tx_id, mask_plate(s.plate), s.product, s.preset_ml, self._ml(pump, pump.pulses),
@@ -1098,6 +1189,7 @@ class Station:
         if now - self._conditions_mono < CONDITIONS_EVERY_S:
             return
         self._conditions_mono = now
+        self._publish_station("sales/hourly", hourly(self.journal, self.config.zone, utc_now()), True)
         depth = self.journal.outbox_depth()
         self.live.condition("outbox_growing", depth >= OUTBOX_ALERT_DEPTH,
                             f"{depth} transactions not yet acknowledged by headquarters")
@@ -1106,6 +1198,9 @@ class Station:
         self.live.condition("allowlist_expired", expired,
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
+        self.live.condition("root_expired", self._read_clock().effective >= root.expires,
+                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
         self._disk_tick()
         self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
         self.devices.tick(now)
@@ -1132,6 +1227,13 @@ class Station:
         for level in (disk_guard.LOW, disk_guard.FULL, disk_guard.READ_ONLY):
             self.live.condition(f"disk_{level}", state.level == level, disk_guard.describe(state))
 
+    def _publish_station(self, suffix: str, payload: dict[str, Any], retain: bool) -> None:
+        """Manager's views under spbu/v1/<station>/: tanks, their history and reconciliation,
+        litres per hour (docs/schemas/tanks*.schema.json, sales-hourly.schema.json)."""
+        body = {"station": self.config.station_id, **payload}
+        self.link.publish(f"spbu/v1/{self.config.station_id}/{suffix}", json.dumps(body).encode(), qos=1,
+                          retain=retain)
+
     def _announce_to_home_assistant(self) -> None:
         pumps = {p.number: p.product for p in self.config.pumps}
         try:
@@ -1143,12 +1245,12 @@ class Station:
         if sorted(before) != sorted(pumps):
             self.journal.set_meta("ha_pumps", json.dumps(sorted(pumps)))
 
-    def _report_update(self, result: UpdateResult) -> None:
+    def report_update(self, result: UpdateResult) -> None:
         if result.accepted:
             log.info("%s version %d installed", result.kind, result.version)
             for doc in (self.docs.allowlist, self.docs.policy):
                 if doc is not None:
-                    self.clock.observe(doc.created)  # signed by headquarters: surely past
+                    self.clock.observe(doc.created, utc_now())  # signed by headquarters: surely past
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
             if result.kind == POLICY_KIND:
@@ -1173,14 +1275,14 @@ class Station:
         self.link.publish(topics.state(self.config.station_id), json.dumps(state).encode(),
                           qos=1, retain=True)
 
-    # --- signed allow-list sync (agent/allowlist_sync.py) --------------------------------
+    # --- signed allow-list sync (agent/allowlist/sync.py) --------------------------------
 
     def _allowlist_event(self, event: SyncEvent) -> None:
         if event.kind == "progress":
             self.allowlist_sync_state = {"state": "syncing", **event.progress()}
         elif event.kind == "installed":
             self.allowlist_sync_state = {"state": "installed", "version": event.version}
-            self._report_update(self.docs.reload_allowlist())
+            self.report_update(self.docs.reload_allowlist())
             self._check_freeze(utc_now())
         elif event.kind == "rejected":
             self.allowlist_sync_state = {"state": "rejected", "version": event.version, "check": event.check}

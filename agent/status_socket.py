@@ -15,12 +15,29 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent import __version__
+from agent.config import StationConfig
+from agent.device_watch import DeviceWatch
+from agent.disk_guard import DiskGuard
+from agent.docstore import DocumentStore
+from agent.journal import Journal
+from agent.pump_states import PumpRuntime
 
-if TYPE_CHECKING:
-    from agent.station import Station
+
+class StationStatus(Protocol):
+    """What `spbu agent status` and the start line read (agent/station.py's public API)."""
+
+    config: StationConfig
+    pumps: dict[int, PumpRuntime]
+    docs: DocumentStore
+    devices: DeviceWatch
+    disk: DiskGuard
+    journal: Journal
+
+    def status_line(self) -> str: ...
+    def pending_close_ids(self) -> list[str]: ...
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +131,7 @@ def render(status: dict[str, Any]) -> list[str]:
     return lines
 
 
-def snapshot(station: Station) -> dict[str, Any]:
+def snapshot(station: StationStatus) -> dict[str, Any]:
     """What the running agent tells `spbu agent status` (built on the main loop's thread)."""
     allowlist = station.docs.allowlist
     return {
@@ -128,11 +145,11 @@ def snapshot(station: Station) -> dict[str, Any]:
                       "expires": allowlist.expires.isoformat() if allowlist else None},
         "policy_version": station.docs.policy.version if station.docs.policy else 0,
         "disk": station.disk.state.as_dict(),
-        "pending_closes": sorted(s.tx_id for s, _, _, _ in station._pending_closes.values()),
+        "pending_closes": station.pending_close_ids(),
     }
 
 
-def start_line(station: Station) -> str:
+def start_line(station: StationStatus) -> str:
     """The INFO line at start: what the agent found."""
     cfg = station.config
     allowlist = station.docs.allowlist

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import topics
-from agent.documents import QuotaPolicy
 from agent.journal import SessionRow
 from agent.national_usage import Elsewhere, NationalUsage, UsageRefused, reservation
-from agent.trust import TrustStore
+from agent.trust.documents import QuotaPolicy
+from agent.trust.root import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class UsageLink:
         self._policy = policy
         self._asked_at: float | None = None
         self.was_stale: bool | None = None
+        self.last_issued: dt.datetime | None = None  # the latest accepted batch's signed time
 
     def _threshold(self) -> tuple[float | None, float | None]:
         policy = self._policy()
@@ -75,6 +76,7 @@ class UsageLink:
             log.warning("usage batch refused: %s", exc)
             self._emit({"type": "alert", "alert": "usage_rejected", "check": exc.check, "detail": str(exc)})
             return set()
+        self.last_issued = _moment(batch.issued)  # headquarters' signed time (agent/clock.py)
         return {(e.vehicle_id, e.product) for e in batch.entries}
 
     def elsewhere(self, vehicle_id: int | None, product: str, day: str) -> Elsewhere | None:
@@ -114,3 +116,11 @@ class UsageLink:
         detail = (f"usage feed {'stale' if stale else 'fresh'}: last synced "
                   f"{'never' if age is None else f'{age:.0f} s ago'}, threshold {stale_after:g} s")
         return stale, detail
+
+
+def _moment(text: str) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None

@@ -89,14 +89,27 @@ if [ -n "$SERVICE_USER" ]; then
     chown "$SERVICE_USER:$GROUP" "$ROOT/var/lib/spbu"
 fi
 
-# 4. The package in its own venv, with the Pi extras.
+# 4. The package in its own venv, with the Pi extras: the first release of the side-by-side
+#    layout fleet updates use (/opt/spbu/releases/<version>, `current`; docs/updates.md), and
+#    /opt/spbu/venv pointing through `current` so the unit always runs the release in force.
+install -d -m 0755 "$ROOT/opt/spbu/releases"
+install -m 0644 "$SRC/agent/updates/switch.py" "$ROOT/opt/spbu/release_switch.py"
+on_system && chown "$SERVICE_USER:$GROUP" "$ROOT/opt/spbu/releases"
 if [ "$VENV" = 1 ]; then
-    [ -x "$ROOT/opt/spbu/venv/bin/python" ] || python3 -m venv "$ROOT/opt/spbu/venv"
+    VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$SRC/pyproject.toml" | head -n 1)"
+    RELEASE="$ROOT/opt/spbu/releases/$VERSION"
+    [ -x "$RELEASE/venv/bin/python" ] || python3 -m venv "$RELEASE/venv"
     if [ -n "$BUNDLE" ]; then
-        "$ROOT/opt/spbu/venv/bin/pip" install --quiet --no-index --find-links "$BUNDLE" "spbu-edge[pi]"
+        "$RELEASE/venv/bin/pip" install --quiet --no-index --find-links "$BUNDLE" "spbu-edge[pi]"
     else
-        "$ROOT/opt/spbu/venv/bin/pip" install --quiet --upgrade "${SRC}[pi]"
+        "$RELEASE/venv/bin/pip" install --quiet --upgrade "${SRC}[pi]"
     fi
+    ln -sfn "$VERSION" "$ROOT/opt/spbu/releases/current"
+    # An install from before fleet updates had one venv here: the release replaces it.
+    if [ -d "$ROOT/opt/spbu/venv" ] && [ ! -L "$ROOT/opt/spbu/venv" ]; then
+        rm -rf "$ROOT/opt/spbu/venv"
+    fi
+    ln -sfn releases/current/venv "$ROOT/opt/spbu/venv"
 else
     # Lay the entry point where the unit expects it (used by --root test trees).
     install -d -m 0755 "$ROOT/opt/spbu/venv/bin"
@@ -108,6 +121,10 @@ install -D -m 0644 "$SRC/deploy/systemd/spbu-agent.service" "$ROOT/etc/systemd/s
 install -D -m 0644 "$SRC/deploy/systemd/journald-spbu.conf" "$ROOT/etc/systemd/journald.conf.d/spbu.conf"
 install -D -m 0644 "$SRC/deploy/systemd/spbu-watchdog.conf" "$ROOT/etc/systemd/system.conf.d/spbu-watchdog.conf"
 install -D -m 0644 "$SRC/deploy/udev/99-spbu.rules" "$ROOT/etc/udev/rules.d/99-spbu.rules"
+# Authenticated time (NTS) for chrony, when chrony is the time daemon (docs/operations.md).
+if [ -d "$ROOT/etc/chrony" ]; then
+    install -D -m 0644 "$SRC/deploy/chrony/spbu-nts.conf" "$ROOT/etc/chrony/conf.d/spbu-nts.conf"
+fi
 # The loopback-only broker config goes in only if there is none, or if it is still ours
 # unchanged in kind (an older copy of this file). A station's own config - the link to
 # `spbu keys broker-config`'s output, with the bridge and the dashboard - is kept.

@@ -124,8 +124,8 @@ class DartMaster:
         return not self.out_of_service[addr] or now >= self._pumps[addr].next_try
 
     def _next_pump(self, now: int) -> int | None:
-        for addr in self.addresses:  # urgent commands first
-            if self._pumps[addr].urgent and self._ready(addr, now):
+        for addr in self.addresses:  # urgent commands first, to pumps that answer: a STOP
+            if self._pumps[addr].urgent and not self.out_of_service[addr]:  # to a dead pump waits its turn
                 return addr
         count = len(self.addresses)
         for i in range(count):

@@ -71,6 +71,7 @@ class DartPumps(PortDriver):
         self._lock = threading.Lock()
         self._alive_at = time.monotonic()
         self._alive_window_s = alive_window_s
+        self._normal_alive_window_s = alive_window_s
         self._port = SerialPortThread(
             port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=0.005,
             on_idle=self._tick, name=f"dart:{port}", serial_kwargs={"parity": serial.PARITY_ODD},
@@ -102,6 +103,15 @@ class DartPumps(PortDriver):
             allowed = d.allowed_nozzles(list(ch.allowed)) if ch.allowed else b""
             ch.allowed = ()
             self._master.send(d.ADDR_MIN + channel, d.cmd(d.CMD_RESET) + allowed + preset + d.cmd(d.CMD_AUTHORIZE))
+
+    @property
+    def port_name(self) -> str:
+        return self._port.port
+
+    def hold_heartbeats(self, held: bool) -> None:
+        """Stop (or resume) the heartbeats as if the agent had died: the hardware check's
+        dead-man test. Nothing else calls this."""
+        self._alive_window_s = 0.0 if held else self._normal_alive_window_s
 
     def stop(self, channel: int) -> None:
         with self._lock:

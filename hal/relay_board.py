@@ -69,6 +69,15 @@ class BoardHello:
 
 
 @dataclass(frozen=True)
+class FirmwareResult:
+    """The board's answer to a firmware-update step (hal/fw_update.py)."""
+
+    step: int
+    code: int
+    detail: int
+
+
+@dataclass(frozen=True)
 class BoardLink:
     connected: bool
 
@@ -83,7 +92,7 @@ class CommandLost:
 
 
 BoardEvent = (BoardStatus | BoardEnd | NozzleChange | BoardFault | BoardHello | BoardLink | CommandLost
-              | PumpOnline)
+              | PumpOnline | FirmwareResult)
 
 
 def _now_ms() -> int:
@@ -106,6 +115,8 @@ def decode_event(mtype: int, values: tuple[int, ...]) -> BoardEvent | None:
         return BoardFault(values[0], values[1], values[2])
     if mtype == rp.BOARD_HELLO:
         return BoardHello(values[0], values[1])
+    if mtype == rp.FW_RESULT:
+        return FirmwareResult(values[0], values[1], values[2])
     return None
 
 
@@ -141,6 +152,7 @@ class RelayBoard(PortDriver):
         self._lock = threading.Lock()
         self._heartbeat_ms = heartbeat_ms
         self._alive_window_s = alive_window_s
+        self._normal_alive_window_s = alive_window_s
         self._alive_at = time.monotonic()
         self._last_heartbeat = 0
         self._port = SerialPortThread(
@@ -154,11 +166,32 @@ class RelayBoard(PortDriver):
     def authorize(self, channel: int, auth_id: int, preset_pulses: int) -> None:
         self._send(rp.AUTHORIZE, (channel, auth_id, preset_pulses))
 
+    @property
+    def port_name(self) -> str:
+        return self._port.port
+
+    def hold_heartbeats(self, held: bool) -> None:
+        """Stop (or resume) the heartbeats as if the agent had died: the hardware check's
+        dead-man test. Nothing else calls this."""
+        self._alive_window_s = 0.0 if held else self._normal_alive_window_s
+
     def stop(self, channel: int) -> None:
         self._send(rp.STOP, (channel,))
 
     def query(self, channel: int) -> None:
         self._send(rp.QUERY, (channel,))
+
+    def send_message(self, mtype: int, values: tuple[int | bytes, ...]) -> None:
+        """Any reliable message (the firmware update's FW_* steps)."""
+        with self._lock:
+            self._link.send(mtype, values, _now_ms())
+            out = self._link.take_output()
+        self._port.write(out)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._link.in_flight
 
     def _send(self, mtype: int, values: tuple[int, ...]) -> None:
         with self._lock:

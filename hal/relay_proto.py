@@ -32,14 +32,26 @@ AUTHORIZE = 0x02
 STOP = 0x03
 QUERY = 0x04
 HOST_HELLO = 0x05
+# Firmware update (hal/fw_update.py, hal/firmware/fw_update.py)
+FW_BEGIN = 0x06
+FW_OPEN = 0x07
+FW_DATA = 0x08
+FW_CLOSE = 0x09
+FW_COMMIT = 0x0A
+FW_CONFIRM = 0x0B
+FW_ABORT = 0x0C
 # Board -> host
 STATUS = 0x81
 END = 0x82
 NOZZLE = 0x83
 FAULT = 0x84
 BOARD_HELLO = 0x85
+FW_RESULT = 0x86
 
-RELIABLE = (AUTHORIZE, STOP, HOST_HELLO, END, NOZZLE, FAULT, BOARD_HELLO)
+FW_TYPES = (FW_BEGIN, FW_OPEN, FW_DATA, FW_CLOSE, FW_COMMIT, FW_CONFIRM, FW_ABORT)
+RELIABLE = (AUTHORIZE, STOP, HOST_HELLO, END, NOZZLE, FAULT, BOARD_HELLO, FW_RESULT) + FW_TYPES  # noqa: RUF005 (MicroPython)
+FW_BLOCK = 24  # file bytes per FW_DATA frame
+FW_NAME = 26  # longest flash path, bytes
 HELLOS = (HOST_HELLO, BOARD_HELLO)
 
 # STATUS flags
@@ -80,7 +92,23 @@ _FORMATS = {
     NOZZLE: ">BB",  # pump, up
     FAULT: ">BBI",  # pump, code, pulses
     BOARD_HELLO: ">BBBI",  # firmware version, pump count, flags, boot id
+    FW_BEGIN: ">I",  # session
+    FW_OPEN: ">BI26s",  # file index, size, flash path (NUL padded)
+    FW_DATA: ">BHB24s",  # file index, block number, length, bytes (padded)
+    FW_CLOSE: ">BI",  # file index, CRC-32 of the whole file
+    FW_COMMIT: ">I",  # session
+    FW_CONFIRM: ">I",  # session
+    FW_ABORT: ">I",  # session
+    FW_RESULT: ">BBI",  # request type, code (FW_OK ...), detail
 }
+
+# FW_RESULT codes
+FW_OK = 0
+FW_ERR_STATE = 1
+FW_ERR_SIZE = 2
+FW_ERR_CRC = 3
+FW_ERR_IO = 4
+FW_ERR_NAME = 5
 
 
 class ProtocolError(ValueError):

@@ -196,7 +196,7 @@ def parse_inventory(data: bytes) -> tuple:  # type: ignore[type-arg]
     tanks = []
     while r.left():
         tank = _dec(r.take(2))
-        product = r.take(1).decode()
+        product = chr(r.take(1)[0])
         status = _hex(r.take(4))
         values = r.floats()
         fields = {}
@@ -213,7 +213,7 @@ def parse_deliveries(data: bytes) -> tuple:  # type: ignore[type-arg]
     tanks = []
     while r.left():
         tank = _dec(r.take(2))
-        product = r.take(1).decode()
+        product = chr(r.take(1)[0])
         count = _dec(r.take(2))
         deliveries = []
         for _ in range(count):

@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import signal
 
-    from agent.signing import load_private_key
+    from agent.trust.signing import load_private_key
 
     parser = argparse.ArgumentParser(prog="python -m hq.ledger_node", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")

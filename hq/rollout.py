@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import release_manifest as rm
 from agent import topics
+from agent.updates import manifest as rm
 
 STEPS = (1, 10, 50, 100)
 

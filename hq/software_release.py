@@ -9,7 +9,7 @@ A release directory:
     <dir>/manifest.json               the signed manifest (`spbu release sign`)
 
 The same directory is what goes on a USB stick: a station reads manifest.json and files/
-from it (agent/updater.py) exactly as it would from the broker, with the same checks.
+from it (agent/updates/updater.py) exactly as it would from the broker, with the same checks.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import release_manifest as rm
-from agent import topics, trust
-from agent.allowlist_manifest import chunk_digests
-from agent.trust import TrustError
+from agent import topics
+from agent.allowlist.manifest import chunk_digests
+from agent.trust import root as trust
+from agent.trust.root import TrustError
+from agent.updates import manifest as rm
 
 
 class ReleaseBuildError(ValueError):

@@ -20,7 +20,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import topics, trust
+from agent import topics
+from agent.trust import root as trust
 from hq.db import area_of
 from hq.ledger import Key, VehicleDayRow
 

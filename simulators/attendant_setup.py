@@ -8,10 +8,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import pki
 from agent.attendant.config import AttendantConfig, Person, hash_pin
 from agent.attendant.files import attendant_dir
 from agent.attendant.page_server import PageServer
+from hq import pki
 from simulators.broker import AttendantListener
 
 

@@ -182,6 +182,14 @@ class DartPumpSim(ThreadedDevice):
         with self._lock:
             self.pumps[channel].dead = dead
 
+    def status_text(self) -> str:
+        with self._lock:
+            return "\n".join(
+                f"channel {i} (pump {p.addr:02X}): {d.STATUS_NAMES.get(p.status, p.status)}"
+                f"{' DEAD' if p.dead else ''}, nozzle {p.lifted if p.disp.nozzle_up else '-'} up,"
+                f" totals " + " / ".join(f"{v / 100:.2f}" for v in p.nozzle_totals_cl) + " L"
+                for i, p in enumerate(self.pumps))
+
     def nozzle_totaliser_ml(self, channel: int, nozzle: int) -> int:
         with self._lock:
             return self.pumps[channel].nozzle_totals_cl[nozzle - 1] * 10

@@ -30,11 +30,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import topics
-from agent.documents import QuotaPolicy, Vehicle
 from agent.eligibility import decide
 from agent.journal import Journal, SessionRow
 from agent.outbox import OutboxSender
-from agent.trust import TrustStore, load_root
+from agent.trust.documents import QuotaPolicy, Vehicle
+from agent.trust.root import TrustStore, load_root
 from agent.usage_link import UsageLink, fill_cap
 
 PRODUCT = "solar"

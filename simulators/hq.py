@@ -18,12 +18,16 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import allowlist_manifest, topics, trust
-from agent.allowlist_release import Releases, table_of
-from agent.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent import topics
+from agent.allowlist import manifest as allowlist_manifest
 from agent.domain import CATEGORIES, PRODUCTS, STATUS_ACTIVE, STATUS_SUSPENDED
-from agent.qrtoken import issue_token
-from agent.signing import key_id, public_key_hex, sign_document
+from agent.qr.tokens import issue_token
+from agent.trust import root as trust
+from agent.trust.acks import sign_ack
+from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.trust.signing import key_id, public_key_hex, sign_document
+from hq.releases import Releases, table_of
+from hq.tx_verify import StationKeys
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +93,15 @@ class HeadquartersSim:
     def __init__(self, host: str, port: int, registry: list[RegistryEntry],
                  key: Ed25519PrivateKey | None = None, validity_days: int = 14,
                  client_id: str | None = None, collect: bool = True,
-                 usage_feed: dict[str, float] | None = None) -> None:
-        """usage_feed: the national quota's signed settings ({"stale_after_s", "offline_share"})
+                 station_keys: StationKeys | None = None, usage_feed: dict[str, float] | None = None) -> None:
+        """station_keys: collect only records these stations signed (hq/tx_verify.py).
+        usage_feed: the national quota's signed settings ({"stale_after_s", "offline_share"})
         put in the policy; None leaves each station counting only its own sales."""
         self.host = host
+        self.station_keys = station_keys
+        self.policy_extra: dict[str, Any] = {}  # more signed policy fields (legacy_qr, token ages...)
         self.usage_feed = usage_feed
-        self.collect = collect  # False: simulators/collector.py processes collect instead
+        self.collect = collect  # False: hq/collector.py processes collect instead
         self.port = port
         self.registry = registry
         self.key = key or Ed25519PrivateKey.generate()
@@ -205,6 +212,7 @@ class HeadquartersSim:
             "unregistered_l": {"pertalite": 0, "solar": 0}, "max_fill_l": 200}
         if self.usage_feed is not None:
             body["usage_feed"] = self.usage_feed
+        body.update(self.policy_extra)
         return trust.sign(body, [self.key])
 
     def install_into(self, data_dir: Path) -> None:
@@ -235,6 +243,8 @@ class HeadquartersSim:
             tx_id = str(record["tx_id"])
             if record.get("station") != station:
                 raise ValueError("station mismatch")
+            if self.station_keys is not None:
+                self.station_keys.verify(record)
         except (ValueError, KeyError, TypeError):
             with self._lock:
                 self.rejected += 1
@@ -245,8 +255,7 @@ class HeadquartersSim:
             else:
                 self.received[tx_id] = record
         # Acknowledge after storing: the station may then forget it. Repeats are acked again.
-        ack = {"ids": [tx_id], "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        client.publish(topics.ack(station or ""), json.dumps(ack), qos=1)
+        client.publish(topics.ack(station or ""), sign_ack(self.key, station or "", [tx_id]), qos=1)
 
     def transactions(self) -> list[dict[str, Any]]:
         with self._lock:

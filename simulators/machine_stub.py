@@ -85,12 +85,46 @@ class StubWDT:
         return (time.monotonic() - self.last_feed) * 1000 > self.timeout
 
 
+class BoardReset(Exception):
+    """machine.reset(): the simulated chip restarts (the simulator boots the firmware again)."""
+
+
+class StubTimer:
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, registry: list[StubTimer]) -> None:
+        self._registry = registry
+        self.deadline = 0.0
+        self.period_ms = 0
+        self.mode = self.ONE_SHOT
+        self.callback: Callable[[StubTimer], None] | None = None
+
+    def init(self, mode: int = 0, period: int = 1000, callback: Callable[[StubTimer], None] | None = None) -> None:
+        self.mode, self.period_ms, self.callback = mode, period, callback
+        self.deadline = time.monotonic() + period / 1000
+        if self not in self._registry:
+            self._registry.append(self)
+
+    def deinit(self) -> None:
+        if self in self._registry:
+            self._registry.remove(self)
+
+
 class FakeMachine:
     def __init__(self, uart_fd: int) -> None:
         self.pins: dict[int, StubPin] = {}
         self.uart_fd = uart_fd
         self.wdt: StubWDT | None = None
+        self.timers: list[StubTimer] = []
         registry = self.pins
+        timers = self.timers
+
+        class Timer(StubTimer):
+            def __init__(self, timer_id: int = -1) -> None:
+                super().__init__(timers)
+
+        self.Timer = Timer
 
         class Pin(StubPin):
             def __init__(self, pin_id: int, mode: int = 0, pull: int | None = None,
@@ -112,3 +146,18 @@ class FakeMachine:
 
     def enable_irq(self, state: int) -> None:
         pass
+
+    def reset(self) -> None:
+        raise BoardReset()
+
+    def run_timers(self) -> None:
+        """Fire the timers that are due, as the chip's hardware timers would (BoardReset may
+        come out of a callback)."""
+        now = time.monotonic()
+        for timer in list(self.timers):
+            if now >= timer.deadline and timer.callback is not None:
+                if timer.mode == StubTimer.ONE_SHOT:
+                    timer.deinit()
+                else:
+                    timer.deadline = now + timer.period_ms / 1000
+                timer.callback(timer)

@@ -51,7 +51,7 @@ class SerialDevice(FdDevice):
     """A real serial port (e.g. a USB-serial adapter cabled to the Pi) in raw mode, so a
     simulator can stand in for a device on actual wiring. Same interface as PtyDevice."""
 
-    def __init__(self, path: str, baudrate: int = 115200) -> None:
+    def __init__(self, path: str, baudrate: int = 115200, odd_parity: bool = False) -> None:
         import termios
 
         self.path = path
@@ -60,6 +60,8 @@ class SerialDevice(FdDevice):
         attrs = termios.tcgetattr(self.master)
         speed = getattr(termios, f"B{baudrate}")
         attrs[4] = attrs[5] = speed
+        if odd_parity:  # Wayne DART lines: 8 data bits, odd parity, 1 stop bit
+            attrs[2] |= termios.PARENB | termios.PARODD
         termios.tcsetattr(self.master, termios.TCSANOW, attrs)
 
     def close(self) -> None:

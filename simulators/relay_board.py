@@ -14,12 +14,16 @@ import contextlib
 import os
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 from hal import relay_proto as rp
+from hal.firmware import boot_guard
 from hal.firmware import main as firmware
 from hal.firmware.board_core import BoardCore
 from simulators.dispenser import Dispenser, Faults
-from simulators.machine_stub import CPythonClock, FakeMachine
+from simulators.flash import FlashLoader
+from simulators.machine_stub import BoardReset, CPythonClock, FakeMachine
 from simulators.pty_device import PtyDevice, SerialDevice
 
 
@@ -55,6 +59,8 @@ class RelayBoardSim:
         ramp_s: float = 0.0,
         faults: Faults | None = None,
         port: str | None = None,
+        flash: Path | None = None,
+        trial_ms: int = boot_guard.TRIAL_MS,
     ) -> None:
         if not 1 <= channels <= len(firmware.RELAY_PINS):
             raise ValueError(f"the relay board has 1..{len(firmware.RELAY_PINS)} channels")
@@ -65,7 +71,14 @@ class RelayBoardSim:
         self.dispensers = [Dispenser(flow_lps, pulses_per_litre, ramp_s, max_overrun_pulses, seed + i,
                                      faults or Faults()) for i in range(channels)]
         self._watchdog_ms = watchdog_ms
-        self.firmware: firmware.Firmware | None = None
+        # With `flash`, the firmware runs from that directory (simulators/flash.py) and can
+        # be updated over the UART; its boot guard runs first at every (re)boot.
+        self.flash = flash
+        self.trial_ms = trial_ms
+        self.boots: list[str] = []  # boot guard outcome per boot: normal, trial, restored
+        self.firmware_version = 0
+        self.relay_ever_closed = False
+        self.firmware: Any = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="relay-board-sim", daemon=True)
@@ -80,6 +93,11 @@ class RelayBoardSim:
         return int(time.monotonic() * 1000)
 
     def start(self) -> None:
+        if self.flash is not None:
+            with self._lock:
+                self._boot_flash()
+            self._thread.start()
+            return
         with self._lock:
             self.firmware = firmware.Firmware(self.machine, self.channels, boot_id=int.from_bytes(os.urandom(4), "big"),
                                               clock=CPythonClock, core=self.core,
@@ -122,6 +140,10 @@ class RelayBoardSim:
             self._step()
             self.machine.pins[firmware.RESET_PIN].drive(1)
 
+    def status_text(self) -> str:
+        return "\n".join(f"channel {c}: relay {'closed' if self.relay_closed(c) else 'open'},"
+                         f" totaliser {self.totaliser_ml(c) / 1000:.2f} L" for c in range(len(self.dispensers)))
+
     def relay_closed(self, channel: int) -> bool:
         with self._lock:
             return self._relay(channel)
@@ -155,9 +177,31 @@ class RelayBoardSim:
                     self._step()
             self._stop.wait(0.005)
 
+    def _boot_flash(self) -> None:
+        assert self.flash is not None
+        self.machine.timers.clear()
+        fs = boot_guard.OsFs(os, str(self.flash) + "/")
+        state = boot_guard.check(fs)
+        if state == "trial":
+            boot_guard.arm(self.machine, fs, self.trial_ms)  # type: ignore[no-untyped-call]
+        self.boots.append(state)
+        loader = FlashLoader(self.flash)
+        main = loader.load("hal.firmware.main")
+        self.firmware_version = int(loader.load("hal.firmware.board_core").FIRMWARE_VERSION)
+        self.firmware = main.Firmware(self.machine, self.channels, boot_id=int.from_bytes(os.urandom(4), "big"),
+                                      clock=CPythonClock, watchdog_ms=self._watchdog_ms, fs=fs)
+        self.machine.pins[firmware.ESTOP_PIN].drive(0)
+
     def _step(self) -> None:
-        if self.firmware is not None:
+        if self.firmware is None:
+            return
+        try:
             self.firmware.step()
+            self.machine.run_timers()
+        except BoardReset:
+            self._boot_flash()  # the chip restarts: relays low first, then the boot guard
+        if any(self._relay(i) for i in range(self.channels)):
+            self.relay_ever_closed = True
 
     def _pulse(self, channel: int) -> None:
         self.dispensers[channel].totaliser_pulses += 1

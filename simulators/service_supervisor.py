@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SWITCH_SCRIPT = Path(__file__).resolve().parents[1] / "agent" / "release_switch.py"
+SWITCH_SCRIPT = Path(__file__).resolve().parents[1] / "agent" / "updates" / "switch.py"
 
 
 @dataclass

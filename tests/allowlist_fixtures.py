@@ -11,12 +11,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import allowlist_build as build
-from agent import topics, trust
-from agent.allowlist_release import Releases
-from agent.allowlist_repo import AllowListRepo
-from agent.allowlist_store import Entry
-from agent.allowlist_sync import AllowListSync, SyncEvent
+from agent import topics
+from agent.allowlist import build
+from agent.allowlist.repo import AllowListRepo
+from agent.allowlist.store import Entry
+from agent.allowlist.sync import AllowListSync, SyncEvent
+from agent.trust import root as trust
+from hq.releases import Releases
 
 CLASSES: list[Entry] = [("motorcycle", 1, "active"), ("private_car", 1, "active"), ("private_car", 2, "active"),
                         ("goods_4w", 2, "suspended")]
@@ -104,9 +105,9 @@ class Station:
     def offer(self, manifest: bytes, chunks: dict[str, bytes] | None = None) -> None:
         self.sync._handle(topics.ALLOWLIST_MANIFEST, manifest)
         for _ in range(10_000):  # bounded: each pass hands over what was asked for
-            if not self.sync._inflight:
+            if not self.sync.fetcher._inflight:
                 break
-            for digest in list(self.sync._inflight):
+            for digest in list(self.sync.fetcher._inflight):
                 self.sync._handle(topics.allowlist_chunk(digest), (chunks or {}).get(digest, b""))
 
     def root(self, version: int, raw: bytes) -> None:

@@ -15,13 +15,13 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from simulators.flash import FIRMWARE_FILES
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE_VERSION = "0.1.0"
 # The venvs of test releases read their dependencies from the test environment's own
 # site-packages (agent/releases.build_venv's base_site); a field release carries wheels.
 BASE_SITE = Path(next(p for p in sys.path if p.endswith("site-packages")))
-FIRMWARE_FILES = ("hal/__init__.py", "hal/crc16.py", "hal/relay_proto.py", "hal/firmware/__init__.py",
-                  "hal/firmware/board_core.py", "hal/firmware/main.py")
 
 
 def build_base_wheel(out: Path) -> Path:
@@ -73,10 +73,13 @@ def firmware_files(version: int, say_hello: bool = True, into: Path | None = Non
     out: dict[str, Path] = {}
     for rel in FIRMWARE_FILES:
         text = (ROOT / rel).read_text()
+        if not text:
+            continue  # empty package markers are on every board already
         if rel.endswith("board_core.py"):
             text = text.replace("FIRMWARE_VERSION = 1", f"FIRMWARE_VERSION = {version}")
             if not say_hello:
                 text = text.replace("self.link.send(rp.BOARD_HELLO", "0 and self.link.send(rp.BOARD_HELLO")
+                assert "0 and self.link.send(rp.BOARD_HELLO" in text
         path = into / f"fw{version}{'' if say_hello else '-mute'}" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import importlib.metadata as md
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -81,8 +82,14 @@ def repack(name: str, out: Path) -> Path:
 def build(project: Path, out: Path, extras: tuple[str, ...] = ("pi",)) -> list[Path]:
     """A bundle directory as `make bundle` makes it (wheels only), from this machine."""
     out.mkdir(parents=True, exist_ok=True)
+    # From a clean copy: setuptools' build/ directory in a checkout keeps modules that were
+    # moved or deleted since, and would pack them too.
+    source = out / "source"
+    shutil.copytree(project, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "node_modules", "build", "dist", "*.egg-info", ".*_cache", ".hypothesis", "__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out),
-                            str(project)], capture_output=True, text=True, timeout=300, check=False)
+                            str(source)], capture_output=True, text=True, timeout=300, check=False)
+    shutil.rmtree(source, ignore_errors=True)
     if built.returncode != 0:
         raise RuntimeError(f"pip wheel of the project failed: {built.stderr[-2000:]}")
     return [repack(name, out) for name in closure("spbu-edge", extras)]

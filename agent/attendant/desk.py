@@ -23,7 +23,7 @@ from agent.attendant.config import ATTENDANT_NUMBER, AttendantConfig, hash_pin, 
 from agent.attendant.shift_report import Shift, build_report
 from agent.attendant.throttle import Throttle
 from agent.journal import Journal
-from agent.payments import PaymentChoice
+from agent.payments.desk import PaymentChoice
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +261,12 @@ class AttendantDesk:
         if view is None:
             return
         self._learn_totaliser(view.pump)  # an authorised pump has not flowed yet
-        price = self.prices(view.product)
+        product = str(event.get("product") or view.product)  # a multi-grade pump: the nozzle's product
+        price = self.prices(product)
         view.decision = {
             "ok": bool(event["ok"]), "code": event["code"], "tx_id": event.get("tx_id"), "plate": plate,
-            "category": category, "product": view.product, "preset_ml": event.get("preset_ml", 0),
+            "category": category, "product": product, "preset_ml": event.get("preset_ml", 0),
+            "detail": str(event.get("detail", ""))[:80],
             "allowed_idr": event.get("preset_ml", 0) * price // 1000, "remaining_ml": event.get("remaining_ml", 0),
             "used_ml": used_ml, "limit_ml": limit_ml,
             "elsewhere_ml": event.get("elsewhere_ml"), "decided_ms": _epoch_ms(event["at"]),
@@ -277,8 +279,9 @@ class AttendantDesk:
         view = self.views.get(number)
         if view is None:
             return
+        product = view.decision["product"] if view.decision and view.decision.get("tx_id") == tx_id else view.product
         fill = None if tx_id is None else {"tx_id": tx_id, "litres_ml": dispensed_ml or 0, "preset_ml": preset_ml,
-                                           "amount_idr": (dispensed_ml or 0) * self.prices(view.product) // 1000}
+                                           "amount_idr": (dispensed_ml or 0) * self.prices(product) // 1000}
         if tx_id is None:
             self._learn_totaliser(number)  # between fills only: mid-fill it would skip litres
         same = state == view.state and (fill is None) == (view.fill is None)

@@ -223,7 +223,8 @@ function renderDecision(card, d, view) {
   $(".quota", box).textContent = quota.join(" · ");
   const reasons = WORDS[app.lang].reasons;
   $(".reason", box).textContent = d && !d.ok
-    ? String(reasons[d.code] || d.code).replace("{used}", litres(d.used_ml)).replace("{limit}", litres(d.limit_ml)) : "";
+    ? String(reasons[d.code] || d.code).replace("{used}", litres(d.used_ml)).replace("{limit}", litres(d.limit_ml))
+      .replace("{elsewhere}", litres(d.elsewhere_ml)).replace("{detail}", PRODUCTS[d.detail] || d.detail || "") : "";
 }
 
 // --- sound and vibration ------------------------------------------------------------------------

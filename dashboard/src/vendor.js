@@ -3,6 +3,7 @@
 // types, so ES modules are out. Signing is pure JavaScript because a tablet on the
 // station's LAN opens the page over plain HTTP, where WebCrypto is not available.
 import mqtt from "mqtt";
+import uPlot from "uplot";  // the manager's charts: small, no dependencies
 import * as ed from "@noble/ed25519";
 import { sha256 } from "@noble/hashes/sha256";
 import { sha512 } from "@noble/hashes/sha512";
@@ -37,4 +38,4 @@ export function nonce() {
   return hex(crypto.getRandomValues(new Uint8Array(16)));
 }
 
-export { mqtt };
+export { mqtt, uPlot };

@@ -74,7 +74,11 @@ function renderHealth() {
   const trusted = hb ? hb.clock.trusted : undefined;
   $("#clock").textContent = trusted === false ? t("clock_bad") : trusted === true ? t("clock_ok") : "?";
   $("#clock").className = trusted === false ? "error" : "";
-  $("#software").textContent = (hb && hb.version) || s.version || "?";
+  const update = hb && hb.update;  // fleet updates: the release on trial, or why one was refused
+  $("#software").textContent = ((hb && hb.version) || s.version || "?")
+    + (update && update.state !== "idle" && update.state !== "installed"
+      ? " (" + update.state + (update.candidate || update.version ? " " + (update.candidate || update.version) : "") + ")"
+      : "");
 }
 
 function renderPumps() {
@@ -110,7 +114,7 @@ function renderAlerts() {
   list.replaceChildren(...view.alerts.map((a) => {
     const name = t(`alert_names.${a.alert}`);
     const where = a.pump ? ` — ${t("pump")} ${a.pump}` : "";
-    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted"].includes(a.alert) ? "warn" : "bad" });
+    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted", "disk_low"].includes(a.alert) ? "warn" : "bad" });
     item.append(el("span", {}, el("strong", { text: name + where }), el("br"), el("small", { class: "muted", text: `${clockTime(a.last_at)} ${a.detail || ""}${a.count > 1 ? ` (×${a.count})` : ""}` })));
     const ack = el("button", { type: "button", class: "ack", text: t("acknowledge") });
     ack.addEventListener("click", () => confirmThen(t("confirm_ack", { alert: name }), () => sendCommand("ack_alert", { alert_id: a.id })));
@@ -143,6 +147,7 @@ function renderRecent() {
 
 function renderAll() {
   renderStatic(); renderHeader(); renderHealth(); renderPumps(); renderAlerts(); renderTotals(); renderRecent();
+  renderHourly(); renderTanks(); renderTankChart(); renderReconciliation();
 }
 
 // --- manager actions ----------------------------------------------------------------------
@@ -169,11 +174,128 @@ function toast(text) {
 function commandTopic() { return `hq/v1/cmd/${view.station}`; }
 
 function sendCommand(command, args) {
+  if (!view.key) { toast(t("no_passphrase")); return; }  // signed in to watch only
   const now = Math.floor(Date.now() / 1000);
   const body = { command, station: view.station, nonce: V.nonce(), issued: new Date(now * 1000).toISOString(),
                  expires: new Date((now + COMMAND_TTL_S) * 1000).toISOString(), args };
   view.client.publish(commandTopic(), V.signEnvelope("command", body, view.key), { qos: 1 });
   toast(t("sent"));
+}
+
+// --- charts (uPlot, bundled in vendor/spbu-vendor.js) --------------------------------------
+
+const PRODUCT_COLOURS = { pertalite: "#2d6cdf", solar: "#e08a00" };
+const TANK_COLOURS = ["#2d6cdf", "#e08a00", "#2a9d5c", "#8e44ad"];
+const charts = {};
+const esc = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);  // payloads are data, not markup
+const num = (v) => Number(v) || 0;
+
+function chartWidth(el) { return Math.max(280, el.clientWidth || el.parentElement.clientWidth - 24); }
+
+function drawChart(name, el, opts, data) {
+  // uPlot keeps its series fixed: a new set of series means a new chart.
+  const key = opts.series.map((s) => s.label).join("|");
+  if (charts[name] && charts[name].key === key) { charts[name].plot.setData(data); return; }
+  if (charts[name]) charts[name].plot.destroy();
+  charts[name] = { key, plot: new V.uPlot({ width: chartWidth(el), height: 220, ...opts }, data, el) };
+}
+
+function renderHourly() {
+  const el = $("#hourly-chart");
+  const litres = (view.hourly && view.hourly.litres) || {};
+  const products = Object.keys(litres);
+  $("#no-hourly").hidden = products.length > 0;
+  if (!products.length) return;
+  const hours = Array.from({ length: 24 }, (_, h) => h);
+  // grouped bars: each product's bar beside the hour's tick (left, right), not on top of another
+  const bar = (i) => V.uPlot.paths.bars({ size: [products.length > 1 ? 0.4 : 0.8, 40],
+                                          align: products.length > 1 ? (i === 0 ? -1 : 1) : 0 });
+  const series = [{ label: t("hour") }, ...products.map((p, i) => ({
+    label: (TEXT[view.lang] || TEXT.id).products[p] || p, stroke: PRODUCT_COLOURS[p] || TANK_COLOURS[i],
+    fill: (PRODUCT_COLOURS[p] || TANK_COLOURS[i]) + "99", paths: bar(i), points: { show: false },
+  }))];
+  drawChart("hourly", el, {
+    scales: { x: { time: false, range: [-0.5, 23.5] } },
+    axes: [{ label: t("hour"), values: (u, ticks) => ticks.map((v) => `${String(v).padStart(2, "0")}`) },
+           { label: "L" }],
+    series,
+  }, [hours, ...products.map((p) => hours.map((h) => litres[p][h] || 0))]);
+}
+
+function renderTanks() {
+  const box = $("#tanks");
+  const data = view.tanks;
+  if (!data) return;
+  const pill = $("#gauge-status");
+  pill.dataset.state = data.gauge === "ok" ? "ok" : "bad";
+  pill.textContent = t(data.gauge === "ok" ? "gauge_ok" : "gauge_silent");
+  box.replaceChildren(...data.tanks.map((tank) => {
+    const card = document.createElement("div");
+    card.className = "tank";
+    card.dataset.alarm = tank.alarms.length ? "1" : "0";
+    const capacity = tank.volume_l + tank.ullage_l + tank.water_l;
+    const pct = capacity > 0 ? Math.round(100 * tank.volume_l / capacity) : 0;
+    const name = (TEXT[view.lang] || TEXT.id).products[tank.product] || tank.product;
+    card.innerHTML = `<strong>${esc(t("tank"))} ${num(tank.tank)} · ${esc(name)}</strong>
+      <div class="level"><span style="width:${num(pct)}%"></span></div>
+      <div>${num(tank.volume_l).toLocaleString()} L (${num(pct)}%) · ${num(tank.height_mm).toFixed(0)} mm</div>
+      <div class="muted">${esc(t("water"))} ${num(tank.water_mm).toFixed(0)} mm · ${num(tank.temperature_c).toFixed(1)} °C</div>`;
+    if (tank.alarms.length) {
+      const warn = document.createElement("div");
+      warn.className = "error";
+      warn.textContent = tank.alarms.join(", ");
+      card.append(warn);
+    }
+    return card;
+  }));
+}
+
+function renderTankChart() {
+  const history = view.tankHistory;
+  if (!history) return;
+  const tanks = Object.keys(history.tanks).sort();
+  const times = [...new Set(tanks.flatMap((n) => history.tanks[n].map((p) => p[0])))].sort((a, b) => a - b);
+  if (!times.length) return;
+  const byTank = tanks.map((n) => {
+    const at = new Map(history.tanks[n].map((p) => [p[0], p[1]]));
+    return times.map((time) => (at.has(time) ? at.get(time) : null));
+  });
+  const deliveries = history.deliveries || [];
+  drawChart("tanks", $("#tank-chart"), {
+    series: [{}, ...tanks.map((n, i) => ({ label: `${t("tank")} ${n}`, stroke: TANK_COLOURS[i % 4], width: 2,
+                                            spanGaps: true }))],
+    axes: [{}, { label: t("volume") }],
+    hooks: { draw: [(u) => {  // each delivery: a dashed line where it landed
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.setLineDash([6, 4]);
+      ctx.strokeStyle = "#2a9d5c";
+      for (const d of deliveries) {
+        const x = u.valToPos(d.at, "x", true);
+        ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
+        ctx.fillStyle = "#2a9d5c";
+        ctx.fillText(`${t("delivery")} ${t("tank")} ${d.tank}: ${Math.round(d.litres)} L`, x + 4, u.bbox.top + 12);
+      }
+      ctx.restore();
+    }] },
+  }, [times, ...byTank]);
+  $("#tank-chart").dataset.deliveries = String(deliveries.length);
+}
+
+function renderReconciliation() {
+  const rec = view.reconciliation;
+  const table = $("#reconciliation");
+  if (!rec) return;
+  table.hidden = false;
+  const fmt = (v) => num(v).toLocaleString(undefined, { maximumFractionDigits: 1 });
+  table.tBodies[0].replaceChildren(...rec.products.map((row) => {
+    const tr = document.createElement("tr");
+    const name = (TEXT[view.lang] || TEXT.id).products[row.product] || row.product;
+    tr.innerHTML = `<td>${esc(name)}</td><td>${fmt(row.opening_l)}</td><td>${fmt(row.deliveries_l)}</td>
+      <td>${fmt(row.sales_l)}</td><td>${fmt(row.closing_l)}</td>
+      <td class="${row.alarm ? "alarm" : ""}">${num(row.variance_l) > 0 ? "+" : ""}${fmt(row.variance_l)}</td>`;
+    return tr;
+  }));
 }
 
 // --- MQTT -----------------------------------------------------------------------------------
@@ -190,6 +312,10 @@ function handle(topic, payload) {
   else if (rest === "recent") { view.recent = body.transactions || []; renderRecent(); }
   else if (rest === "alerts") { view.alerts = body.active || []; renderAlerts(); }
   else if (rest === "heartbeat") { view.heartbeat = body; renderHeader(); renderHealth(); }
+  else if (rest === "sales/hourly") { view.hourly = body; renderHourly(); }
+  else if (rest === "tanks") { view.tanks = body; renderTanks(); }
+  else if (rest === "tanks/history") { view.tankHistory = body; renderTankChart(); }
+  else if (rest === "tanks/reconciliation") { view.reconciliation = body; renderReconciliation(); }
   else if (rest === "cmd_result") {
     toast(body.ok ? t("done") : t("rejected", { detail: body.detail || body.error || "" }));
   }
@@ -200,6 +326,9 @@ async function login(event) {
   const station = $("#login-station").value.trim();
   const username = $("#login-user").value.trim();
   const password = $("#login-password").value;
+  // The command key comes from a passphrase that never goes to the broker: the broker
+  // password (sent at every connect) cannot sign anything (docs/dashboard.md).
+  const passphrase = $("#login-passphrase").value;
   $("#login-error").textContent = "";
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/mqtt`;
   const client = V.mqtt.connect(url, { username, password, protocolVersion: 4, reconnectPeriod: 3000,
@@ -218,7 +347,7 @@ async function login(event) {
     if (first) {
       localStorage.setItem("spbu.station", station);
       localStorage.setItem("spbu.user", username);
-      view.key = await V.managerKey(station, username, password);
+      view.key = passphrase ? await V.managerKey(station, username, passphrase) : null;
       $("#login").hidden = true;
       $("#board").hidden = false;
       renderAll();

@@ -14,6 +14,7 @@ MicroPython-compatible subset; times are integer milliseconds from the caller.
 """
 
 from hal import relay_proto as rp
+from hal.firmware.fw_update import FlashUpdate
 
 FIRMWARE_VERSION = 1
 
@@ -38,8 +39,9 @@ class Channel:
 
 class BoardCore:
     def __init__(self, channels: int, watchdog_ms: int = 750, status_ms: int = 250,
-                 settle_ms: int = 300) -> None:
+                 settle_ms: int = 300, updater: FlashUpdate | None = None) -> None:
         self.link = rp.Link()
+        self.updater = updater  # hal/firmware/fw_update.FlashUpdate, when the board has a filesystem
         self.channels = [Channel() for _ in range(channels)]
         self.watchdog_ms = watchdog_ms
         self.status_ms = status_ms
@@ -147,8 +149,21 @@ class BoardCore:
             ch.reason = reason
             ch.last_pulse = now
 
+    def reset_requested(self) -> bool:
+        return self.updater is not None and bool(self.updater.reset_requested)
+
+    def _firmware(self, mtype: int, values: tuple, now: int) -> None:  # type: ignore[type-arg]
+        if mtype == rp.FW_BEGIN:
+            for index in range(len(self.channels)):  # relays off for the whole update
+                self._stop(index, rp.END_HOST_STOP, now)
+        result = (rp.FW_ERR_STATE, 0) if self.updater is None else self.updater.handle(mtype, values)
+        if result is not None:
+            self.link.send(rp.FW_RESULT, (mtype, result[0], result[1]), now)
+
     def _handle(self, mtype: int, values: tuple, now: int) -> None:  # type: ignore[type-arg]
-        if mtype == rp.HEARTBEAT:
+        if mtype in rp.FW_TYPES:
+            self._firmware(mtype, values, now)
+        elif mtype == rp.HEARTBEAT:
             self.last_heartbeat = now
         elif mtype == rp.HOST_HELLO:
             # The host restarted: nothing it authorised before may keep running.
@@ -169,7 +184,8 @@ class BoardCore:
             return
         ch = self.channels[index]
         alive = self.last_heartbeat >= 0 and now - self.last_heartbeat <= self.watchdog_ms
-        if ch.state != IDLE or self.estop_latched or not alive or preset <= 0:
+        updating = self.updater is not None and self.updater.active
+        if ch.state != IDLE or self.estop_latched or not alive or preset <= 0 or updating:
             self.link.send(rp.END, (index, auth_id, 0, rp.END_REJECTED, ch.totaliser), now)
             return
         ch.state = RUNNING

@@ -17,6 +17,8 @@ wrap, because BoardCore compares times by subtraction.
 import time
 
 from hal.firmware.board_core import BoardCore
+from hal.firmware.boot_guard import OsFs
+from hal.firmware.fw_update import FlashUpdate
 
 RELAY_PINS = (2, 3, 4, 5)
 PULSER_PINS = (6, 7, 8, 9)
@@ -31,12 +33,13 @@ HW_WDT_MS = 2000  # hardware watchdog: a hung loop resets the chip, relays off a
 
 class Firmware:
     def __init__(self, machine, channels: int = 2, boot_id: int = 0, clock=None,  # type: ignore[no-untyped-def]
-                 core=None, watchdog_ms: int = WATCHDOG_MS) -> None:
+                 core=None, watchdog_ms: int = WATCHDOG_MS, fs: OsFs | None = None) -> None:
         # Relays first: every output driven low before anything else can go wrong.
         self.relays = [machine.Pin(RELAY_PINS[i], machine.Pin.OUT, value=0) for i in range(channels)]
         self.machine = machine
         self.clock = clock or time
-        self.core = core or BoardCore(channels, watchdog_ms=watchdog_ms)
+        updater = FlashUpdate(fs) if fs is not None else None  # firmware updates over the UART
+        self.core = core or BoardCore(channels, watchdog_ms=watchdog_ms, updater=updater)
         self.counts = [0] * channels  # pulses counted in the interrupt, not yet fed to the core
         self.cut_at = [0] * channels  # pulses left before the relay must open (0: relay open)
         self.pulsers = []
@@ -97,6 +100,9 @@ class Firmware:
         if out:
             self.uart.write(out)
         self.wdt.feed()
+        if self.core.reset_requested():
+            self.uart.write(self.core.take_output())
+            self.machine.reset()  # the boot guard runs the new firmware on trial
 
     def _apply_relays(self) -> None:
         for i in range(len(self.relays)):
@@ -124,6 +130,13 @@ class Firmware:
 
 
 def main() -> None:
+    """boot.py runs hal.firmware.boot_guard.boot(machine, OsFs(os)) first, then this."""
+    import os
+
     import machine  # type: ignore[import-not-found]
 
-    Firmware(machine, channels=len(RELAY_PINS), boot_id=time.ticks_us() & 0xFFFFFFFF).run()  # type: ignore[attr-defined]
+    # The stubs call ticks values opaque; on the port they are small ints, and the
+    # microseconds since power-on are the boot id's only entropy (no os.urandom in the subset).
+    boot_id = time.ticks_us() & 0xFFFFFFFF  # type: ignore[attr-defined,operator]
+    Firmware(machine, channels=len(RELAY_PINS), boot_id=boot_id,
+             fs=OsFs(os)).run()

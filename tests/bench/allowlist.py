@@ -35,8 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent import allowlist_build as build  # noqa: E402
-from agent.allowlist_store import AllowListStore, Entry  # noqa: E402
+from agent.allowlist import build  # noqa: E402
+from agent.allowlist.store import AllowListStore, Entry  # noqa: E402
 from agent.durable import atomic_write  # noqa: E402
 
 LOOKUPS = 100_000

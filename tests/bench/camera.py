@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from pyzbar import pyzbar  # noqa: E402
 
-from agent.qrtoken import issue_token  # noqa: E402
+from agent.qr.tokens import issue_token  # noqa: E402
 from hal.qr_decode import QrPipeline, raw_decode  # noqa: E402
 from simulators.camera import LEVELS, render, scenes  # noqa: E402
 

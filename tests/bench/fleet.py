@@ -48,8 +48,9 @@ import psycopg  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from agent import topics, trust  # noqa: E402
-from agent.signing import save_private_key  # noqa: E402
+from agent import topics  # noqa: E402
+from agent.trust import root as trust  # noqa: E402
+from agent.trust.signing import save_private_key  # noqa: E402
 from hq.usage_feed import UsageFeed  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
 from simulators.postgres import PostgresServer  # noqa: E402

@@ -93,6 +93,27 @@ def test_allowlist_benchmark_tiny(tmp_path: Path) -> None:
     assert targets["bytes_per_entry"]["target"] == 6.0 and targets["lookup_p99_us"]["target"] == 20.0
 
 
+def test_attendant_benchmark_tiny(tmp_path: Path) -> None:
+    import shutil
+
+    from agent.attendant.files import AttendantPageMissing, attendant_dir
+
+    try:
+        attendant_dir()
+        import playwright.sync_api  # noqa: F401
+    except (AttendantPageMissing, ImportError) as exc:
+        pytest.skip(str(exc))
+    if not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
+        pytest.skip("Debian's chromium is missing")
+    report = run_bench("attendant", tmp_path / "attendant.json", "--scans", "5")
+    results = report["results"]
+    assert isinstance(results, dict)
+    assert results["attendant_page"]["n"] == 5 and results["mqtt_subscriber_baseline"]["n"] == 5
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["decision_to_page_p99_ms"]["target"] == 300.0
+
+
 def test_fleet_benchmark_tiny(tmp_path: Path) -> None:
     """The national quota across a small fleet: real ledger, PostgreSQL and broker."""
     report = run_bench("fleet", tmp_path / "fleet.json", "--stations", "16", "--vehicles", "300", "--day-s", "25",
@@ -108,3 +129,22 @@ def test_fleet_benchmark_tiny(tmp_path: Path) -> None:
     for name in ("honest_false_refusals", "abusers_over_bound_with_partitions",
                  "overspend_l_hops_slower_than_p99_links_up"):
         assert targets[name]["met"], (name, targets[name])
+
+
+def test_update_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("update", tmp_path / "update.json", "--runs", "1", "--release-mb", "1")
+    results = report["results"]
+    assert isinstance(results, dict)
+    assert set(results) == {"firmware_windowed", "baseline_stop_and_wait", "release_verify"}
+    ours, naive = results["firmware_windowed"], results["baseline_stop_and_wait"]
+    assert ours["wire_bytes"] > ours["firmware_bytes"] > 0
+    assert ours["seconds_pty"] < naive["seconds_pty"]  # the window is what makes it quick
+
+
+def test_dart_line_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("dart_line", tmp_path / "dart_line.json", "--stops", "40")
+    results = report["results"]
+    assert isinstance(results, dict) and set(results) == {"fair_master", "baseline_first_pump_master"}
+    assert set(results["fair_master"]) == {"0_dead", "1_dead", "2_dead"}
+    targets = report["targets"]
+    assert isinstance(targets, dict) and targets["stop_to_wire_p99_ms_2_dead"]["target"] == 250.0

@@ -78,3 +78,30 @@ def disable_irq():
 
 def enable_irq(state):
     pass
+
+
+class BoardReset(Exception):
+    pass
+
+
+def reset():
+    raise BoardReset()
+
+
+class Timer:
+    ONE_SHOT = 0
+    PERIODIC = 1
+    armed = []
+
+    def __init__(self, timer_id=-1):
+        self.callback = None
+        self.period = 0
+
+    def init(self, mode=0, period=1000, callback=None):
+        self.period = period
+        self.callback = callback
+        Timer.armed.append(self)
+
+    def fire(self):
+        Timer.armed.remove(self)
+        self.callback(self)

@@ -1,4 +1,5 @@
-// Runs tests/micropython/safety_checks.py on the real MicroPython interpreter (WebAssembly).
+// Runs tests/micropython/safety_checks.py (or the check script named as the first argument,
+// e.g. update_checks) on the real MicroPython interpreter (WebAssembly).
 // The project's hal/ sources, the fake `machine` module and the vectors are copied into the
 // interpreter's own filesystem; nothing from CPython is involved.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
@@ -9,10 +10,12 @@ import url from "url";
 const here = path.dirname(url.fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..", "..");
 const files = [
-  ["hal/__init__.py", root], ["hal/crc16.py", root], ["hal/relay_proto.py", root], ["hal/dart_proto.py", root], ["hal/ecr_proto.py", root],
+  ["hal/__init__.py", root], ["hal/crc16.py", root], ["hal/relay_proto.py", root], ["hal/dart_proto.py", root], ["hal/dart_master.py", root], ["hal/ecr_proto.py", root], ["hal/tls_proto.py", root],
   ["hal/firmware/__init__.py", root], ["hal/firmware/board_core.py", root], ["hal/firmware/main.py", root],
-  ["machine.py", here], ["vectors.py", here], ["safety_checks.py", here],
+  ["hal/firmware/fw_update.py", root], ["hal/firmware/boot_guard.py", root], ["hal/fw_update.py", root],
+  ["machine.py", here], ["vectors.py", here], ["safety_checks.py", here], ["update_checks.py", here],
 ];
+const script = process.argv[2] || "safety_checks";
 let out = "";
 const mp = await loadMicroPython({
   heapsize: 4 * 1024 * 1024,
@@ -26,7 +29,7 @@ try {
 import sys
 sys.path.insert(0, "/t")
 print("interpreter " + sys.implementation.name + " " + ".".join(str(v) for v in sys.implementation.version[:3]))
-import safety_checks
+import ${script}
 `);
 } catch (err) {
   console.error("MicroPython raised: " + err.message);

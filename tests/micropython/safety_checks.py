@@ -6,7 +6,9 @@ check ("PASS name" / "FAIL name: detail") and a final "N passed, M failed" line.
 
 import machine
 
+from hal import dart_master
 from hal import dart_proto as dart
+from hal import tls_proto as tls
 from hal import ecr_proto as ecr
 from hal import relay_proto as rp
 from hal.crc16 import crc16_ccitt
@@ -64,6 +66,50 @@ check("dart_decode", events == [("frame", 0x50, 0x30, bytes([1, 1, 0]))], events
 reply = dart.encode_frame(0x50, dart.DATA | 1, dart.status(dart.ST_FILLING) + dart.filled(1234, 125500))
 fields = [dart.decode_transaction(c, x, True) for c, x in dart.split_transactions(dart.LineDecoder().feed(reply)[0][3])]
 check("dart_reply_fields", fields == [("status", 4), ("filled", 1234, 125500)], fields)
+
+allowed = dart.allowed_nozzles([2])
+check("dart_allowed_nozzles", dart.decode_transaction(allowed[0], allowed[2:], False) == ("allowed_nozzles", [2]))
+
+# --- DART line master: a dead pump never blocks a STOP to another -----------------------
+
+master = dart_master.DartMaster([0x50, 0x51])
+t = 0
+for _ in range(40):  # 0x50 never answers; 0x51 answers every frame at once
+    frame = master.due(t)
+    if frame is not None and frame[0] == 0x51:
+        if frame[1] & 0xF0 == dart.DATA:
+            master.feed(dart.encode_short(0x51, dart.ACK | (frame[1] & 0x0F)), t + 5)
+        else:
+            master.feed(dart.encode_short(0x51, dart.EOT), t + 5)
+    t += 50
+master.send(0x51, dart.cmd(dart.CMD_STOP), True)
+sent_at = None
+for step in range(20):
+    frame = master.due(t)
+    if frame is not None and frame[0] == 0x51 and frame[1] & 0xF0 == dart.DATA:
+        sent_at = step
+        break
+    if frame is not None and frame[0] == 0x51:
+        master.feed(dart.encode_short(0x51, dart.EOT), t + 5)
+    t += 10
+check("dart_master_dead_pump_out_of_service", master.out_of_service[0x50] and not master.out_of_service[0x51],
+      master.out_of_service)
+check("dart_master_stop_first", sent_at is not None and sent_at <= 16, sent_at)
+
+# --- TLS tank gauge codec --------------------------------------------------------------
+
+check("tls_command", tls.command("201") == bytes([1]) + b"i20100")
+body = "i201002611300830011000007468CA000468B7480463B800044BB800041A0000041EC000041A00000"
+tls_frame = tls.frame(body.encode())
+total = 0
+for byte in tls_frame[:-5]:
+    total += byte
+check("tls_checksum_zero_sum", (total + int(tls_frame[-5:-1], 16)) % 0x10000 == 0, tls_frame)
+tls_events = tls.Decoder().feed(tls_frame)
+tls_stamp, tls_tanks = tls.parse_inventory(tls_events[0][3])
+check("tls_inventory", tls_stamp == "2026-11-30T08:30" and tls_tanks[0][3]["volume"] == 18000.0
+      and tls_tanks[0][3]["temperature"] == 29.5, tls_tanks)
+check("tls_bad_checksum", tls.Decoder().feed(tls_frame[:-2] + b"0" + tls_frame[-1:])[0][0] == "error")
 
 # --- firmware safety logic on the fake machine --------------------------------------------
 

@@ -22,7 +22,7 @@ pumps' own totals per nozzle must equal the litres journaled for that pump and g
 With --payments an EDC terminal simulator joins: scans are paid by card, prepay and
 postpay in turn, and the named kills land around payment steps (PAYMENT_POINTS). After
 each kill, once the restarted agent has settled every payment, the terminal's own ledger
-must show no charge without its fuel delivered or given back (agent/payment_audit.py),
+must show no charge without its fuel delivered or given back (agent/payments/audit.py),
 and no payment charged twice.
 """
 
@@ -52,8 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 from agent.config import EdcConfig, PumpConfig, StationConfig, Timeouts, render_config  # noqa: E402
 from agent.killpoints import PAYMENT_POINTS, POINTS  # noqa: E402
-from agent.payment_audit import unmatched_details  # noqa: E402
-from agent.qrtoken import issue_token  # noqa: E402
+from agent.payments.audit import unmatched_details  # noqa: E402
+from agent.qr.tokens import issue_token  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
 from simulators.dart_pump import DartPumpSim  # noqa: E402
 from simulators.edc import EdcSim  # noqa: E402

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.release_switch import SWITCH_POINTS
-from agent.releases import STAGE_POINTS
+from agent.updates.store import STAGE_POINTS
+from agent.updates.switch import SWITCH_POINTS
 from tests.reliability.update_campaign import campaign
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -4,7 +4,7 @@
 
 A station runs release 0.1.0 (a real venv built from this project's wheel). Release 0.2.0
 carries a config migration and a journal migration. For each named killpoint of staging
-(agent/releases.STAGE_POINTS) and of the switch and rollback (agent/release_switch.
+(agent/updates/store.STAGE_POINTS) and of the switch and rollback (agent/updates/switch.
 SWITCH_POINTS), a fresh copy of the station runs the update in a process killed at that
 point; then `release_switch boot` runs as systemd would before the next start. After
 every kill the station must be on one complete release, never a mix:
@@ -34,10 +34,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent import release_manifest as rm  # noqa: E402
-from agent.chunks import ChunkStore  # noqa: E402
-from agent.release_switch import SWITCH_POINTS, Switch  # noqa: E402
-from agent.releases import STAGE_POINTS, ReleaseStore, is_complete  # noqa: E402
+from agent.allowlist.chunks import ChunkStore  # noqa: E402
+from agent.updates import manifest as rm  # noqa: E402
+from agent.updates.store import STAGE_POINTS, ReleaseStore, is_complete  # noqa: E402
+from agent.updates.switch import SWITCH_POINTS, Switch  # noqa: E402
 from hq import software_release as sr  # noqa: E402
 from tests.release_fixtures import BASE_SITE, build_base_wheel, wheel_variant  # noqa: E402
 

@@ -1,0 +1,1 @@
+"""The `spbu` command line: the only part of agent/ that may import simulators/ and hq/."""

@@ -1,0 +1,1 @@
+"""QR input: what a scanned text identifies (signed token, legacy id), and its encodings."""

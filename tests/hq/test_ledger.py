@@ -1,0 +1,169 @@
+"""Headquarters' national usage ledger on a real PostgreSQL (hq/ledger.py, hq/usage_feed.py,
+hq/ledger_node.py): idempotent by transaction id across processes, reservations that cannot
+come back once closed, feeds tailored per station and verified by the station's own code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import topics
+from agent.national_usage import NationalUsage
+from agent.trust import root as trust
+from agent.trust.root import Root, TrustStore
+from hq.ledger import LedgerStore, Reservation
+from hq.ledger_node import LedgerNode
+from hq.usage_feed import UsageFeed, tailored
+from simulators.broker import MosquittoBroker
+from tests.helpers import MqttRecorder
+
+DAY = "2026-11-30"
+VID = 18_000_000_000_000_000_001  # above 2**63: stored as a negative bigint and back
+
+
+def record(station: str, ml: int, vid: int = VID, tx_id: str | None = None, product: str = "solar",
+           day: str = DAY, limit_ml: int = 60_000) -> dict[str, Any]:
+    return {"schema": "spbu.tx/1", "tx_id": tx_id or f"{station}-{uuid.uuid4().hex[:10]}", "station": station,
+            "vehicle_id": str(vid), "product": product, "dispensed_ml": ml,
+            "quota": {"day": day, "limit_ml": limit_ml, "before_ml": 0, "after_ml": ml}}
+
+
+def test_a_transaction_counts_once_whichever_process_stores_it(pg_dsn: str) -> None:
+    stores = [LedgerStore(pg_dsn) for _ in range(4)]
+    records = [record(f"34.401.0{i % 3 + 1}", 1_000 * (i + 1)) for i in range(30)]
+    try:
+        # Every process gets every record, concurrently, in its own order.
+        def work(store: LedgerStore, index: int) -> None:
+            mine = records[index:] + records[:index]
+            for start in range(0, len(mine), 7):
+                store.store(mine[start:start + 7], f"c{index}")
+
+        threads = [threading.Thread(target=work, args=(s, i)) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert stores[0].count() == 30
+        by_station = stores[0].used_by_station(VID, "solar", DAY)
+        expected: dict[str, int] = {}
+        for r in records:
+            expected[r["station"]] = expected.get(r["station"], 0) + r["dispensed_ml"]
+        assert by_station == expected
+        # Over the limit across stations: one alert, as before.
+        assert [a.vehicle_id for a in stores[0].alerts()] == [str(VID)]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_reservation_closed_before_it_opened_stays_closed(pg_dsn: str) -> None:
+    store = LedgerStore(pg_dsn)
+    try:
+        close = Reservation("34.401.02", "tx-1", VID, "solar", DAY, 0, open=False)
+        opening = Reservation("34.401.02", "tx-1", VID, "solar", DAY, 60_000, open=True)
+        store.reserve([close])
+        store.reserve([opening])
+        assert store.snapshot([(VID, "solar", DAY)])[(VID, "solar", DAY)].reservations == []
+        store.reserve([Reservation("34.401.03", "tx-2", VID, "solar", DAY, 20_000, open=True)])
+        row = store.snapshot([(VID, "solar", DAY)])[(VID, "solar", DAY)]
+        assert [(s, ml) for s, ml, _ in row.reservations] == [("34.401.03", 20_000)]
+        store.store([record("34.401.03", 19_500, tx_id="tx-2")], "c")  # its transaction closes it
+        row = store.snapshot([(VID, "solar", DAY)])[(VID, "solar", DAY)]
+        assert row.reservations == [] and row.used == {"34.401.03": 19_500}
+    finally:
+        store.close()
+
+
+def test_feed_leaves_out_the_stations_own_and_later_fills(pg_dsn: str) -> None:
+    store = LedgerStore(pg_dsn)
+    try:
+        store.store([record("34.401.01", 20_000)], "c")
+        store.reserve([Reservation("34.401.02", "a", VID, "solar", DAY, 40_000, open=True),
+                       Reservation("34.401.03", "b", VID, "solar", DAY, 40_000, open=True)])
+        row = store.snapshot([(VID, "solar", DAY)])[(VID, "solar", DAY)]
+        assert tailored(row, "34.401.01") == ([], [["34.401.02", 40_000], ["34.401.03", 40_000]])
+        # The earlier fill carries on: it hears nothing of the later one...
+        assert tailored(row, "34.401.02") == ([["34.401.01", 20_000]], [])
+        # ...and the later one learns of the earlier one and yields.
+        assert tailored(row, "34.401.03") == ([["34.401.01", 20_000]], [["34.401.02", 40_000]])
+    finally:
+        store.close()
+
+
+def test_a_reconnecting_station_gets_its_areas_usage(pg_dsn: str) -> None:
+    store = LedgerStore(pg_dsn)
+    try:
+        store.register({"34.401.01": "WIB", "34.401.02": "WIB", "35.100.01": "WITA"})
+        store.store([record("34.401.02", 10_000, vid=5), record("35.100.01", 5_000, vid=6)], "c")
+        assert store.area_keys("34.401", DAY, None) == [(5, "solar", DAY)]
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+        assert store.area_keys("34.401", DAY, later) == []
+        assert store.stations_in(["34.401"]) == {"34.401": ["34.401.01", "34.401.02"]}
+    finally:
+        store.close()
+
+
+def station_view(station: str, key: Ed25519PrivateKey) -> NationalUsage:
+    far = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    body = trust.root_body(1, far, {r: [key.public_key()] for r in trust.ALL_ROLES}, {})
+    return NationalUsage(station, TrustStore(Root.from_signed(body)))
+
+
+def test_feed_batches_verify_at_the_station(pg_dsn: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    store = LedgerStore(pg_dsn)
+    try:
+        store.register({"34.401.01": "WIB", "34.401.02": "WIB"})
+        result = store.store([record("34.401.01", 45_000)], "c")
+        feed = UsageFeed([key])
+        messages = feed.updates(store.snapshot(result.touched), store.stations_in(["34.401"]))
+        assert [t for t, _ in messages] == [topics.usage("34.401.02")]  # not back to 34.401.01
+        view = station_view("34.401.02", key)
+        view.offer(messages[0][1], DAY)
+        assert view.elsewhere(VID, "solar", DAY, 60, None).used_ml == 45_000
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+def test_ledger_processes_share_the_load_without_double_counting(mosquitto: MosquittoBroker, pg_dsn: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    group = f"g{uuid.uuid4().hex[:6]}"
+    nodes = [LedgerNode(mosquitto.host, mosquitto.port, pg_dsn, [key], name=f"n{i}", group=group).start()
+             for i in range(2)]
+    # The two nodes' shared subscriptions use their own group, so other tests' brokers' traffic stays out.
+    recorder = MqttRecorder(mosquitto, ["hq/v1/ack/#", "hq/v1/usage/#"], f"rec-{group}")
+    sender = MqttRecorder(mosquitto, [], f"send-{group}")
+    try:
+        sync = {"schema": "spbu.usage_sync/1", "station": "34.401.02", "day": DAY, "zone": "WIB", "since": None}
+        sender.client.publish(topics.usage_sync("34.401.02"), json.dumps(sync), qos=1).wait_for_publish(5)
+        time.sleep(0.5)
+        records = [record("34.401.01", 10_000, tx_id=f"t{i}") for i in range(20)]
+        for _ in range(2):  # everything twice: resent after a lost acknowledgement
+            for r in records:
+                sender.client.publish(topics.tx("34.401.01"), json.dumps(r), qos=1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(n.stored + n.duplicates for n in nodes) < 40:
+            time.sleep(0.1)
+        assert sum(n.stored for n in nodes) == 20 and all(n.received for n in nodes)
+        assert nodes[0].store.used_by_station(VID, "solar", DAY) == {"34.401.01": 200_000}
+        time.sleep(0.5)
+        acked = {i for _, m in recorder.received(lambda t: t == topics.ack("34.401.01")) for i in m["ids"]}
+        assert acked == {r["tx_id"] for r in records}
+        view = station_view("34.401.02", key)
+        for _, payload in recorder.raw(lambda t: t == topics.usage("34.401.02")):
+            view.offer(payload, DAY)
+        assert view.elsewhere(VID, "solar", DAY, 60, None).used_ml == 200_000
+        assert view.synced
+    finally:
+        recorder.close()
+        sender.close()
+        for n in nodes:
+            n.close()

@@ -1,0 +1,1 @@
+"""End-to-end tests: the station, its broker, headquarters and the simulators together."""

@@ -1,0 +1,300 @@
+"""Security hardening (issue 17), one test per finding, each on a real station against a
+private mosquitto: the attack as it was reproduced, then what stops it now.
+
+1 future-dated time, 2 clock set forward, 3 forged acknowledgements, 5 token expiry and
+revocation, 6 legacy texts, 7 unsigned transactions at headquarters, 8 trusted_keys mode,
+9 the smaller items."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+import agent.station
+from agent import topics
+from agent.allowlist.sync import MAX_PENDING_ROOTS
+from agent.cli.demo import STATION_ID, Customer, DemoStation
+from agent.clock import MAX_FLOOR_STEP
+from agent.config import render_config
+from agent.docstore import DocumentStore
+from agent.journal import Journal
+from agent.outbox import OutboxSender
+from agent.qr.tokens import issue_token
+from agent.trust import root as trust
+from agent.trust.acks import sign_ack
+from agent.trust.commands import sign_command
+from agent.trust.documents import POLICY_KIND
+from agent.trust.signing import key_id, public_key_hex
+from simulators.broker import MosquittoBroker
+from tests.allowlist_fixtures import Headquarters, Station, registry
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+UTC = dt.UTC
+
+
+class Sender:
+    """Anyone on the station's broker: publishes what it likes."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-intruder")
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def send(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def demo(fresh_broker: MosquittoBroker, tmp_path: Path) -> Iterator[DemoStation]:
+    station = DemoStation(pumps=2, broker=fresh_broker, workdir=tmp_path / "demo", quiet=True, lang="en")
+    manager = Ed25519PrivateKey.generate()
+    station.manager = manager  # type: ignore[attr-defined]
+    public = manager.public_key()
+    station._manager_keys = lambda: {key_id(public): public_key_hex(public)}  # type: ignore[method-assign]
+    station.start()
+    try:
+        yield station
+    finally:
+        station.close()
+
+
+def scan(demo: DemoStation, pump: int, text: str) -> dict[str, Any]:
+    demo.scanners[pump].scan(text)
+    decision = demo.tracker.next(pump, "decision", 5.0)
+    assert decision is not None, f"no answer to a scan: {demo.lines[-5:]}"
+    return decision
+
+
+def vehicle(demo: DemoStation, category: str, product_bit: int = 0x01) -> int:
+    return next(v.vehicle_id for v in demo.registry
+                if v.category == category and v.status == "active" and v.products & product_bit)
+
+
+def plate(demo: DemoStation, vehicle_id: int) -> str:
+    return next(v.plate for v in demo.registry if v.vehicle_id == vehicle_id)
+
+
+def rejected(demo: DemoStation, events: list[dict[str, Any]]) -> list[str]:
+    return [e["reason"] for e in events if e.get("type") == "command_rejected"]
+
+
+def test_item1_future_dated_time_does_not_freeze_the_station(demo: DemoStation) -> None:
+    station = demo.station
+    assert station is not None and demo.hq is not None
+    events: list[dict[str, Any]] = []
+    station.listeners.append(events.append)
+    intruder = Sender(demo.broker)
+    year_2099 = dt.datetime(2099, 1, 1, tzinfo=UTC)
+    try:
+        # A manager's key signs request_state issued in 2099; an unsigned ack says it is 2099.
+        intruder.send(topics.command(STATION_ID),
+                      sign_command(demo.manager, STATION_ID, "request_state",  # type: ignore[attr-defined]
+                                   issued=year_2099, lifetime=dt.timedelta(minutes=5)))
+        intruder.send(topics.ack(STATION_ID), json.dumps({"ids": ["x"], "at": year_2099.isoformat()}).encode())
+        assert wait_until(lambda: rejected(demo, events) == ["issued_in_future"], 5), events
+        assert wait_until(lambda: station.acks_refused == 1, 5)
+        assert station.clock.floor < dt.datetime.now(UTC) + dt.timedelta(minutes=1)
+        # The station still sells on a valid token, and obeys a fresh command from headquarters.
+        car = vehicle(demo, "private_car")
+        assert scan(demo, 1, demo.token(car))["ok"]
+        intruder.send(topics.command(STATION_ID), sign_command(demo.hq.key, STATION_ID, "lock_pump", {"pump": 2}))
+        assert wait_until(lambda: station.locked == {2}, 5), rejected(demo, events)
+        # Even headquarters' own signed time far ahead (an insider) moves the floor one bounded step.
+        intruder.send(topics.ack(STATION_ID), sign_ack(demo.hq.key, STATION_ID, ["y"], year_2099))
+        assert wait_until(lambda: station.clock.floor > dt.datetime.now(UTC) + dt.timedelta(hours=1), 5)
+        assert station.clock.floor <= dt.datetime.now(UTC) + MAX_FLOOR_STEP + dt.timedelta(minutes=1)
+        assert scan(demo, 2, demo.token(vehicle(demo, "goods_4w", 0x02)))["reason"] == "pump_locked"
+    finally:
+        intruder.close()
+
+
+def test_item2_clock_set_forward_gives_no_fresh_quota(demo: DemoStation, monkeypatch: pytest.MonkeyPatch) -> None:
+    station = demo.station
+    assert station is not None
+    bike = vehicle(demo, "motorcycle")  # 10 L of Pertalite a day
+    first = demo.serve([Customer("first fill", 1, demo.token(bike), 25_000, "ok")], 30)
+    assert [o.as_expected for o in first] == [True]
+    demo.wait_delivered(10)  # headquarters' signed acknowledgement: its time anchors the bound
+    assert demo.unacked() == 0 and station.clock.anchor is not None
+    real = agent.station.utc_now
+    for days in (1, 2, 3):  # the attendant sets the clock forward, a day at a time
+        monkeypatch.setattr(agent.station, "utc_now", lambda d=days: real() + dt.timedelta(days=d))
+        # (each time a QR issued another day, so the scanner does not take it for a double read)
+        token = issue_token(bike, plate(demo, bike), dt.date.today() - dt.timedelta(days=days), demo.hq_key)
+        decision = scan(demo, 1, token)
+        assert not decision["ok"] and decision["reason"] == "quota_exhausted", (days, decision)
+    assert not station._read_clock().trusted
+    monkeypatch.setattr(agent.station, "utc_now", real)
+    assert station._read_clock().trusted
+    today = (dt.datetime.now(UTC) + dt.timedelta(hours=7)).date().isoformat()
+    assert station.clock.last_trusted_day == today  # the quota day never left today
+
+
+def test_item3_forged_acknowledgements_do_not_delete_unsent_sales(demo: DemoStation, tmp_path: Path) -> None:
+    station = demo.station
+    assert station is not None and demo.hq is not None
+    demo.hq.client.unsubscribe(topics.TX_ALL)  # headquarters does not get this sale (yet)
+    car = vehicle(demo, "private_car")
+    assert [o.as_expected for o in demo.serve([Customer("fill", 1, demo.token(car), 5_000, "ok")], 30)] == [True]
+    assert wait_until(lambda: demo.unacked() == 1, 5)
+    tx_id = json.loads(station.journal.outbox_pending()[0].payload)["tx_id"]
+    intruder = Sender(demo.broker)
+    try:
+        intruder.send(topics.ack(STATION_ID), json.dumps({"ids": [tx_id]}).encode())  # unsigned
+        intruder.send(topics.ack(STATION_ID), sign_ack(Ed25519PrivateKey.generate(), STATION_ID, [tx_id]))
+        intruder.send(topics.ack(STATION_ID), sign_ack(demo.hq.key, "34.401.02", [tx_id]))  # another station's
+        assert wait_until(lambda: station.acks_refused == 3, 5)
+        assert demo.unacked() == 1, "a forged acknowledgement deleted a sale headquarters never stored"
+        intruder.send(topics.ack(STATION_ID), sign_ack(demo.hq.key, STATION_ID, [tx_id]))
+        assert wait_until(lambda: demo.unacked() == 0, 5)
+    finally:
+        intruder.close()
+    # Even headquarters' key removes only what is in flight.
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        journal.outbox_put([(f"m{i}", "t", {"i": i}) for i in range(2)])
+        sender = OutboxSender(journal, window=1)
+        sender.pump(0.0, lambda topic, payload: True)
+        assert sender.on_ack(["m1"]) == 0 and journal.outbox_depth() == 2
+        assert sender.on_ack(["m0"]) == 1
+    finally:
+        journal.close()
+
+
+def publish_policy(demo: DemoStation, **extra: Any) -> None:
+    assert demo.hq is not None and demo.station is not None
+    demo.hq.policy_extra = extra
+    demo.hq.policy_version += 1
+    version = demo.hq.policy_version
+    demo.hq.client.publish(topics.POLICY, demo.hq.signed_policy_tuf(version), qos=1,
+                           retain=True).wait_for_publish(5)
+    station = demo.station
+    assert wait_until(lambda: station.docs.policy is not None and station.docs.policy.version == version, 5)
+
+
+def test_item6_legacy_texts_can_be_switched_off_and_never_get_the_unregistered_allowance(
+        demo: DemoStation) -> None:
+    # Unregistered vehicles get 20 L of Pertalite (a trial area); legacy texts still accepted.
+    publish_policy(demo, unregistered_l={"pertalite": 20, "solar": 0})
+    invented = [f"OLD-QR-{n:06d}" for n in range(5)]
+    answers = [scan(demo, 1, text) for text in invented]
+    assert [a["reason"] for a in answers] == ["not_registered"] * 5, answers
+    # Headquarters switches legacy texts off: refused with their own reason.
+    publish_policy(demo, unregistered_l={"pertalite": 20, "solar": 0}, legacy_qr=False)
+    answer = scan(demo, 1, "OLD-QR-999999")
+    assert not answer["ok"] and answer["reason"] == "legacy_disabled"
+    assert any("old-style QR no longer accepted" in line for line in demo.lines)
+    # A signed token is not affected.
+    assert scan(demo, 1, demo.token(vehicle(demo, "private_car")))["ok"]
+
+
+def test_item5_tokens_expire_and_a_reissued_qr_revokes_the_old_one(demo: DemoStation) -> None:
+    car = vehicle(demo, "private_car")
+    today = dt.date.today()
+    ancient = issue_token(car, plate(demo, car), dt.date(2001, 1, 1), demo.hq_key)
+    old = issue_token(car, plate(demo, car), today - dt.timedelta(days=3), demo.hq_key)
+    new = issue_token(car, plate(demo, car), today, demo.hq_key)
+    # Headquarters limits a token's age to 90 days and reissues this car's QR today.
+    publish_policy(demo, max_token_age_days=90, token_min_issued={str(car): today.isoformat()})
+    answer = scan(demo, 1, ancient)
+    assert not answer["ok"] and answer["reason"] == "token_expired", answer
+    answer = scan(demo, 1, old)
+    assert not answer["ok"] and answer["reason"] == "token_revoked", answer
+    assert any("QR was replaced by a newer one" in line for line in demo.lines)
+    assert scan(demo, 1, new)["ok"]
+    # Another vehicle's three-day-old token is still good: the revocation is per vehicle.
+    other = vehicle(demo, "goods_4w", 0x02)
+    assert scan(demo, 2, issue_token(other, plate(demo, other), today - dt.timedelta(days=3), demo.hq_key))["ok"]
+
+
+def test_item8_trusted_keys_mode_refused_under_systemd_unless_allowed(tmp_path: Path) -> None:
+    from agent.config import ConfigError
+    from agent.trust_mode import check_trust_mode
+
+    demo = DemoStation(pumps=1, workdir=tmp_path / "demo", quiet=True)
+    key = Ed25519PrivateKey.generate().public_key()
+    demo.hq = object()  # type: ignore[assignment]  # config() only needs it to exist
+    demo._root_file = lambda: None  # type: ignore[assignment,method-assign,return-value]
+    config = dataclasses.replace(demo.config(), trusted_keys={key_id(key): public_key_hex(key)})
+    check_trust_mode(config, {})  # a test or a lab shell: allowed
+    with pytest.raises(ConfigError, match="root of trust"):
+        check_trust_mode(config, {"INVOCATION_ID": "0123abcd"})  # started by systemd
+    check_trust_mode(dataclasses.replace(config, allow_trusted_keys=True), {"INVOCATION_ID": "0123abcd"})
+    # The agent itself refuses to start that way, with one clear line.
+    toml = tmp_path / "agent.toml"
+    toml.write_text(render_config(config))
+    result = subprocess.run([sys.executable, "-m", "agent", "agent", "run", "--config", str(toml)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "INVOCATION_ID": "x"})
+    assert result.returncode != 0 and "root of trust" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_item9_smaller_items_nested_json_big_messages_roots_policy_rotation_corrupt_trust(
+        demo: DemoStation, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    station = demo.station
+    assert station is not None
+    events: list[dict[str, Any]] = []
+    station.listeners.append(events.append)
+    intruder = Sender(demo.broker)
+    try:
+        # A deeply nested JSON command gets a rejection report; the loop lives on.
+        intruder.send(topics.command(STATION_ID), b"[" * 100_000)
+        assert wait_until(lambda: rejected(demo, events) == ["malformed"], 5), events
+        # A message over 4 MiB is dropped on arrival, before it is queued or parsed.
+        intruder.send(topics.POLICY, b"{" + b" " * (5 * 1024 * 1024) + b"}")
+        assert wait_until(lambda: "dropped" in caplog.text, 5)
+        assert scan(demo, 1, demo.token(vehicle(demo, "private_car")))["ok"]
+        # An installed root past its expiry raises a standing alarm on the dashboard.
+        old = station.docs.trust.root
+        station.docs.trust.root = dataclasses.replace(old, expires=dt.datetime.now(UTC) - dt.timedelta(days=1))
+        assert wait_until(lambda: "root_expired" in station.live.alerts, 10)
+        station.docs.trust.root = old
+    finally:
+        intruder.close()
+
+    hq = Headquarters(tmp_path / "hq")
+    # Roots announced far ahead are not buffered without bound.
+    far = Station(tmp_path / "far", hq.root_file())
+    for version in range(2, 200):
+        far.root(version, b"{}")
+    assert len(far.sync._roots) <= MAX_PENDING_ROOTS
+
+    # The policy's version floor resets when its keys rotate (a stolen key's 10**9 recovered).
+    docs = DocumentStore(tmp_path / "docs", {}, hq.root_file())
+    assert docs.offer(POLICY_KIND, signed_policy(hq, 10**9)).accepted
+    docs.trust.update_root(hq.rotate("policy"))
+    result = docs.offer(POLICY_KIND, signed_policy(hq, 1))
+    assert result.accepted, result.detail
+
+    # A corrupt trust.json keeps the rollback floor the installed list had reached.
+    site = Station(tmp_path / "site", hq.root_file())
+    first, second = hq.release(registry(50)), hq.release(registry(60))
+    site.offer(hq.manifest(second), hq.chunks(second))
+    assert site.installed() == [second]
+    (tmp_path / "site" / "trust.json").write_text("{ not json")
+    reopened = DocumentStore(tmp_path / "site", {}, hq.root_file())
+    assert reopened.trust.state_error and reopened.trust.floor("allowlist") == second > first
+
+
+def signed_policy(hq: Headquarters, version: int) -> bytes:
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    body = {"_type": POLICY_KIND, "version": version, "created": now.isoformat(),
+            "expires": (now + dt.timedelta(days=7)).isoformat(), "limits_l": {"pertalite": {"private_car": 60}},
+            "prices_idr_per_l": {"pertalite": 10_000}}
+    return trust.sign(body, hq.role_keys["policy"])
