@@ -38,8 +38,10 @@ from paho.mqtt.properties import Properties
 
 from agent import topics
 from agent.domain import PRODUCTS, ZONES
+from agent.trust.acks import sign_ack
 from hq.db import area_of
 from hq.ledger import Key, LedgerStore, QuotaAlert, Reservation
+from hq.tx_verify import TxSignatureError
 from hq.usage_feed import Message, UsageFeed
 
 log = logging.getLogger(__name__)
@@ -141,10 +143,16 @@ class LedgerNode:
     def __init__(self, host: str, port: int, dsn: str, keys: list[Ed25519PrivateKey] | tuple[()] = (),
                  name: str | None = None, group: str = SHARE_GROUP,
                  on_alert: Callable[[QuotaAlert], None] | None = None,
-                 tls: tuple[Path, Path, Path] | None = None, tick_s: float = 15.0) -> None:
+                 tls: tuple[Path, Path, Path] | None = None, tick_s: float = 15.0,
+                 ack_key: Ed25519PrivateKey | None = None,
+                 verifier: Callable[[dict[str, Any]], None] | None = None) -> None:
         """keys: the `usage` role's signing keys (the `policy` role's when the root names no
         `usage` role); none: collect and count only, no usage feed (stations then count only
-        their own sales). tls: (CA, certificate, key) for a broker that wants client certificates."""
+        their own sales). tls: (CA, certificate, key) for a broker that wants client certificates.
+        ack_key: signs acknowledgements (the root's `acks` role; stations refuse unsigned ones).
+        verifier: checks each record's station signature (hq/tx_verify.py StationKeys.verify)."""
+        self.ack_key = ack_key
+        self.verifier = verifier
         self.name = name or f"ledger-{uuid.uuid4().hex[:8]}"
         self.host, self.port, self.group = host, port, group
         self.store = LedgerStore(dsn)
@@ -253,12 +261,15 @@ class LedgerNode:
             self.stats.received += 1
             try:
                 if topic.endswith("/tx"):
-                    txs.append((parse_record(topic, payload), payload))
+                    record = parse_record(topic, payload)
+                    if self.verifier is not None:
+                        self.verifier(record)
+                    txs.append((record, payload))
                 elif topic.endswith("/reserve"):
                     reservations.append(parse_reservation(topic, payload))
                 elif topic.endswith("/usage_sync"):
                     syncs.append(parse_sync(topic, payload))
-            except RecordError as exc:
+            except (RecordError, TxSignatureError) as exc:
                 self.stats.rejected += 1
                 log.warning("%s: message on %s refused: %s", self.name, topic, exc)
         if syncs:
@@ -292,8 +303,10 @@ class LedgerNode:
         at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         for station, ids in by_station.items():
             for start in range(0, len(ids), MAX_BATCH):
-                body = {"ids": ids[start:start + MAX_BATCH], "at": at}
-                self.client.publish(topics.ack(station), json.dumps(body, separators=(",", ":")), qos=1)
+                chunk = ids[start:start + MAX_BATCH]
+                payload = (sign_ack(self.ack_key, station, chunk) if self.ack_key is not None
+                           else json.dumps({"ids": chunk, "at": at}, separators=(",", ":")).encode())
+                self.client.publish(topics.ack(station), payload, qos=1)
 
     def _publish_updates(self, keys: list[Key], only: dict[Key, set[str]] | None = None) -> None:
         if not keys or self.feed is None:
@@ -349,12 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", type=Path, required=True, help="the usage role's signing key (PEM)")
     parser.add_argument("--name", help="process name (default: random)")
     parser.add_argument("--group", default=SHARE_GROUP, help="shared subscription group")
+    parser.add_argument("--ack-key", type=Path, help="the acks role's signing key (PEM; default: --key)")
     parser.add_argument("--tick", type=float, default=15.0, help="seconds between signed heartbeats")
     parser.add_argument("--stats", type=Path, help="write counters as JSON here on exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    node = LedgerNode(args.host, args.port, args.dsn, [load_private_key(args.key)], name=args.name,
-                      group=args.group, tick_s=args.tick)
+    key = load_private_key(args.key)
+    ack_key = load_private_key(args.ack_key) if args.ack_key else key
+    node = LedgerNode(args.host, args.port, args.dsn, [key], name=args.name, group=args.group, tick_s=args.tick,
+                      ack_key=ack_key)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())

@@ -31,7 +31,7 @@ def start_ledger(broker: MosquittoBroker, dsn: str, hq: HeadquartersSim) -> Ledg
 
     tag = uuid.uuid4().hex[:8]
     return LedgerNode(broker.host, broker.port, dsn, [hq.key], name=f"demo-ledger-{tag}", group=f"demo{tag}",
-                      tick_s=5).start()
+                      tick_s=5, ack_key=hq.key).start()
 
 
 def _say(lang: str, id_text: str, en_text: str) -> None:

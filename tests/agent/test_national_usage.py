@@ -228,8 +228,11 @@ def test_the_station_link_reports_a_refused_batch_and_keeps_selling(keys: dict[s
 
     events: list[dict[str, Any]] = []
     published: list[tuple[str, bytes]] = []
-    link = UsageLink(ME, "WIB", store_for(keys), lambda t, p, q, r: published.append((t, p)) or True,
-                     events.append, lambda: policy())
+    def publish(topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        published.append((topic, payload))
+        return True
+
+    link = UsageLink(ME, "WIB", store_for(keys), publish, events.append, lambda: policy())
     link.on_link(True, DAY, 0.0)
     assert published and published[0][0] == "spbu/v1/34.401.01/usage_sync"
     feed = Feed(keys["usage"])

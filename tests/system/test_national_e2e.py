@@ -33,7 +33,7 @@ class Fleet:
         self.hq = HeadquartersSim(broker.host, broker.port, synthetic_registry(400), collect=False,
                                   usage_feed=USAGE_FEED, client_id=f"hq-{tag}")
         self.ledger = LedgerNode(broker.host, broker.port, dsn, [self.hq.key], name=f"ledger-{tag}",
-                                 group=f"g{tag}", tick_s=5)
+                                 group=f"g{tag}", tick_s=5, ack_key=self.hq.key)
         self.stations = {sid: DemoStation(pumps=2, broker=broker, workdir=workdir / sid, quiet=True,
                                           station_id=sid, hq=self.hq) for sid in stations}
 
