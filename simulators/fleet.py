@@ -177,8 +177,12 @@ class Fleet:
         self.t0_wall = time.monotonic()
         self.load_schedule()
         end = float(self.spec["day_s"]) + float(self.spec.get("tail_s", 10))
+        # A loaded machine may fall behind the schedule: finish the day's events late rather
+        # than drop them, within a bound (what is left is reported).
+        hard_end = end + float(self.spec.get("overrun_s", 300))
         next_tick = 0.0
-        while time.monotonic() - self.t0_wall < end:
+        while (time.monotonic() - self.t0_wall < end
+               or (self.events and time.monotonic() - self.t0_wall < hard_end)):
             now_sim = self.sim_now()
             while self.events and self.events[0][0] <= now_sim:
                 _, _, kind, data = heapq.heappop(self.events)
@@ -345,7 +349,8 @@ class Fleet:
                     self.observations.append((str(vid), other, ml, station.sid, wall))
 
     def report(self) -> dict[str, Any]:
-        return {"log": self.log, "observations": self.observations,
+        return {"log": self.log, "observations": self.observations, "events_left": len(self.events),
+                "lag_s": round(max(0.0, time.monotonic() - self.t0_wall - float(self.spec["day_s"])), 1),
                 "refused_batches": len(self.refusals),
                 "stations": {s.sid: {"bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "bytes_ack": s.bytes_ack,
                                      "bytes_tick": s.bytes_tick,
