@@ -20,15 +20,17 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "mqtt": frozenset({"host", "port", "username", "password_file"}),
     "trust": frozenset({"root", "keys", "allow_trusted_keys"}),
     "dashboard": frozenset({"manager_keys"}),
-    "relay_board": frozenset({"kind", "port", "baud", "active_high", "relay_gpio", "pulser_gpio", "nozzle_gpio",
-                              "estop_gpio"}),
+    "relay_board": frozenset({"kind", "port", "ports", "baud", "active_high", "relay_gpio", "pulser_gpio",
+                              "nozzle_gpio", "estop_gpio"}),
     "scanners": frozenset({"baud", "suffix", "good_read_hex", "bad_read_hex"}),
     "attendant": None,  # checked where it is parsed (agent/attendant/config.py)
     "timeouts": None,  # checked against Timeouts where it is parsed
     "edc": None,  # checked against EdcConfig where it is parsed
     "update": None,  # checked where it is parsed (agent/update_config.py)
     "freeze": frozenset({"grace_h", "after_grace"}),
-    "pumps": frozenset({"number", "product", "channel", "scanner", "pulses_per_litre", "nozzles"}),
+    "pumps": frozenset({"number", "product", "channel", "scanner", "pulses_per_litre", "nozzles", "line"}),
+    "tank_gauge": None,  # checked where it is parsed (agent/tank_config.py)
+    "tanks": frozenset({"number", "product", "capacity_l"}),
     "disk": frozenset({"warn_free_mb", "refuse_free_mb", "reserve_mb"}),
     "retention": frozenset({"days", "mask_plates"}),
 }

@@ -20,7 +20,7 @@ from agent.homeassistant import BIRTH_TOPIC
 log = logging.getLogger(__name__)
 
 # Nothing the agent is sent is larger: allow-list chunks are 256 KiB, documents at most
-# 4 MiB (agent/trust.py MAX_METADATA_BYTES); the station broker refuses more as well.
+# 4 MiB (agent/trust/root.py MAX_METADATA_BYTES); the station broker refuses more as well.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 

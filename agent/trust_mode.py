@@ -1,6 +1,6 @@
 """Which trust mode a station may run in.
 
-With a root of trust (root.json, agent/trust.py) each role has its own keys: the online
+With a root of trust (root.json, agent/trust/root.py) each role has its own keys: the online
 token key cannot sign an allow-list or a command. A config that lists only
 `[trust.keys]` gives every listed key every role; that is for tests and labs. A station
 service (started by systemd, which sets INVOCATION_ID) refuses it unless the config says

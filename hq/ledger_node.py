@@ -41,7 +41,7 @@ from agent.domain import PRODUCTS, ZONES
 from agent.trust.acks import sign_ack
 from hq.db import area_of
 from hq.ledger import Key, LedgerStore, QuotaAlert, Reservation
-from hq.tx_verify import TxSignatureError
+from hq.tx_verify import StationKeys, TxSignatureError, Verifier
 from hq.usage_feed import Message, UsageFeed
 
 log = logging.getLogger(__name__)
@@ -140,23 +140,22 @@ class NodeStats:
 
 
 class LedgerNode:
-    def __init__(self, host: str, port: int, dsn: str, keys: list[Ed25519PrivateKey] | tuple[()] = (),
-                 name: str | None = None, group: str = SHARE_GROUP,
-                 on_alert: Callable[[QuotaAlert], None] | None = None,
+    def __init__(self, host: str, port: int, dsn: str, keys: list[Ed25519PrivateKey], name: str | None = None,
+                 group: str = SHARE_GROUP, on_alert: Callable[[QuotaAlert], None] | None = None,
                  tls: tuple[Path, Path, Path] | None = None, tick_s: float = 15.0,
-                 ack_key: Ed25519PrivateKey | None = None,
-                 verifier: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 ack_key: Ed25519PrivateKey | None = None, verifier: Verifier | None = None) -> None:
         """keys: the `usage` role's signing keys (the `policy` role's when the root names no
-        `usage` role); none: collect and count only, no usage feed (stations then count only
-        their own sales). tls: (CA, certificate, key) for a broker that wants client certificates.
-        ack_key: signs acknowledgements (the root's `acks` role; stations refuse unsigned ones).
-        verifier: checks each record's station signature (hq/tx_verify.py StationKeys.verify)."""
-        self.ack_key = ack_key
+        `usage` role). tls: (CA, certificate, key) for a broker that wants client certificates.
+        ack_key: signs acknowledgements (the root's `acks` role, else `commands`); default the
+        first usage key, right only where one key holds every role (the simulator).
+        verifier: each transaction's station signature (hq/tx_verify.py StationKeys.verify);
+        the command line always gives one, in-process callers without one accept unsigned."""
+        self.ack_key = ack_key or keys[0]
         self.verifier = verifier
         self.name = name or f"ledger-{uuid.uuid4().hex[:8]}"
         self.host, self.port, self.group = host, port, group
         self.store = LedgerStore(dsn)
-        self.feed = UsageFeed(list(keys), publisher=f"{self.name}-{uuid.uuid4().hex[:6]}") if keys else None
+        self.feed = UsageFeed(keys, publisher=f"{self.name}-{uuid.uuid4().hex[:6]}")
         self.on_alert = on_alert
         self.tick_s = tick_s
         self.stats = NodeStats()
@@ -238,7 +237,7 @@ class LedgerNode:
         next_tick = 0.0
         while not self._stop.is_set() or not self._inbox.empty():
             now = time.monotonic()
-            if self.feed is not None and now >= next_tick and self._connected.is_set():
+            if now >= next_tick and self._connected.is_set():
                 next_tick = now + self.tick_s
                 self._publish([self.feed.tick()])
             batch = self._next_batch()
@@ -263,7 +262,7 @@ class LedgerNode:
                 if topic.endswith("/tx"):
                     record = parse_record(topic, payload)
                     if self.verifier is not None:
-                        self.verifier(record)
+                        self.verifier(record)  # stored and acknowledged only if its station signed it
                     txs.append((record, payload))
                 elif topic.endswith("/reserve"):
                     reservations.append(parse_reservation(topic, payload))
@@ -300,16 +299,14 @@ class LedgerNode:
         by_station: dict[str, list[str]] = {}
         for record in records.values():
             by_station.setdefault(record["station"], []).append(record["tx_id"])
-        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        at = dt.datetime.now(dt.UTC)
         for station, ids in by_station.items():
             for start in range(0, len(ids), MAX_BATCH):
-                chunk = ids[start:start + MAX_BATCH]
-                payload = (sign_ack(self.ack_key, station, chunk) if self.ack_key is not None
-                           else json.dumps({"ids": chunk, "at": at}, separators=(",", ":")).encode())
-                self.client.publish(topics.ack(station), payload, qos=1)
+                self.client.publish(topics.ack(station), sign_ack(self.ack_key, station, ids[start:start + MAX_BATCH],
+                                                                  at), qos=1)
 
     def _publish_updates(self, keys: list[Key], only: dict[Key, set[str]] | None = None) -> None:
-        if not keys or self.feed is None:
+        if not keys:
             return
         rows = self.store.snapshot(keys)
         areas = {area_of(s) for row in rows.values() for s in row.stations()}
@@ -332,8 +329,6 @@ class LedgerNode:
         self.stats.syncs += len(requests)
         self.store.register({r.station: r.zone for r in requests})
         for request in requests:
-            if self.feed is None:
-                break
             since = None if request.since is None else request.since - SYNC_MARGIN
             keys = self.store.area_keys(area_of(request.station), request.day, since)
             rows = self.store.snapshot(keys)
@@ -360,17 +355,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--dsn", required=True, help="PostgreSQL connection string")
     parser.add_argument("--key", type=Path, required=True, help="the usage role's signing key (PEM)")
+    parser.add_argument("--ack-key", type=Path, help="the acks role's key (PEM) for acknowledgements (default --key)")
+    signed = parser.add_mutually_exclusive_group(required=True)
+    signed.add_argument("--station-certs", type=Path,
+                        help="directory of the stations' certificates (*.crt): only records they signed are stored")
+    signed.add_argument("--accept-unsigned", action="store_true",
+                        help="store records without checking their station signature (load benchmarks only)")
+    parser.add_argument("--ca", type=Path, help="the CA that must have issued the station certificates")
     parser.add_argument("--name", help="process name (default: random)")
     parser.add_argument("--group", default=SHARE_GROUP, help="shared subscription group")
-    parser.add_argument("--ack-key", type=Path, help="the acks role's signing key (PEM; default: --key)")
     parser.add_argument("--tick", type=float, default=15.0, help="seconds between signed heartbeats")
     parser.add_argument("--stats", type=Path, help="write counters as JSON here on exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    key = load_private_key(args.key)
-    ack_key = load_private_key(args.ack_key) if args.ack_key else key
-    node = LedgerNode(args.host, args.port, args.dsn, [key], name=args.name, group=args.group, tick_s=args.tick,
-                      ack_key=ack_key)
+    verifier = None if args.accept_unsigned else StationKeys.from_directory(args.station_certs, args.ca).verify
+    node = LedgerNode(args.host, args.port, args.dsn, [load_private_key(args.key)], name=args.name,
+                      group=args.group, tick_s=args.tick, verifier=verifier,
+                      ack_key=load_private_key(args.ack_key) if args.ack_key else None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())

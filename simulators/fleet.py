@@ -33,6 +33,7 @@ from agent import topics
 from agent.eligibility import decide
 from agent.journal import Journal, SessionRow
 from agent.outbox import OutboxSender
+from agent.trust.acks import AckRefused, ack_keyring, verify_ack
 from agent.trust.documents import QuotaPolicy, Vehicle
 from agent.trust.root import TrustStore, load_root
 from agent.usage_link import UsageLink, fill_cap
@@ -321,11 +322,11 @@ class Fleet:
                     self._cap(station, fill)
         else:
             station.bytes_ack += len(payload) + len(topic) + 4
-            try:
-                ids = [str(i) for i in json.loads(payload)["ids"]]
-            except (ValueError, KeyError, TypeError):
+            try:  # as a station does: headquarters' signed acknowledgements only
+                ack = verify_ack(payload, station.sid, ack_keyring(self.trust))
+            except AckRefused:
                 return
-            station.outbox.on_ack(ids)
+            station.outbox.on_ack(list(ack.ids))
 
     def _cap(self, station: SimStation, fill: Fill) -> None:
         cap = fill_cap(fill.session, station.link.elsewhere(fill.session.vehicle_id, PRODUCT, self.day))

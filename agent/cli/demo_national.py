@@ -30,8 +30,9 @@ def start_ledger(broker: MosquittoBroker, dsn: str, hq: HeadquartersSim) -> Ledg
     from hq.ledger_node import LedgerNode
 
     tag = uuid.uuid4().hex[:8]
+    keys = hq.station_keys  # each demo station adds its key as it starts
     return LedgerNode(broker.host, broker.port, dsn, [hq.key], name=f"demo-ledger-{tag}", group=f"demo{tag}",
-                      tick_s=5, ack_key=hq.key).start()
+                      tick_s=5, verifier=keys.verify if keys is not None else None).start()
 
 
 def _say(lang: str, id_text: str, en_text: str) -> None:

@@ -68,4 +68,5 @@ def print_tanks(rows: list[dict[str, Any]], lang: str) -> None:
         values = " / ".join(format_litres(int(row[k] * 1000), lang)
                             for k in ("opening_l", "deliveries_l", "sales_l", "closing_l"))
         flag = ("  ALARM SELISIH" if lang == "id" else "  VARIANCE ALARM") if row["alarm"] else ""
-        print(f"  {label:<28}{values}  {row['variance_l']:+.1f}{flag}")
+        variance = f"{row['variance_l']:+.1f}"
+        print(f"  {label:<28}{values}  {variance.replace('.', ',') if lang == 'id' else variance}{flag}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -60,15 +61,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 
+def _console_wanted() -> bool:
+    """Commands come from a pipe or file, or from the terminal when we run in its foreground
+    (a background job reading its terminal would be stopped by SIGTTIN)."""
+    try:
+        if not os.isatty(0):
+            return True
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
 def _serve_with_console(target: object, close: Callable[[], None]) -> None:
     """A simulator's foreground with keyboard control (simulators/console.py): commands
     from stdin until `quit`, end of input, Ctrl-C or SIGTERM."""
     from simulators.console import run_console
 
     stop = stop_on_signals()
-    reader = threading.Thread(target=run_console, args=(target, sys.stdin, sys.stdout, stop.set),
-                              name="console", daemon=True)
-    reader.start()
+    if _console_wanted():
+        threading.Thread(target=run_console, args=(target, sys.stdin, sys.stdout, stop.set),
+                         name="console", daemon=True).start()
     try:
         while not stop.wait(1.0):
             pass

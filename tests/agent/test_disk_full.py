@@ -67,6 +67,9 @@ def test_full_disk_with_fills_in_flight(mosquitto: MosquittoBroker, tmp_path: Pa
             demo.start()
             station = demo.station
             assert station is not None and station.disk.state.level == OK
+            deadline = time.monotonic() + 8  # made by the first disk tick, off the start-up path
+            while station.disk.state.reserve_bytes < 2 * MB and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert station.disk.state.reserve_bytes == 2 * MB
             start = {n: demo.board.totaliser_ml(n - 1) for n in (1, 2)}
             for pump, product in ((1, "pertalite"), (2, "solar")):

@@ -159,7 +159,8 @@ def start_ledgers(count: int, broker: MosquittoBroker, dsn: str, key_path: Path,
         proc = subprocess.Popen(
             [sys.executable, "-m", "hq.ledger_node", "--host", broker.host, "--port", str(broker.port), "--dsn", dsn,
              "--key", str(key_path), "--name", f"bench-ledger-{i}-{uuid.uuid4().hex[:4]}", "--group", "fleet",
-             "--tick", str(tick_s), "--stats", str(stats)],
+             "--tick", str(tick_s), "--stats", str(stats),
+             "--accept-unsigned"],  # the simulated stations sign nothing: this measures ingest and the feed
             stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=die_with_parent)
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -138,8 +138,8 @@ def test_feed_batches_verify_at_the_station(pg_dsn: str) -> None:
 def test_ledger_processes_share_the_load_without_double_counting(mosquitto: MosquittoBroker, pg_dsn: str) -> None:
     key = Ed25519PrivateKey.generate()
     group = f"g{uuid.uuid4().hex[:6]}"
-    nodes = [LedgerNode(mosquitto.host, mosquitto.port, pg_dsn, [key], name=f"n{i}", group=group,
-                        ack_key=key).start() for i in range(2)]
+    nodes = [LedgerNode(mosquitto.host, mosquitto.port, pg_dsn, [key], name=f"n{i}", group=group).start()
+             for i in range(2)]
     # The two nodes' shared subscriptions use their own group, so other tests' brokers' traffic stays out.
     recorder = MqttRecorder(mosquitto, ["hq/v1/ack/#", "hq/v1/usage/#"], f"rec-{group}")
     sender = MqttRecorder(mosquitto, [], f"send-{group}")
@@ -157,9 +157,9 @@ def test_ledger_processes_share_the_load_without_double_counting(mosquitto: Mosq
         assert sum(n.stored for n in nodes) == 20 and all(n.received for n in nodes)
         assert nodes[0].store.used_by_station(VID, "solar", DAY) == {"34.401.01": 200_000}
         time.sleep(0.5)
-        keyring = {key_id(key.public_key()): key.public_key()}
-        acked = {i for _, raw in recorder.raw(lambda t: t == topics.ack("34.401.01"))
-                 for i in verify_ack(raw, "34.401.01", keyring).ids}  # signed under the acks role
+        ring = {key_id(key.public_key()): key.public_key()}  # acknowledgements are signed (agent/trust/acks.py)
+        acked = {i for _, m in recorder.raw(lambda t: t == topics.ack("34.401.01"))
+                 for i in verify_ack(m, "34.401.01", ring).ids}
         assert acked == {r["tx_id"] for r in records}
         view = station_view("34.401.02", key)
         for _, payload in recorder.raw(lambda t: t == topics.usage("34.401.02")):

@@ -14,6 +14,7 @@ import pytest
 from agent.cli.demo import Customer, DemoStation
 from agent.national_usage import NationalUsage
 from hq.ledger_node import LedgerNode
+from hq.tx_verify import StationKeys
 from simulators.broker import MosquittoBroker
 from simulators.hq import HeadquartersSim, RegistryEntry, synthetic_registry
 from tests.conftest import validate
@@ -30,10 +31,13 @@ class Fleet:
 
     def __init__(self, broker: MosquittoBroker, dsn: str, workdir: Path, stations: list[str]) -> None:
         tag = uuid.uuid4().hex[:8]
+        known = StationKeys()
         self.hq = HeadquartersSim(broker.host, broker.port, synthetic_registry(400), collect=False,
-                                  usage_feed=USAGE_FEED, client_id=f"hq-{tag}")
+                                  usage_feed=USAGE_FEED, client_id=f"hq-{tag}", station_keys=known)
+        # Each station adds its own key to headquarters' list as it starts: only records
+        # signed by it are stored and acknowledged.
         self.ledger = LedgerNode(broker.host, broker.port, dsn, [self.hq.key], name=f"ledger-{tag}",
-                                 group=f"g{tag}", tick_s=5, ack_key=self.hq.key)
+                                 group=f"g{tag}", tick_s=5, verifier=known.verify)
         self.stations = {sid: DemoStation(pumps=2, broker=broker, workdir=workdir / sid, quiet=True,
                                           station_id=sid, hq=self.hq) for sid in stations}
 
