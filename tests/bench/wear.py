@@ -300,6 +300,7 @@ class Rig:
         self.board.lift_nozzle(pump - 1)
         time.sleep(flow_s)
         self.finish(pump)
+        time.sleep(0.35)  # the board ends the fill once the flow settled (300 ms): the next customer
         return latency
 
     def delivered(self) -> int:
@@ -451,11 +452,13 @@ def days_child(work: Path, days: int, entries: int, seed: int) -> dict[str, Any]
         raw = releases.manifest_path(version).read_bytes()
         manifest = manifests.verify(trust, raw, dt.datetime.now(dt.UTC))
         blobs = releases.blobs(version)
+        chain = manifest.plan(repo.current_version())  # what the sync fetches: the deltas, or the snapshot
+        needed = {d for ref in chain for d in ref.blob.chunks} if chain else set(manifest.snapshot.chunks)
         if day == days + 1:
             lookup = lookups_on(repo, previous)  # the runs as they stand before the compaction
         before = written("thread-self")
-        for digest, data in blobs.items():
-            repo.put_chunk(digest, len(data), data)  # what the sync fetched (not fsynced)
+        for digest in needed:
+            repo.put_chunk(digest, len(blobs[digest]), blobs[digest])  # as the sync writes them (no fsync)
         t0 = time.perf_counter()
         repo.install_fetched(manifest)
         seconds = time.perf_counter() - t0
