@@ -1,6 +1,6 @@
 """Staged rollout of a software release across the fleet.
 
-Cohorts are a stable hash of the station id (agent/release_manifest.cohort_bucket): 1 %,
+Cohorts are a stable hash of the station id (agent/updates/manifest.cohort_bucket): 1 %,
 then 10 %, 50 %, 100 %. Each station reports on spbu/v1/<station>/update (retained);
 headquarters advances to the next cohort only when enough of the current one has
 reported and its failures (rolled back, refused, staging failed) stay under the

@@ -30,6 +30,7 @@ class Start:
     started: float
     exit_code: int | None = None
     killed_by_watchdog: bool = False
+    ended: float = 0.0
 
 
 class ServiceSupervisor:
@@ -110,4 +111,5 @@ class ServiceSupervisor:
             if self._stop.is_set():
                 return
             self.starts[-1].exit_code = self.child.wait()
+            self.starts[-1].ended = time.monotonic()
             self._stop.wait(self.restart_s)

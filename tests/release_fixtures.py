@@ -20,7 +20,7 @@ from simulators.flash import FIRMWARE_FILES
 ROOT = Path(__file__).resolve().parent.parent
 BASE_VERSION = "0.1.0"
 # The venvs of test releases read their dependencies from the test environment's own
-# site-packages (agent/releases.build_venv's base_site); a field release carries wheels.
+# site-packages (agent/updates/store.build_venv's base_site); a field release carries wheels.
 BASE_SITE = Path(next(p for p in sys.path if p.endswith("site-packages")))
 
 

@@ -66,6 +66,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _give_back(path: Path, owner_of: Path) -> None:
+    """systemd runs `boot` as root; what it writes must stay the agent's (owner of `owner_of`)."""
+    if os.geteuid() != 0 or not path.exists():
+        return
+    st = owner_of.stat()
+    os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
 def _complete(directory: Path) -> bool:
     import hashlib
 
@@ -96,6 +104,7 @@ class Switch:
         self.journal = journal
         self.path = state_dir / "state.json"
         state_dir.mkdir(parents=True, exist_ok=True)
+        _give_back(state_dir, state_dir.parent)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -112,6 +121,7 @@ class Switch:
 
     def save(self, state: dict[str, Any]) -> None:
         _atomic_write(self.path, json.dumps(state, sort_keys=True, indent=1).encode())
+        _give_back(self.path, self.state_dir)
 
     def current(self) -> str | None:
         try:
@@ -304,7 +314,7 @@ class Switch:
             for op in trial["config"]:
                 apply_config_op(data, op)
             _atomic_write(self.config, dump_toml(data).encode())
-        if self.journal is not None and trial["journal_up"]:
+        if self.journal is not None and trial["journal_up"] and self.journal.exists():
             with _journal(self.journal) as db:
                 db.execute("CREATE TABLE IF NOT EXISTS release_migrations (version TEXT PRIMARY KEY, at TEXT)")
                 if db.execute("SELECT 1 FROM release_migrations WHERE version = ?", (version,)).fetchone():
@@ -340,6 +350,7 @@ class Switch:
 
 class _journal:
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.db = sqlite3.connect(str(path), isolation_level=None, timeout=10)
         self.db.execute("PRAGMA synchronous=FULL")
 
@@ -350,6 +361,8 @@ class _journal:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         self.db.close()
+        for suffix in ("-wal", "-shm", "-journal"):  # sidecars root may have created
+            _give_back(self.path.with_name(self.path.name + suffix), self.path)
 
 
 def apply_config_op(data: dict[str, Any], op: dict[str, Any]) -> None:

@@ -363,7 +363,11 @@ class UpdateAgent:
                                     (hello_ok, self._hello_failure())) if not ok]
         version, self.trial = self.trial, None
         if not failures:
-            self.switch.commit(str(version))
+            try:
+                self.switch.commit(str(version))
+            except ValueError as exc:  # the state changed under us: leave it to the next boot
+                log.error("release %s passed its health window but cannot be committed: %s", version, exc)
+                return
             self.station.docs.trust.raise_floor(rm.ROLE, self._sequence(str(version)))
             self.state = {"state": "installed", "running": __version__}
             log.info("release %s passed its health window: committed", version)

@@ -1,5 +1,6 @@
-"""The relay board's boot guard: runs first at every boot (boot.py), never updated over
-the air, so a bad firmware update always comes back to the firmware before it.
+"""The relay board's boot guard: runs first at every boot (the board's main.py,
+hal/firmware/pico_main.py), never updated over the air, so a bad firmware update always
+comes back to the firmware before it.
 
 A committed update leaves the marker file `fw_trial`: a boot count, then the updated
 flash paths, one a line. At boot:

@@ -22,7 +22,7 @@ from hal.firmware.boot_guard import OsFs
 
 MAX_FILE = 32768
 MAX_FILES = 16
-PROTECTED = ("boot.py", "hal/firmware/boot_guard.py")  # the guard itself is never replaced
+PROTECTED = ("boot.py", "main.py", "hal/firmware/boot_guard.py")  # the entry point and guard are never replaced
 
 
 def valid_name(name: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import tomllib
 from pathlib import Path
@@ -143,3 +144,23 @@ def test_old_and_parked_releases_are_pruned(switch: Switch) -> None:
     switch.boot()
     left = sorted(p.name for p in switch.root.iterdir() if not p.is_symlink())
     assert left == ["0.1.0", "0.2.0"], "the running one and the one before it; parked 0.3.0 gone"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as systemd runs the switch")
+def test_what_boot_writes_as_root_stays_the_agents(tmp_path: Path) -> None:
+    data = tmp_path / "var-lib-spbu"
+    data.mkdir()
+    os.chown(data, 65534, 65534)  # the service user's data directory
+    root = tmp_path / "releases"
+    fake_release(root, "0.1.0")
+    fake_release(root, "0.2.0")
+    (root / "current").symlink_to("0.1.0")
+    journal = data / "journal.sqlite"
+    sqlite3.connect(journal).close()
+    os.chown(journal, 65534, 65534)
+    switch = Switch(root, data / "update", None, journal)
+    switch.request_switch("0.2.0", [], ["CREATE TABLE extra (x)"], ["DROP TABLE extra"])
+    switch.boot()
+    for path in (data / "update", data / "update" / "state.json", journal):
+        assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+    assert not any(p.stat().st_uid == 0 for p in data.glob("journal.sqlite*"))

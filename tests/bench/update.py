@@ -2,7 +2,7 @@
 
     python tests/bench/update.py --json OUT [--runs N] [--release-mb M]
 
-firmware: the agent (agent/firmware_update.converge) updates the simulated board (its
+firmware: the agent (agent/updates/firmware.converge) updates the simulated board (its
 firmware running from a flash directory, simulators/relay_board.py) on a pseudo-terminal
 with this checkout's firmware files: seconds on the pty, bytes on the wire (both ways), and
 what those bytes take at the board's real 115200 baud (10 bits a byte). Baseline: the
@@ -10,7 +10,7 @@ same files sent stop-and-wait (a window of one frame), the naive way to write a 
 a half-duplex link.
 
 verify: a release of `--release-mb` MB cut into 256 KiB chunks: each chunk checked and
-kept (agent/chunks.ChunkStore.put), then assembled and checked whole. Baseline: one
+kept (agent/allowlist/chunks.ChunkStore.put), then assembled and checked whole. Baseline: one
 sha256 over the same bytes (the least any verification must do).
 """
 
