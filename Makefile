@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest mosquitto postgresql node tools zbar browser dashboard bundle venv clean
+.PHONY: demo test lint typecheck pytest mosquitto postgresql node tools cc zbar browser dashboard bundle venv clean
 MP_TESTS := tests/micropython
 DASH := dashboard
 ATT := attendant
@@ -57,6 +57,13 @@ tools:
 	elif [ "$$(id -u)" = "0" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
 	else echo "shellcheck is missing (its test will skip); run: sudo apt-get install shellcheck" >&2; fi
+
+# A C compiler: the SD-wear benchmark builds its small fsync-counting LD_PRELOAD shim (its test skips without).
+cc:
+	@if command -v cc >/dev/null 2>&1; then exit 0; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null; \
+	else echo "cc is missing (the wear benchmark's test will skip); run: sudo apt-get install gcc" >&2; fi
 
 # Debian's libzbar0 for pyzbar, a baseline in the camera benchmark (its test skips without it).
 zbar:
@@ -126,7 +133,7 @@ typecheck: $(STAMP) $(MPY_STUBS)/.installed
 	$(BIN)/mypy
 	$(BIN)/mypy --config-file mypy-micropython.ini
 
-pytest: $(STAMP) mosquitto postgresql node tools zbar browser dashboard
+pytest: $(STAMP) mosquitto postgresql node tools cc zbar browser dashboard
 	@$(MAKE) --no-print-directory $(MP_TESTS)/node_modules/.package-lock.json
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

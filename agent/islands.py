@@ -63,6 +63,10 @@ class IslandPayments:
     def take_choice(self, pump: int) -> PaymentChoice:
         return self.desk(pump).take_choice(pump)
 
+    def wants_tick(self) -> bool:
+        """Work waits on a terminal: the station loop should come round soon."""
+        return any(d.wants_tick() for d in self.desks)
+
     def busy(self, pump: int) -> bool:
         return self.desk(pump).busy(pump)
 

@@ -1,21 +1,34 @@
 """Crash-safe journal: SQLite in WAL mode with synchronous=FULL.
 
-Every state change is committed (and fsynced) before its effect becomes visible: a
-session row and its quota reservation before the relay closes; the closed session, the
-quota actually used and the outbox row that reports it, all in one transaction.
+Every state change is committed before its effect becomes visible: a session row and its
+quota reservation are synced before the relay closes; the closed session, the quota
+actually used and the outbox row that reports it are one transaction, made durable by the
+group-commit thread (agent/journal_sync.py) before that row may leave for headquarters.
+Two fdatasyncs per fill, no more: marking a session fuelling and deleting acknowledged
+outbox rows commit without a sync of their own (losing them to a power cut is harmless:
+recovery treats authorised and fuelling alike; an unacknowledged row is sent again and
+headquarters drops repeats), and the next sync carries them.
+
+New journals use 512-byte pages: a fill changes ~15 b-tree pages, and the WAL writes each
+changed page whole, so small pages keep an SD card's writes per fill small. (Journals
+created before keep their page size; SQLite cannot change it in WAL mode.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.journal_sync import CHECKPOINT_COMMITS, WalSyncer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -60,6 +73,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 STATE_AUTHORISED = "authorised"
+PAGE_SIZE = 512
 
 
 def to_db_id(vehicle_id: int) -> int:
@@ -70,10 +84,25 @@ def to_db_id(vehicle_id: int) -> int:
 def from_db_id(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
+def encode_payload(payload: dict[str, Any]) -> bytes:
+    """An outbox row's payload as stored: a transaction record (~700 bytes of JSON) deflated
+    to fit one 512-byte page with no overflow page: fewer pages written per fill."""
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    if len(raw) < 256:
+        return raw
+    packed = zlib.compress(raw, 6)
+    return packed if len(packed) < len(raw) else raw
+
+
+def decode_payload(stored: bytes) -> bytes:
+    """What is published: the JSON. (A zlib stream starts with 0x78, JSON never does.)"""
+    return zlib.decompress(stored) if stored[:1] == b"\x78" else stored
+
+
 def insert_outbox(db: sqlite3.Connection, msg_id: str, topic: str, payload: dict[str, Any]) -> None:
     """Queue a message for headquarters inside the caller's transaction."""
     db.execute("INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-               (msg_id, topic, json.dumps(payload, separators=(",", ":")).encode(), time.time()))
+               (msg_id, topic, encode_payload(payload), time.time()))
 
 
 STATE_FUELLING = "fuelling"
@@ -108,20 +137,49 @@ class OutboxRow:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_durable: Callable[[], None] | None = None, group_commit: bool = False) -> None:
+        """`group_commit`: closes commit without a sync and the WalSyncer makes them durable
+        before their outbox rows are handed out (the station); without it every close is
+        synced in its own commit (tools and simulators that pump the outbox right after)."""
         self.path = path
+        self.group_commit = group_commit
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a new file
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        if group_commit:  # the WalSyncer checkpoints, off the scan path; others keep SQLite's own
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
         if "device_total_before" not in columns:  # journals written before this column existed
             self._db.execute("ALTER TABLE sessions ADD COLUMN device_total_before INTEGER")
+        self._sync_wal_at_open()
+        self._syncer = WalSyncer(path, on_durable=on_durable,
+                                 checkpoint_commits=CHECKPOINT_COMMITS if group_commit else 1 << 62)
+        # Outbox rows of closes not yet durable: (commit number, first outbox seq), in order.
+        self._held: list[tuple[int, int]] = []
+        self._meta_seen: dict[str, str] = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def _sync_wal_at_open(self) -> None:
+        """What a killed agent committed without a sync is in the page cache, not surely on
+        the card: sync it before anything read from the journal is sent anywhere."""
+        wal = Path(str(self.path) + "-wal")
+        if wal.exists():
+            fd = os.open(wal, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
+        self._syncer.close()
         self._db.close()
+
+    @property
+    def syncer(self) -> WalSyncer:
+        return self._syncer
 
     def pragma(self, name: str) -> Any:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
@@ -140,14 +198,33 @@ class Journal:
         return self._tx()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _tx(self, durable: bool = True, outbox_from: list[int] | None = None) -> Iterator[sqlite3.Connection]:
+        """One transaction. `durable`: SQLite syncs the WAL before COMMIT returns; else the
+        commit is synced later (by the group-commit thread when `outbox_from` is given,
+        which then receives the first outbox seq the transaction inserted, else by whatever
+        sync comes next)."""
+        level = int(self._db.execute("PRAGMA synchronous").fetchone()[0]) if not durable else 0
+        lowered = level > 1  # FULL (2) or EXTRA (3) -> NORMAL (1) for this commit only
+        if lowered:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        changes = self._db.total_changes
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            if lowered:
+                self._db.execute(f"PRAGMA synchronous={level}")
+        if self._db.total_changes == changes:
+            return  # nothing written, nothing synced
+        wanted = bool(outbox_from) and not durable
+        number = self._syncer.committed(durable, wanted)
+        if wanted and outbox_from:
+            self._held.append((number, outbox_from[0]))
 
     # --- quota -------------------------------------------------------------------------
 
@@ -201,7 +278,7 @@ class Journal:
                           device_total_before)
 
     def mark_fuelling(self, seq: int) -> None:
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("UPDATE sessions SET state=? WHERE seq=?", (STATE_FUELLING, seq))
 
     def close_session(
@@ -214,8 +291,11 @@ class Journal:
         meta: dict[str, str] | None = None,
         extra: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Close a session: record litres, move quota from reserved to used, queue its report."""
-        with self._tx() as db:
+        """Close a session: record litres, move quota from reserved to used, queue its report.
+        Committed without a sync of its own; its outbox row is held back until the
+        group-commit thread (or the next durable commit) has it on the card."""
+        first_outbox: list[int] = []
+        with self._tx(durable=not self.group_commit, outbox_from=first_outbox) as db:
             updated = db.execute(
                 "UPDATE sessions SET state=?, dispensed_ml=?, amount_idr=?, end_reason=?, closed_at=?"
                 " WHERE seq=? AND state != ?",
@@ -231,17 +311,22 @@ class Journal:
                  session.quota_day),
             )
             for key, value in (meta or {}).items():
+                if self._meta_seen.get(key) == value:
+                    continue  # unchanged (the same quota day all day): no page to write
                 db.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
                            " ON CONFLICT DO UPDATE SET value=excluded.value", (key, value))
             if extra is not None:  # e.g. keep the record until its card payment settles
                 extra(db)
             if outbox is not None:
                 msg_id, topic, payload = outbox
-                db.execute(
+                cur = db.execute(
                     "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-                    (msg_id, topic, json.dumps(payload, separators=(",", ":")).encode(),
-                     time.time()),
+                    (msg_id, topic, encode_payload(payload), time.time()),
                 )
+                first_outbox.append(int(cur.lastrowid or 0))
+            if not first_outbox:  # nothing to publish, but the close should reach the card soon
+                first_outbox.append(1 << 62)
+        self._meta_seen.update(meta or {})
 
     def open_sessions(self) -> list[SessionRow]:
         rows = self._db.execute(
@@ -290,26 +375,37 @@ class Journal:
 
     # --- outbox ------------------------------------------------------------------------
 
+    def _outbox_bound(self) -> int:
+        """Rows from this seq on belong to closes not yet durable: not to be sent yet."""
+        while self._held and self._syncer.is_durable(self._held[0][0]):
+            self._held.pop(0)
+        return min((seq for _, seq in self._held), default=1 << 62)
+
+    def wait_durable(self, timeout_s: float = 5.0) -> bool:
+        """Block until every commit so far is on the card (tests, orderly shutdown)."""
+        return not self._held or self._syncer.wait_durable(self._held[-1][0], timeout_s)
+
     def outbox_pending(self, after_seq: int = 0, limit: int = 100) -> list[OutboxRow]:
         rows = self._db.execute(
-            "SELECT seq, msg_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
+            "SELECT seq, msg_id, topic, payload FROM outbox WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+            (after_seq, self._outbox_bound(), limit),
         ).fetchall()
-        return [OutboxRow(int(s), str(m), str(t), bytes(p)) for s, m, t, p in rows]
+        return [OutboxRow(int(s), str(m), str(t), decode_payload(bytes(p))) for s, m, t, p in rows]
 
     def outbox_put(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Queue records outside a session close, in one transaction (load and outage runs)."""
         now = time.time()
         with self._tx() as db:
             db.executemany("INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-                           [(m, t, json.dumps(p, separators=(",", ":")).encode(), now) for m, t, p in items])
+                           [(m, t, encode_payload(p), now) for m, t, p in items])
 
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def outbox_ack(self, msg_ids: list[str]) -> int:
-        # One statement per acknowledgement (up to 1,000 ids), not one per id.
-        with self._tx() as db:
+        # One statement per acknowledgement (up to 1,000 ids), not one per id. No sync of
+        # its own: a deletion a power cut undoes only sends the rows again (idempotent).
+        with self._tx(durable=False) as db:
             return int(db.execute("DELETE FROM outbox WHERE msg_id IN (SELECT value FROM json_each(?))",
                                   (json.dumps(msg_ids),)).rowcount)
 
@@ -326,3 +422,4 @@ class Journal:
                 " ON CONFLICT DO UPDATE SET value=excluded.value",
                 (key, value),
             )
+        self._meta_seen[key] = value

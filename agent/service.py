@@ -21,7 +21,7 @@ def serve(station: Station, notifier: Notifier, stop: threading.Event) -> None:
     unhealthy_since: float | None = None
     try:
         while not stop.is_set() and station.exit_code is None:
-            station.step(timeout_s=0.1)
+            station.step()  # sleeps until its next event or timer
             now = time.monotonic()
             if now < next_beat:
                 continue

@@ -45,8 +45,9 @@ class EdcTerminal(PortDriver):
         self._lock = threading.Lock()
         self._queue: deque[ecr.Message] = deque()
         self._alive_at = time.monotonic()
-        self._port = SerialPortThread(port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=0.02,
-                                      on_idle=self._tick, name=f"edc:{port}", flush_on_open=True)
+        self._port = SerialPortThread(port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=1.0,
+                                      on_idle=self._tick, name=f"edc:{port}", flush_on_open=True,
+                                      next_wait=self._next_wait)
 
     @property
     def idle(self) -> bool:
@@ -57,6 +58,12 @@ class EdcTerminal(PortDriver):
         with self._lock:
             self._queue.append(request)
         self._tick()
+        self._port.wake()
+
+    def _next_wait(self) -> float:
+        """Short while a request is on the line (ACK and response timers), else idle."""
+        with self._lock:
+            return 0.02 if self._queue or self._host.busy else 1.0
 
     def _state(self, connected: bool) -> None:
         lost = None

@@ -143,6 +143,9 @@ class _InProcessPort:
         self._thread = threading.Thread(target=self._run, name="gpio-relay", daemon=True)
         self.connected = False
         self.port = "gpio"
+
+    def wake(self) -> None:
+        """The firmware loop runs every few ms anyway: nothing to wake."""
         self.last_loop = time.monotonic()
 
     def start(self) -> None:

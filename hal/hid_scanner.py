@@ -72,7 +72,7 @@ class HidScanner:
         decoder = KeymapDecoder(*self._decoder_args)
         while not self._stop.is_set():
             self.last_loop = time.monotonic()
-            ready, _, _ = select.select([device.fd], [], [], 0.1)
+            ready, _, _ = select.select([device.fd], [], [], 1.0)  # the watchdog's heartbeat, not a poll
             if not ready:
                 continue
             for event in device.read():

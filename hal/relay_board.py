@@ -156,8 +156,8 @@ class RelayBoard(PortDriver):
         self._alive_at = time.monotonic()
         self._last_heartbeat = 0
         self._port = SerialPortThread(
-            port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=0.02,
-            on_idle=self._tick, name=f"relay-board:{port}",
+            port, self._bytes, self._state, baudrate=baudrate, read_timeout_s=heartbeat_ms / 1000,
+            on_idle=self._tick, name=f"relay-board:{port}", next_wait=self._next_wait,
             # Frames queued before we opened the port belong to a previous host; the board
             # repeats what matters (STATUS on QUERY) to this one.
             flush_on_open=True,
@@ -198,6 +198,19 @@ class RelayBoard(PortDriver):
             self._link.send(mtype, values, _now_ms())
             out = self._link.take_output()
         self._port.write(out)
+        self._port.wake()  # its retransmission timer is now the reader's next deadline
+
+    def _next_wait(self) -> float:
+        """Seconds until the next heartbeat or retransmission is due."""
+        now = _now_ms()
+        with self._lock:
+            due = self._last_heartbeat + self._heartbeat_ms
+            if time.monotonic() - self._alive_at > self._alive_window_s:
+                due = now + self._heartbeat_ms  # no heartbeats for a stuck agent: nothing due
+            retry = self._link.next_deadline()
+        if retry >= 0:
+            due = min(due, retry)
+        return max(0.0, (due - now + 1) / 1000)  # +1 ms: never wake a hair before it is due
 
     def _state(self, connected: bool) -> None:
         if connected:

@@ -1,11 +1,17 @@
 """A serial port kept open in a reader thread: reconnects when the device is unplugged
-and plugged back, hands received bytes to a callback. Shared by the serial drivers."""
+and plugged back, hands received bytes to a callback. Shared by the serial drivers.
+
+The thread sleeps in select() until bytes arrive, the driver's next timer is due
+(`next_wait`: a heartbeat, a retransmission) or another thread wakes it (`wake`), never
+in a short polling loop: an idle station must let the Pi's core sleep. It still goes round
+at least every `read_timeout_s` (its heartbeat for the service watchdog)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import select
 import termios
 import threading
 import time
@@ -30,12 +36,13 @@ class SerialPortThread:
         on_bytes: Callable[[bytes], None],
         on_state: Callable[[bool], None],
         baudrate: int = 115200,
-        read_timeout_s: float = 0.05,
+        read_timeout_s: float = 1.0,
         reopen_s: float = 1.0,
         on_idle: Callable[[], None] | None = None,
         name: str = "serial",
         serial_kwargs: dict[str, object] | None = None,
         flush_on_open: bool = False,
+        next_wait: Callable[[], float] | None = None,
     ) -> None:
         self.port = port
         self._on_bytes = on_bytes
@@ -43,7 +50,10 @@ class SerialPortThread:
         self._on_idle = on_idle
         self._baudrate = baudrate
         self._read_timeout_s = read_timeout_s
+        self._next_wait = next_wait
         self._reopen_s = reopen_s
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         # A pseudo-terminal (a simulated device) has no line to set parity on, and Linux
         # ptys misbehave when asked to: parity and friends apply to real UARTs only.
         self._serial_kwargs = {} if is_pty(port) else (serial_kwargs or {})
@@ -60,8 +70,17 @@ class SerialPortThread:
 
     def close(self) -> None:
         self._stop.set()
+        self.wake()
         self._thread.join(timeout=2)
         self._drop()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def wake(self) -> None:
+        """Make the reader re-check its timers now (a command was queued from another thread)."""
+        with contextlib.suppress(OSError):  # a full pipe already wakes it
+            os.write(self._wake_w, b"w")
 
     def write(self, data: bytes) -> bool:
         with self._write_lock:
@@ -88,7 +107,7 @@ class SerialPortThread:
     def _open(self) -> bool:
         try:
             port = serial.Serial(
-                self.port, self._baudrate, timeout=self._read_timeout_s,
+                self.port, self._baudrate, timeout=0.05,  # read() only runs once bytes are there
                 **self._serial_kwargs,  # type: ignore[arg-type]
             )
         except termios.error as exc:
@@ -121,7 +140,7 @@ class SerialPortThread:
             port = self._serial
             assert port is not None
             try:
-                data = port.read(max(1, port.in_waiting))
+                data = port.read(max(1, port.in_waiting)) if self._wait(port) else b""
             except (serial.SerialException, OSError, TypeError) as exc:
                 log.warning("%s lost: %s", self.port, exc)
                 self._drop()
@@ -130,6 +149,20 @@ class SerialPortThread:
                 self._on_bytes(data)
             if self._on_idle is not None:
                 self._on_idle()
+
+    def _wait(self, port: serial.Serial) -> bool:
+        """Sleep until the port has bytes (True), or a timer is due or we are woken (False)."""
+        if port.in_waiting:
+            return True
+        timeout = self._read_timeout_s
+        if self._next_wait is not None:
+            timeout = min(timeout, max(0.0, self._next_wait()))
+        ready, _, _ = select.select([port.fileno(), self._wake_r], [], [], timeout)
+        if self._wake_r in ready:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 512)
+        # A readable port with nothing waiting is a hang-up: read() raises and we reopen.
+        return port.fileno() in ready
 
 
 class PortDriver:

@@ -245,6 +245,15 @@ class AllowListStore:
         return start, n
 
     def lookup_class(self, vehicle_id: int) -> Entry | None:
+        index = self.class_index(vehicle_id)
+        if index is None:
+            return None
+        if index >= len(self.classes):
+            raise StoreError("entry refers to a missing class")
+        return self.classes[index]
+
+    def class_index(self, vehicle_id: int) -> int | None:
+        """The id's index into the class table, or None when the id is not in this file."""
         if not 0 <= vehicle_id < 2**64 or self.count == 0:
             return None
         start, n = self._bucket_range(vehicle_id >> self._rbits)
@@ -262,10 +271,7 @@ class AllowListStore:
             field = (word >> shift) & self._wmask
             remainder = field >> CLASS_BITS
             if remainder == want:
-                index = field & (MAX_CLASSES - 1)
-                if index >= len(self.classes):
-                    raise StoreError("entry refers to a missing class")
-                return self.classes[index]
+                return int(field & (MAX_CLASSES - 1))
             if remainder > want:
                 return None
             shift -= w

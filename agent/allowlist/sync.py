@@ -124,7 +124,8 @@ class AllowListSync:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                item = self._inbox.get(timeout=0.5)
+                # Chunk timers tick only while chunks are awaited; idle, it sleeps.
+                item = self._inbox.get(timeout=0.5 if self.fetcher.missing else 5.0)
             except queue.Empty:
                 item = ("$tick", b"")
             if item is None:
@@ -228,8 +229,7 @@ class AllowListSync:
             return
         self.pending = None
         try:
-            data = self.repo.build_new(manifest)
-            self.repo.install(manifest, data)
+            self.repo.install_fetched(manifest)
         except TrustError as exc:
             self._reject("allowlist", exc, manifest.version)
             for chunk in list(self.repo.chunks.iterdir()):  # a bad combination: fetch afresh next time

@@ -126,7 +126,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         manifest = manifests.parse(trust.verify(manifests.ROLE, raw), raw)
         if dt.datetime.now(dt.UTC) >= manifest.expires:
             raise TrustError("expired", f"manifest expired {manifest.expires.isoformat()}")
-        if store is not None:
+        if store is not None and (store.parent / "layers.json").exists():
+            _verify_layered(store.parent, manifest)
+        elif store is not None:
             data = store.read_bytes()
             if len(data) != manifest.snapshot.length:
                 raise TrustError("truncated" if len(data) < manifest.snapshot.length else "endless data",
@@ -144,6 +146,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
           f"{manifest.expires.isoformat()}, signed by {trust.threshold(manifests.ROLE)} of the allowlist role"
           + (f"; store {store} matches" if store is not None else ""))
     return 0
+
+
+def _verify_layered(directory: Path, manifest: Any) -> None:
+    """A station's layered version: base and runs merged as a stream, hashed, compared."""
+    from agent.allowlist.layers import Layers
+    from agent.allowlist.merge import Merge, MergeMismatch, Run, digest
+    from agent.trust.root import TrustError
+
+    layers = Layers.read(directory)
+    assert layers is not None
+    base = Run(directory / "store.bin")
+    runs = [Run(directory / r.file) for r in layers.runs]
+    try:
+        sha, length = digest(Merge(base, runs), manifest.version, manifest.count)
+    except MergeMismatch as exc:
+        raise TrustError("mix-and-match", str(exc)) from exc
+    finally:
+        base.close()
+        for run in runs:
+            run.close()
+    if (sha, length) != (manifest.snapshot.sha256, manifest.snapshot.length):
+        raise TrustError("mix-and-match", "base and runs do not make up the manifest's snapshot")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -195,9 +219,15 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     if not 0 <= vehicle_id < 1 << 64:
         raise _fail(f"invalid vehicle id {args.vehicle_id!r}: ids are 0 .. 2^64-1")
     try:
-        with AllowListStore(path) as store:
+        from agent.allowlist.layers import LayeredStore, Layers
+
+        layers = Layers.read(path.parent)
+        store = LayeredStore.open(path.parent, layers) if layers else AllowListStore(path)
+        try:
             entry = store.lookup_class(vehicle_id)
             version = store.version
+        finally:
+            store.close()
     except StoreError as exc:
         raise _fail(f"{path}: {exc}") from exc
     if entry is None:

@@ -157,6 +157,10 @@ class PaymentDesk:
             return self._scan_payments[(self._scan_count - 1) % len(self._scan_payments)]
         return CASH
 
+    def wants_tick(self) -> bool:
+        """Work is waiting on the terminal: the station loop should come round soon."""
+        return self.terminal is not None and (self._in_flight is not None or self._dirty)
+
     def payment_for_tx(self, tx_id: str) -> dict[str, Any] | None:
         """The card/QRIS payment of a fill (None: paid in cash), `settled` once done."""
         row = self.store.latest_for_tx(tx_id)

@@ -30,7 +30,7 @@ TOPIC = "spbu/v1/34.401.01/tx"
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "journal.db")
+    j = Journal(tmp_path / "journal.db", group_commit=True)  # as the station runs it
     yield j
     j.close()
 
@@ -101,6 +101,7 @@ def test_close_moves_reserved_to_dispensed_and_queues_one_report(journal: Journa
     assert journal.quota_used(42, "pertalite", DAY) == (12_340, 0)  # dispensed, not preset
     assert journal.open_sessions() == []
     assert journal.outbox_depth() == 1
+    assert journal.wait_durable()
     [row] = journal.outbox_pending()
     assert (row.msg_id, row.topic) == (session.tx_id, TOPIC)
     assert json.loads(row.payload) == {"tx_id": session.tx_id, "litres": 12.34}
@@ -250,6 +251,7 @@ def fill(journal: Journal, count: int) -> list[str]:
         msg_id = f"m{i}"
         journal.close_session(session, 1_000, 10_000, "preset_reached", (msg_id, TOPIC, {"id": msg_id}))
         ids.append(msg_id)
+    assert journal.wait_durable()  # closes are synced by the group-commit thread
     return ids
 
 
@@ -278,6 +280,7 @@ def test_outbox_picks_up_rows_added_later(journal: Journal) -> None:
     assert sender.pump(0.0, pub) == 1
     session = open_one(journal, vehicle_id=7)
     journal.close_session(session, 500, 5_000, "nozzle_down", ("late", TOPIC, {"id": "late"}))
+    assert journal.wait_durable()
     assert sender.pump(1.0, pub) == 1
     assert pub.sent == ["m0", "late"]
 

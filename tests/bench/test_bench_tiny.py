@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,29 @@ def test_allowlist_benchmark_tiny(tmp_path: Path) -> None:
     targets = report["targets"]
     assert isinstance(targets, dict)
     assert targets["bytes_per_entry"]["target"] == 6.0 and targets["lookup_p99_us"]["target"] == 20.0
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the fsync shim (`make test` installs gcc)")
+def test_wear_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("wear", tmp_path / "wear.json", "--entries", "20000", "--fills", "8", "--idle-s", "3",
+                       "--latency-fills", "6", "--days", "3")
+    results = report["results"]
+    assert isinstance(results, dict)
+    journal = results["journal"]
+    # The shim counts: the journal as it was synced 4+ times a fill, ours 2 (plain inserts 1).
+    assert journal["before_issue_19"]["fsyncs_per_fill"] >= 4
+    assert journal["ours"]["fsyncs_per_fill"] <= 2.05
+    assert journal["plain_sqlite_insert"]["fsyncs_per_fill"] == 1.0
+    assert journal["ours"]["bytes_per_fill"] < journal["before_issue_19"]["bytes_per_fill"]
+    assert results["agent_fills"]["fills"] >= 6 and results["agent_fills"]["fsyncs_per_fill"] > 0
+    assert results["agent_idle"]["wakeups_per_s"] > 0
+    sync = results["agent_allowlist_sync"]
+    assert sync["snapshot"]["installed"] and sync["delta_1pct"]["installed"]
+    days = results["daily_deltas"]
+    assert days["lookup"]["runs"] >= 1 and days["rows"][-1]["runs"] == 0  # layered, then compacted
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    assert targets["fsyncs_per_fill"]["target"] == 2.0 and targets["scan_to_relay_p99_ms_20ms_fsync"]["target"] == 25.0
 
 
 def test_attendant_benchmark_tiny(tmp_path: Path) -> None:

@@ -1,0 +1,141 @@
+"""Group commit for the journal: a close is made durable off the station loop.
+
+An SD card takes milliseconds to tens of milliseconds per fdatasync. The session row must
+be on the card before the relay closes (that commit syncs in the scan's path), but a
+session's close only has to be on the card before its record leaves for headquarters. So a
+close commits without a sync (SQLite WAL, synchronous=NORMAL: the frames are in the page
+cache, safe against a crash of the process, not yet against a power cut) and this thread
+makes it durable:
+
+- if another durable commit (the next scan's session row) syncs the WAL within
+  `group_s`, that sync covers the close too (the WAL is one append-only file): no fsync
+  of its own;
+- otherwise it fdatasyncs the WAL itself.
+
+Until then the journal holds the close's outbox rows back (`Journal.outbox_pending`), so
+headquarters never hears of a sale the station could still lose. A power cut before the
+sync leaves the session open, and recovery closes it from the board's own count, as after
+any crash before the close.
+
+The same thread checkpoints the WAL into the database file every `checkpoint_commits`
+commits (about 250 fills, a WAL of ~5 MB) (SQLite's automatic checkpoint is off: it would run inside whichever
+commit crossed the limit, often a scan's). A checkpoint is a PASSIVE one on a connection
+of its own: the station loop keeps writing meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+GROUP_S = 0.2
+CHECKPOINT_COMMITS = 1000
+
+
+class WalSyncer:
+    def __init__(self, db_path: Path, group_s: float = GROUP_S, checkpoint_commits: int = CHECKPOINT_COMMITS,
+                 on_durable: Callable[[], None] | None = None) -> None:
+        self._db_path = db_path
+        self._on_durable = on_durable  # wakes the station loop: held rows may be sent now
+        self._wal_path = Path(str(db_path) + "-wal")
+        self.group_s = group_s
+        self.checkpoint_commits = checkpoint_commits
+        self._checkpointed_at = 0  # commit number of the last checkpoint
+        self._cond = threading.Condition()
+        self._committed = 0  # commits counted by the journal (lazy or durable)
+        self._durable = 0  # every commit up to this one is on the card
+        self._wanted = 0  # a lazy commit that must become durable
+        self._stop = False
+        self.fsyncs = 0  # our own fdatasyncs (the durable commits' are SQLite's)
+        self.checkpoints = 0
+        self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
+        self._thread.start()
+
+    # --- called by the journal (station loop) ----------------------------------------------
+
+    def committed(self, durable: bool, wanted: bool) -> int:
+        """Count a commit. `durable`: SQLite synced the WAL in it (so every commit before is
+        durable too). `wanted`: a lazy commit to make durable soon. Returns its number."""
+        with self._cond:
+            self._committed += 1
+            number = self._committed
+            if durable:
+                self._durable = number
+            elif wanted:
+                self._wanted = number
+            self._cond.notify_all()
+            return number
+
+    def is_durable(self, number: int) -> bool:
+        with self._cond:
+            return self._durable >= number
+
+    def wait_durable(self, number: int, timeout_s: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._durable >= number, timeout_s)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop or self._wanted > self._durable or self._checkpoint_due())
+                owed = self._wanted > self._durable
+                if self._stop and not owed:
+                    return
+                target = self._wanted
+                if owed and not self._stop:
+                    # Group commit: a durable commit within group_s covers this one as well.
+                    self._cond.wait_for(lambda: self._durable >= target, self.group_s)  # noqa: B023
+                need_sync = self._durable < target
+                target = self._committed  # what is in the WAL now: a sync covers all of it
+            if need_sync:
+                self._sync_wal()
+                with self._cond:
+                    self._durable = max(self._durable, target)
+                    self._cond.notify_all()
+                if self._on_durable is not None:
+                    self._on_durable()
+            self._maybe_checkpoint()
+
+    def _checkpoint_due(self) -> bool:
+        return self._committed - self._checkpointed_at >= self.checkpoint_commits
+
+    def _sync_wal(self) -> None:
+        fd = os.open(self._wal_path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)  # releases the GIL: the station loop goes on meanwhile
+            self.fsyncs += 1
+        finally:
+            os.close(fd)
+
+    def _maybe_checkpoint(self) -> None:
+        with self._cond:
+            if not self._checkpoint_due():
+                return
+            self._checkpointed_at = self._committed
+        started = time.monotonic()
+        db = sqlite3.connect(str(self._db_path), timeout=5, isolation_level=None)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            busy, frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.checkpoints += 1
+            log.debug("journal checkpoint: %s of %s frames in %.3f s (busy %s)", done, frames,
+                      time.monotonic() - started, busy)
+        except sqlite3.Error as exc:
+            log.warning("journal checkpoint failed: %s", exc)
+        finally:
+            db.close()

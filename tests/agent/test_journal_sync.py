@@ -1,0 +1,123 @@
+"""Group commit (agent/journal_sync.py): a close's record is never handed out before the
+close is on stable storage, and a close needs no fsync of its own when the next session's
+synced commit comes soon enough."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.journal import Journal, SessionRow
+
+DAY = "2026-11-30"
+
+
+def open_one(journal: Journal, vehicle_id: int) -> SessionRow:
+    return journal.open_session("34.401.01", 1, vehicle_id, "B 1 XY", "pertalite", DAY, 60_000, 0, 10_000, 10_000)
+
+
+def close(journal: Journal, session: SessionRow) -> None:
+    journal.close_session(session, 5_000, 50_000, "nozzle_hung", (session.tx_id, "spbu/v1/x/tx", {"id": 1}))
+
+
+def test_record_held_until_the_close_is_durable(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", group_commit=True)
+    journal.syncer.group_s = 30.0  # no sync of its own in this test's time
+    try:
+        first = open_one(journal, 1)
+        close(journal, first)
+        assert journal.outbox_depth() == 1  # committed ...
+        assert journal.outbox_pending() == []  # ... but not yet on stable storage: held
+        open_one(journal, 2)  # the next scan's synced commit carries the close too
+        assert [r.msg_id for r in journal.outbox_pending()] == [first.tx_id]
+        assert journal.syncer.fsyncs == 0
+    finally:
+        journal.close()
+
+
+def test_close_synced_by_the_thread_when_no_scan_follows(tmp_path: Path) -> None:
+    woken: list[bool] = []
+    journal = Journal(tmp_path / "j.sqlite", on_durable=lambda: woken.append(True), group_commit=True)
+    journal.syncer.group_s = 0.05
+    try:
+        session = open_one(journal, 1)
+        journal.mark_fuelling(session.seq)  # no sync: recovery treats it like authorised
+        assert journal.syncer.fsyncs == 0
+        close(journal, session)
+        assert journal.wait_durable(5)
+        assert journal.syncer.fsyncs == 1 and woken == [True]
+        assert [r.msg_id for r in journal.outbox_pending()] == [session.tx_id]
+        journal.outbox_ack([session.tx_id])  # no sync either: a lost delete only resends
+        assert journal.syncer.fsyncs == 1
+    finally:
+        journal.close()
+
+
+def test_without_group_commit_a_close_is_synced_in_its_commit(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        session = open_one(journal, 1)
+        close(journal, session)
+        assert [r.msg_id for r in journal.outbox_pending()] == [session.tx_id]
+    finally:
+        journal.close()
+
+
+def test_checkpoints_run_in_the_thread_and_keep_the_data(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", group_commit=True)
+    journal.syncer.group_s = 0.0
+    journal.syncer.checkpoint_commits = 10
+    try:
+        for vid in range(1, 15):
+            session = open_one(journal, vid)
+            close(journal, session)
+            assert journal.wait_durable(5)
+        assert journal.syncer.checkpoints >= 1
+    finally:
+        journal.close()
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM sessions WHERE state='closed'").fetchone()[0] == 14
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 512
+
+
+def test_records_are_stored_deflated_and_read_back_whole(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        session = open_one(journal, 1)
+        record = {"tx_id": session.tx_id, "pad": "x" * 700}
+        journal.close_session(session, 1, 1, "nozzle_hung", (session.tx_id, "t", record))
+        [row] = journal.outbox_pending()
+        assert row.payload.startswith(b"{") and b"x" * 700 in row.payload
+        with sqlite3.connect(tmp_path / "j.sqlite") as db:
+            stored = db.execute("SELECT payload FROM outbox").fetchone()[0]
+        assert len(stored) < 200
+    finally:
+        journal.close()
+
+
+def test_checkpoints_come_even_when_every_close_rides_on_a_scan(tmp_path: Path) -> None:
+    """A busy station: each close is made durable by the next scan's commit, the thread never
+    syncs on its own, yet the WAL is still checkpointed (it must not grow without bound)."""
+    journal = Journal(tmp_path / "j.sqlite", group_commit=True)
+    journal.syncer.group_s = 30.0
+    journal.syncer.checkpoint_commits = 10
+    try:
+        session = open_one(journal, 1)
+        for vid in range(2, 12):
+            close(journal, session)
+            session = open_one(journal, vid)
+        assert journal.syncer.fsyncs == 0
+        assert _eventually(lambda: journal.syncer.checkpoints >= 1)
+    finally:
+        journal.close()
+
+
+def _eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
