@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ class DiskGuard:
         self.policy = policy
         self.reserve = data_dir / RESERVE_NAME
         self.state = DiskState(OK, 0, 0)
+        self._writer: threading.Thread | None = None
 
     def _statvfs(self) -> tuple[int, bool]:
         st = os.statvfs(self.data_dir)
@@ -91,10 +93,14 @@ class DiskGuard:
         return self.state
 
     def refresh(self) -> DiskState:
-        """check(), and (re)make the reserve while there is room (at start, after space came back)."""
+        """check(), and (re)make the reserve while there is room (after start, after space
+        came back) in a thread of its own: writing megabytes must never stall the loop that
+        keeps the relay board's heartbeat."""
         state = self.check()
-        if state.level == OK and state.reserve_bytes < self.policy.reserve_mb * MB and self.make_reserve():
-            state = self.check()
+        want = state.level == OK and state.reserve_bytes < self.policy.reserve_mb * MB
+        if want and (self._writer is None or not self._writer.is_alive()):
+            self._writer = threading.Thread(target=self.make_reserve, name="disk-reserve", daemon=True)
+            self._writer.start()
         return state
 
     def _reserve_size(self) -> int:

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -107,6 +108,7 @@ class PaymentSelect:
 # lets the relay board's heartbeats go on (the board's dead-man window is 1 s); with a fill,
 # a stop or a payment under way its timers need a finer grain.
 IDLE_WAIT_S = 0.5
+SWITCH_INTERVAL_S = 0.001
 FLOOR_EVERY_S = 60.0  # the clock floor rides on a close at most this often
 BUSY_WAIT_S = 0.1
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
@@ -293,6 +295,9 @@ class Station:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        # The scan path must not wait behind a background thread's 5 ms GIL slice (a sync
+        # worker, an MQTT loop): hand the GIL over at 1 ms, as a latency-bound loop wants.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         if self.updates is not None:
             self.updates.before_devices()  # the relay board on this release's firmware first
         self.disk.check()  # the reserve is written by the first disk tick, off the start-up path

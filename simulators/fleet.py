@@ -19,6 +19,7 @@ import heapq
 import json
 import queue
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -96,6 +97,15 @@ class Fleet:
         self.trust = TrustStore(root)
         self.policy = QuotaPolicy.from_body(self.trust.verify("policy", bytes.fromhex(spec["policy_hex"])))
         self.registry = Registry({int(k): v for k, v in spec["categories"].items()})
+        self.inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
+        # Connected before the journals are opened: paho waits on its socket with select(),
+        # which takes no file descriptor above 1023, and 500 journals in WAL mode use 1,500.
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(0)
+        self.client.max_queued_messages_set(0)
+        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload), time.time()))
+        self.connect(spec["host"], int(spec["port"]))
         self.sample_mod = int(spec.get("sample_mod", 10))
         # Scan to nozzle lifted, in wall seconds: network delays are not compressed, so neither
         # is this (a real one takes 10-20 s; a short one here is the harder case).
@@ -108,17 +118,11 @@ class Fleet:
             self.stations[sid] = SimStation(sid, journal, OutboxSender(journal), UsageLink(
                 sid, "WIB", self.trust, self._publisher(sid), lambda e: self.refusals.append(e),
                 lambda: self.policy, clock=self.sim_now))
-        self.inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
         self.events: list[tuple[float, int, str, dict[str, Any]]] = []
         self._n = 0
         self.log: list[dict[str, Any]] = []
         self.observations: list[tuple[str, str, int, str, float]] = []  # vid, station A, ml, at B, wall
         self.refusals: list[dict[str, Any]] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv311)
-        self.client.max_inflight_messages_set(0)
-        self.client.max_queued_messages_set(0)
-        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload), time.time()))
 
     # --- clocks and MQTT -------------------------------------------------------------------
 
@@ -135,14 +139,20 @@ class Fleet:
         return publish
 
     def connect(self, host: str, port: int) -> None:
+        """One connection for all the process's stations: wildcard subscriptions, and the
+        messages for stations hosted elsewhere are dropped here (hundreds of per-station
+        subscriptions sent before the broker's CONNACK made paho drop the connection)."""
+        ready = threading.Event()
+
+        def connected(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            client.subscribe([(topics.USAGE_PREFIX + "+", 1), ("hq/v1/ack/+", 1)])  # + covers the tick
+            ready.set()
+
+        self.client.on_connect = connected
         self.client.connect(host, port, keepalive=60)
         self.client.loop_start()
-        subs = [(topics.USAGE_TICK, 0)] + [(t, 1) for sid in self.stations
-                                           for t in (topics.usage(sid), topics.ack(sid))]
-        for start in range(0, len(subs), 200):
-            result, _mid = self.client.subscribe(subs[start:start + 200])
-            if result != mqtt.MQTT_ERR_SUCCESS:
-                raise RuntimeError(f"subscribe failed: {result}")
+        if not ready.wait(30):
+            raise RuntimeError("the fleet's MQTT connection was not accepted")
         time.sleep(0.5)
 
     # --- the schedule --------------------------------------------------------------------
@@ -168,8 +178,12 @@ class Fleet:
         self.t0_wall = time.monotonic()
         self.load_schedule()
         end = float(self.spec["day_s"]) + float(self.spec.get("tail_s", 10))
+        # A loaded machine may fall behind the schedule: finish the day's events late rather
+        # than drop them, within a bound (what is left is reported).
+        hard_end = end + float(self.spec.get("overrun_s", 300))
         next_tick = 0.0
-        while time.monotonic() - self.t0_wall < end:
+        while (time.monotonic() - self.t0_wall < end
+               or (self.events and time.monotonic() - self.t0_wall < hard_end)):
             now_sim = self.sim_now()
             while self.events and self.events[0][0] <= now_sim:
                 _, _, kind, data = heapq.heappop(self.events)
@@ -336,7 +350,8 @@ class Fleet:
                     self.observations.append((str(vid), other, ml, station.sid, wall))
 
     def report(self) -> dict[str, Any]:
-        return {"log": self.log, "observations": self.observations,
+        return {"log": self.log, "observations": self.observations, "events_left": len(self.events),
+                "lag_s": round(max(0.0, time.monotonic() - self.t0_wall - float(self.spec["day_s"])), 1),
                 "refused_batches": len(self.refusals),
                 "stations": {s.sid: {"bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "bytes_ack": s.bytes_ack,
                                      "bytes_tick": s.bytes_tick,
@@ -357,7 +372,6 @@ def main(argv: list[str]) -> int:
     out = Path(argv[1])
     fleet = Fleet(spec, Path(spec["workdir"]))
     try:
-        fleet.connect(spec["host"], int(spec["port"]))
         fleet.run()
         # The day is over: let the last acknowledgements arrive.
         deadline = time.monotonic() + 20

@@ -96,6 +96,17 @@ class PostgresServer:
             return self
         if not self.datadir.exists():
             self._initdb()
+        for _attempt in range(5):
+            try:
+                return self._start(timeout_s)
+            except PostgresError as exc:
+                # The free port was taken between choosing it and binding it: choose again.
+                if "already in use" not in str(exc):
+                    raise
+                self.port = free_port()
+        raise PostgresError(f"postgres found no free port: {self.log_tail()}")
+
+    def _start(self, timeout_s: float) -> PostgresServer:
         settings = {"listen_addresses": "127.0.0.1", "unix_socket_directories": str(self.workdir),
                     "fsync": "on" if self.durable else "off", "max_connections": "200",
                     "shared_buffers": "128MB", "logging_collector": "off"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,6 +96,8 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
 def run_collector(args: argparse.Namespace, hq_line: str, ack_key: Ed25519PrivateKey | None = None) -> int:
     """ack_key: signs acknowledgements (else --key). Records are stored only when signed by
     a station whose certificate is in --station-certs (checked against --ca when given)."""
+    import psycopg
+
     from agent.trust.signing import load_private_key
     from hq.collector import Collector
     from hq.tx_verify import StationKeys, TxSignatureError
@@ -113,14 +114,14 @@ def run_collector(args: argparse.Namespace, hq_line: str, ack_key: Ed25519Privat
         collector = Collector(args.host, args.port, args.db, name=args.name,
                               on_alert=lambda a: print(f"ALERT {json.dumps(a.as_dict())}", flush=True),
                               ack_key=ack_key or load_private_key(args.key), verifier=keys.verify)
-    except sqlite3.Error as exc:
-        raise CliError(f"{args.db}: {exc}") from exc
+    except psycopg.Error as exc:
+        raise CliError(f"{args.db}: {exc}".replace("\n", " ")) from exc
     try:
         collector.start()
     except RuntimeError as exc:
         raise CliError(str(exc)) from exc
     print(f"{hq_line}collector {collector.name} on {args.host}:{args.port}, shared subscription "
-          f"$share/{collector.group}/spbu/v1/+/tx, store {args.db}", flush=True)
+          f"$share/{collector.group}/spbu/v1/+/tx, PostgreSQL {args.db}", flush=True)
     stop = stop_on_signals()
     try:
         while not stop.wait(5.0):

@@ -386,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     hq.add_argument("--port", type=int, default=1883)
     hq.add_argument("--key", type=Path, help="signing key (PEM); a new one if omitted")
     hq.add_argument("--vehicles", type=int, default=1200)
-    hq.add_argument("--db", type=Path, help="collect through the shared subscription into this SQLite store "
+    hq.add_argument("--db", help="PostgreSQL connection string: collect through the shared subscription into "
+                    "headquarters' ledger database "
                     "(several processes may share it)")
     hq.add_argument("--collect-only", action="store_true", help="with --db: one more collector process, "
                     "no documents published")

@@ -68,7 +68,7 @@ def test_full_disk_with_fills_in_flight(mosquitto: MosquittoBroker, tmp_path: Pa
             station = demo.station
             assert station is not None and station.disk.state.level == OK
             deadline = time.monotonic() + 8  # made by the first disk tick, off the start-up path
-            while station.disk.state.reserve_bytes < 2 * MB and time.monotonic() < deadline:
+            while station.disk.check().reserve_bytes < 2 * MB and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert station.disk.state.reserve_bytes == 2 * MB
             start = {n: demo.board.totaliser_ml(n - 1) for n in (1, 2)}
@@ -100,6 +100,9 @@ def test_full_disk_with_fills_in_flight(mosquitto: MosquittoBroker, tmp_path: Pa
             while "disk_full" in station.live.alerts and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert "disk_full" not in station.live.alerts
+            deadline = time.monotonic() + 10  # in its own thread, off the loop
+            while station.disk.check().reserve_bytes < 2 * MB and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert station.disk.state.reserve_bytes == 2 * MB, "the reserve is made again"
             again = _start_fill(demo, 1, _token(demo, "pertalite", used))
             assert again is not None and again["ok"], again
@@ -120,7 +123,11 @@ def test_disk_guard_levels_reserve_and_read_only(tmp_path: Path) -> None:
         data = mount / "data"
         data.mkdir()
         guard = DiskGuard(data, DiskPolicy(warn_free_mb=5, refuse_free_mb=2, reserve_mb=1))
-        assert guard.refresh().level == OK and guard.state.reserve_bytes == MB
+        assert guard.refresh().level == OK
+        deadline = time.monotonic() + 10  # written in its own thread
+        while guard.check().reserve_bytes < MB and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert guard.state.reserve_bytes == MB
         fill_up(mount / "filler")
         state = guard.check()
         assert state.level == FULL and not state.sales_allowed

@@ -221,3 +221,23 @@ def test_garbage_never_crashes_the_merge(data: bytes) -> None:
     usage = NationalUsage(ME, store_for(keys), Clock())
     with pytest.raises(UsageRefused):
         usage.offer(data, DAY)
+
+
+def test_the_station_link_reports_a_refused_batch_and_keeps_selling(keys: dict[str, Ed25519PrivateKey]) -> None:
+    from agent.usage_link import UsageLink
+
+    events: list[dict[str, Any]] = []
+    published: list[tuple[str, bytes]] = []
+    def publish(topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        published.append((topic, payload))
+        return True
+
+    link = UsageLink(ME, "WIB", store_for(keys), publish, events.append, lambda: policy())
+    link.on_link(True, DAY, 0.0)
+    assert published and published[0][0] == "spbu/v1/34.401.01/usage_sync"
+    feed = Feed(keys["usage"])
+    assert link.on_message(feed.batch([entry({"34.401.02": 25_000})], kind="sync"), DAY) == {(VID, "solar")}
+    assert link.on_message(feed.batch([entry({ME: 99_000}, rev=2)]), DAY) == set()
+    assert events[-1]["alert"] == "usage_rejected" and events[-1]["check"] == "own station"
+    seen = link.elsewhere(VID, "solar", DAY)
+    assert seen is not None and seen.used_ml == 25_000 and not seen.stale

@@ -7,7 +7,7 @@ Each run: a fresh journal; the station's MQTT link (agent/mqtt_link.py) is start
 a broker that is not running; --tx transaction records go into the journal's outbox
 (accelerated: through the journal API in batches, not fuelled through pumps); then the
 broker starts, the collector processes (`spbu sim hq --collect-only`, sharing
-`$share/collectors/spbu/v1/+/tx` and one SQLite store) connect, and the station's outbox
+`$share/collectors/spbu/v1/+/tx` and one PostgreSQL, a private one per run) connect, and the station's outbox
 (agent/outbox.py) drains with application-level acknowledgements. Measured: from the
 link's reconnect to the last acknowledgement applied (outbox empty). Checked: every id
 stored at headquarters exactly once, nothing left in the outbox.
@@ -27,7 +27,6 @@ import platform
 import queue
 import shutil
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent import topics  # noqa: E402
@@ -51,6 +51,7 @@ from agent.outbox import DEFAULT_WINDOW, OutboxSender  # noqa: E402
 from agent.trust.acks import AckRefused, verify_ack  # noqa: E402
 from agent.trust.signing import key_id  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
+from simulators.postgres import PostgresServer  # noqa: E402
 from simulators.txgen import sim_ack_key, synthetic_tx, write_sim_identities  # noqa: E402
 
 STATION = "34.401.01"
@@ -68,12 +69,12 @@ def records(count: int) -> list[dict[str, Any]]:
             for seq in range(1, count + 1)]
 
 
-def start_collectors(broker: MosquittoBroker, db: Path, count: int) -> list[subprocess.Popen[str]]:
+def start_collectors(broker: MosquittoBroker, db: str, count: int, workdir: Path) -> list[subprocess.Popen[str]]:
     procs = []
-    certs, ack_key = write_sim_identities(db.parent / "hq-identities", [STATION])
+    certs, ack_key = write_sim_identities(workdir / "hq-identities", [STATION])
     for index in range(count):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "sim", "hq", "--collect-only", "--db", str(db), "--host", broker.host,
+            [sys.executable, "-m", "agent", "sim", "hq", "--collect-only", "--db", db, "--host", broker.host,
              "--port", str(broker.port), "--name", f"c{index + 1}", "--key", str(ack_key),
              "--station-certs", str(certs)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, preexec_fn=die_with_parent)
@@ -170,7 +171,10 @@ def one_run(workdir: Path, tx: list[dict[str, Any]], collectors: int, window: in
     # and no other process on this shared machine can take the port meanwhile.
     hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     hold.bind((broker.host, broker.port))
+    pg = PostgresServer(durable=True)  # headquarters' ledger database
     try:
+        pg.start()
+        dsn = pg.create_database("hq")
         link.start()  # the broker is down: the link keeps trying
         fill_start = time.perf_counter()
         for start in range(0, len(tx), 1000):
@@ -180,15 +184,14 @@ def one_run(workdir: Path, tx: list[dict[str, Any]], collectors: int, window: in
             raise RuntimeError(f"offline phase broken: link {link.connected}, outbox {journal.outbox_depth()}")
         hold.close()
         broker.start()
-        procs = start_collectors(broker, workdir / "hq.sqlite", collectors)
+        procs = start_collectors(broker, dsn, collectors, workdir)
         up_at = time.monotonic()
         connected_at, emptied_at = drain(journal, link, events, sender, timeout_s=300)
         stop_collectors(procs)
         procs = []
-        db = sqlite3.connect(str(workdir / "hq.sqlite"))
-        stored = [str(r[0]) for r in db.execute("SELECT tx_id FROM tx")]
-        per_collector = dict(db.execute("SELECT collector, COUNT(*) FROM tx GROUP BY collector").fetchall())
-        db.close()
+        with psycopg.connect(dsn, autocommit=True) as db:
+            stored = [str(r[0]) for r in db.execute("SELECT tx_id FROM tx")]
+            per_collector = {str(c): int(n) for c, n in db.execute("SELECT collector, count(*) FROM tx GROUP BY 1")}
         expected = {r["tx_id"] for r in tx}
         payloads = [json.dumps(r, separators=(",", ":")).encode() for r in tx]
         raw = {name: raw_publish_loop(broker, payloads, inflight) for name, inflight in RAW_INFLIGHT.items()}
@@ -215,6 +218,7 @@ def one_run(workdir: Path, tx: list[dict[str, Any]], collectors: int, window: in
         link.close()
         journal.close()
         broker.close()
+        pg.close()
 
 
 def main() -> int:

@@ -1,11 +1,10 @@
 """Headquarters' collector: shared subscription, exactly-once storage, acknowledgements after
-the commit, and cross-station quota reconciliation. Real mosquitto, real SQLite."""
+the commit, and cross-station quota reconciliation. Real mosquitto, real PostgreSQL."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,8 +50,8 @@ class Station(MqttRecorder):
 
 @pytest.mark.integration
 def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
-        mosquitto: MosquittoBroker, tmp_path: Path) -> None:
-    db = tmp_path / "hq.sqlite"
+        mosquitto: MosquittoBroker, pg_dsn: str) -> None:
+    db = pg_dsn
     first = Collector(mosquitto.host, mosquitto.port, db, name="c1", group="t-two", **SIGNED).start()
     second = Collector(mosquitto.host, mosquitto.port, db, name="c2", group="t-two", **SIGNED).start()
     stations = Station(mosquitto)
@@ -88,9 +87,9 @@ def test_two_collectors_share_the_subscription_and_store_each_transaction_once(
 
 @pytest.mark.integration
 def test_vehicle_over_quota_across_offline_stations_raises_an_alert(
-        mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+        mosquitto: MosquittoBroker, pg_dsn: str) -> None:
     alerts: list[Any] = []
-    collector = Collector(mosquitto.host, mosquitto.port, tmp_path / "hq.sqlite", group="t-alert",
+    collector = Collector(mosquitto.host, mosquitto.port, pg_dsn, group="t-alert",
                           on_alert=alerts.append, **SIGNED).start()
     stations = Station(mosquitto)
     try:
@@ -111,8 +110,8 @@ def test_vehicle_over_quota_across_offline_stations_raises_an_alert(
         collector.close()
 
 
-def test_store_dedupes_and_reconciles_without_a_broker(tmp_path: Path) -> None:
-    store = CollectorStore(tmp_path / "hq.sqlite")
+def test_store_dedupes_and_reconciles_without_a_broker(pg_dsn: str) -> None:
+    store = CollectorStore(pg_dsn)
     try:
         a = synthetic_tx(STATIONS[0], 1, 5, 50_000)
         b = synthetic_tx(STATIONS[1], 1, 5, 20_000)

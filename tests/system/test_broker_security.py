@@ -197,8 +197,8 @@ def test_no_client_certificate_no_connection(certs: Pki, hq_broker: MosquittoBro
 
 
 def test_collectors_share_the_subscription_over_tls_and_acls(certs: Pki, hq_broker: MosquittoBroker,
-                                                             tmp_path: Path) -> None:
-    db = tmp_path / "hq.sqlite"
+                                                             pg_dsn: str) -> None:
+    db = pg_dsn
     collectors = [Collector("localhost", hq_broker.port, db, name=f"c{i}", tls=certs.tls(SERVICE),
                             ack_key=sim_ack_key(), verifier=sim_station_keys([A]).verify).start()
                   for i in (1, 2)]
@@ -298,7 +298,7 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
 
 
 def test_item7_only_the_agent_publishes_on_the_station_and_headquarters_stores_only_signed_sales(
-        certs: Pki, hq_broker: MosquittoBroker, tmp_path: Path) -> None:
+        certs: Pki, hq_broker: MosquittoBroker, tmp_path: Path, pg_dsn: str) -> None:
     """Issue 17 item 7: an anonymous client on the station's loopback listener published
     sales that reached headquarters. Now the listener wants the agent's login, and the
     collector stores (and acknowledges) only records signed with the station's own key."""
@@ -311,7 +311,7 @@ def test_item7_only_the_agent_publishes_on_the_station_and_headquarters_stores_o
     keys = StationKeys()
     assert keys.add_certificate((certs.certs / f"{A}.crt").read_bytes(),
                                 x509.load_pem_x509_certificate(certs.ca.read_bytes())) == A
-    collector = Collector("localhost", hq_broker.port, tmp_path / "hq.sqlite", name="c7", tls=certs.tls(SERVICE),
+    collector = Collector("localhost", hq_broker.port, pg_dsn, name="c7", tls=certs.tls(SERVICE),
                           ack_key=sim_ack_key(), verifier=keys.verify).start()
     anonymous = Client("anonymous", cfg.agent_port)
     guesser = Client("guesser", cfg.agent_port, login=("spbu-agent", "guess"))

@@ -128,14 +128,14 @@ def test_home_assistant_discovery_is_resent_on_its_birth_and_removed_pumps_delet
         # The session's broker holds other tests' stations too: only this one counts.
         watcher.subscribe(f"homeassistant/+/{SLUG}/#")
         demo.start()
-        assert wait_until(lambda: any("pump_2_state" in t for t in watcher.topics()), 5)
+        assert wait_until(lambda: any("pump_2_state" in t for t in watcher.topics()), 20)
         pump1 = next(p for t, p, _ in watcher.messages if t.endswith("pump_1_state/config"))
         assert json.loads(pump1)["state_topic"] == f"spbu/v1/{STATION}/pump/1"
         configs = len(set(watcher.topics()))
         time.sleep(0.5)  # the start-up announcement (and any retained copies) has arrived
         before = len(watcher.topics())
         watcher.client.publish("homeassistant/status", b"online", qos=1)  # Home Assistant restarted
-        assert wait_until(lambda: len(watcher.topics()) >= before + configs, 5)
+        assert wait_until(lambda: len(watcher.topics()) >= before + configs, 20)
     finally:
         demo.close()
     smaller = DemoStation(pumps=1, broker=mosquitto, workdir=workdir, quiet=True)

@@ -6,7 +6,6 @@ the outbox ends empty. Plus the outbox's resend backoff and drain rate (pure log
 from __future__ import annotations
 
 import queue
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from agent import topics
 from agent.journal import Journal
 from agent.mqtt_link import MqttLink
 from agent.outbox import OutboxSender
-from hq.collector import Collector
+from hq.collector import Collector, CollectorStore
 from simulators.broker import MosquittoBroker
 from simulators.txgen import sim_ack_key, sim_station_keys, synthetic_tx
 from tests.bench.sync import STATION, drain, records
@@ -37,17 +36,17 @@ class Agent:
         self.journal.close()
 
 
-def stored(db: Path) -> list[str]:
-    conn = sqlite3.connect(str(db))
+def stored(dsn: str) -> list[str]:
+    store = CollectorStore(dsn)
     try:
-        return [str(r[0]) for r in conn.execute("SELECT tx_id FROM tx")]
+        return store.tx_ids()
     finally:
-        conn.close()
+        store.close()
 
 
 @pytest.mark.integration
 def test_offline_pile_drains_exactly_once_through_flaps_and_an_agent_restart(fresh_broker: MosquittoBroker,
-                                                                            tmp_path: Path) -> None:
+                                                                            tmp_path: Path, pg_dsn: str) -> None:
     tx = records(3000)
     journal_path = tmp_path / "journal.sqlite"
     fresh_broker.stop()
@@ -56,7 +55,7 @@ def test_offline_pile_drains_exactly_once_through_flaps_and_an_agent_restart(fre
     try:
         agent.journal.outbox_put([(r["tx_id"], topics.tx(STATION), r) for r in tx[:2000]])
         fresh_broker.start()
-        collectors = [Collector(fresh_broker.host, fresh_broker.port, tmp_path / "hq.sqlite", name=f"c{i}",
+        collectors = [Collector(fresh_broker.host, fresh_broker.port, pg_dsn, name=f"c{i}",
                                 group="outage", ack_key=sim_ack_key(),
                                 verifier=sim_station_keys([STATION]).verify).start() for i in (1, 2)]
         # Part way through the drain the link flaps: the broker restarts under everyone.
@@ -70,13 +69,13 @@ def test_offline_pile_drains_exactly_once_through_flaps_and_an_agent_restart(fre
         agent.close()
         agent = Agent(journal_path, fresh_broker)
         agent.journal.outbox_put([(r["tx_id"], topics.tx(STATION), r) for r in tx[2500:]])
-        drain(agent.journal, agent.link, agent.events, agent.sender, timeout_s=60)
+        drain(agent.journal, agent.link, agent.events, agent.sender, timeout_s=120)
         assert agent.journal.outbox_depth() == 0
     finally:
         agent.close()
         for collector in collectors:
             collector.close()
-    ids = stored(tmp_path / "hq.sqlite")
+    ids = stored(pg_dsn)
     assert len(ids) == len(set(ids)) == len(tx)
     assert set(ids) == {r["tx_id"] for r in tx}
 
