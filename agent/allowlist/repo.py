@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent.allowlist import manifest as manifests
+from agent.allowlist.chunks import ChunkStore
 from agent.allowlist.layers import LAYERS_FILE, LayeredStore, Layers, RunInfo, run_name
 from agent.allowlist.manifest import Blob, DeltaRef, Manifest
 from agent.allowlist.store import AllowListStore
@@ -90,7 +91,8 @@ class AllowListRepo:
         self.tier1 = tier1
         self.last_install: dict[str, object] = {}  # timings of the last delta install
         self.chunks = root / "chunks"
-        self.chunks.mkdir(parents=True, exist_ok=True)
+        # Chunks are re-hashed before use and consumed within seconds: no fsync per chunk.
+        self._chunk_store = ChunkStore(self.chunks, durable=False)
         for stale in root.glob("v*.tmp"):  # an install or compaction a power cut interrupted
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -134,30 +136,10 @@ class AllowListRepo:
         return self.chunks / digest
 
     def have_chunk(self, digest: str, length: int) -> bool:
-        """A kept chunk counts only if it still hashes right (SD cards do rot)."""
-        path = self.chunk_path(digest)
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return False
-        if len(data) == length and hashlib.sha256(data).hexdigest() == digest:
-            return True
-        path.unlink(missing_ok=True)
-        return False
+        return self._chunk_store.have(digest, length)
 
     def put_chunk(self, digest: str, length: int, data: bytes) -> None:
-        """Keep a chunk that is exactly what the manifest declares, or raise naming why not."""
-        if len(data) > length:
-            raise TrustError("endless data", f"chunk {digest[:12]} is {len(data)} bytes, declared {length}")
-        if len(data) < length:
-            raise TrustError("truncated", f"chunk {digest[:12]} is {len(data)} bytes, declared {length}")
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise TrustError("chunk digest mismatch", f"chunk {digest[:12]} does not match its digest")
-        # No fsync: a chunk is re-hashed before use (a lost or torn one is fetched again),
-        # and one that an install consumes within seconds never reaches the card.
-        tmp = self.chunk_path(digest + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, self.chunk_path(digest))
+        self._chunk_store.put(digest, length, data)
 
     def missing(self, blobs: list[Blob]) -> list[tuple[str, int]]:
         out = []
