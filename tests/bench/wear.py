@@ -54,51 +54,9 @@ sys.path.insert(0, str(ROOT))
 from agent import topics  # noqa: E402
 from simulators.relay_board import RelayBoardSim  # noqa: E402
 from tests.bench import allowlist as al  # noqa: E402
+from tests.bench.fsync_shim import SHIM_C, build_shim  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
 
-SHIM_C = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
-static long delay_us = -1;
-static long *counter;
-static void before(void) {
-    if (delay_us < 0) {
-        const char *d = getenv("SPBU_FSYNC_DELAY_US");
-        const char *c = getenv("SPBU_FSYNC_COUNTER");
-        if (c) {
-            int fd = open(c, O_RDWR);
-            if (fd >= 0) {
-                void *p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-                if (p != MAP_FAILED) counter = p;
-                close(fd);
-            }
-        }
-        delay_us = d ? atol(d) : 0;
-    }
-    if (counter) __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST);
-    if (delay_us > 0) {
-        struct timespec ts = {delay_us / 1000000, (delay_us % 1000000) * 1000};
-        while (nanosleep(&ts, &ts) != 0) {}
-    }
-}
-int fsync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    before();
-    return real(fd);
-}
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    before();
-    return real(fd);
-}
-"""
 
 TARGETS = {"bytes_per_fill": 24 * 1024, "fsyncs_per_fill": 2.0, "delta_write_x": 5.0, "lookup_p99_us": 20.0,
            "idle_wakeups_per_s": 20.0, "sync_peak_rss_mb": 80.0, "scan_to_relay_p99_ms_20ms_fsync": 25.0}
@@ -162,10 +120,7 @@ class PeakRss:
 
 class Shim:
     def __init__(self, work: Path) -> None:
-        src = work / "fsyncshim.c"
-        src.write_text(SHIM_C)
-        self.lib = work / "libfsyncshim.so"
-        subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(self.lib), str(src), "-ldl"], check=True)
+        self.lib = build_shim(work)
         self.counter = work / "fsync.count"
         self.counter.write_bytes(b"\0" * 4096)
 
@@ -589,7 +544,9 @@ def journal_child(mode: str, path: Path, fills: int) -> dict[str, Any]:
         def fill(i: int) -> None:
             s = journal.open_session("34.401.01", 1 + i % 2, random.getrandbits(63) or 1, "B 1234 XY", "pertalite",
                                      "2026-11-30", 60000, 0, 20000, 10000)
-            journal.mark_fuelling(s.seq)
+            if mode != "ours":  # the journal before marked the session fuelling (a commit of its own)
+                with journal._tx(durable=False) as db:
+                    db.execute("UPDATE sessions SET state='fuelling' WHERE seq=?", (s.seq,))
             journal.close_session(s, 12000, 120000, "nozzle_hung", (s.tx_id, "spbu/v1/x/tx", record),
                                   {"last_trusted_day": "2026-11-30", "wall_floor": str(time.time())})
             journal.wait_durable(2)
