@@ -54,9 +54,8 @@ sys.path.insert(0, str(ROOT))
 from agent import topics  # noqa: E402
 from simulators.relay_board import RelayBoardSim  # noqa: E402
 from tests.bench import allowlist as al  # noqa: E402
-from tests.bench.fsync_shim import SHIM_C, build_shim  # noqa: E402
+from tests.bench.fsync_shim import build_shim  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
-
 
 TARGETS = {"bytes_per_fill": 24 * 1024, "fsyncs_per_fill": 2.0, "delta_write_x": 5.0, "lookup_p99_us": 20.0,
            "idle_wakeups_per_s": 20.0, "sync_peak_rss_mb": 80.0, "scan_to_relay_p99_ms_20ms_fsync": 25.0}
