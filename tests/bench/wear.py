@@ -362,7 +362,7 @@ def phase_latency(rig: Rig, fills: int, seed: int) -> dict[str, Any]:
     rig.stop_agent()
     prioritise_self(10)
     sys.setswitchinterval(switch)
-    return latency_report(scans, refused, read_log(log), pid, closes_of(rig, wall), raised)
+    return latency_report(scans, refused, read_log(log), pid, closes_of(rig, wall), raised, rig.board.stalls)
 
 
 def closes_of(rig: Rig, wall: float) -> dict[int, list[float]]:
@@ -381,18 +381,23 @@ def closes_of(rig: Rig, wall: float) -> dict[int, list[float]]:
 
 
 def latency_report(scans: list[dict[str, Any]], refused: int, syncs: list[tuple[int, float, float, str]],
-                   pid: int, closes: dict[int, list[float]], raised: bool) -> dict[str, Any]:
-    """Each scan: its latency, the station loop's syncs inside it, and whether the other
-    pump's close (its commit, or a sync of the close by the group-commit thread) fell
-    inside it. Figures for all scans, for those overlapping a close, for the quiet ones."""
+                   pid: int, closes: dict[int, list[float]], raised: bool,
+                   stalls: list[tuple[float, float]]) -> dict[str, Any]:
+    """Each scan: its latency, the station loop's syncs inside it, whether the other pump's
+    close (its commit, or a sync of the close by the group-commit thread) fell inside it,
+    and the longest stall of the board simulator's own loop inside it (this process held
+    it back: time the measuring side adds). Figures for all scans, for those overlapping a
+    close, for the quiet ones."""
     loop_wal = [(a, b) for tid, a, b, name in syncs if tid == pid and name.endswith("-wal")]
     thread_wal = [(a, b) for tid, a, b, name in syncs if tid != pid and name.endswith("-wal")]
     rows = []
     for s in scans:
         t0, t1 = s["t0"], s["t1"]
         close = [c for c in closes.get(s["other"], []) if s["hang"] <= c <= s["hang"] + 3.0]
-        overlap = any(t0 - 0.005 <= c <= t1 for c in close) or any(a < t1 and b > t0 for a, b in thread_wal)
-        rows.append({"t0": t0, "ms": (t1 - t0) * 1000, "loop_syncs": sum(t0 <= a < t1 for a, _ in loop_wal),
+        overlap = any(t0 - 0.025 <= c <= t1 for c in close) or any(a < t1 and b > t0 for a, b in thread_wal)
+        stall = max((g for end, g in stalls if t0 < end <= t1 + 0.001), default=0.0)
+        rows.append({"ms": (t1 - t0) * 1000, "loop_syncs": sum(t0 <= a < t1 for a, _ in loop_wal),
+                     "board_stall_ms": round(stall * 1000, 1),
                      "overlap": overlap, "quiet": s["quiet"],
                      "close_after_ms": round((close[0] - t0) * 1000, 1) if close else None})
 
@@ -409,7 +414,9 @@ def latency_report(scans: list[dict[str, Any]], refused: int, syncs: list[tuple[
             "loop_syncs_per_scan": {str(k): sum(r["loop_syncs"] == k for r in rows)
                                     for k in sorted({r["loop_syncs"] for r in rows})},
             "syncs_by_thread": {"station_loop": len(loop_wal), "group_commit_thread": len(thread_wal)},
-            "worst": [{"t0": r["t0"], "ms": round(r["ms"], 1), "loop_syncs": r["loop_syncs"], "overlap": r["overlap"],
+            "board_stalls_over_2ms_in_scans": sum(r["board_stall_ms"] > 2 for r in rows),
+            "worst": [{"ms": round(r["ms"], 1), "loop_syncs": r["loop_syncs"], "overlap": r["overlap"],
+                       "board_stall_ms": r["board_stall_ms"],
                        "close_after_ms": r["close_after_ms"]} for r in worst]}
 
 
