@@ -496,8 +496,8 @@ def days_child(work: Path, days: int, entries: int, seed: int) -> dict[str, Any]
         blobs = releases.blobs(version)
         chain = manifest.plan(repo.current_version())  # what the sync fetches: the deltas, or the snapshot
         needed = {d for ref in chain for d in ref.blob.chunks} if chain else set(manifest.snapshot.chunks)
-        if day == days + 1:
-            lookup = lookups_on(repo, previous)  # the runs as they stand before the compaction
+        if day == days + 1:  # the runs as they stand before the compaction
+            lookup = lookups_on(repo, previous, samples=min(100_000, max(2_000, entries // 10)))
         before = written("thread-self")
         for digest in needed:
             repo.put_chunk(digest, len(blobs[digest]), blobs[digest])  # as the sync writes them (no fsync)
