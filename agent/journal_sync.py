@@ -58,7 +58,7 @@ class WalSyncer:
         self._checkpointed_at = 0  # commit number of the last checkpoint
         self._cond = threading.Condition()
         # Held around every write transaction on the journal (the station loop's and ours).
-        self.write_lock = threading.Lock()
+        self.write_lock = threading.RLock()
         self._committed = 0  # commits counted by the journal (lazy or durable)
         self._durable = 0  # every commit up to this one is on the card
         self._wanted = 0  # a lazy commit that must become durable
