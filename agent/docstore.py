@@ -65,6 +65,15 @@ class DocumentStore:
         # a restart must not put it back from the version still on disk.
         return UpdateResult(ALLOWLIST_KIND, True, fresh.version, "installed")
 
+    def drop_allowlist(self, version: int) -> bool:
+        """Stop serving a version found corrupt on disk (agent/allowlist/verify.py): scans
+        are refused as before any list came, until it is fetched again."""
+        if self.allowlist is None or self.allowlist.version != version:
+            return False  # a newer version, verified at its install, is in force already
+        old, self.allowlist = self.allowlist, None
+        old.close()
+        return True
+
     def path(self, kind: str) -> Path:
         return self.data_dir / f"{kind}.signed"
 

@@ -1309,7 +1309,13 @@ class Station:
         elif event.kind == "installed":
             self.allowlist_sync_state = {"state": "installed", "version": event.version}
             self.report_update(self.docs.reload_allowlist())
+            self.live.condition("allowlist_corrupt", self.docs.allowlist is None)
             self._check_freeze(utc_now())
+        elif event.kind == "corrupt":  # re-hashed after boot: not what headquarters signed
+            self.docs.drop_allowlist(event.version)
+            self.allowlist_sync_state = {"state": "corrupt", "version": event.version, "check": event.check}
+            detail = f"v{event.version} on disk: {event.detail}; fetching it again"
+            self._emit({"type": "alert", "alert": "allowlist_corrupt", "check": event.check, "detail": detail})
         elif event.kind == "rejected":
             self.allowlist_sync_state = {"state": "rejected", "version": event.version, "check": event.check}
             self._emit({"type": "alert", "alert": "allowlist_rejected", "check": event.check,

@@ -115,15 +115,17 @@ def parse(body: dict[str, Any], raw: bytes) -> Manifest:
                     _blob(body.get("snapshot"), chunk_size, "snapshot"), tuple(deltas), raw)
 
 
-def verify(trust: TrustStore, data: bytes, now: dt.datetime) -> Manifest:
+def verify(trust: TrustStore, data: bytes, now: dt.datetime, reinstall: bool = False) -> Manifest:
     """A new manifest, or TrustError naming the check it failed. The floor is the version
-    installed last (reset when the allowlist role's keys rotate)."""
+    installed last (reset when the allowlist role's keys rotate). `reinstall`: nothing is
+    installed (a corrupt version was taken out, agent/allowlist/verify.py), so the version
+    at the floor is wanted again."""
     body = trust.verify(ROLE, data)
     manifest = parse(body, data)
     floor = trust.floor(ROLE)
     if manifest.version < floor:
         raise TrustError("rollback", f"version {manifest.version} < {floor} in force")
-    if manifest.version == floor:
+    if manifest.version == floor and not reinstall:
         raise TrustError("already current", f"version {manifest.version}")
     if now >= manifest.expires:
         raise TrustError("expired", f"manifest expired {manifest.expires.isoformat()}")

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 import agent.station
 from agent import topics
+from agent.allowlist.store import AllowListStore
 from agent.allowlist.sync import MAX_PENDING_ROOTS
+from agent.allowlist.verify import check_current as verify_check_current
 from agent.cli.demo import STATION_ID, Customer, DemoStation
 from agent.clock import MAX_FLOOR_STEP
 from agent.config import render_config
@@ -298,3 +301,90 @@ def signed_policy(hq: Headquarters, version: int) -> bytes:
             "expires": (now + dt.timedelta(days=7)).isoformat(), "limits_l": {"pertalite": {"private_car": 60}},
             "prices_idr_per_l": {"pertalite": 10_000}}
     return trust.sign(body, hq.role_keys["policy"])
+
+
+def restart(demo: DemoStation, listeners: list[Any]) -> agent.station.Station:
+    """The station process stopped and started again on the same data, devices and broker."""
+    assert demo.station is not None and demo._thread is not None
+    demo._stop.set()
+    demo._thread.join(5)
+    demo.station.close()
+    demo._stop.clear()
+    station = agent.station.Station(demo.config(), on_line=demo._line, listeners=[demo.tracker, *listeners])
+    station.start()
+    demo.station = station
+    demo._thread = threading.Thread(target=station.run, args=(demo._stop,), name="agent", daemon=True)
+    demo._thread.start()
+    assert wait_until(station.pumps_ready, 10)
+    return station
+
+
+def flip_entry_byte(path: Path) -> None:
+    """One bit inside the entries section: size, header and signature still pass."""
+    data = bytearray(path.read_bytes())
+    with AllowListStore(path) as store:
+        offset, length = store.header.sections["entries"]
+    data[offset + length // 2] ^= 0x08
+    path.write_bytes(bytes(data))
+
+
+def test_item9_store_bin_corrupted_on_disk_is_found_after_boot_not_served_and_fetched_again(
+        demo: DemoStation) -> None:
+    station = demo.station
+    assert station is not None and demo.hq is not None and station.docs.allowlist is not None
+    version = station.docs.allowlist.version
+    car = vehicle(demo, "private_car")
+    current = (demo.workdir / "station" / "allowlist" / "current").resolve()
+    manifest = (current / "manifest.json").read_bytes()
+    # Headquarters' manifest is off the broker for now: the station cannot fetch the list at once.
+    demo.hq.client.publish(topics.ALLOWLIST_MANIFEST, b"", qos=1, retain=True).wait_for_publish(5)
+    demo._stop.set()
+    assert demo._thread is not None
+    demo._thread.join(5)
+    flip_entry_byte(current / "store.bin")  # the SD card, or someone with the data directory
+    events: list[dict[str, Any]] = []
+    station = restart(demo, [events.append])
+    assert wait_until(lambda: any(e.get("alert") == "allowlist_corrupt" for e in events), 10), events
+    assert "allowlist_corrupt" in station.live.alerts
+    assert station.docs.allowlist is None and not (current / "store.bin").exists()
+    demo.scanners[1].scan(demo.token(car))
+    assert wait_until(lambda: any(e.get("type") == "decision" for e in events), 5), (events, demo.lines[-3:])
+    answer = next(e for e in events if e.get("type") == "decision")
+    assert not answer["ok"] and answer["reason"] == "no_list", answer
+    # Headquarters' manifest again: the same version is fetched in full over the broker and serves.
+    demo.hq.client.publish(topics.ALLOWLIST_MANIFEST, manifest, qos=1, retain=True).wait_for_publish(5)
+    assert wait_until(lambda: station.docs.allowlist is not None, 15), events
+    assert station.docs.allowlist is not None and station.docs.allowlist.version == version
+    assert wait_until(lambda: "allowlist_corrupt" not in station.live.alerts, 5)
+    assert scan(demo, 2, demo.token(vehicle(demo, "goods_4w", 0x02)))["ok"]
+    assert verify_check_current(demo.workdir / "station" / "allowlist", station.docs.trust).ok
+
+
+def test_item9_corrupt_overlay_run_is_caught_by_the_boot_check(tmp_path: Path) -> None:
+    hq = Headquarters(tmp_path / "hq")
+    site = Station(tmp_path / "st", hq.root_file())
+    entries = registry(800)
+    v1 = hq.release(entries)
+    site.offer(hq.manifest(v1), hq.chunks(v1))
+    for day in range(2):  # two daily deltas: installed as runs on the base
+        entries = {**entries, **registry(10, seed=100 + day)}
+        version = hq.release(entries)
+        site.offer(hq.manifest(version), hq.chunks(version))
+    current = (tmp_path / "st" / "allowlist" / "current").resolve()
+    assert (current / "layers.json").exists() and site.current() == version
+    site.sync.boot_check()
+    assert [e.kind for e in site.events][-1] == "verified"
+    run = sorted(current.glob("run-*.bin"))[-1]
+    data = bytearray(run.read_bytes())
+    data[-12] ^= 0x10  # one bit of an entry: the run still opens
+    run.unlink()  # a hard link shared with the version before: change this one only
+    run.write_bytes(bytes(data))
+    assert site.current() == version  # what boot checks (signature, sizes, headers) passes
+    seen = len(site.events)
+    site.sync.boot_check()
+    assert [(e.kind, e.version) for e in site.events[seen:]][:2] == [("corrupt", version), ("progress", version)]
+    assert site.repo.current_version() is None  # nothing served; the snapshot is being fetched
+    site.offer(hq.manifest(version), hq.chunks(version))  # the same version, fetched in full
+    assert site.current() == version and site.installed()[-1] == version
+    site.sync.boot_check()
+    assert site.events[-1].kind == "verified"
