@@ -23,13 +23,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+import agent.clock
 import agent.station
 from agent import topics
 from agent.allowlist.store import AllowListStore
 from agent.allowlist.sync import MAX_PENDING_ROOTS
 from agent.allowlist.verify import check_current as verify_check_current
 from agent.cli.demo import STATION_ID, Customer, DemoStation
-from agent.clock import MAX_FLOOR_STEP
+from agent.clock import MAX_FLOOR_STEP, ClockGuard
 from agent.config import render_config
 from agent.docstore import DocumentStore
 from agent.journal import Journal
@@ -388,3 +389,79 @@ def test_item9_corrupt_overlay_run_is_caught_by_the_boot_check(tmp_path: Path) -
     assert site.current() == version and site.installed()[-1] == version
     site.sync.boot_check()
     assert site.events[-1].kind == "verified"
+
+
+def test_item2_offline_reboot_with_the_clock_set_forward_gives_no_fresh_quota(
+        demo: DemoStation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    station = demo.station
+    assert station is not None and demo.hq is not None
+    bike, car = vehicle(demo, "motorcycle"), vehicle(demo, "private_car")  # 10 L and 60 L a day
+    served = demo.serve([Customer("bike", 1, demo.token(bike), 25_000, "ok"),
+                         Customer("car", 1, demo.token(car), 20_000, "ok")], 30)
+    assert [o.as_expected for o in served] == [True, True]
+    demo.wait_delivered(10)
+    assert demo.unacked() == 0 and station.clock.anchor is not None
+    demo.hq.client.unsubscribe(topics.TX_ALL)  # the link is down: no acknowledgement, no signed time
+    # The Pi reboots (a new boot id, monotonic time from zero) with its clock a day ahead.
+    boot = tmp_path / "boot_id"
+    boot.write_text("another-boot\n")
+    monkeypatch.setattr(agent.clock, "BOOT_ID", boot)
+    rebooted = __import__("time").monotonic()
+    monkeypatch.setattr(agent.clock, "boot_mono", lambda: rebooted)
+    real = agent.station.utc_now
+    monkeypatch.setattr(agent.station, "utc_now", lambda: real() + dt.timedelta(days=1))
+    events: list[dict[str, Any]] = []
+    station = restart(demo, [events.append])
+    assert station.clock.anchor is None  # headquarters' bound from the last boot is gone
+    reading = station._read_clock()
+    today = (dt.datetime.now(UTC) + dt.timedelta(hours=7)).date()
+    assert reading.trusted and reading.quota_day == (today + dt.timedelta(days=1)).isoformat()
+    assert reading.since_day == today.isoformat(), reading  # provisional: today's usage still counts
+    assert any(e.get("alert") == "clock_provisional" for e in events)
+    yesterday = dt.date.today() - dt.timedelta(days=1)  # another QR text than the one scanned before
+    answer = scan(demo, 1, issue_token(bike, plate(demo, bike), yesterday, demo.hq_key))
+    assert not answer["ok"] and answer["reason"] == "quota_exhausted", answer
+    answer = scan(demo, 1, issue_token(car, plate(demo, car), yesterday, demo.hq_key))
+    full = served[1].decision["remaining_ml"] if served[1].decision else 0  # a fresh day's quota
+    used_today = station.journal.quota_used(car, "pertalite", today.isoformat())[0]
+    assert used_today > 19_000 and answer["ok"] and answer["remaining_ml"] == full - used_today, answer
+    demo.board.lift_nozzle(demo.channel_of[1])
+    demo.board.hang_nozzle(demo.channel_of[1])
+    assert demo.tracker.next(1, "transaction", 10) is not None
+    # Headquarters' signed time: the clock is ahead of it, the day is today's again, still no fresh quota.
+    intruder = Sender(demo.broker)
+    try:
+        intruder.send(topics.ack(STATION_ID), sign_ack(demo.hq.key, STATION_ID, ["none"], dt.datetime.now(UTC)))
+        assert wait_until(lambda: station.clock.anchor is not None, 5)
+    finally:
+        intruder.close()
+    reading = station._read_clock()
+    assert not reading.trusted and reading.ahead and reading.quota_day == today.isoformat()
+    answer = scan(demo, 2, demo.token(vehicle(demo, "goods_4w", 0x02)))
+    assert answer["ok"], answer  # the station still sells
+
+
+def test_item2_after_an_offline_reboot_uptime_confirms_the_real_midnight(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What an honest station pays: after a reboot without headquarters' time, yesterday's
+    usage counts against today only until the uptime covers the time the power was off."""
+    boot = tmp_path / "boot_id"
+    boot.write_text("first\n")
+    monkeypatch.setattr(agent.clock, "BOOT_ID", boot)
+    last_saved = dt.datetime(2026, 12, 1, 16, 30, tzinfo=UTC)  # 23:30 WIB, the last certain time saved
+    guard = ClockGuard("WIB", mono=5000.0)
+    guard.raise_certain(last_saved, 5000.0)
+    saved = guard.certain_json(5000.0)
+    boot.write_text("second\n")  # power off at 23:40, back at 05:00 WIB; link still down
+    monkeypatch.setattr(agent.clock, "boot_mono", lambda: 0.0)
+    guard = ClockGuard("WIB", mono=30.0)
+    guard.restore_certain(saved, 30.0)
+    morning = dt.datetime(2026, 12, 1, 22, 0, tzinfo=UTC)  # 05:00 WIB on the 2nd
+    first = guard.read(morning, 30.0)
+    assert first.trusted and first.quota_day == "2026-12-02" and first.usage_days == ["2026-12-01", "2026-12-02"]
+    # 35 minutes of uptime later the certain time has passed midnight: the 2nd is a day of its own.
+    later = guard.read(morning + dt.timedelta(minutes=35), 30.0 + 35 * 60)
+    assert later.usage_days == ["2026-12-02"] and not later.since_day
+    # A clock set 100 days ahead is not believed at all: the certain day stands in.
+    far = guard.read(morning + dt.timedelta(days=100), 30.0 + 36 * 60)
+    assert not far.trusted and far.quota_day == "2026-12-02"
