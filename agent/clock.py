@@ -27,6 +27,8 @@ so a clock set forward before the boot would be believed. A third bound closes t
   was off for at least zero seconds). A quota day past the certain day is provisional:
   a vehicle's usage on every day from the certain day on counts against it, so a clock
   set forward gains nothing (docs/operations.md says what it costs across a real midnight).
+  Until the first signed moment (a new station, before any document came) there is no
+  certain time and no provisional day: nothing can be sold without signed documents.
 """
 
 from __future__ import annotations
@@ -86,13 +88,13 @@ class ClockReading:
 
 
 class ClockGuard:
-    def __init__(self, zone: str, build_floor: dt.datetime = BUILD_FLOOR, mono: float | None = None) -> None:
+    def __init__(self, zone: str, build_floor: dt.datetime = BUILD_FLOOR) -> None:
         self.zone = zone
         self.floor = build_floor
         self.last_trusted_day: str | None = None
         self.anchor: tuple[dt.datetime, float] | None = None  # (headquarters' time, monotonic then)
         # (a moment surely past, monotonic then): real time >= moment + monotonic time since.
-        self.certain: tuple[dt.datetime, float] = (build_floor, 0.0 if mono is None else mono)
+        self.certain: tuple[dt.datetime, float] | None = None
 
     def observe(self, moment: dt.datetime | None, wall_now: dt.datetime | None = None,
                 mono: float | None = None) -> None:
@@ -107,16 +109,20 @@ class ClockGuard:
         if mono is not None:
             self.raise_certain(moment, mono)
 
-    def certain_now(self, mono: float) -> dt.datetime:
+    def certain_now(self, mono: float) -> dt.datetime | None:
+        if self.certain is None:
+            return None
         at, since = self.certain
         return at + dt.timedelta(seconds=max(0.0, mono - since))
 
     def raise_certain(self, moment: dt.datetime, mono: float) -> None:
-        if moment > self.certain_now(mono):
+        current = self.certain_now(mono)
+        if current is None or moment > current:
             self.certain = (moment, mono)
 
-    def certain_json(self, mono: float) -> str:
-        return json.dumps({"at": self.certain_now(mono).isoformat(), "mono": mono, "boot": boot_id()})
+    def certain_json(self, mono: float) -> str | None:
+        now = self.certain_now(mono)
+        return None if now is None else json.dumps({"at": now.isoformat(), "mono": mono, "boot": boot_id()})
 
     def restore_certain(self, text: str | None, mono: float) -> None:
         """A certain time saved earlier: in this boot it goes on from when it was saved; from
@@ -127,8 +133,17 @@ class ClockGuard:
             since = float(saved["mono"]) if saved["boot"] and saved["boot"] == boot_id() else boot_mono()
         except (ValueError, KeyError, TypeError):
             return
-        if at + dt.timedelta(seconds=max(0.0, mono - since)) > self.certain_now(mono):
+        current = self.certain_now(mono)
+        if current is None or at + dt.timedelta(seconds=max(0.0, mono - since)) > current:
             self.certain = (at, since)
+
+    def judged(self, now: dt.datetime, mono: float) -> dt.datetime:
+        """The time expiry is judged by, without changing anything (any thread may ask):
+        never behind the floor, never ahead of headquarters' time plus drift."""
+        estimate = self.estimate(mono)
+        if estimate is not None and now > estimate + MAX_DRIFT:
+            return max(estimate, self.floor)
+        return max(now, self.floor)
 
     def estimate(self, mono: float) -> dt.datetime | None:
         """Headquarters' signed time carried forward by the monotonic clock."""
@@ -183,6 +198,8 @@ class ClockGuard:
         if mono is None:
             return reading
         certain = self.certain_now(mono)
+        if certain is None:
+            return reading
         certain_day = local_day(certain + TOLERANCE, self.zone)
         if reading.quota_day <= certain_day:
             return reading

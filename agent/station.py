@@ -60,6 +60,7 @@ from agent.tanks import CloseShift, TankDesk
 from agent.trust.acks import AckRefused, ack_keyring, verify_ack
 from agent.trust.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.trust.root import TrustError
 from agent.trust.tx_sign import StationKeyError, load_station_key, sign_record
 from agent.trust_mode import check_trust_mode
 from agent.updates.updater import UpdateAgent, UpdateEvent
@@ -177,7 +178,9 @@ class Station:
             raise ConfigError(str(exc)) from exc
         self._freeze_state = FRESH
         self.board_connected = False
-        self.clock = ClockGuard(config.zone, mono=time.monotonic())
+        self.clock = ClockGuard(config.zone)
+        # An expired root brings nothing new (agent/trust/root.py), judged by the guarded clock.
+        self.docs.trust.clock = lambda: self.clock.judged(utc_now(), time.monotonic())
         self._clock_trusted = True
         self._clock_provisional = False
         self.ready = threading.Event()
@@ -234,7 +237,8 @@ class Station:
         # dashboard key for the manager's commands), nonces and locks.
         self.command_store = CommandStore(config.data_dir / "commands.sqlite")
         self.command_gate = CommandGate(config.station_id, lambda: self.docs.trust.keyring("commands"),
-                                        self.command_store, keyring_from_config(config.manager_keys))
+                                        self.command_store, keyring_from_config(config.manager_keys),
+                                        lambda: self.docs.trust.check_fresh("commands"))
         self.locked: set[int] = self.command_store.locked()
         self.config_path: Path | None = None  # re-read by the reload_config command
 
@@ -1032,7 +1036,9 @@ class Station:
             # A floor a minute old guards a reboot as well: not one more page per fill.
             if clock.trusted:
                 meta["wall_floor"] = clock.now.isoformat()
-            meta["certain_time"] = self.clock.certain_json(time.monotonic())
+            certain = self.clock.certain_json(time.monotonic())
+            if certain is not None:
+                meta["certain_time"] = certain
             self._floor_journaled = time.monotonic()
         keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
         if self.attendants is not None:
@@ -1142,6 +1148,11 @@ class Station:
     # --- national quota: usage elsewhere (agent/usage_link.py) -----------------------------
 
     def _usage_batch(self, payload: bytes) -> None:
+        try:
+            self.docs.trust.check_fresh("usage")  # a stale feed shrinks sales to the offline share
+        except TrustError as exc:
+            log.warning("usage feed refused: %s", exc)
+            return
         changed = self.usage.on_message(payload, self._read_clock().quota_day)
         if self.usage.last_issued is not None:  # signed by headquarters' usage role
             self._hq_time(self.usage.last_issued)
@@ -1171,8 +1182,9 @@ class Station:
     def _ack(self, payload: bytes) -> None:
         """Only a signed acknowledgement deletes from the outbox, and only rows in flight."""
         try:
+            self.docs.trust.check_fresh("acks")  # a sale stays in the outbox: resent, acknowledged later
             ack = verify_ack(payload, self.config.station_id, ack_keyring(self.docs.trust))
-        except AckRefused as exc:
+        except (AckRefused, TrustError) as exc:
             self.acks_refused += 1
             log.warning("acknowledgement refused: %s", exc)
             return
@@ -1248,9 +1260,10 @@ class Station:
         self.live.condition("root_expired", self._read_clock().effective >= root.expires,
                             f"root of trust v{root.version} expired {root.expires.isoformat()}")
         self._disk_tick()
-        if now - self._floor_journaled >= CERTAIN_EVERY_S:  # no fill carried it lately
+        certain = self.clock.certain_json(now)
+        if certain is not None and now - self._floor_journaled >= CERTAIN_EVERY_S:  # no fill carried it lately
             self._floor_journaled = now
-            self.journal.set_meta("certain_time", self.clock.certain_json(now))
+            self.journal.set_meta("certain_time", certain)
         self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
         self.devices.tick(now)
         self.status.update(snapshot(self))

@@ -449,12 +449,13 @@ def test_item2_after_an_offline_reboot_uptime_confirms_the_real_midnight(
     boot.write_text("first\n")
     monkeypatch.setattr(agent.clock, "BOOT_ID", boot)
     last_saved = dt.datetime(2026, 12, 1, 16, 30, tzinfo=UTC)  # 23:30 WIB, the last certain time saved
-    guard = ClockGuard("WIB", mono=5000.0)
+    guard = ClockGuard("WIB")
     guard.raise_certain(last_saved, 5000.0)
     saved = guard.certain_json(5000.0)
+    assert saved is not None
     boot.write_text("second\n")  # power off at 23:40, back at 05:00 WIB; link still down
     monkeypatch.setattr(agent.clock, "boot_mono", lambda: 0.0)
-    guard = ClockGuard("WIB", mono=30.0)
+    guard = ClockGuard("WIB")
     guard.restore_certain(saved, 30.0)
     morning = dt.datetime(2026, 12, 1, 22, 0, tzinfo=UTC)  # 05:00 WIB on the 2nd
     first = guard.read(morning, 30.0)
@@ -465,3 +466,54 @@ def test_item2_after_an_offline_reboot_uptime_confirms_the_real_midnight(
     # A clock set 100 days ahead is not believed at all: the certain day stands in.
     far = guard.read(morning + dt.timedelta(days=100), 30.0 + 36 * 60)
     assert not far.trusted and far.quota_day == "2026-12-02"
+
+
+def test_item9_an_expired_root_brings_nothing_new_but_the_station_keeps_selling(demo: DemoStation) -> None:
+    station = demo.station
+    assert station is not None and demo.hq is not None and station.docs.allowlist is not None
+    events: list[dict[str, Any]] = []
+    station.listeners.append(events.append)
+    hq = demo.hq
+    installed = station.docs.trust.root
+    list_version, policy_version = station.docs.allowlist.version, hq.policy_version
+    station.outbox.resend_after_s = station.outbox.base_resend_after_s = station.outbox.max_resend_after_s = 1.0
+    # The root headquarters provisioned has expired (nobody published the next one in time).
+    station.docs.trust.root = dataclasses.replace(installed, expires=dt.datetime.now(UTC) - dt.timedelta(hours=1))
+    hq.policy_version += 1
+    hq.client.publish(topics.POLICY, hq.signed_policy_tuf(hq.policy_version), qos=1, retain=True).wait_for_publish(5)
+    hq.publish_allowlist()
+    intruder = Sender(demo.broker)
+    try:
+        intruder.send(topics.command(STATION_ID), sign_command(hq.key, STATION_ID, "lock_pump", {"pump": 2}))
+        # (the manager's own key does not hang on the root: the dashboard still works)
+        intruder.send(topics.command(STATION_ID),
+                      sign_command(demo.manager, STATION_ID, "request_state"))  # type: ignore[attr-defined]
+        assert wait_until(lambda: rejected(demo, events) == ["root_expired"], 5), events
+        assert wait_until(lambda: any(e.get("type") == "command" and e["command"] == "request_state"
+                                      for e in events), 5)
+        assert wait_until(lambda: {"policy_rejected", "allowlist_rejected"} <= {
+            e["alert"] for e in events if e.get("type") == "alert"}, 10), events
+        alerts = {e["alert"]: e for e in events if e.get("type") == "alert"}
+        assert "root expired" in alerts["policy_rejected"]["detail"]
+        assert alerts["allowlist_rejected"]["check"] == "root expired"
+        assert station.locked == set() and station.docs.policy is not None
+        assert (station.docs.policy.version, station.docs.allowlist.version) == (policy_version, list_version)
+        assert wait_until(lambda: "root_expired" in station.live.alerts, 10)
+        # A sale still goes through on what was installed; headquarters' acknowledgement of it is not taken.
+        car = vehicle(demo, "private_car")
+        assert [o.as_expected for o in demo.serve([Customer("fill", 1, demo.token(car), 5_000, "ok")], 30)] == [True]
+        assert wait_until(lambda: station.acks_refused >= 1, 10) and demo.unacked() == 1
+        # Headquarters publishes root v2: accepted under the expired one, and everything new flows again.
+        public = hq.key.public_key()
+        far = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(days=365)
+        root_v2 = trust.sign(trust.root_body(2, far, {role: [public] for role in trust.ALL_ROLES}, {}), [hq.key])
+        hq.client.publish(topics.root(2), root_v2, qos=1, retain=True).wait_for_publish(5)
+        assert wait_until(lambda: station.docs.trust.root.version == 2, 10)
+        hq.publish_documents()
+        assert wait_until(lambda: station.docs.policy is not None and station.docs.policy.version > policy_version
+                          and station.docs.allowlist is not None and station.docs.allowlist.version > list_version, 15)
+        intruder.send(topics.command(STATION_ID), sign_command(hq.key, STATION_ID, "lock_pump", {"pump": 2}))
+        assert wait_until(lambda: station.locked == {2}, 5)
+        assert wait_until(lambda: demo.unacked() == 0, 10)  # resent and acknowledged under the new root
+    finally:
+        intruder.close()
