@@ -16,10 +16,24 @@ come (the station is offline). Two bounds decide:
   one boot keeps the bound; after a reboot it holds again from the first acknowledgement.
 
 An untrusted clock never gives a fresh quota day. Durations never use the wall clock.
+
+After a reboot without headquarters' time the ceiling is gone (monotonic time restarts),
+so a clock set forward before the boot would be believed. A third bound closes that gap:
+
+- The certain time, a lower bound on real time that no local clock moves: the latest
+  moment headquarters signed (or the build date) plus the monotonic time since then; it
+  is saved in the journal, and after a reboot it goes on from the saved moment plus the
+  uptime of the new boot (CLOCK_MONOTONIC counts from the kernel's boot, and the machine
+  was off for at least zero seconds). A quota day past the certain day is provisional:
+  a vehicle's usage on every day from the certain day on counts against it, so a clock
+  set forward gains nothing (docs/operations.md says what it costs across a real midnight).
+  Until the first signed moment (a new station, before any document came) there is no
+  certain time and no provisional day: nothing can be sold without signed documents.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -34,6 +48,8 @@ TOLERANCE = dt.timedelta(minutes=5)
 MAX_FLOOR_STEP = dt.timedelta(days=1)
 # How far the wall clock may run ahead of headquarters' signed time plus elapsed time.
 MAX_DRIFT = dt.timedelta(minutes=10)
+# A wall clock this many days past the certain day is not believed at all.
+MAX_PROVISIONAL_DAYS = 62
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -48,6 +64,11 @@ def boot_id() -> str:
         return ""
 
 
+def boot_mono() -> float:
+    """The monotonic clock's value when this boot began: CLOCK_MONOTONIC starts at zero."""
+    return 0.0
+
+
 @dataclass(frozen=True)
 class ClockReading:
     now: dt.datetime  # what the wall clock says
@@ -55,6 +76,15 @@ class ClockReading:
     effective: dt.datetime  # the clock if trusted, otherwise the best bound we have
     quota_day: str
     ahead: bool = False  # untrusted because it runs ahead of headquarters' signed time
+    since_day: str = ""  # first day whose usage counts against quota_day ("": quota_day alone)
+
+    @property
+    def usage_days(self) -> list[str]:
+        """The local days whose usage counts against this quota day, oldest first."""
+        if not self.since_day or self.since_day >= self.quota_day:
+            return [self.quota_day]
+        first, last = dt.date.fromisoformat(self.since_day), dt.date.fromisoformat(self.quota_day)
+        return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
 
 class ClockGuard:
@@ -63,15 +93,57 @@ class ClockGuard:
         self.floor = build_floor
         self.last_trusted_day: str | None = None
         self.anchor: tuple[dt.datetime, float] | None = None  # (headquarters' time, monotonic then)
+        # (a moment surely past, monotonic then): real time >= moment + monotonic time since.
+        self.certain: tuple[dt.datetime, float] | None = None
 
-    def observe(self, moment: dt.datetime | None, wall_now: dt.datetime | None = None) -> None:
+    def observe(self, moment: dt.datetime | None, wall_now: dt.datetime | None = None,
+                mono: float | None = None) -> None:
         """Raise the floor to a moment known to have passed. `wall_now` given: the moment
-        came in a message, and may move the floor only MAX_FLOOR_STEP past what we know."""
-        if moment is None or moment <= self.floor:
+        came in a message, and may move the floor only MAX_FLOOR_STEP past what we know.
+        `mono` given: headquarters signed it, so it is certain as well (as far as bounded)."""
+        if moment is None:
             return
         if wall_now is not None:
             moment = min(moment, max(self.floor, wall_now) + MAX_FLOOR_STEP)
         self.floor = max(self.floor, moment)
+        if mono is not None:
+            self.raise_certain(moment, mono)
+
+    def certain_now(self, mono: float) -> dt.datetime | None:
+        if self.certain is None:
+            return None
+        at, since = self.certain
+        return at + dt.timedelta(seconds=max(0.0, mono - since))
+
+    def raise_certain(self, moment: dt.datetime, mono: float) -> None:
+        current = self.certain_now(mono)
+        if current is None or moment > current:
+            self.certain = (moment, mono)
+
+    def certain_json(self, mono: float) -> str | None:
+        now = self.certain_now(mono)
+        return None if now is None else json.dumps({"at": now.isoformat(), "mono": mono, "boot": boot_id()})
+
+    def restore_certain(self, text: str | None, mono: float) -> None:
+        """A certain time saved earlier: in this boot it goes on from when it was saved; from
+        another boot, from this boot's start (the time the machine was off is unknown)."""
+        try:
+            saved = json.loads(text or "")
+            at = dt.datetime.fromisoformat(saved["at"])
+            since = float(saved["mono"]) if saved["boot"] and saved["boot"] == boot_id() else boot_mono()
+        except (ValueError, KeyError, TypeError):
+            return
+        current = self.certain_now(mono)
+        if current is None or at + dt.timedelta(seconds=max(0.0, mono - since)) > current:
+            self.certain = (at, since)
+
+    def judged(self, now: dt.datetime, mono: float) -> dt.datetime:
+        """The time expiry is judged by, without changing anything (any thread may ask):
+        never behind the floor, never ahead of headquarters' time plus drift."""
+        estimate = self.estimate(mono)
+        if estimate is not None and now > estimate + MAX_DRIFT:
+            return max(estimate, self.floor)
+        return max(now, self.floor)
 
     def estimate(self, mono: float) -> dt.datetime | None:
         """Headquarters' signed time carried forward by the monotonic clock."""
@@ -85,6 +157,7 @@ class ClockGuard:
         the ceiling's anchor. A stale message never lowers the anchor. True if it moved."""
         self.observe(moment, wall_now)
         moment = min(moment, self.floor)  # the same bound as the floor
+        self.raise_certain(moment, mono)
         current = self.estimate(mono)
         if current is not None and moment <= current:
             return False
@@ -95,14 +168,18 @@ class ClockGuard:
         assert self.anchor is not None
         return json.dumps({"at": self.anchor[0].isoformat(), "mono": self.anchor[1], "boot": boot_id()})
 
-    def restore_anchor(self, text: str | None) -> None:
-        """An anchor saved earlier in this boot (monotonic time is per boot)."""
+    def restore_anchor(self, text: str | None, mono: float | None = None) -> None:
+        """An anchor saved earlier in this boot (monotonic time is per boot). From another
+        boot it bounds nothing above, but its moment is still certain."""
         try:
             saved = json.loads(text or "")
             if saved["boot"] and saved["boot"] == boot_id():
                 self.anchor = (dt.datetime.fromisoformat(saved["at"]), float(saved["mono"]))
         except (ValueError, KeyError, TypeError):
             return
+        finally:
+            if mono is not None:
+                self.restore_certain(text, mono)
 
     def _correct(self, estimate: dt.datetime) -> None:
         """Headquarters' time is the authority: a floor or a quota day that a clock set
@@ -114,6 +191,25 @@ class ClockGuard:
             self.last_trusted_day = real_day
 
     def read(self, now: dt.datetime, mono: float | None = None) -> ClockReading:
+        """What the clock says and which quota day it is; with `mono`, the certain time
+        marks days past it provisional (`since_day`)."""
+        before = self.last_trusted_day
+        reading = self._read(now, mono)
+        if mono is None:
+            return reading
+        certain = self.certain_now(mono)
+        if certain is None:
+            return reading
+        certain_day = local_day(certain + TOLERANCE, self.zone)
+        if reading.quota_day <= certain_day:
+            return reading
+        ahead = dt.date.fromisoformat(reading.quota_day) - dt.date.fromisoformat(certain_day)
+        if ahead.days > MAX_PROVISIONAL_DAYS:  # not believed at all: the certain time stands in
+            self.last_trusted_day = before
+            return ClockReading(now, False, max(certain, self.floor), certain_day)
+        return dataclasses.replace(reading, since_day=certain_day)
+
+    def _read(self, now: dt.datetime, mono: float | None) -> ClockReading:
         estimate = None if mono is None else self.estimate(mono)
         if estimate is not None:
             self._correct(estimate)

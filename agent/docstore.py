@@ -87,7 +87,9 @@ class DocumentStore:
             results.append(self.offer(POLICY_KIND, path.read_bytes(), persist=False))
         return results
 
-    def _verify_policy(self, data: bytes) -> dict[str, object]:
+    def _verify_policy(self, data: bytes, new: bool) -> dict[str, object]:
+        if new:  # not the one saved at an earlier install: an expired root brings nothing new
+            self.trust.check_fresh(POLICY_KIND)
         if b'"signatures"' in data:
             return self.trust.verify(POLICY_KIND, data)
         if self.trust.threshold(POLICY_KIND) > 1:
@@ -99,7 +101,7 @@ class DocumentStore:
             return UpdateResult(kind, False, 0, "the allow-list comes as a signed manifest and chunks "
                                                 "(hq/v1/allowlist/manifest), not as one document")
         try:
-            doc = QuotaPolicy.from_body(self._verify_policy(data))
+            doc = QuotaPolicy.from_body(self._verify_policy(data, persist))
         except (SignatureError, DocumentError, TrustError) as exc:
             return UpdateResult(kind, False, 0, str(exc))
         current = self.policy

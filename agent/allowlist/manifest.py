@@ -120,7 +120,7 @@ def verify(trust: TrustStore, data: bytes, now: dt.datetime, reinstall: bool = F
     installed last (reset when the allowlist role's keys rotate). `reinstall`: nothing is
     installed (a corrupt version was taken out, agent/allowlist/verify.py), so the version
     at the floor is wanted again."""
-    body = trust.verify(ROLE, data)
+    body = trust.verify_new(ROLE, data)
     manifest = parse(body, data)
     floor = trust.floor(ROLE)
     if manifest.version < floor:

@@ -91,8 +91,9 @@ def verify_layered(directory: Path, layers: Layers, manifest: Manifest) -> None:
 
 
 def check_current(root: Path, trust: TrustStore) -> Verdict | None:
-    """The version `root/current` points at, checked in full (None: nothing installed).
-    The manifest is the one installed beside it, verified under the root in force."""
+    """The version `root/current` points at, checked in full (None: nothing installed, or
+    its manifest no longer verifies under the root in force: a rotated key, which boot
+    already reported and which a new list replaces; not a damaged file)."""
     import time
 
     current = root / "current"
@@ -101,22 +102,19 @@ def check_current(root: Path, trust: TrustStore) -> Verdict | None:
     except OSError:
         return None
     started = time.perf_counter()
-    version = 0
     try:
         raw = (directory / "manifest.json").read_bytes()
         manifest = manifests.parse(trust.verify(manifests.ROLE, raw), raw)
-        version = manifest.version
+    except (TrustError, OSError):
+        return None
+    version = manifest.version
+    try:
         verify_content(directory, manifest)
     except TrustError as exc:
-        return Verdict(version or _version_of(directory), False, exc.check, str(exc))
+        return Verdict(version, False, exc.check, str(exc))
     except (StoreError, OSError, ValueError) as exc:
-        return Verdict(version or _version_of(directory), False, "malformed", str(exc))
+        return Verdict(version, False, "malformed", str(exc))
     return Verdict(version, True, seconds=time.perf_counter() - started)
-
-
-def _version_of(directory: Path) -> int:
-    name = directory.name
-    return int(name[1:]) if name.startswith("v") and name[1:].isdigit() else 0
 
 
 def quarantine(root: Path, version: int) -> bool:

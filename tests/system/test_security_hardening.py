@@ -23,13 +23,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+import agent.clock
 import agent.station
 from agent import topics
 from agent.allowlist.store import AllowListStore
 from agent.allowlist.sync import MAX_PENDING_ROOTS
 from agent.allowlist.verify import check_current as verify_check_current
 from agent.cli.demo import STATION_ID, Customer, DemoStation
-from agent.clock import MAX_FLOOR_STEP
+from agent.clock import MAX_FLOOR_STEP, ClockGuard
 from agent.config import render_config
 from agent.docstore import DocumentStore
 from agent.journal import Journal
@@ -388,3 +389,131 @@ def test_item9_corrupt_overlay_run_is_caught_by_the_boot_check(tmp_path: Path) -
     assert site.current() == version and site.installed()[-1] == version
     site.sync.boot_check()
     assert site.events[-1].kind == "verified"
+
+
+def test_item2_offline_reboot_with_the_clock_set_forward_gives_no_fresh_quota(
+        demo: DemoStation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    station = demo.station
+    assert station is not None and demo.hq is not None
+    bike, car = vehicle(demo, "motorcycle"), vehicle(demo, "private_car")  # 10 L and 60 L a day
+    served = demo.serve([Customer("bike", 1, demo.token(bike), 25_000, "ok"),
+                         Customer("car", 1, demo.token(car), 20_000, "ok")], 30)
+    assert [o.as_expected for o in served] == [True, True]
+    demo.wait_delivered(10)
+    assert demo.unacked() == 0 and station.clock.anchor is not None
+    demo.hq.client.unsubscribe(topics.TX_ALL)  # the link is down: no acknowledgement, no signed time
+    # The Pi reboots (a new boot id, monotonic time from zero) with its clock a day ahead.
+    boot = tmp_path / "boot_id"
+    boot.write_text("another-boot\n")
+    monkeypatch.setattr(agent.clock, "BOOT_ID", boot)
+    rebooted = __import__("time").monotonic()
+    monkeypatch.setattr(agent.clock, "boot_mono", lambda: rebooted)
+    real = agent.station.utc_now
+    monkeypatch.setattr(agent.station, "utc_now", lambda: real() + dt.timedelta(days=1))
+    events: list[dict[str, Any]] = []
+    station = restart(demo, [events.append])
+    assert station.clock.anchor is None  # headquarters' bound from the last boot is gone
+    reading = station._read_clock()
+    today = (dt.datetime.now(UTC) + dt.timedelta(hours=7)).date()
+    assert reading.trusted and reading.quota_day == (today + dt.timedelta(days=1)).isoformat()
+    assert reading.since_day == today.isoformat(), reading  # provisional: today's usage still counts
+    assert any(e.get("alert") == "clock_provisional" for e in events)
+    yesterday = dt.date.today() - dt.timedelta(days=1)  # another QR text than the one scanned before
+    answer = scan(demo, 1, issue_token(bike, plate(demo, bike), yesterday, demo.hq_key))
+    assert not answer["ok"] and answer["reason"] == "quota_exhausted", answer
+    answer = scan(demo, 1, issue_token(car, plate(demo, car), yesterday, demo.hq_key))
+    full = served[1].decision["remaining_ml"] if served[1].decision else 0  # a fresh day's quota
+    used_today = station.journal.quota_used(car, "pertalite", today.isoformat())[0]
+    assert used_today > 19_000 and answer["ok"] and answer["remaining_ml"] == full - used_today, answer
+    demo.board.lift_nozzle(demo.channel_of[1])
+    demo.board.hang_nozzle(demo.channel_of[1])
+    assert demo.tracker.next(1, "transaction", 10) is not None
+    # Headquarters' signed time: the clock is ahead of it, the day is today's again, still no fresh quota.
+    intruder = Sender(demo.broker)
+    try:
+        intruder.send(topics.ack(STATION_ID), sign_ack(demo.hq.key, STATION_ID, ["none"], dt.datetime.now(UTC)))
+        assert wait_until(lambda: station.clock.anchor is not None, 5)
+    finally:
+        intruder.close()
+    reading = station._read_clock()
+    assert not reading.trusted and reading.ahead and reading.quota_day == today.isoformat()
+    answer = scan(demo, 2, demo.token(vehicle(demo, "goods_4w", 0x02)))
+    assert answer["ok"], answer  # the station still sells
+
+
+def test_item2_after_an_offline_reboot_uptime_confirms_the_real_midnight(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What an honest station pays: after a reboot without headquarters' time, yesterday's
+    usage counts against today only until the uptime covers the time the power was off."""
+    boot = tmp_path / "boot_id"
+    boot.write_text("first\n")
+    monkeypatch.setattr(agent.clock, "BOOT_ID", boot)
+    last_saved = dt.datetime(2026, 12, 1, 16, 30, tzinfo=UTC)  # 23:30 WIB, the last certain time saved
+    guard = ClockGuard("WIB")
+    guard.raise_certain(last_saved, 5000.0)
+    saved = guard.certain_json(5000.0)
+    assert saved is not None
+    boot.write_text("second\n")  # power off at 23:40, back at 05:00 WIB; link still down
+    monkeypatch.setattr(agent.clock, "boot_mono", lambda: 0.0)
+    guard = ClockGuard("WIB")
+    guard.restore_certain(saved, 30.0)
+    morning = dt.datetime(2026, 12, 1, 22, 0, tzinfo=UTC)  # 05:00 WIB on the 2nd
+    first = guard.read(morning, 30.0)
+    assert first.trusted and first.quota_day == "2026-12-02" and first.usage_days == ["2026-12-01", "2026-12-02"]
+    # 35 minutes of uptime later the certain time has passed midnight: the 2nd is a day of its own.
+    later = guard.read(morning + dt.timedelta(minutes=35), 30.0 + 35 * 60)
+    assert later.usage_days == ["2026-12-02"] and not later.since_day
+    # A clock set 100 days ahead is not believed at all: the certain day stands in.
+    far = guard.read(morning + dt.timedelta(days=100), 30.0 + 36 * 60)
+    assert not far.trusted and far.quota_day == "2026-12-02"
+
+
+def test_item9_an_expired_root_brings_nothing_new_but_the_station_keeps_selling(demo: DemoStation) -> None:
+    station = demo.station
+    assert station is not None and demo.hq is not None and station.docs.allowlist is not None
+    events: list[dict[str, Any]] = []
+    station.listeners.append(events.append)
+    hq = demo.hq
+    installed = station.docs.trust.root
+    list_version, policy_version = station.docs.allowlist.version, hq.policy_version
+    station.outbox.resend_after_s = station.outbox.base_resend_after_s = station.outbox.max_resend_after_s = 1.0
+    # The root headquarters provisioned has expired (nobody published the next one in time).
+    station.docs.trust.root = dataclasses.replace(installed, expires=dt.datetime.now(UTC) - dt.timedelta(hours=1))
+    hq.policy_version += 1
+    hq.client.publish(topics.POLICY, hq.signed_policy_tuf(hq.policy_version), qos=1, retain=True).wait_for_publish(5)
+    hq.publish_allowlist()
+    intruder = Sender(demo.broker)
+    try:
+        intruder.send(topics.command(STATION_ID), sign_command(hq.key, STATION_ID, "lock_pump", {"pump": 2}))
+        # (the manager's own key does not hang on the root: the dashboard still works)
+        intruder.send(topics.command(STATION_ID),
+                      sign_command(demo.manager, STATION_ID, "request_state"))  # type: ignore[attr-defined]
+        assert wait_until(lambda: rejected(demo, events) == ["root_expired"], 5), events
+        assert wait_until(lambda: any(e.get("type") == "command" and e["command"] == "request_state"
+                                      for e in events), 5)
+        assert wait_until(lambda: {"policy_rejected", "allowlist_rejected"} <= {
+            e["alert"] for e in events if e.get("type") == "alert"}, 10), events
+        alerts = {e["alert"]: e for e in events if e.get("type") == "alert"}
+        assert "root expired" in alerts["policy_rejected"]["detail"]
+        assert alerts["allowlist_rejected"]["check"] == "root expired"
+        assert station.locked == set() and station.docs.policy is not None
+        assert (station.docs.policy.version, station.docs.allowlist.version) == (policy_version, list_version)
+        assert wait_until(lambda: "root_expired" in station.live.alerts, 10)
+        # A sale still goes through on what was installed; headquarters' acknowledgement of it is not taken.
+        car = vehicle(demo, "private_car")
+        assert [o.as_expected for o in demo.serve([Customer("fill", 1, demo.token(car), 5_000, "ok")], 30)] == [True]
+        assert wait_until(lambda: station.acks_refused >= 1, 10) and demo.unacked() == 1
+        # Headquarters publishes root v2: accepted under the expired one, and everything new flows again.
+        public = hq.key.public_key()
+        far = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(days=365)
+        root_v2 = trust.sign(trust.root_body(2, far, {role: [public] for role in trust.ALL_ROLES}, {}), [hq.key])
+        hq.client.publish(topics.root(2), root_v2, qos=1, retain=True).wait_for_publish(5)
+        assert wait_until(lambda: station.docs.trust.root.version == 2, 10)
+        hq.publish_documents()
+        assert wait_until(lambda: station.docs.policy is not None and station.docs.policy.version > policy_version
+                          and station.docs.allowlist is not None and station.docs.allowlist.version > list_version, 15)
+        intruder.send(topics.command(STATION_ID), sign_command(hq.key, STATION_ID, "lock_pump", {"pump": 2}))
+        assert wait_until(lambda: station.locked == {2}, 5)
+        assert wait_until(lambda: demo.unacked() == 0, 10)  # resent and acknowledged under the new root
+    finally:
+        intruder.close()
