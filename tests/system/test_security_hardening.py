@@ -43,6 +43,7 @@ from agent.trust.documents import POLICY_KIND
 from agent.trust.signing import key_id, public_key_hex
 from simulators.broker import MosquittoBroker
 from tests.allowlist_fixtures import Headquarters, Station, registry
+from tests.conftest import validate
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -347,6 +348,7 @@ def test_item9_store_bin_corrupted_on_disk_is_found_after_boot_not_served_and_fe
     station = restart(demo, [events.append])
     assert wait_until(lambda: any(e.get("alert") == "allowlist_corrupt" for e in events), 10), events
     assert "allowlist_corrupt" in station.live.alerts
+    validate("event", next(e for e in events if e.get("alert") == "allowlist_corrupt"))
     assert station.docs.allowlist is None and not (current / "store.bin").exists()
     demo.scanners[1].scan(demo.token(car))
     assert wait_until(lambda: any(e.get("type") == "decision" for e in events), 5), (events, demo.lines[-3:])
@@ -489,6 +491,7 @@ def test_item9_an_expired_root_brings_nothing_new_but_the_station_keeps_selling(
         intruder.send(topics.command(STATION_ID),
                       sign_command(demo.manager, STATION_ID, "request_state"))  # type: ignore[attr-defined]
         assert wait_until(lambda: rejected(demo, events) == ["root_expired"], 5), events
+        validate("event", next(e for e in events if e.get("type") == "command_rejected"))
         assert wait_until(lambda: any(e.get("type") == "command" and e["command"] == "request_state"
                                       for e in events), 5)
         assert wait_until(lambda: {"policy_rejected", "allowlist_rejected"} <= {
