@@ -88,6 +88,8 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     print(f"station broker {conf}\nACLs {args.out / 'station-agent.acl'}, {args.out / 'station-dashboard.acl'}\n"
           f"dashboard user {cfg.dashboard_user}, password {where}\n"
+          f"dashboard page https://<this station>:9444/dashboard/ (spbu-attendant-page.service; its MQTT is "
+          f"on port {cfg.ws_port})\n"
           f"agent login {cfg.agent_user}, password in {agent_secret} (mode 600: give it to the agent's user);"
           f" add to agent.toml [mqtt]: username = \"{cfg.agent_user}\", password_file = \"{agent_secret}\"")
     return 0

@@ -321,6 +321,21 @@ function handle(topic, payload) {
   }
 }
 
+// MQTT is on the broker's WebSockets port. On a station the page comes from `spbu attendant
+// serve` (HTTPS/1.1; mosquitto's own web server breaks over TLS), which says that port in
+// station.json; served by the broker itself (the demo), MQTT is on the page's own port.
+async function mqttUrl() {
+  let port = new URLSearchParams(location.search).get("mqtt");
+  if (!port) {
+    try {
+      const reply = await fetch("station.json", { cache: "no-store" });
+      if (reply.ok) port = String((await reply.json()).mqtt_port);
+    } catch (err) { console.warn("station.json", err && err.message); }
+  }
+  const host = port ? `${location.hostname}:${port}` : location.host;
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${host}/mqtt`;
+}
+
 async function login(event) {
   event.preventDefault();
   const station = $("#login-station").value.trim();
@@ -330,7 +345,7 @@ async function login(event) {
   // password (sent at every connect) cannot sign anything (docs/dashboard.md).
   const passphrase = $("#login-passphrase").value;
   $("#login-error").textContent = "";
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/mqtt`;
+  const url = await mqttUrl();
   const client = V.mqtt.connect(url, { username, password, protocolVersion: 4, reconnectPeriod: 3000,
                                        clientId: `spbu-dash-${V.nonce().slice(0, 12)}`, clean: true });
   client.on("error", (err) => {
