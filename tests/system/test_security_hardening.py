@@ -1,9 +1,10 @@
 """Security hardening (issue 17), one test per finding, each on a real station against a
 private mosquitto: the attack as it was reproduced, then what stops it now.
 
-1 future-dated time, 2 clock set forward, 3 forged acknowledgements, 5 token expiry and
+1 future-dated time, 2 clock set forward (also across an offline reboot, with the agent a
+real process killed and restarted), 3 forged acknowledgements, 5 token expiry and
 revocation, 6 legacy texts, 7 unsigned transactions at headquarters, 8 trusted_keys mode,
-9 the smaller items."""
+9 the smaller items (a list corrupted on disk found after boot, an expired root)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from agent.trust.documents import POLICY_KIND
 from agent.trust.signing import key_id, public_key_hex
 from simulators.broker import MosquittoBroker
 from tests.allowlist_fixtures import Headquarters, Station, registry
+from tests.conftest import validate
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -347,6 +350,7 @@ def test_item9_store_bin_corrupted_on_disk_is_found_after_boot_not_served_and_fe
     station = restart(demo, [events.append])
     assert wait_until(lambda: any(e.get("alert") == "allowlist_corrupt" for e in events), 10), events
     assert "allowlist_corrupt" in station.live.alerts
+    validate("event", next(e for e in events if e.get("alert") == "allowlist_corrupt"))
     assert station.docs.allowlist is None and not (current / "store.bin").exists()
     demo.scanners[1].scan(demo.token(car))
     assert wait_until(lambda: any(e.get("type") == "decision" for e in events), 5), (events, demo.lines[-3:])
@@ -489,6 +493,7 @@ def test_item9_an_expired_root_brings_nothing_new_but_the_station_keeps_selling(
         intruder.send(topics.command(STATION_ID),
                       sign_command(demo.manager, STATION_ID, "request_state"))  # type: ignore[attr-defined]
         assert wait_until(lambda: rejected(demo, events) == ["root_expired"], 5), events
+        validate("event", next(e for e in events if e.get("type") == "command_rejected"))
         assert wait_until(lambda: any(e.get("type") == "command" and e["command"] == "request_state"
                                       for e in events), 5)
         assert wait_until(lambda: {"policy_rejected", "allowlist_rejected"} <= {
@@ -517,3 +522,94 @@ def test_item9_an_expired_root_brings_nothing_new_but_the_station_keeps_selling(
         assert wait_until(lambda: demo.unacked() == 0, 10)  # resent and acknowledged under the new root
     finally:
         intruder.close()
+
+
+# The agent as a real process whose module-level clock hooks are moved, as a reboot with the
+# wall clock set forward would move them: a new boot id, monotonic time from now, +1 day.
+REBOOTED_AGENT = """
+import datetime as dt, sys, time
+from pathlib import Path
+import agent.clock, agent.station
+agent.clock.BOOT_ID = Path(sys.argv[1])
+booted = time.monotonic()
+agent.clock.boot_mono = lambda: booted
+real = agent.station.utc_now
+agent.station.utc_now = lambda: real() + dt.timedelta(days=1)
+from agent.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_item2_agent_process_killed_and_restarted_offline_with_the_clock_a_day_ahead(
+        fresh_broker: MosquittoBroker, tmp_path: Path) -> None:
+    import signal
+
+    from agent.config import PumpConfig, StationConfig
+    from simulators.hq import HeadquartersSim, synthetic_registry
+    from simulators.relay_board import RelayBoardSim
+    from simulators.scanner import ScannerSim
+
+    registry_ = synthetic_registry(300)
+    bike = next(e for e in registry_ if e.category == "motorcycle" and e.products & 0x01 and e.status == "active")
+    hq = HeadquartersSim(fresh_broker.host, fresh_broker.port, registry_)
+    hq.start()
+    hq.publish_documents()
+    board, scanner = RelayBoardSim(channels=1, flow_lps=25.0), ScannerSim()
+    board.start()
+    events: list[dict[str, Any]] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-event-watcher")
+    watcher.on_message = lambda c, u, m: events.append(json.loads(m.payload))
+    watcher.connect(fresh_broker.host, fresh_broker.port)
+    watcher.subscribe([(topics.event("12.345.67"), 1), (topics.state("12.345.67"), 1)])
+    watcher.loop_start()
+    config = StationConfig(
+        station_id="12.345.67", zone="WIB", data_dir=tmp_path / "data", broker_host=fresh_broker.host,
+        broker_port=fresh_broker.port, trusted_keys={hq.key_id: hq.public_key_hex},
+        relay_board_port=board.path, pumps=(PumpConfig(1, "pertalite", 0, scanner.path),))
+    (tmp_path / "station.toml").write_text(render_config(config))
+    command = ["-v", "agent", "run", "--config", str(tmp_path / "station.toml")]
+    log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115 (both processes append to it)
+
+    def decisions() -> list[dict[str, Any]]:
+        return [e for e in events if e.get("type") == "decision"]
+
+    def scan_bike(issued: dt.date, count: int) -> dict[str, Any]:
+        scanner.scan(issue_token(bike.vehicle_id, bike.plate, issued, hq.key))
+        assert wait_until(lambda: len(decisions()) >= count, 20), (tmp_path / "agent.log").read_text()[-3000:]
+        return decisions()[count - 1]
+
+    agent_process = subprocess.Popen([sys.executable, "-m", "agent", *command], stdout=log, stderr=log)
+    try:
+        assert wait_until(lambda: any(e.get("type") == "document" and e.get("kind") == "policy" for e in events),
+                          20), (tmp_path / "agent.log").read_text()[-3000:]
+        assert wait_until(lambda: any(e.get("state") == "online" and e.get("pumps") for e in events), 10)
+        time.sleep(0.5)
+        assert scan_bike(dt.date.today(), 1)["ok"]  # 10 L of Pertalite a day: all of it now
+        assert wait_until(lambda: board.relay_closed(0), 5)
+        board.lift_nozzle(0)
+        assert wait_until(lambda: not board.relay_closed(0), 10)  # the board stops at the preset
+        board.hang_nozzle(0)
+        assert wait_until(lambda: len(hq.transactions()) == 1, 10)  # and headquarters' signed ack
+        time.sleep(1.0)
+        agent_process.send_signal(signal.SIGKILL)  # power cut
+        agent_process.wait(5)
+        hq.client.unsubscribe(topics.TX_ALL)  # the link stays down: nothing signed arrives
+        boot = tmp_path / "boot_id"
+        boot.write_text("a-later-boot\n")
+        agent_process = subprocess.Popen([sys.executable, "-c", REBOOTED_AGENT, str(boot), *command],
+                                         stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[2])
+        assert wait_until(lambda: sum(e.get("state") == "online" for e in events) >= 2, 20), (
+            (tmp_path / "agent.log").read_text()[-3000:])
+        time.sleep(0.5)
+        answer = scan_bike(dt.date.today() - dt.timedelta(days=1), 2)  # another QR text: not a double read
+        assert not answer["ok"] and answer["reason"] == "quota_exhausted", answer
+    finally:
+        if agent_process.poll() is None:
+            agent_process.send_signal(signal.SIGKILL)
+            agent_process.wait(5)
+        log.close()
+        watcher.loop_stop()
+        watcher.disconnect()
+        hq.close()
+        board.close()
+        scanner.close()
