@@ -195,6 +195,10 @@ def add_key_commands(keys_sub: argparse._SubParsersAction[argparse.ArgumentParse
     revoke.add_argument("--ca", type=Path, required=True, help="directory with ca.key and ca.crt")
     revoke.add_argument("--cert", type=Path, help="the certificate to revoke")
     revoke.set_defaults(func=cmd_keys_revoke)
+    _add_broker_config(keys_sub)
+
+
+def _add_broker_config(keys_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bconf = keys_sub.add_parser("broker-config", help="the station broker's mosquitto config and ACLs "
                                 "(loopback for the agent, WebSockets for the dashboard, TLS bridge to headquarters)")
     bconf.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
