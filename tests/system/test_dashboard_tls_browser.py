@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,29 +22,17 @@ from agent.cli.broker_config import StationBroker, write_agent_login, write_pass
 from agent.cli.dashboard_files import DashboardMissing, dashboard_dir
 from hq import pki
 from simulators.broker import MosquittoBroker, free_port
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, skip_reason
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 A = "34.401.01"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "tablet-login-9f2c"
 
 
-def _skip_reason() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[dev]')"
-    if not Path(CHROMIUM).exists():
-        return "Debian's chromium is missing (make test installs it as root: apt-get install chromium)"
-    try:
-        dashboard_dir()
-    except DashboardMissing as exc:
-        return str(exc)
-    return None
 
 
-if (reason := _skip_reason()) is not None:
+if (reason := skip_reason(dashboard_dir, DashboardMissing)) is not None:
     pytest.skip(reason, allow_module_level=True)
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
@@ -122,8 +109,7 @@ def test_tablet_loads_the_dashboard_over_https_and_mqtt_over_wss(station: Statio
         f"spbu/v1/{A}/state": {"state": "online", "station": A},
         f"spbu/v1/{A}/pump/1": {"pump": 1, "state": "idle", "product": "pertalite"},
     })
-    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
-            f"--ignore-certificate-errors-spki-list={spki_pin(station.cert)}"]
+    args = [*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_pin(station.cert)}"]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
