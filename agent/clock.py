@@ -21,7 +21,8 @@ After a reboot without headquarters' time the ceiling is gone (monotonic time re
 so a clock set forward before the boot would be believed. A third bound closes that gap:
 
 - The certain time, a lower bound on real time that no local clock moves: the latest
-  moment headquarters signed (or the build date) plus the monotonic time since then; it
+  moment headquarters signed (a document's creation, a command, an acknowledgement, a
+  usage tick; bounded like the floor) plus the monotonic time since then; it
   is saved in the journal, and after a reboot it goes on from the saved moment plus the
   uptime of the new boot (CLOCK_MONOTONIC counts from the kernel's boot, and the machine
   was off for at least zero seconds). A quota day past the certain day is provisional:
