@@ -62,6 +62,9 @@ class Station:
         (tmp / "broker").mkdir()
         self.broker = MosquittoBroker(port=self.cfg.agent_port, workdir=tmp / "broker", config=conf.read_text())
         self.page_port = free_port()
+        self.attendant_www = tmp / "attendant-www"  # this test is about the dashboard's half
+        self.attendant_www.mkdir()
+        (self.attendant_www / "index.html").write_text("<!doctype html><title>SPBU attendant</title>")
         self.pages: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Station:
@@ -69,7 +72,8 @@ class Station:
         # The page server as its systemd unit runs it: the real command, its own process.
         self.pages = subprocess.Popen(
             [sys.executable, "-m", "agent", "attendant", "serve", "--cert", str(self.cert), "--key", str(self.key),
-             "--host", "127.0.0.1", "--port", str(self.page_port), "--dashboard-mqtt-port", str(self.cfg.ws_port)],
+             "--host", "127.0.0.1", "--port", str(self.page_port), "--dir", str(self.attendant_www),
+             "--dashboard-mqtt-port", str(self.cfg.ws_port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.pages.stdout is not None
         line = self.pages.stdout.readline().decode()
