@@ -30,10 +30,16 @@ so a clock set forward before the boot would be believed. A third bound closes t
   set forward gains nothing (docs/operations.md says what it costs across a real midnight).
   Until the first signed moment (a new station, before any document came) there is no
   certain time and no provisional day: nothing can be sold without signed documents.
+  The certain time (and headquarters' estimate, less MAX_DRIFT) is also a lower bound
+  for the clock: a clock behind it is untrusted, and expiry is never judged behind it,
+  so setting the clock back cannot make an expired root, list or token fresh again.
+  After a reboot it trails real time by at least the time the power was off, and that
+  lag stays until the next signed moment (`lag`; the station raises `clock_lag`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import json
@@ -140,11 +146,50 @@ class ClockGuard:
 
     def judged(self, now: dt.datetime, mono: float) -> dt.datetime:
         """The time expiry is judged by, without changing anything (any thread may ask):
-        never behind the floor, never ahead of headquarters' time plus drift."""
+        never behind the floor nor behind what is proven past (the certain time,
+        headquarters' estimate less the drift), never ahead of the estimate plus drift.
+        A clock set back therefore cannot make an expired root or list fresh again."""
+        lower = self.lower_bound(mono)
         estimate = self.estimate(mono)
         if estimate is not None and now > estimate + MAX_DRIFT:
-            return max(estimate, self.floor)
-        return max(now, self.floor)
+            return max(estimate, lower)
+        return max(now, lower)
+
+    def lower_bound(self, mono: float) -> dt.datetime:
+        """The latest moment surely past: the floor, the certain time, and headquarters'
+        estimate less the drift headquarters' own clock may have."""
+        bounds = [self.floor]
+        certain = self.certain_now(mono)
+        if certain is not None:
+            bounds.append(certain)
+        estimate = self.estimate(mono)
+        if estimate is not None:
+            bounds.append(estimate - MAX_DRIFT)
+        return max(bounds)
+
+    def proven(self, mono: float) -> dt.datetime | None:
+        """The certain time or headquarters' estimate, whichever is later (None: neither)."""
+        known = [t for t in (self.certain_now(mono), self.estimate(mono)) if t is not None]
+        return max(known) if known else None
+
+    def lag(self, now: dt.datetime, mono: float) -> dt.timedelta:
+        """How far the certain time trails the wall clock (zero without a certain time). After
+        an offline reboot it is at least the time the power was off, and it stays until a
+        signed moment comes (docs/operations.md, "After a reboot")."""
+        certain = self.certain_now(mono)
+        return dt.timedelta(0) if certain is None else max(dt.timedelta(0), now - certain)
+
+    @staticmethod
+    def floor_to_journal(reading: ClockReading) -> dt.datetime | None:
+        """The wall time a fill's close may save as the floor: only a trusted and confirmed
+        reading. A provisional one (past the certain day) may be a clock set forward, up to
+        MAX_PROVISIONAL_DAYS: saved, it would make lists and the root look expired early
+        after the clock is put right and the agent restarted."""
+        return reading.now if reading.trusted and not reading.since_day else None
+
+    def peek(self, now: dt.datetime, mono: float) -> ClockReading:
+        """`read` without changing anything: for reports (the heartbeat)."""
+        return copy.copy(self).read(now, mono)
 
     def estimate(self, mono: float) -> dt.datetime | None:
         """Headquarters' signed time carried forward by the monotonic clock."""
@@ -191,13 +236,12 @@ class ClockGuard:
         if self.last_trusted_day is not None and self.last_trusted_day > real_day:
             self.last_trusted_day = real_day
 
-    def read(self, now: dt.datetime, mono: float | None = None) -> ClockReading:
-        """What the clock says and which quota day it is; with `mono`, the certain time
-        marks days past it provisional (`since_day`)."""
+    def read(self, now: dt.datetime, mono: float) -> ClockReading:
+        """What the clock says and which quota day it is; the certain time marks days past
+        it provisional (`since_day`). `mono` is required: every reading goes through the
+        ceiling and the certain time (a reading without them once moved the quota day)."""
         before = self.last_trusted_day
         reading = self._read(now, mono)
-        if mono is None:
-            return reading
         certain = self.certain_now(mono)
         if certain is None:
             return reading
@@ -210,22 +254,31 @@ class ClockGuard:
             return ClockReading(now, False, max(certain, self.floor), certain_day)
         return dataclasses.replace(reading, since_day=certain_day)
 
-    def _read(self, now: dt.datetime, mono: float | None) -> ClockReading:
-        estimate = None if mono is None else self.estimate(mono)
+    def _read(self, now: dt.datetime, mono: float) -> ClockReading:
+        estimate = self.estimate(mono)
         if estimate is not None:
             self._correct(estimate)
             if now > estimate + MAX_DRIFT:
                 # Set forward: the day follows headquarters' time, never the local clock.
-                effective = max(estimate, self.floor)
+                effective = max(estimate, self.lower_bound(mono))
                 day = local_day(effective, self.zone)
                 self.last_trusted_day = max(day, self.last_trusted_day or "")
                 return ClockReading(now, False, effective, self.last_trusted_day, ahead=True)
-        if now >= self.floor - TOLERANCE:
+        proven = self.proven(mono)
+        # Headquarters' clock may run MAX_DRIFT ahead of real time (as the ceiling allows).
+        if now >= self.floor - TOLERANCE and (proven is None or now >= proven - MAX_DRIFT):
             day = local_day(now, self.zone)
             if self.last_trusted_day is None or day > self.last_trusted_day:
                 self.last_trusted_day = day
             # A trusted clock slightly behind the floor still cannot go back a day.
             day = max(day, self.last_trusted_day)
-            return ClockReading(now, True, now, day)
-        day = self.last_trusted_day or local_day(self.floor, self.zone)
-        return ClockReading(now, False, self.floor, day)
+            # Expiry is judged never behind what is proven past, even within the tolerances.
+            return ClockReading(now, True, max(now, self.lower_bound(mono)), day)
+        # Behind a moment surely past (set back, or a Pi booted at 1970): the day never goes
+        # back, and moves on only as far as what is proven past (never the floor alone: one
+        # signed message may move that a day ahead).
+        day = max(self.last_trusted_day or local_day(self.floor, self.zone),
+                  "" if proven is None else local_day(proven, self.zone))
+        if proven is not None:
+            self.last_trusted_day = day
+        return ClockReading(now, False, self.lower_bound(mono), day)

@@ -111,6 +111,8 @@ class PaymentSelect:
 IDLE_WAIT_S = 0.5
 SWITCH_INTERVAL_S = 0.001
 FLOOR_EVERY_S = 60.0  # the clock floor rides on a close at most this often
+# The certain time this far behind the clock (offline reboots add up) is shown to the manager.
+CLOCK_LAG_ALERT = dt.timedelta(hours=3)
 CERTAIN_EVERY_S = 1800.0  # the certain time (agent/clock.py) saved by a timer when no close carried it
 BUSY_WAIT_S = 0.1
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
@@ -1034,8 +1036,9 @@ class Station:
         meta = {"last_trusted_day": self.clock.last_trusted_day or clock.quota_day}
         if time.monotonic() - self._floor_journaled >= FLOOR_EVERY_S:
             # A floor a minute old guards a reboot as well: not one more page per fill.
-            if clock.trusted:
-                meta["wall_floor"] = clock.now.isoformat()
+            floor = self.clock.floor_to_journal(clock)  # never a provisional (maybe forward) clock
+            if floor is not None:
+                meta["wall_floor"] = floor.isoformat()
             certain = self.clock.certain_json(time.monotonic())
             if certain is not None:
                 meta["certain_time"] = certain
@@ -1257,8 +1260,14 @@ class Station:
                             f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
         self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
         root = self.docs.trust.root  # headquarters must publish the next root before this one expires
-        self.live.condition("root_expired", self._read_clock().effective >= root.expires,
+        reading = self._read_clock()
+        self.live.condition("root_expired", reading.effective >= root.expires,
                             f"root of trust v{root.version} expired {root.expires.isoformat()}")
+        lag = self.clock.lag(reading.effective, now)  # agent/clock.py: grows with each offline reboot
+        self.live.condition("clock_lag", lag > CLOCK_LAG_ALERT,
+                            f"the certain time trails the clock by {lag.total_seconds() / 3600:.1f} h: "
+                            f"for that long after each midnight, yesterday's litres count against today's "
+                            f"quota, until headquarters' signed time comes (link, acknowledgement)")
         self._disk_tick()
         certain = self.clock.certain_json(now)
         if certain is not None and now - self._floor_journaled >= CERTAIN_EVERY_S:  # no fill carried it lately

@@ -171,8 +171,8 @@ class AllowListSync:
         log.error("allow-list v%d is corrupt on disk: %s", verdict.version, verdict.detail)
         verify.quarantine(self.repo.root, verdict.version)
         self.on_event(SyncEvent("corrupt", verdict.version, verdict.check, verdict.detail))
-        if self._last_manifest:
-            self._offer_manifest(self._last_manifest)  # fetched again, in full
+        # Fetched again, in full, when headquarters' retained manifest comes: this check runs
+        # first in the worker, so that manifest waits in the inbox and finds nothing installed.
 
     def _reject(self, kind: str, exc: TrustError, version: int = 0) -> None:
         log.warning("%s rejected: %s", kind, exc)
@@ -199,8 +199,11 @@ class AllowListSync:
 
     def _offer_manifest(self, payload: bytes) -> None:
         try:
-            manifest = manifests.verify(self.trust, payload, self.now(),
-                                        reinstall=self.repo.current_version() is None)
+            # The version at the floor is wanted again when nothing is installed (quarantined)
+            # or what is installed cannot be opened (a manifest that does not verify).
+            reinstall = (self.repo.current_version() is None
+                         or not verify.manifest_verifies(self.repo.root, self.trust))
+            manifest = manifests.verify(self.trust, payload, self.now(), reinstall=reinstall)
         except TrustError as exc:
             if exc.check != "already current":
                 self._reject("allowlist manifest", exc)

@@ -28,7 +28,7 @@ from agent.allowlist.layers import LAYERS_FILE, Layers
 from agent.allowlist.manifest import Manifest
 from agent.allowlist.store import AllowListStore, StoreError
 from agent.durable import fsync_dir
-from agent.trust.root import TrustError, TrustStore
+from agent.trust.root import TrustError, TrustStore, parse_envelope
 
 BLOCK = 1 << 20  # hashlib drops the GIL for each block: the station's loop keeps running
 
@@ -92,8 +92,9 @@ def verify_layered(directory: Path, layers: Layers, manifest: Manifest) -> None:
 
 def check_current(root: Path, trust: TrustStore) -> Verdict | None:
     """The version `root/current` points at, checked in full (None: nothing installed, or
-    its manifest no longer verifies under the root in force: a rotated key, which boot
-    already reported and which a new list replaces; not a damaged file)."""
+    a manifest that no longer verifies under the root in force while the content is
+    exactly what it names: a rotated key, which boot already reported and which a new
+    list replaces, not a damaged file)."""
     import time
 
     current = root / "current"
@@ -105,16 +106,57 @@ def check_current(root: Path, trust: TrustStore) -> Verdict | None:
     try:
         raw = (directory / "manifest.json").read_bytes()
         manifest = manifests.parse(trust.verify(manifests.ROLE, raw), raw)
-    except (TrustError, OSError):
-        return None
-    version = manifest.version
+    except TrustError as exc:
+        return _unverified(directory, raw, exc)
+    except OSError as exc:
+        return Verdict(_version_of(directory), False, "malformed", f"manifest.json unreadable: {exc}")
+    return _content_verdict(directory, manifest, started)
+
+
+def _content_verdict(directory: Path, manifest: Manifest, started: float) -> Verdict:
+    import time
+
     try:
         verify_content(directory, manifest)
     except TrustError as exc:
-        return Verdict(version, False, exc.check, str(exc))
+        return Verdict(manifest.version, False, exc.check, str(exc))
     except (StoreError, OSError, ValueError) as exc:
-        return Verdict(version, False, "malformed", str(exc))
-    return Verdict(version, True, seconds=time.perf_counter() - started)
+        return Verdict(manifest.version, False, "malformed", str(exc))
+    return Verdict(manifest.version, True, seconds=time.perf_counter() - started)
+
+
+def _unverified(directory: Path, raw: bytes, failure: TrustError) -> Verdict | None:
+    """A manifest that does not verify under the root in force: corrupt unless it is intact
+    (it parses, names this version) and the content is exactly what it names. Boot cannot
+    open the version either way, so nothing of it is served; a corrupt one is taken out
+    so that the same version is fetched again (the sync's `reinstall`)."""
+    version = _version_of(directory)
+    try:
+        signed, _ = parse_envelope(raw)
+        manifest = manifests.parse(signed, raw)
+    except TrustError as exc:
+        return Verdict(version, False, exc.check, f"manifest.json damaged ({failure}): {exc}")
+    if manifest.version != version:
+        return Verdict(version, False, "mix-and-match", f"manifest.json names version {manifest.version}")
+    verdict = _content_verdict(directory, manifest, 0.0)
+    if verdict.ok:
+        return None  # a rotated key (or damage within the signature alone): not called corrupt
+    return Verdict(version, False, verdict.check, f"manifest.json does not verify ({failure}); {verdict.detail}")
+
+
+def _version_of(directory: Path) -> int:
+    name = directory.name
+    return int(name[1:]) if name.startswith("v") and name[1:].isdigit() else 0
+
+
+def manifest_verifies(root: Path, trust: TrustStore) -> bool:
+    """Whether the installed version's manifest verifies under the root in force (boot can
+    open it). When it does not, the same version is wanted again (agent/allowlist/sync.py)."""
+    try:
+        trust.verify(manifests.ROLE, (root / "current" / "manifest.json").read_bytes())
+    except (TrustError, OSError):
+        return False
+    return True
 
 
 def quarantine(root: Path, version: int) -> bool:

@@ -114,7 +114,7 @@ function renderAlerts() {
   list.replaceChildren(...view.alerts.map((a) => {
     const name = t(`alert_names.${a.alert}`);
     const where = a.pump ? ` — ${t("pump")} ${a.pump}` : "";
-    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted", "clock_provisional", "disk_low"].includes(a.alert) ? "warn" : "bad" });
+    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted", "clock_provisional", "clock_lag", "disk_low"].includes(a.alert) ? "warn" : "bad" });
     item.append(el("span", {}, el("strong", { text: name + where }), el("br"), el("small", { class: "muted", text: `${clockTime(a.last_at)} ${a.detail || ""}${a.count > 1 ? ` (×${a.count})` : ""}` })));
     const ack = el("button", { type: "button", class: "ack", text: t("acknowledge") });
     ack.addEventListener("click", () => confirmThen(t("confirm_ack", { alert: name }), () => sendCommand("ack_alert", { alert_id: a.id })));

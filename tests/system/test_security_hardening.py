@@ -395,6 +395,51 @@ def test_item9_corrupt_overlay_run_is_caught_by_the_boot_check(tmp_path: Path) -
     assert site.events[-1].kind == "verified"
 
 
+def damage_manifest(path: Path, field: str) -> None:
+    """One character changed inside a field of the signed body: the signature fails."""
+    data = path.read_bytes()
+    at = data.index(f'"{field}":"'.encode()) + len(field) + 5
+    flipped = b"0" if data[at:at + 1] != b"0" else b"1"
+    path.write_bytes(data[:at] + flipped + data[at + 1:])
+
+
+def test_item9_damaged_manifest_is_taken_out_and_the_same_version_fetched_again(tmp_path: Path) -> None:
+    hq = Headquarters(tmp_path / "hq")
+    site = Station(tmp_path / "st", hq.root_file())
+    version = hq.release(registry(200))
+    site.offer(hq.manifest(version), hq.chunks(version))
+    current = (tmp_path / "st" / "allowlist" / "current").resolve()
+    damage_manifest(current / "manifest.json", "sha256")  # the snapshot's digest: the content no longer matches
+    assert not DocumentStore(tmp_path / "st", {}, hq.root_file()).reload_allowlist().accepted  # boot cannot open it
+    site = Station(tmp_path / "st", hq.root_file())  # the agent started again
+    site.sync.boot_check()
+    assert [(e.kind, e.version) for e in site.events] == [("corrupt", version)]
+    assert site.repo.current_version() is None and not current.exists()
+    site.offer(hq.manifest(version), hq.chunks(version))  # headquarters' retained manifest, the same version
+    assert site.installed() == [version] and site.current() == version
+    assert DocumentStore(tmp_path / "st", {}, hq.root_file()).reload_allowlist().accepted
+
+
+def test_item9_manifest_that_fails_its_signature_alone_is_reinstalled_and_a_rotated_key_is_not_corrupt(
+        tmp_path: Path) -> None:
+    hq = Headquarters(tmp_path / "hq")
+    site = Station(tmp_path / "st", hq.root_file())
+    version = hq.release(registry(200))
+    site.offer(hq.manifest(version), hq.chunks(version))
+    current = (tmp_path / "st" / "allowlist" / "current").resolve()
+    damage_manifest(current / "manifest.json", "salt")  # the content still matches its digest
+    site = Station(tmp_path / "st", hq.root_file())
+    site.sync.boot_check()
+    assert site.events == [] and site.repo.current_version() == version  # not called corrupt ...
+    site.offer(hq.manifest(version), hq.chunks(version))  # ... but the same version is taken again
+    assert site.installed() == [version] and site.current() == version
+    # A rotated allowlist key: the installed manifest no longer verifies, its content is intact.
+    site.root(2, hq.rotate("allowlist"))
+    seen = len(site.events)
+    site.sync.boot_check()
+    assert [e.kind for e in site.events[seen:]] == [] and (current / "store.bin").exists()
+
+
 def test_item2_offline_reboot_with_the_clock_set_forward_gives_no_fresh_quota(
         demo: DemoStation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     station = demo.station
@@ -429,9 +474,17 @@ def test_item2_offline_reboot_with_the_clock_set_forward_gives_no_fresh_quota(
     full = served[1].decision["remaining_ml"] if served[1].decision else 0  # a fresh day's quota
     used_today = station.journal.quota_used(car, "pertalite", today.isoformat())[0]
     assert used_today > 19_000 and answer["ok"] and answer["remaining_ml"] == full - used_today, answer
+    station._floor_journaled = -agent.station.FLOOR_EVERY_S  # this close saves the clock's bounds
     demo.board.lift_nozzle(demo.channel_of[1])
     demo.board.hang_nozzle(demo.channel_of[1])
     assert demo.tracker.next(1, "transaction", 10) is not None
+    # The close saved no floor from the provisional clock (it may be set forward: after it is
+    # put right and the agent restarted, lists and the root would look expired early).
+    floor = station.journal.get_meta("wall_floor")
+    assert floor is not None and dt.datetime.fromisoformat(floor) < real() + dt.timedelta(minutes=1), floor
+    # The manager is told how far the certain time trails the clock.
+    station._conditions_mono = 0.0
+    assert wait_until(lambda: "clock_lag" in station.live.alerts, 10), station.live.alerts
     # Headquarters' signed time: the clock is ahead of it, the day is today's again, still no fresh quota.
     intruder = Sender(demo.broker)
     try:
@@ -441,6 +494,8 @@ def test_item2_offline_reboot_with_the_clock_set_forward_gives_no_fresh_quota(
         intruder.close()
     reading = station._read_clock()
     assert not reading.trusted and reading.ahead and reading.quota_day == today.isoformat()
+    station._conditions_mono = 0.0  # headquarters' time came: the certain time has caught up
+    assert wait_until(lambda: "clock_lag" not in station.live.alerts, 10), station.live.alerts
     answer = scan(demo, 2, demo.token(vehicle(demo, "goods_4w", 0x02)))
     assert answer["ok"], answer  # the station still sells
 
