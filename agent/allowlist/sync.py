@@ -169,7 +169,7 @@ class AllowListSync:
             self.on_event(SyncEvent("verified", verdict.version, detail=f"{verdict.seconds:.2f} s"))
             return
         log.error("allow-list v%d is corrupt on disk: %s", verdict.version, verdict.detail)
-        verify.quarantine(self.repo.root, verdict.version)
+        verify.quarantine(self.repo.root, verdict.version, verdict.sha256)
         self.on_event(SyncEvent("corrupt", verdict.version, verdict.check, verdict.detail))
         # Fetched again, in full, when headquarters' retained manifest comes: this check runs
         # first in the worker, so that manifest waits in the inbox and finds nothing installed.
@@ -203,7 +203,8 @@ class AllowListSync:
             # or what is installed cannot be opened (a manifest that does not verify).
             reinstall = (self.repo.current_version() is None
                          or not verify.manifest_verifies(self.repo.root, self.trust))
-            manifest = manifests.verify(self.trust, payload, self.now(), reinstall=reinstall)
+            manifest = manifests.verify(self.trust, payload, self.now(), reinstall=reinstall,
+                                        same_as=verify.quarantined(self.repo.root) if reinstall else None)
         except TrustError as exc:
             if exc.check != "already current":
                 self._reject("allowlist manifest", exc)
@@ -267,5 +268,6 @@ class AllowListSync:
         except (StoreError, OSError) as exc:
             self._reject("allowlist", TrustError("malformed", str(exc)), manifest.version)
             return
+        verify.forget_quarantined(self.repo.root)
         log.info("allow-list v%d installed (%d entries)", manifest.version, manifest.count)
         self.on_event(SyncEvent("installed", manifest.version))

@@ -18,6 +18,7 @@ version found corrupt is taken out of service (`quarantine`) and fetched afresh.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from agent.allowlist import manifest as manifests
 from agent.allowlist.layers import LAYERS_FILE, Layers
 from agent.allowlist.manifest import Manifest
 from agent.allowlist.store import AllowListStore, StoreError
-from agent.durable import fsync_dir
+from agent.durable import atomic_write, fsync_dir
 from agent.trust.root import TrustError, TrustStore, parse_envelope
 
 BLOCK = 1 << 20  # hashlib drops the GIL for each block: the station's loop keeps running
@@ -40,6 +41,9 @@ class Verdict:
     check: str = ""  # the failed check (TrustError names), "" when ok
     detail: str = ""
     seconds: float = 0.0
+    # The snapshot digest of a manifest that verified: the content this station trusted, which
+    # may be installed again even under an expired root (agent/allowlist/manifest.py).
+    sha256: str = ""
 
 
 def verify_content(directory: Path, manifest: Manifest) -> None:
@@ -113,16 +117,17 @@ def check_current(root: Path, trust: TrustStore) -> Verdict | None:
     return _content_verdict(directory, manifest, started)
 
 
-def _content_verdict(directory: Path, manifest: Manifest, started: float) -> Verdict:
+def _content_verdict(directory: Path, manifest: Manifest, started: float, trusted: bool = True) -> Verdict:
     import time
 
+    sha = manifest.snapshot.sha256 if trusted else ""
     try:
         verify_content(directory, manifest)
     except TrustError as exc:
-        return Verdict(manifest.version, False, exc.check, str(exc))
+        return Verdict(manifest.version, False, exc.check, str(exc), sha256=sha)
     except (StoreError, OSError, ValueError) as exc:
-        return Verdict(manifest.version, False, "malformed", str(exc))
-    return Verdict(manifest.version, True, seconds=time.perf_counter() - started)
+        return Verdict(manifest.version, False, "malformed", str(exc), sha256=sha)
+    return Verdict(manifest.version, True, seconds=time.perf_counter() - started, sha256=sha)
 
 
 def _unverified(directory: Path, raw: bytes, failure: TrustError) -> Verdict | None:
@@ -138,7 +143,7 @@ def _unverified(directory: Path, raw: bytes, failure: TrustError) -> Verdict | N
         return Verdict(version, False, exc.check, f"manifest.json damaged ({failure}): {exc}")
     if manifest.version != version:
         return Verdict(version, False, "mix-and-match", f"manifest.json names version {manifest.version}")
-    verdict = _content_verdict(directory, manifest, 0.0)
+    verdict = _content_verdict(directory, manifest, 0.0, trusted=False)
     if verdict.ok:
         return None  # a rotated key (or damage within the signature alone): not called corrupt
     return Verdict(version, False, verdict.check, f"manifest.json does not verify ({failure}); {verdict.detail}")
@@ -159,11 +164,15 @@ def manifest_verifies(root: Path, trust: TrustStore) -> bool:
     return True
 
 
-def quarantine(root: Path, version: int) -> bool:
+QUARANTINED = "quarantined.json"
+
+
+def quarantine(root: Path, version: int, sha256: str = "") -> bool:
     """Take a corrupt version out of service: `current` removed (nothing is served, as
     when no list came yet), the version's directory deleted so that the next install is
-    a full snapshot (a delta would build on the damaged base). False if `current` has
-    moved on to another version meanwhile."""
+    a full snapshot (a delta would build on the damaged base). `sha256`, the snapshot digest
+    of its verified manifest, is kept: that content may come back under an expired root.
+    False if `current` has moved on to another version meanwhile."""
     current = root / "current"
     try:
         target = os.readlink(current)
@@ -171,7 +180,22 @@ def quarantine(root: Path, version: int) -> bool:
         return False
     if target != f"v{version:012d}":
         return False
+    if sha256:
+        atomic_write(root / QUARANTINED, json.dumps({"version": version, "sha256": sha256}).encode())
     current.unlink()
     fsync_dir(root)
     shutil.rmtree(root / target, ignore_errors=True)
     return True
+
+
+def quarantined(root: Path) -> tuple[int, str] | None:
+    """(version, snapshot digest) of the version taken out, if its manifest had verified."""
+    try:
+        saved = json.loads((root / QUARANTINED).read_text())
+        return int(saved["version"]), str(saved["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def forget_quarantined(root: Path) -> None:
+    (root / QUARANTINED).unlink(missing_ok=True)

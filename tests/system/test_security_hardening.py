@@ -387,9 +387,9 @@ def test_item9_corrupt_overlay_run_is_caught_by_the_boot_check(tmp_path: Path) -
     assert site.current() == version  # what boot checks (signature, sizes, headers) passes
     seen = len(site.events)
     site.sync.boot_check()
-    assert [(e.kind, e.version) for e in site.events[seen:]][:2] == [("corrupt", version), ("progress", version)]
-    assert site.repo.current_version() is None  # nothing served; the snapshot is being fetched
-    site.offer(hq.manifest(version), hq.chunks(version))  # the same version, fetched in full
+    assert [(e.kind, e.version) for e in site.events[seen:]] == [("corrupt", version)]
+    assert site.repo.current_version() is None  # nothing served
+    site.offer(hq.manifest(version), hq.chunks(version))  # headquarters' retained manifest: fetched in full
     assert site.current() == version and site.installed()[-1] == version
     site.sync.boot_check()
     assert site.events[-1].kind == "verified"
@@ -438,6 +438,33 @@ def test_item9_manifest_that_fails_its_signature_alone_is_reinstalled_and_a_rota
     seen = len(site.events)
     site.sync.boot_check()
     assert [e.kind for e in site.events[seen:]] == [] and (current / "store.bin").exists()
+
+
+def test_item9_list_corrupt_while_the_root_is_expired_heals_with_exactly_the_content_trusted_before(
+        tmp_path: Path) -> None:
+    hq = Headquarters(tmp_path / "hq")
+    site = Station(tmp_path / "st", hq.root_file())
+    version = hq.release(registry(200))
+    site.offer(hq.manifest(version), hq.chunks(version))
+    newer = hq.release(registry(220))
+    current = (tmp_path / "st" / "allowlist" / "current").resolve()
+    flip_entry_byte(current / "store.bin")
+    site = Station(tmp_path / "st", hq.root_file())
+    site.trust.clock = lambda: site.trust.root.expires + dt.timedelta(days=1)  # the next root is late
+    site.sync.boot_check()
+    assert [(e.kind, e.version) for e in site.events] == [("corrupt", version)]
+    site.offer(hq.manifest(newer), hq.chunks(newer))  # nothing new under an expired root
+    assert site.rejected() == ["root expired"] and site.installed() == []
+    # The same version re-signed with other content: new, refused.
+    body = json.loads(hq.manifest(version))["signed"]
+    other = trust.sign({**body, "snapshot": json.loads(hq.manifest(newer))["signed"]["snapshot"]},
+                       hq.role_keys["allowlist"])
+    site.offer(other, hq.chunks(newer))
+    assert site.rejected() == ["root expired"] * 2 and site.installed() == []
+    # Exactly the content it trusted before: taken again, and served.
+    site.offer(hq.manifest(version), hq.chunks(version))
+    assert site.installed() == [version] and site.current() == version
+    assert not (tmp_path / "st" / "allowlist" / "quarantined.json").exists()
 
 
 def test_item2_offline_reboot_with_the_clock_set_forward_gives_no_fresh_quota(
