@@ -177,3 +177,12 @@ def test_dart_line_benchmark_tiny(tmp_path: Path) -> None:
     assert set(results["fair_master"]) == {"0_dead", "1_dead", "2_dead"}
     targets = report["targets"]
     assert isinstance(targets, dict) and targets["stop_to_wire_p99_ms_2_dead"]["target"] == 250.0
+
+
+def test_boot_verify_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("boot_verify", tmp_path / "boot_verify.json", "--entries", "20000", "--days", "1",
+                       "--runs", "1", "--idle-lookups", "100")
+    results = report["results"]
+    assert isinstance(results, dict) and set(results) == {"plain", "layered"}
+    assert results["plain"]["runs_on_base"] == 0 and results["layered"]["runs_on_base"] == 1
+    assert results["layered"]["lookups_during_check"] >= 1
