@@ -429,6 +429,8 @@ def latency_report(scans: list[dict[str, Any]], refused: int, syncs: list[tuple[
             "loop_syncs_per_scan": {str(k): sum(r["loop_syncs"] == k for r in rows)
                                     for k in sorted({r["loop_syncs"] for r in rows})},
             "syncs_by_thread": {"station_loop": len(loop_wal), "group_commit_thread": len(thread_wal)},
+            "journal_checkpoints": sum(name.endswith("journal.sqlite") and start > scans[0]["t0"]
+                                       for _, start, _, name in syncs) if scans else 0,
             "board_stalls_over_2ms_in_scans": sum(r["board_stall_ms"] > 2 for r in rows),
             "worst": [{"ms": round(r["ms"], 1), "loop_syncs": r["loop_syncs"], "overlap": r["overlap"],
                        "board_stall_ms": r["board_stall_ms"],
