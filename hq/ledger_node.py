@@ -21,6 +21,7 @@ import json
 import logging
 import queue
 import re
+import sys
 import threading
 import time
 import uuid
@@ -47,6 +48,7 @@ from hq.usage_feed import Message, UsageFeed
 log = logging.getLogger(__name__)
 
 SHARE_GROUP = "collectors"
+SWITCH_INTERVAL_S = 0.001  # as the station's (agent/station.py)
 MAX_BATCH = 1000  # ids per acknowledgement (ack.schema.json allows 1000)
 SYNC_MARGIN = dt.timedelta(seconds=60)  # longer than any ledger transaction: nothing slips between
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -137,6 +139,10 @@ class NodeStats:
     feed_bytes: int = 0
     feed_messages: int = 0
     per_station_bytes: dict[str, int] = field(default_factory=dict)
+    # Per batch: seconds its oldest message waited in this process, and seconds to handle it
+    # (store, commit, acknowledge, publish): the ledger's share of the feed's propagation.
+    batch_wait_s: list[float] = field(default_factory=list)
+    batch_handle_s: list[float] = field(default_factory=list)
 
 
 class LedgerNode:
@@ -159,7 +165,7 @@ class LedgerNode:
         self.on_alert = on_alert
         self.tick_s = tick_s
         self.stats = NodeStats()
-        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._worker = threading.Thread(target=self._work, name=f"{self.name}-store", daemon=True)
@@ -172,7 +178,8 @@ class LedgerNode:
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *args: self._connected.clear()
-        self.client.on_message = lambda client, userdata, m: self._inbox.put((m.topic, bytes(m.payload)))
+        self.client.on_message = lambda client, userdata, m: self._inbox.put((m.topic, bytes(m.payload),
+                                                                               time.monotonic()))
 
     # compatibility with the collector's counters
     @property
@@ -221,7 +228,7 @@ class LedgerNode:
 
     # --- the worker ---------------------------------------------------------------------------
 
-    def _next_batch(self) -> list[tuple[str, bytes]]:
+    def _next_batch(self) -> list[tuple[str, bytes, float]]:
         try:
             batch = [self._inbox.get(timeout=0.05)]
         except queue.Empty:
@@ -245,12 +252,16 @@ class LedgerNode:
                 continue
             started = time.monotonic()
             try:
-                self._handle(batch)
+                self._handle([(topic, payload) for topic, payload, _ in batch])
             except psycopg.Error:
                 # Nothing acknowledged: the stations send the transactions again.
                 log.exception("%s: a batch of %d failed", self.name, len(batch))
-            self.stats.busy_s += time.monotonic() - started
+            took = time.monotonic() - started
+            self.stats.busy_s += took
             self.stats.batches += 1
+            if len(self.stats.batch_handle_s) < 1_000_000:  # bounded: a long-running node keeps the first
+                self.stats.batch_wait_s.append(round(started - batch[0][2], 4))
+                self.stats.batch_handle_s.append(round(took, 4))
 
     def _handle(self, batch: list[tuple[str, bytes]]) -> None:
         txs: list[tuple[dict[str, Any], bytes]] = []
@@ -343,6 +354,12 @@ class LedgerNode:
             self.client.publish(topic, payload, qos=1)
 
 
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values) or [0.0]
+    return {"n": len(values), "p50": ordered[len(ordered) // 2], "p99": ordered[int(0.99 * (len(ordered) - 1))],
+            "max": ordered[-1]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m hq.ledger_node`: one ledger process (run several for the load)."""
     import argparse
@@ -368,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats", type=Path, help="write counters as JSON here on exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # The MQTT thread must not wait 5 ms (the default) for the GIL behind a busy store thread
+    # at every socket read: under load that convoy alone delays the feed by whole seconds.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     verifier = None if args.accept_unsigned else StationKeys.from_directory(args.station_certs, args.ca).verify
     node = LedgerNode(args.host, args.port, args.dsn, [load_private_key(args.key)], name=args.name,
                       group=args.group, tick_s=args.tick, verifier=verifier,
@@ -382,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     node.close()
     if args.stats is not None:
         stats = {k: v for k, v in vars(node.stats).items() if k != "per_station_bytes"}
+        for name in ("batch_wait_s", "batch_handle_s"):
+            stats[name] = _summary(stats[name])
         args.stats.write_text(json.dumps(stats))
     return 0
 
