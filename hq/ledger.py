@@ -268,6 +268,17 @@ class LedgerStore:
             {"day": day, "area": area, "since": since}).fetchall()
         return sorted((from_db_id(v), p, d) for v, p, d in rows)
 
+    # --- the feed's sequences ----------------------------------------------------------------
+
+    def reserve_seqs(self, publisher: str, slot: str, count: int) -> int:
+        """The highest number of a new block of `count` for this publisher's slot (committed
+        before any of it is used: a crash can only skip numbers, never reuse one)."""
+        row = self._retrying(lambda: self.db.execute(
+            "INSERT INTO feed_seq (publisher, slot, high) VALUES (%s, %s, %s) ON CONFLICT (publisher, slot)"
+            " DO UPDATE SET high = feed_seq.high + excluded.high RETURNING high",
+            (publisher, slot, count)).fetchone())
+        return int(row[0])
+
     # --- stations ----------------------------------------------------------------------------
 
     def register(self, stations: dict[str, str]) -> None:

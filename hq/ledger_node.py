@@ -161,7 +161,9 @@ class LedgerNode:
         self.name = name or f"ledger-{uuid.uuid4().hex[:8]}"
         self.host, self.port, self.group = host, port, group
         self.store = LedgerStore(dsn)
-        self.feed = UsageFeed(keys, publisher=f"{self.name}-{uuid.uuid4().hex[:6]}")
+        # The feed's publisher is the process's name; its sequences live in the database, so a
+        # restarted process goes on where it was (stations keep refusing its old batches).
+        self.feed = UsageFeed(keys, publisher=self.name, seq_source=self.store.reserve_seqs)
         self.on_alert = on_alert
         self.tick_s = tick_s
         self.stats = NodeStats()

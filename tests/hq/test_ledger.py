@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
-from agent.national_usage import NationalUsage
+from agent.national_usage import NationalUsage, UsageRefused
 from agent.trust import root as trust
 from agent.trust.acks import verify_ack
 from agent.trust.root import Root, TrustStore
@@ -130,6 +130,34 @@ def test_feed_batches_verify_at_the_station(pg_dsn: str) -> None:
         view = station_view("34.401.02", key)
         view.offer(messages[0][1], DAY)
         assert view.elsewhere(VID, "solar", DAY, 60, None).used_ml == 45_000
+    finally:
+        store.close()
+
+
+def test_a_restarted_publisher_goes_on_above_its_old_batches_which_stay_replays(pg_dsn: str) -> None:
+    """The feed's sequences live in PostgreSQL: a ledger process restarted under its name
+    keeps its publisher id, its new batches are taken, and a batch signed before the restart
+    is still refused as a replay once a newer one has been taken."""
+    key = Ed25519PrivateKey.generate()
+    publisher = f"n-{uuid.uuid4().hex[:6]}"
+    store = LedgerStore(pg_dsn)
+    try:
+        store.register({"34.401.01": "WIB", "34.401.02": "WIB"})
+        touched = store.store([record("34.401.01", 20_000)], "c").touched
+        areas = store.stations_in(["34.401"])
+        before = UsageFeed([key], publisher=publisher, seq_source=store.reserve_seqs)
+        old = [before.updates(store.snapshot(touched), areas)[0][1] for _ in range(3)]
+        old_tick = before.tick()[1]
+        after = UsageFeed([key], publisher=publisher, seq_source=store.reserve_seqs)  # the restart
+        new = after.updates(store.snapshot(touched), areas)[0][1]
+        view = station_view("34.401.02", key)
+        view.offer(old[0], DAY)
+        view.offer(old_tick, DAY)
+        view.offer(new, DAY)  # same publisher, above everything before the restart
+        view.offer(after.tick()[1], DAY)
+        for replay in (old[1], old[2], old_tick):
+            with pytest.raises(UsageRefused, match="replayed"):
+                view.offer(replay, DAY)
     finally:
         store.close()
 
