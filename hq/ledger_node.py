@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,14 @@ SHARE_GROUP = "collectors"
 SWITCH_INTERVAL_S = 0.001  # as the station's (agent/station.py)
 MAX_BATCH = 1000  # ids per acknowledgement (ack.schema.json allows 1000)
 SYNC_MARGIN = dt.timedelta(seconds=60)  # longer than any ledger transaction: nothing slips between
+# Sync answers (a reconnecting station's catch-up: a query and a signed answer of its area's
+# day each) are answered a few at a time between batches: when a hundred stations come back
+# at once, the fills opening meanwhile must still hear of usage elsewhere before fuel flows.
+SYNCS_PER_TURN = 2
+# Transactions per batch: a batch is stored, acknowledged and fanned out before the next is
+# taken, so its size bounds how long a fill opening meanwhile waits for its answer (a
+# reconnecting station drains hours of outbox at once). 250 still commits in bulk.
+MAX_TX_PER_BATCH = 250
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -168,6 +177,7 @@ class LedgerNode:
         self.tick_s = tick_s
         self.stats = NodeStats()
         self._inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
+        self._syncs_due: deque[SyncRequest] = deque()  # the store thread's own
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._worker = threading.Thread(target=self._work, name=f"{self.name}-store", daemon=True)
@@ -232,14 +242,16 @@ class LedgerNode:
 
     def _next_batch(self) -> list[tuple[str, bytes, float]]:
         try:
-            batch = [self._inbox.get(timeout=0.05)]
+            batch = [self._inbox.get(timeout=0.0 if self._syncs_due else 0.05)]
         except queue.Empty:
             return []
-        while len(batch) < MAX_BATCH:
+        txs = 0
+        while len(batch) < MAX_BATCH and txs < MAX_TX_PER_BATCH:
             try:
                 batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+            txs += batch[-1][0].endswith("/tx")
         return batch
 
     def _work(self) -> None:
@@ -250,6 +262,8 @@ class LedgerNode:
                 next_tick = now + self.tick_s
                 self._publish([self.feed.tick()])
             batch = self._next_batch()
+            if self._syncs_due:
+                self._answer_syncs()
             if not batch:
                 continue
             started = time.monotonic()
@@ -284,12 +298,21 @@ class LedgerNode:
             except (RecordError, TxSignatureError) as exc:
                 self.stats.rejected += 1
                 log.warning("%s: message on %s refused: %s", self.name, topic, exc)
-        if syncs:
-            self._syncs(syncs)
+        # Fills opening first (their answer must beat the nozzle), then transactions; sync
+        # answers wait for the turns between batches (_answer_syncs).
         if reservations:
             self._reservations(reservations)
         if txs:
             self._transactions(txs)
+        self._syncs_due.extend(syncs)
+
+    def _answer_syncs(self) -> None:
+        turn = [self._syncs_due.popleft() for _ in range(min(SYNCS_PER_TURN, len(self._syncs_due)))]
+        try:
+            self._syncs(turn)
+        except psycopg.Error:
+            # Unanswered: the station asks again (agent/usage_link.RESYNC_EVERY_S).
+            log.exception("%s: %d sync requests failed", self.name, len(turn))
 
     def _transactions(self, txs: list[tuple[dict[str, Any], bytes]]) -> None:
         records: dict[str, dict[str, Any]] = {}

@@ -112,6 +112,38 @@ def test_a_reconnecting_station_gets_its_areas_usage(pg_dsn: str) -> None:
         store.close()
 
 
+def test_two_processes_opening_one_vehicle_at_once_tell_the_one_that_committed_second(pg_dsn: str) -> None:
+    """A copied QR opened at two stations, each reservation taken by another ledger process:
+    the one that drew its sequence first but committed second must still be told of the other
+    (revisions are drawn holding the vehicle-day's row, so they follow the commit order)."""
+    vid = 17_000_000_000_000_000_000 + uuid.uuid4().int % 1_000_000
+    first, second = LedgerStore(pg_dsn), LedgerStore(pg_dsn)
+    paused, go = threading.Event(), threading.Event()
+    bump = second._bump
+
+    def slow_bump(limits: dict[tuple[int, str, str], int]) -> None:
+        paused.set()  # its reservation row is written; its commit waits
+        go.wait(10)
+        bump(limits)
+
+    second._bump = slow_bump  # type: ignore[method-assign]
+    late = threading.Thread(target=second.reserve,
+                            args=([Reservation("34.401.02", f"b-{vid}", vid, "solar", DAY, 60_000, True)],))
+    try:
+        late.start()
+        assert paused.wait(10)
+        first.reserve([Reservation("34.402.01", f"a-{vid}", vid, "solar", DAY, 60_000, True)])  # commits first
+        go.set()
+        late.join(10)
+        row = first.snapshot([(vid, "solar", DAY)])[(vid, "solar", DAY)]
+        assert tailored(row, "34.401.02") == ([], [["34.402.01", 60_000]])  # told: it yields
+        assert tailored(row, "34.402.01") is None  # the first carries on
+    finally:
+        go.set()
+        first.close()
+        second.close()
+
+
 def station_view(station: str, key: Ed25519PrivateKey) -> NationalUsage:
     far = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     body = trust.root_body(1, far, {r: [key.public_key()] for r in trust.ALL_ROLES}, {})
