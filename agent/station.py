@@ -1206,8 +1206,9 @@ class Station:
 
     def _command(self, payload: bytes) -> None:
         reading = self._read_clock()
-        # Nothing issued after the latest moment the station believes in passes.
-        latest = reading.effective if reading.ahead else max(reading.now, self.clock.floor)
+        # Nothing issued after the latest moment the station believes in passes (never behind
+        # the floor or the certain time, even with the clock set back; headquarters' time if ahead).
+        latest = reading.effective
         try:
             command = self.command_gate.admit(payload, reading.effective, latest)
         except CommandRejected as exc:
@@ -1245,6 +1246,23 @@ class Station:
             self.attendants.pump(pump.config.number, state, live.dispensed_ml if live else None,
                                  s.tx_id if s else None, s.preset_ml if s else 0)
 
+    def _expiry_conditions(self, mono: float) -> None:
+        """Standing alarms judged by the guarded clock (a clock set back hides none of them)."""
+        reading = self._read_clock()
+        allowlist = self.docs.allowlist
+        expired = allowlist is not None and reading.effective >= allowlist.expires
+        self.live.condition("allowlist_expired", expired,
+                            f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
+        self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
+        self.live.condition("root_expired", reading.effective >= root.expires,
+                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
+        lag = self.clock.lag(reading.effective, mono)  # agent/clock.py: grows with each offline reboot
+        self.live.condition("clock_lag", lag > CLOCK_LAG_ALERT,
+                            f"the certain time trails the clock by {lag.total_seconds() / 3600:.1f} h: "
+                            f"for that long after each midnight, yesterday's litres count against today's "
+                            f"quota, until headquarters' signed time comes (link, acknowledgement)")
+
     def _live_tick(self, now: float) -> None:
         self.live.tick(now)
         if now - self._conditions_mono < CONDITIONS_EVERY_S:
@@ -1254,20 +1272,7 @@ class Station:
         depth = self.journal.outbox_depth()
         self.live.condition("outbox_growing", depth >= OUTBOX_ALERT_DEPTH,
                             f"{depth} transactions not yet acknowledged by headquarters")
-        allowlist = self.docs.allowlist
-        expired = allowlist is not None and utc_now() >= allowlist.expires
-        self.live.condition("allowlist_expired", expired,
-                            f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
-        self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
-        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
-        reading = self._read_clock()
-        self.live.condition("root_expired", reading.effective >= root.expires,
-                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
-        lag = self.clock.lag(reading.effective, now)  # agent/clock.py: grows with each offline reboot
-        self.live.condition("clock_lag", lag > CLOCK_LAG_ALERT,
-                            f"the certain time trails the clock by {lag.total_seconds() / 3600:.1f} h: "
-                            f"for that long after each midnight, yesterday's litres count against today's "
-                            f"quota, until headquarters' signed time comes (link, acknowledgement)")
+        self._expiry_conditions(now)
         self._disk_tick()
         certain = self.clock.certain_json(now)
         if certain is not None and now - self._floor_journaled >= CERTAIN_EVERY_S:  # no fill carried it lately
