@@ -977,15 +977,11 @@ class Station:
 
     def _start_fuelling(self, pump: ps.PumpRuntime) -> None:
         assert pump.session is not None
-        try:
-            self.journal.mark_fuelling(pump.session.seq)
-        except Exception as exc:  # only recovery reads it: the fill goes on, its close is what counts
-            if not disk_guard.is_disk_error(exc):
-                raise
-            log.warning("pump %d: fuelling state not journaled: %s", pump.config.number, exc)
+        # Not journaled: recovery closes an open session from the board's count whether fuel
+        # flowed or not, so the state would only cost an SD-card write per fill.
         self._set_state(pump, ps.FUELLING)
         pump.last_flow_mono = time.monotonic()
-        killpoint("fuelling_journaled")
+        killpoint("fuelling")
 
     @staticmethod
     def _ml(pump: ps.PumpRuntime, pulses: int) -> int:
