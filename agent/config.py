@@ -149,19 +149,7 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
     if unknown:
         raise ConfigError(unknown)
     station = _get(data, "station", dict, "config")
-    station_id = _get(station, "id", str, "[station]")
-    if not STATION_ID.fullmatch(station_id):
-        raise ConfigError(f"[station]: id {station_id!r} must look like 34.401.01")
-    zone = _get(station, "zone", str, "[station]", "WIB")
-    if zone not in ZONES:
-        raise ConfigError(f"[station]: zone must be one of {', '.join(ZONES)}")
-    lang = _get(station, "lang", str, "[station]", "id")
-    if lang not in LANGUAGES:
-        raise ConfigError(f"[station]: lang must be one of {', '.join(LANGUAGES)}")
-    data_dir = base / _get(station, "data_dir", str, "[station]")
-    bad_dir = config_keys.check_data_dir(data_dir)
-    if bad_dir:
-        raise ConfigError(bad_dir)
+    station_id, zone, lang, data_dir = _station(station, base)
 
     mqtt = _get(data, "mqtt", dict, "config")
     port = _get(mqtt, "port", int, "[mqtt]")
@@ -183,67 +171,9 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
     kind = "uart" if kind == "relay" else kind  # the command line's name for a relay board
     if kind not in ("uart", "gpio", "dart"):
         raise ConfigError("[relay_board]: kind must be relay (or uart), gpio or dart")
-    gpio: tuple[int, int, int, int | None] | None = None
-    if kind == "gpio":
-        pins = [_get(board, name, int, "[relay_board]") for name in ("relay_gpio", "pulser_gpio", "nozzle_gpio")]
-        estop = board.get("estop_gpio")
-        if estop is not None and (not isinstance(estop, int) or isinstance(estop, bool)):
-            raise ConfigError("[relay_board]: 'estop_gpio' must be int")
-        for number in [*pins, estop]:
-            if number is not None and not 0 <= number <= 27:
-                raise ConfigError("[relay_board]: GPIO numbers are BCM 0..27")
-        gpio = (pins[0], pins[1], pins[2], estop)
-    pumps_raw = _get(data, "pumps", list, "config")
-    pumps = []
-    for index, raw in enumerate(pumps_raw):
-        where = f"[[pumps]] #{index + 1}"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: must be a table")
-        grades = _grades(raw, where)
-        product = _get(raw, "product", str, where, grades[0] if grades else None)
-        if product not in PRODUCTS:
-            raise ConfigError(f"{where}: unknown product {product!r}")
-        pump = PumpConfig(
-            grades=grades,
-            number=_get(raw, "number", int, where),
-            product=product,
-            channel=_get(raw, "channel", int, where),
-            scanner_port=_get(raw, "scanner", str, where),
-            pulses_per_litre=_get(raw, "pulses_per_litre", int, where, 100),
-            line=_get(raw, "line", int, where, 0),
-        )
-        if not 1 <= pump.number <= 64:
-            raise ConfigError(f"{where}: number must be 1..64")
-        top = config_keys.MAX_CHANNEL.get(kind, 15)
-        if not 0 <= pump.channel <= top:
-            raise ConfigError(f"{where}: channel must be 0..{top} for a {kind} pump controller")
-        if not 1 <= pump.pulses_per_litre <= 100_000:
-            raise ConfigError(f"{where}: pulses_per_litre must be 1..100000")
-        pumps.append(pump)
-    if not pumps:
-        raise ConfigError("config: at least one [[pumps]] entry is needed")
-    if len({p.number for p in pumps}) != len(pumps) or len({p.key for p in pumps}) != len(pumps):
-        raise ConfigError("[[pumps]]: numbers and channels must be unique (channels per line)")
-    ports = _ports(board, kind, pumps)
-    if kind != "dart" and any(p.grades for p in pumps):
-        raise ConfigError("[[pumps]]: nozzles (several grades on one pump) need [relay_board] kind dart")
-    if kind == "gpio" and (len(pumps) != 1 or pumps[0].channel != 0):
-        raise ConfigError("[relay_board]: kind gpio drives exactly one pump, on channel 0")
-    # DART: channel i is the pump at address 0x50 + i, and volumes are 0.01 L
-    dart_ok = all(sorted(p.channel for p in pumps if p.line == line) == list(range(sum(p.line == line for p in pumps)))
-                  for line in range(len(ports))) and all(p.pulses_per_litre == 100 for p in pumps)
-    if kind == "dart" and not dart_ok:
-        raise ConfigError("[relay_board]: kind dart needs channels 0..n-1 and pulses_per_litre = 100")
-    timeouts_raw = _get(data, "timeouts", dict, "config", {}) or {}
-    timeout_values: dict[str, float] = {}
-    for name in timeouts_raw:
-        if name not in Timeouts.__dataclass_fields__:
-            raise ConfigError(f"[timeouts]: unknown setting {name!r}")
-        seconds = _get(timeouts_raw, name, float, "[timeouts]")
-        if not 0 < seconds <= 86_400:
-            raise ConfigError(f"[timeouts]: {name} must be between 0 and 86400 seconds")
-        timeout_values[name] = seconds
-    timeouts = Timeouts(**timeout_values)
+    gpio = _gpio_pins(board) if kind == "gpio" else None
+    pumps, ports = _pumps(data, board, kind)
+    timeouts = _timeouts(data)
     edcs = _parse_edcs(data.get("edc"), {p.number for p in pumps})
     edc = edcs[0] if edcs else None
     return StationConfig(
@@ -281,6 +211,96 @@ def parse_config(data: dict[str, Any], base: Path, config_path: Path | None = No
         tank_gauge=_policy(parse_tanks, data),
         **_attendant(data, {p.number for p in pumps}),
     )
+
+
+def _station(station: dict[str, Any], base: Path) -> tuple[str, str, str, Path]:
+    """[station]: id, zone, language and data directory, each checked."""
+    station_id = _get(station, "id", str, "[station]")
+    if not STATION_ID.fullmatch(station_id):
+        raise ConfigError(f"[station]: id {station_id!r} must look like 34.401.01")
+    zone = _get(station, "zone", str, "[station]", "WIB")
+    if zone not in ZONES:
+        raise ConfigError(f"[station]: zone must be one of {', '.join(ZONES)}")
+    lang = _get(station, "lang", str, "[station]", "id")
+    if lang not in LANGUAGES:
+        raise ConfigError(f"[station]: lang must be one of {', '.join(LANGUAGES)}")
+    data_dir = base / _get(station, "data_dir", str, "[station]")
+    bad_dir = config_keys.check_data_dir(data_dir)
+    if bad_dir:
+        raise ConfigError(bad_dir)
+    return station_id, zone, lang, data_dir
+
+
+def _gpio_pins(board: dict[str, Any]) -> tuple[int, int, int, int | None]:
+    """[relay_board] kind gpio: relay, pulser, nozzle and optional E-stop pins (BCM numbers)."""
+    pins = [_get(board, name, int, "[relay_board]") for name in ("relay_gpio", "pulser_gpio", "nozzle_gpio")]
+    estop = board.get("estop_gpio")
+    if estop is not None and (not isinstance(estop, int) or isinstance(estop, bool)):
+        raise ConfigError("[relay_board]: 'estop_gpio' must be int")
+    for number in [*pins, estop]:
+        if number is not None and not 0 <= number <= 27:
+            raise ConfigError("[relay_board]: GPIO numbers are BCM 0..27")
+    return (pins[0], pins[1], pins[2], estop)
+
+
+def _pump(raw: Any, where: str, kind: str) -> PumpConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table")
+    grades = _grades(raw, where)
+    product = _get(raw, "product", str, where, grades[0] if grades else None)
+    if product not in PRODUCTS:
+        raise ConfigError(f"{where}: unknown product {product!r}")
+    pump = PumpConfig(
+        grades=grades,
+        number=_get(raw, "number", int, where),
+        product=product,
+        channel=_get(raw, "channel", int, where),
+        scanner_port=_get(raw, "scanner", str, where),
+        pulses_per_litre=_get(raw, "pulses_per_litre", int, where, 100),
+        line=_get(raw, "line", int, where, 0),
+    )
+    if not 1 <= pump.number <= 64:
+        raise ConfigError(f"{where}: number must be 1..64")
+    top = config_keys.MAX_CHANNEL.get(kind, 15)
+    if not 0 <= pump.channel <= top:
+        raise ConfigError(f"{where}: channel must be 0..{top} for a {kind} pump controller")
+    if not 1 <= pump.pulses_per_litre <= 100_000:
+        raise ConfigError(f"{where}: pulses_per_litre must be 1..100000")
+    return pump
+
+
+def _pumps(data: dict[str, Any], board: dict[str, Any], kind: str) -> tuple[list[PumpConfig], tuple[str, ...]]:
+    """[[pumps]], checked against each other and the controller; with the controller's ports."""
+    pumps = [_pump(raw, f"[[pumps]] #{index + 1}", kind)
+             for index, raw in enumerate(_get(data, "pumps", list, "config"))]
+    if not pumps:
+        raise ConfigError("config: at least one [[pumps]] entry is needed")
+    if len({p.number for p in pumps}) != len(pumps) or len({p.key for p in pumps}) != len(pumps):
+        raise ConfigError("[[pumps]]: numbers and channels must be unique (channels per line)")
+    ports = _ports(board, kind, pumps)
+    if kind != "dart" and any(p.grades for p in pumps):
+        raise ConfigError("[[pumps]]: nozzles (several grades on one pump) need [relay_board] kind dart")
+    if kind == "gpio" and (len(pumps) != 1 or pumps[0].channel != 0):
+        raise ConfigError("[relay_board]: kind gpio drives exactly one pump, on channel 0")
+    # DART: channel i is the pump at address 0x50 + i, and volumes are 0.01 L
+    dart_ok = all(sorted(p.channel for p in pumps if p.line == line) == list(range(sum(p.line == line for p in pumps)))
+                  for line in range(len(ports))) and all(p.pulses_per_litre == 100 for p in pumps)
+    if kind == "dart" and not dart_ok:
+        raise ConfigError("[relay_board]: kind dart needs channels 0..n-1 and pulses_per_litre = 100")
+    return pumps, ports
+
+
+def _timeouts(data: dict[str, Any]) -> Timeouts:
+    timeouts_raw = _get(data, "timeouts", dict, "config", {}) or {}
+    timeout_values: dict[str, float] = {}
+    for name in timeouts_raw:
+        if name not in Timeouts.__dataclass_fields__:
+            raise ConfigError(f"[timeouts]: unknown setting {name!r}")
+        seconds = _get(timeouts_raw, name, float, "[timeouts]")
+        if not 0 < seconds <= 86_400:
+            raise ConfigError(f"[timeouts]: {name} must be between 0 and 86400 seconds")
+        timeout_values[name] = seconds
+    return Timeouts(**timeout_values)
 
 
 def _grades(raw: dict[str, Any], where: str) -> tuple[str, ...]:
@@ -470,35 +490,43 @@ def render_config(cfg: StationConfig) -> str:
         f"mask_plates = {'true' if cfg.retention.mask_plates else 'false'}",
     ]
     for edc in [cfg.edc, *cfg.more_edcs] if cfg.edc is not None else []:
-        lines += [
-            "",
-            "[[edc]]" if cfg.more_edcs else "[edc]",
-            f"port = {_q(edc.port)}",
-            f"baud = {edc.baud}",
-            f"ack_timeout_s = {edc.ack_timeout_s}",
-            f"max_retries = {edc.max_retries}",
-            f"response_timeout_s = {edc.response_timeout_s}",
-            "scan_payments = [" + ", ".join(_q(c) for c in edc.scan_payments) + "]",
-            *([f"pumps = [{', '.join(str(n) for n in edc.pumps)}]"] if edc.pumps else []),
-        ]
+        lines += _render_edc(edc, "[[edc]]" if cfg.more_edcs else "[edc]")
     if cfg.update is not None:
         lines += render_update(cfg.update)
     if cfg.manager_keys:
         lines += ["", "[dashboard.manager_keys]", *[f"{_q(k)} = {_q(v)}" for k, v in cfg.manager_keys.items()]]
     for pump in cfg.pumps:
-        lines += [
-            "",
-            "[[pumps]]",
-            f"number = {pump.number}",
-            f"product = {_q(pump.product)}",
-            f"channel = {pump.channel}",
-            f"scanner = {_q(pump.scanner_port)}",
-            f"pulses_per_litre = {pump.pulses_per_litre}",
-            *([f"nozzles = [{', '.join(_q(g) for g in pump.grades)}]"] if pump.grades else []),
-            *([f"line = {pump.line}"] if pump.line else []),
-        ]
+        lines += _render_pump(pump)
     lines += render_tanks(cfg.tank_gauge)
     return "\n".join(lines) + "\n"
+
+
+def _render_edc(edc: EdcConfig, header: str) -> list[str]:
+    return [
+        "",
+        header,
+        f"port = {_q(edc.port)}",
+        f"baud = {edc.baud}",
+        f"ack_timeout_s = {edc.ack_timeout_s}",
+        f"max_retries = {edc.max_retries}",
+        f"response_timeout_s = {edc.response_timeout_s}",
+        "scan_payments = [" + ", ".join(_q(c) for c in edc.scan_payments) + "]",
+        *([f"pumps = [{', '.join(str(n) for n in edc.pumps)}]"] if edc.pumps else []),
+    ]
+
+
+def _render_pump(pump: PumpConfig) -> list[str]:
+    return [
+        "",
+        "[[pumps]]",
+        f"number = {pump.number}",
+        f"product = {_q(pump.product)}",
+        f"channel = {pump.channel}",
+        f"scanner = {_q(pump.scanner_port)}",
+        f"pulses_per_litre = {pump.pulses_per_litre}",
+        *([f"nozzles = [{', '.join(_q(g) for g in pump.grades)}]"] if pump.grades else []),
+        *([f"line = {pump.line}"] if pump.line else []),
+    ]
 
 
 def _update_table(raw: Any, base: Path, config_path: Path | None, journal: Path) -> UpdateConfig | None:

@@ -65,6 +65,15 @@ class DocumentStore:
         # a restart must not put it back from the version still on disk.
         return UpdateResult(ALLOWLIST_KIND, True, fresh.version, "installed")
 
+    def drop_allowlist(self, version: int) -> bool:
+        """Stop serving a version found corrupt on disk (agent/allowlist/verify.py): scans
+        are refused as before any list came, until it is fetched again."""
+        if self.allowlist is None or self.allowlist.version != version:
+            return False  # a newer version, verified at its install, is in force already
+        old, self.allowlist = self.allowlist, None
+        old.close()
+        return True
+
     def path(self, kind: str) -> Path:
         return self.data_dir / f"{kind}.signed"
 
@@ -78,7 +87,9 @@ class DocumentStore:
             results.append(self.offer(POLICY_KIND, path.read_bytes(), persist=False))
         return results
 
-    def _verify_policy(self, data: bytes) -> dict[str, object]:
+    def _verify_policy(self, data: bytes, new: bool) -> dict[str, object]:
+        if new:  # not the one saved at an earlier install: an expired root brings nothing new
+            self.trust.check_fresh(POLICY_KIND)
         if b'"signatures"' in data:
             return self.trust.verify(POLICY_KIND, data)
         if self.trust.threshold(POLICY_KIND) > 1:
@@ -90,7 +101,7 @@ class DocumentStore:
             return UpdateResult(kind, False, 0, "the allow-list comes as a signed manifest and chunks "
                                                 "(hq/v1/allowlist/manifest), not as one document")
         try:
-            doc = QuotaPolicy.from_body(self._verify_policy(data))
+            doc = QuotaPolicy.from_body(self._verify_policy(data, persist))
         except (SignatureError, DocumentError, TrustError) as exc:
             return UpdateResult(kind, False, 0, str(exc))
         current = self.policy

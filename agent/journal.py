@@ -4,10 +4,13 @@ Every state change is committed before its effect becomes visible: a session row
 quota reservation are synced before the relay closes; the closed session, the quota
 actually used and the outbox row that reports it are one transaction, made durable by the
 group-commit thread (agent/journal_sync.py) before that row may leave for headquarters.
-Two fdatasyncs per fill, no more: marking a session fuelling and deleting acknowledged
-outbox rows commit without a sync of their own (losing them to a power cut is harmless:
-recovery treats authorised and fuelling alike; an unacknowledged row is sent again and
-headquarters drops repeats), and the next sync carries them.
+Two fdatasyncs per fill, no more: deleting acknowledged outbox rows commits without a sync
+of its own (losing it to a power cut is harmless: an unacknowledged row is sent again and
+headquarters drops repeats), and the next sync carries it. A session is journaled open
+(authorised) and closed, nothing in between: recovery closes an open session from the
+board's count whether fuel flowed or not, so a 'fuelling' row would only cost writes.
+(Journals written before may still hold sessions in state 'fuelling': open, like
+'authorised'.)
 
 New journals use 512-byte pages: a fill changes ~15 b-tree pages, and the WAL writes each
 changed page whole, so small pages keep an SD card's writes per fill small. (Journals
@@ -209,13 +212,14 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
         changes = self._db.total_changes
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with self._syncer.write_lock:  # not while the sync thread restarts the WAL
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
         finally:
             if lowered:
                 self._db.execute(f"PRAGMA synchronous={level}")
@@ -256,16 +260,20 @@ class Journal:
         """Journal a session and reserve its preset against the day's quota, atomically."""
         now = time.time()
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO sessions (tx_id, pump, vehicle_id, plate, product, quota_day, limit_ml,"
+            # The seq AUTOINCREMENT would give, read inside the write transaction: the row goes
+            # in with its tx_id at once (an insert with '' and an update after would change
+            # two pages of the tx_id index, one more page written per fill).
+            seq = 1 + max(int(v or 0) for v in db.execute(
+                "SELECT (SELECT seq FROM sqlite_sequence WHERE name='sessions'), (SELECT MAX(seq) FROM sessions)"
+            ).fetchone())
+            tx_id = f"{station}-{seq:08d}"
+            db.execute(
+                "INSERT INTO sessions (seq, tx_id, pump, vehicle_id, plate, product, quota_day, limit_ml,"
                 " quota_before_ml, preset_ml, reserved_ml, price_idr, state, opened_at, device_total_before)"
-                " VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (pump, to_db_id(vehicle_id), plate, product, day, limit_ml, quota_before_ml, preset_ml,
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, tx_id, pump, to_db_id(vehicle_id), plate, product, day, limit_ml, quota_before_ml, preset_ml,
                  preset_ml, price_idr, STATE_AUTHORISED, now, device_total_before),
             )
-            seq = int(cur.lastrowid or 0)
-            tx_id = f"{station}-{seq:08d}"
-            db.execute("UPDATE sessions SET tx_id=? WHERE seq=?", (tx_id, seq))
             db.execute(
                 "INSERT INTO quota (vehicle_id, product, day, reserved_ml) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT DO UPDATE SET reserved_ml = reserved_ml + excluded.reserved_ml",
@@ -276,10 +284,6 @@ class Journal:
         return SessionRow(seq, tx_id, pump, vehicle_id, plate, product, day, limit_ml,
                           quota_before_ml, preset_ml, preset_ml, price_idr, STATE_AUTHORISED, now,
                           device_total_before)
-
-    def mark_fuelling(self, seq: int) -> None:
-        with self._tx(durable=False) as db:
-            db.execute("UPDATE sessions SET state=? WHERE seq=?", (STATE_FUELLING, seq))
 
     def close_session(
         self,

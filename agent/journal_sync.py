@@ -21,6 +21,14 @@ The same thread checkpoints the WAL into the database file every `checkpoint_com
 commits (about 250 fills, a WAL of ~5 MB) (SQLite's automatic checkpoint is off: it would run inside whichever
 commit crossed the limit, often a scan's). A checkpoint is a PASSIVE one on a connection
 of its own: the station loop keeps writing meanwhile.
+
+After a checkpoint that copied the whole WAL, the next commit starts the WAL over, and
+SQLite then syncs the new WAL header before writing any frame (a second sync in that
+commit: if it were a scan's, the scan would wait for two syncs; if a close's or an
+acknowledgement's, the station loop would stall for one while a scan on another pump
+waited behind it). So this thread makes that first commit itself, right after the
+checkpoint, holding `write_lock` (which the journal takes around each of its write
+transactions: a scan arriving meanwhile waits on a lock, not on SQLite's busy sleeps).
 """
 
 from __future__ import annotations
@@ -49,12 +57,17 @@ class WalSyncer:
         self.checkpoint_commits = checkpoint_commits
         self._checkpointed_at = 0  # commit number of the last checkpoint
         self._cond = threading.Condition()
+        # Held around every write transaction on the journal (the station loop's and ours).
+        self.write_lock = threading.RLock()
         self._committed = 0  # commits counted by the journal (lazy or durable)
         self._durable = 0  # every commit up to this one is on the card
         self._wanted = 0  # a lazy commit that must become durable
         self._stop = False
         self.fsyncs = 0  # our own fdatasyncs (the durable commits' are SQLite's)
         self.checkpoints = 0
+        self.restarts = 0  # WAL restarts made here (a header sync off the station loop)
+        # Kept open: a new connection's first sync of the WAL also syncs the directory.
+        self._ckpt_db: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
         self._thread.start()
 
@@ -90,6 +103,13 @@ class WalSyncer:
     # --- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._ckpt_db is not None:
+                self._ckpt_db.close()
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stop or self._wanted > self._durable or self._checkpoint_due())
@@ -128,14 +148,34 @@ class WalSyncer:
                 return
             self._checkpointed_at = self._committed
         started = time.monotonic()
-        db = sqlite3.connect(str(self._db_path), timeout=5, isolation_level=None)
+        if self._ckpt_db is None:
+            self._ckpt_db = sqlite3.connect(str(self._db_path), timeout=5, isolation_level=None)
+        db = self._ckpt_db
         try:
             db.execute("PRAGMA synchronous=FULL")
             busy, frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
             log.debug("journal checkpoint: %s of %s frames in %.3f s (busy %s)", done, frames,
                       time.monotonic() - started, busy)
+            if not busy and frames > 0 and done == frames:
+                self._restart_wal(db)
         except sqlite3.Error as exc:
             log.warning("journal checkpoint failed: %s", exc)
-        finally:
-            db.close()
+
+    def _restart_wal(self, db: sqlite3.Connection) -> None:
+        """The first commit after a complete checkpoint, made here: SQLite starts the WAL
+        over and syncs its header in it. The commit itself is not synced (NORMAL): it only
+        counts restarts, and the next durable commit carries it."""
+        db.execute("PRAGMA synchronous=NORMAL")
+        with self.write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT INTO meta (key, value) VALUES ('wal_restarts', '1')"
+                           " ON CONFLICT DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        self.restarts += 1
+        with self._cond:
+            self._committed += 1  # a commit like the journal's: a later sync covers it

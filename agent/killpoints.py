@@ -14,7 +14,7 @@ import signal
 POINTS = (
     "session_journaled",  # session + reservation committed, AUTHORIZE not yet sent
     "authorize_sent",  # AUTHORIZE handed to the board driver
-    "fuelling_journaled",  # nozzle lifted, state journaled
+    "fuelling",  # nozzle lifted, fuel flowing (the journal still holds the session as authorised)
     "stop_requested",  # STOP sent after a timeout
     "before_close",  # END received, close not yet journaled
     "close_journaled",  # session closed and outbox row committed, nothing published

@@ -23,7 +23,8 @@ RECENT_MAX = 20
 FLOW_INTERVAL_S = 0.5
 # Alerts that end another: a trusted clock clears "clock_untrusted", and so on.
 CLEARS = {"clock_trusted": "clock_untrusted", "estop_released": "estop", "outbox_drained": "outbox_growing",
-          "allowlist_fresh": "allowlist_frozen", "disk_ok": "disk_low"}
+          "allowlist_fresh": "allowlist_frozen", "disk_ok": "disk_low",
+          "clock_confirmed": "clock_provisional"}
 
 
 @dataclass(frozen=True)

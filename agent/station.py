@@ -60,6 +60,7 @@ from agent.tanks import CloseShift, TankDesk
 from agent.trust.acks import AckRefused, ack_keyring, verify_ack
 from agent.trust.commands import CommandGate, CommandRejected, CommandStore, keyring_from_config
 from agent.trust.documents import ALLOWLIST_KIND, POLICY_KIND
+from agent.trust.root import TrustError
 from agent.trust.tx_sign import StationKeyError, load_station_key, sign_record
 from agent.trust_mode import check_trust_mode
 from agent.updates.updater import UpdateAgent, UpdateEvent
@@ -110,6 +111,9 @@ class PaymentSelect:
 IDLE_WAIT_S = 0.5
 SWITCH_INTERVAL_S = 0.001
 FLOOR_EVERY_S = 60.0  # the clock floor rides on a close at most this often
+# The certain time this far behind the clock (offline reboots add up) is shown to the manager.
+CLOCK_LAG_ALERT = dt.timedelta(hours=3)
+CERTAIN_EVERY_S = 1800.0  # the certain time (agent/clock.py) saved by a timer when no close carried it
 BUSY_WAIT_S = 0.1
 # The dashboard's "outbox growing" alarm: about an hour of a busy station's sales.
 OUTBOX_ALERT_DEPTH = 200
@@ -177,7 +181,10 @@ class Station:
         self._freeze_state = FRESH
         self.board_connected = False
         self.clock = ClockGuard(config.zone)
+        # An expired root brings nothing new (agent/trust/root.py), judged by the guarded clock.
+        self.docs.trust.clock = lambda: self.clock.judged(utc_now(), time.monotonic())
         self._clock_trusted = True
+        self._clock_provisional = False
         self.ready = threading.Event()
         self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
                              lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
@@ -232,7 +239,8 @@ class Station:
         # dashboard key for the manager's commands), nonces and locks.
         self.command_store = CommandStore(config.data_dir / "commands.sqlite")
         self.command_gate = CommandGate(config.station_id, lambda: self.docs.trust.keyring("commands"),
-                                        self.command_store, keyring_from_config(config.manager_keys))
+                                        self.command_store, keyring_from_config(config.manager_keys),
+                                        lambda: self.docs.trust.check_fresh("commands"))
         self.locked: set[int] = self.command_store.locked()
         self.config_path: Path | None = None  # re-read by the reload_config command
 
@@ -305,7 +313,8 @@ class Station:
         if floor:
             self.clock.observe(dt.datetime.fromisoformat(floor))
         self.clock.last_trusted_day = self.journal.get_meta("last_trusted_day")
-        self.clock.restore_anchor(self.journal.get_meta("hq_anchor"))
+        self.clock.restore_anchor(self.journal.get_meta("hq_anchor"), time.monotonic())
+        self.clock.restore_certain(self.journal.get_meta("certain_time"), time.monotonic())
         for result in self.docs.load_saved():
             self.report_update(result)
         if self.docs.trust.state_error:
@@ -503,6 +512,12 @@ class Station:
 
     def _read_clock(self) -> ClockReading:
         reading = self.clock.read(utc_now(), time.monotonic())
+        if bool(reading.since_day) != self._clock_provisional:  # agent/clock.py: the certain time
+            self._clock_provisional = bool(reading.since_day)
+            self._emit({"type": "alert", "alert": "clock_provisional" if reading.since_day else "clock_confirmed",
+                        "detail": f"quota day {reading.quota_day} not confirmed by headquarters' time: "
+                                  f"usage since {reading.since_day} counts against it" if reading.since_day
+                                  else f"quota day {reading.quota_day} confirmed"})
         if reading.trusted != self._clock_trusted:
             self._clock_trusted = reading.trusted
             if not reading.trusted:
@@ -564,7 +579,7 @@ class Station:
             return self._refuse(pump, Decision(False, barred, vehicle_id=vehicle_id), plate=ident.plate)
         if nozzle == 0:
             return self._await_lift(pump, text, ident.plate, requested_ml, payment, clock)
-        used, reserved = (0, 0) if vehicle_id is None else self.journal.quota_used(vehicle_id, product, day)
+        used, reserved = (0, 0) if vehicle_id is None else self._quota_used(vehicle_id, product, clock)
         decision = decide(vehicle_id, product, self.docs.allowlist, self.docs.policy,
                           used + reserved, requested_ml, clock.effective, self.config.freeze,
                           self.usage.elsewhere(vehicle_id, product, day), ident.legacy)
@@ -576,6 +591,15 @@ class Station:
             return blocked
         plate = ident.plate or (decision.vehicle.plate if decision.vehicle else "UNREGISTERED")
         return self._authorise(pump, decision, plate, product, day, used, requested_ml, payment, prepaid)
+
+    def _quota_used(self, vehicle_id: int, product: str, clock: ClockReading) -> tuple[int, int]:
+        """(used, reserved) against this quota day: the usage of every day since the certain
+        day when the day is provisional (a boot whose clock nobody confirmed, agent/clock.py)."""
+        used = reserved = 0
+        for day in clock.usage_days:
+            u, r = self.journal.quota_used(vehicle_id, product, day)
+            used, reserved = used + u, reserved + r
+        return used, reserved
 
     def _pump_refusal(self, pump: ps.PumpRuntime, vehicle_id: int | None, prepaid: int | None) -> Decision | None:
         """Why this pump cannot take a scan now, whoever the customer is (None: it can)."""
@@ -779,7 +803,7 @@ class Station:
         decisions = []
         for product in pump.config.nozzle_products:
             used, reserved = ((0, 0) if ident.vehicle_id is None else
-                              self.journal.quota_used(ident.vehicle_id, product, clock.quota_day))
+                              self._quota_used(ident.vehicle_id, product, clock))
             decisions.append(decide(ident.vehicle_id, product, self.docs.allowlist, self.docs.policy,
                                     used + reserved, requested_ml, clock.effective, self.config.freeze,
                                     self.usage.elsewhere(ident.vehicle_id, product, clock.quota_day)))
@@ -953,15 +977,11 @@ class Station:
 
     def _start_fuelling(self, pump: ps.PumpRuntime) -> None:
         assert pump.session is not None
-        try:
-            self.journal.mark_fuelling(pump.session.seq)
-        except Exception as exc:  # only recovery reads it: the fill goes on, its close is what counts
-            if not disk_guard.is_disk_error(exc):
-                raise
-            log.warning("pump %d: fuelling state not journaled: %s", pump.config.number, exc)
+        # Not journaled: recovery closes an open session from the board's count whether fuel
+        # flowed or not, so the state would only cost an SD-card write per fill.
         self._set_state(pump, ps.FUELLING)
         pump.last_flow_mono = time.monotonic()
-        killpoint("fuelling_journaled")
+        killpoint("fuelling")
 
     @staticmethod
     def _ml(pump: ps.PumpRuntime, pulses: int) -> int:
@@ -1010,9 +1030,14 @@ class Station:
         clock = self._read_clock()
         record = self._tx_record(session, dispensed_ml, amount, reason, clock)
         meta = {"last_trusted_day": self.clock.last_trusted_day or clock.quota_day}
-        if clock.trusted and time.monotonic() - self._floor_journaled >= FLOOR_EVERY_S:
+        if time.monotonic() - self._floor_journaled >= FLOOR_EVERY_S:
             # A floor a minute old guards a reboot as well: not one more page per fill.
-            meta["wall_floor"] = clock.now.isoformat()
+            floor = self.clock.floor_to_journal(clock)  # never a provisional (maybe forward) clock
+            if floor is not None:
+                meta["wall_floor"] = floor.isoformat()
+            certain = self.clock.certain_json(time.monotonic())
+            if certain is not None:
+                meta["certain_time"] = certain
             self._floor_journaled = time.monotonic()
         keep = self.payments.on_close(session, dispensed_ml, amount, record)  # sets record["payment"]
         if self.attendants is not None:
@@ -1122,6 +1147,11 @@ class Station:
     # --- national quota: usage elsewhere (agent/usage_link.py) -----------------------------
 
     def _usage_batch(self, payload: bytes) -> None:
+        try:
+            self.docs.trust.check_fresh("usage")  # a stale feed shrinks sales to the offline share
+        except TrustError as exc:
+            log.warning("usage feed refused: %s", exc)
+            return
         changed = self.usage.on_message(payload, self._read_clock().quota_day)
         if self.usage.last_issued is not None:  # signed by headquarters' usage role
             self._hq_time(self.usage.last_issued)
@@ -1151,8 +1181,9 @@ class Station:
     def _ack(self, payload: bytes) -> None:
         """Only a signed acknowledgement deletes from the outbox, and only rows in flight."""
         try:
+            self.docs.trust.check_fresh("acks")  # a sale stays in the outbox: resent, acknowledged later
             ack = verify_ack(payload, self.config.station_id, ack_keyring(self.docs.trust))
-        except AckRefused as exc:
+        except (AckRefused, TrustError) as exc:
             self.acks_refused += 1
             log.warning("acknowledgement refused: %s", exc)
             return
@@ -1171,8 +1202,9 @@ class Station:
 
     def _command(self, payload: bytes) -> None:
         reading = self._read_clock()
-        # Nothing issued after the latest moment the station believes in passes.
-        latest = reading.effective if reading.ahead else max(reading.now, self.clock.floor)
+        # Nothing issued after the latest moment the station believes in passes (never behind
+        # the floor or the certain time, even with the clock set back; headquarters' time if ahead).
+        latest = reading.effective
         try:
             command = self.command_gate.admit(payload, reading.effective, latest)
         except CommandRejected as exc:
@@ -1180,7 +1212,7 @@ class Station:
             self._emit({"type": "command_rejected", "reason": exc.reason, "detail": exc.detail})
             return
         if not command.by_manager:  # signed by headquarters: surely past (a manager's tablet is not)
-            self.clock.observe(command.issued, utc_now())
+            self.clock.observe(command.issued, utc_now(), time.monotonic())
         ok, detail = execute(self, command)
         result = {"station": self.config.station_id, "command": command.name, "nonce": command.nonce,
                   "ok": ok, "detail": detail, "at": utc_now().isoformat()}
@@ -1210,6 +1242,23 @@ class Station:
             self.attendants.pump(pump.config.number, state, live.dispensed_ml if live else None,
                                  s.tx_id if s else None, s.preset_ml if s else 0)
 
+    def _expiry_conditions(self, mono: float) -> None:
+        """Standing alarms judged by the guarded clock (a clock set back hides none of them)."""
+        reading = self._read_clock()
+        allowlist = self.docs.allowlist
+        expired = allowlist is not None and reading.effective >= allowlist.expires
+        self.live.condition("allowlist_expired", expired,
+                            f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
+        self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
+        self.live.condition("root_expired", reading.effective >= root.expires,
+                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
+        lag = self.clock.lag(reading.effective, mono)  # agent/clock.py: grows with each offline reboot
+        self.live.condition("clock_lag", lag > CLOCK_LAG_ALERT,
+                            f"the certain time trails the clock by {lag.total_seconds() / 3600:.1f} h: "
+                            f"for that long after each midnight, yesterday's litres count against today's "
+                            f"quota, until headquarters' signed time comes (link, acknowledgement)")
+
     def _live_tick(self, now: float) -> None:
         self.live.tick(now)
         if now - self._conditions_mono < CONDITIONS_EVERY_S:
@@ -1219,15 +1268,12 @@ class Station:
         depth = self.journal.outbox_depth()
         self.live.condition("outbox_growing", depth >= OUTBOX_ALERT_DEPTH,
                             f"{depth} transactions not yet acknowledged by headquarters")
-        allowlist = self.docs.allowlist
-        expired = allowlist is not None and utc_now() >= allowlist.expires
-        self.live.condition("allowlist_expired", expired,
-                            f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
-        self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
-        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
-        self.live.condition("root_expired", self._read_clock().effective >= root.expires,
-                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
+        self._expiry_conditions(now)
         self._disk_tick()
+        certain = self.clock.certain_json(now)
+        if certain is not None and now - self._floor_journaled >= CERTAIN_EVERY_S:  # no fill carried it lately
+            self._floor_journaled = now
+            self.journal.set_meta("certain_time", certain)
         self.retention.tick(now, utc_now().timestamp(), self._clock_trusted)
         self.devices.tick(now)
         self.status.update(snapshot(self))
@@ -1276,7 +1322,7 @@ class Station:
             log.info("%s version %d installed", result.kind, result.version)
             for doc in (self.docs.allowlist, self.docs.policy):
                 if doc is not None:
-                    self.clock.observe(doc.created, utc_now())  # signed by headquarters: surely past
+                    self.clock.observe(doc.created, utc_now(), time.monotonic())  # signed by headquarters: surely past
             self._emit({"type": "document", "kind": result.kind, "accepted": True,
                         "version": result.version, "detail": result.detail})
             if result.kind == POLICY_KIND:
@@ -1309,7 +1355,13 @@ class Station:
         elif event.kind == "installed":
             self.allowlist_sync_state = {"state": "installed", "version": event.version}
             self.report_update(self.docs.reload_allowlist())
+            self.live.condition("allowlist_corrupt", self.docs.allowlist is None)
             self._check_freeze(utc_now())
+        elif event.kind == "corrupt":  # re-hashed after boot: not what headquarters signed
+            self.docs.drop_allowlist(event.version)
+            self.allowlist_sync_state = {"state": "corrupt", "version": event.version, "check": event.check}
+            detail = f"v{event.version} on disk: {event.detail}; fetching it again"
+            self._emit({"type": "alert", "alert": "allowlist_corrupt", "check": event.check, "detail": detail})
         elif event.kind == "rejected":
             self.allowlist_sync_state = {"state": "rejected", "version": event.version, "check": event.check}
             self._emit({"type": "alert", "alert": "allowlist_rejected", "check": event.check,

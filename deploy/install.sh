@@ -137,12 +137,12 @@ else
     say "kept the station's broker config $BROKER_CONF"
 fi
 
-# The manager's dashboard: static files the broker's WebSockets listener serves (http_dir).
+# The manager's dashboard: static files `spbu attendant serve` serves at /dashboard/ (HTTPS/1.1).
 DASH_SRC="$SRC/dashboard/www"
 [ -n "$BUNDLE" ] && DASH_SRC="$BUNDLE/dashboard"
 if [ -f "$DASH_SRC/vendor/spbu-vendor.js" ]; then
     install -d -m 0755 "$ROOT/opt/spbu/dashboard" "$ROOT/opt/spbu/dashboard/vendor"
-    for file in index.html app.js i18n.js style.css vendor/spbu-vendor.js; do
+    for file in index.html app.js i18n.js style.css vendor/spbu-vendor.js vendor/uplot.css; do
         install -m 0644 "$DASH_SRC/$file" "$ROOT/opt/spbu/dashboard/$file"
     done
 else
@@ -190,6 +190,8 @@ if on_system && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     udevadm control --reload || true
     systemctl enable spbu-agent.service >/dev/null
+    # The station's pages (attendant app, manager dashboard); starts once the server certificate exists.
+    systemctl enable spbu-attendant-page.service >/dev/null
     say "enabled spbu-agent.service; start it after provisioning: systemctl start spbu-agent"
 fi
 say "done (root: ${ROOT:-/})"

@@ -19,8 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import queue
-import re
 import sys
 import threading
 import time
@@ -31,27 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent import topics
 from agent.domain import PRODUCTS, ZONES
-from agent.trust.acks import sign_ack
 from hq.db import area_of
 from hq.ledger import Key, LedgerStore, QuotaAlert, Reservation
+from hq.records import DAY_RE, RecordError, json_object, parse_record
+from hq.shared_subscriber import SHARE_GROUP, SharedSubscriber
 from hq.tx_verify import StationKeys, TxSignatureError, Verifier
 from hq.usage_feed import Message, UsageFeed
 
 log = logging.getLogger(__name__)
 
-SHARE_GROUP = "collectors"
-SWITCH_INTERVAL_S = 0.001  # as the station's (agent/station.py)
-MAX_BATCH = 1000  # ids per acknowledgement (ack.schema.json allows 1000)
 SYNC_MARGIN = dt.timedelta(seconds=60)  # longer than any ledger transaction: nothing slips between
+SWITCH_INTERVAL_S = 0.001  # as the station's (agent/station.py)
 # Sync answers (a reconnecting station's catch-up: a query and a signed answer of its area's
 # day each) are answered a few at a time between batches: when a hundred stations come back
 # at once, the fills opening meanwhile must still hear of usage elsewhere before fuel flows.
@@ -60,51 +53,17 @@ SYNCS_PER_TURN = 2
 # taken, so its size bounds how long a fill opening meanwhile waits for its answer (a
 # reconnecting station drains hours of outbox at once). 250 still commits in bulk.
 MAX_TX_PER_BATCH = 250
-_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class RecordError(ValueError):
-    pass
-
-
-def _json_object(payload: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordError("not JSON") from exc
-    if not isinstance(body, dict):
-        raise RecordError("not an object")
-    return body
-
-
-def parse_record(topic: str, payload: bytes) -> dict[str, Any]:
-    """The fields the collector relies on, checked; anything else is the station's business."""
-    station = topics.station_of(topic)
-    record = _json_object(payload)
-    if record.get("station") != station or station is None:
-        raise RecordError("station in the record is not the topic's")
-    quota = record.get("quota")
-    if (not isinstance(record.get("tx_id"), str) or not isinstance(record.get("vehicle_id"), str)
-            or not isinstance(record.get("product"), str) or not isinstance(quota, dict)
-            or not isinstance(quota.get("day"), str) or not isinstance(quota.get("limit_ml"), int)
-            or not isinstance(record.get("dispensed_ml"), int)):
-        raise RecordError("tx_id, vehicle_id, product, dispensed_ml or quota missing or mistyped")
-    if not str(record["vehicle_id"]).isdigit() or not 0 < int(record["vehicle_id"]) < 2**64:
-        raise RecordError("vehicle_id is not a 64-bit id")
-    if not _DAY_RE.match(quota["day"]):
-        raise RecordError("quota.day is not YYYY-MM-DD")
-    return record
 
 
 def parse_reservation(topic: str, payload: bytes) -> Reservation:
-    body = _json_object(payload)
+    body = json_object(payload)
     station = topics.station_of(topic)
     if station is None or body.get("station") != station:
         raise RecordError("station in the reservation is not the topic's")
     vid, ml, day = body.get("vehicle_id"), body.get("ml"), body.get("day")
     if (not isinstance(body.get("tx_id"), str) or not isinstance(vid, str) or not vid.isdigit()
             or not 0 < int(vid) < 2**64 or body.get("product") not in PRODUCTS
-            or not isinstance(day, str) or not _DAY_RE.match(day) or body.get("op") not in ("open", "close")
+            or not isinstance(day, str) or not DAY_RE.match(day) or body.get("op") not in ("open", "close")
             or not isinstance(ml, int) or isinstance(ml, bool) or not 0 <= ml <= 10_000_000):
         raise RecordError("tx_id, vehicle_id, product, day, ml or op missing or mistyped")
     return Reservation(station, body["tx_id"], int(vid), body["product"], day, ml, body["op"] == "open")
@@ -119,12 +78,12 @@ class SyncRequest:
 
 
 def parse_sync(topic: str, payload: bytes) -> SyncRequest:
-    body = _json_object(payload)
+    body = json_object(payload)
     station = topics.station_of(topic)
     if station is None or body.get("station") != station:
         raise RecordError("station in the sync request is not the topic's")
     day, zone, since = body.get("day"), body.get("zone"), body.get("since")
-    if not isinstance(day, str) or not _DAY_RE.match(day) or zone not in ZONES:
+    if not isinstance(day, str) or not DAY_RE.match(day) or zone not in ZONES:
         raise RecordError("day or zone missing or mistyped")
     try:
         when = None if since is None else dt.datetime.fromisoformat(str(since))
@@ -154,7 +113,10 @@ class NodeStats:
     batch_handle_s: list[float] = field(default_factory=list)
 
 
-class LedgerNode:
+class LedgerNode(SharedSubscriber):
+    role = "ledger"
+    max_tx_per_batch = MAX_TX_PER_BATCH
+
     def __init__(self, host: str, port: int, dsn: str, keys: list[Ed25519PrivateKey], name: str | None = None,
                  group: str = SHARE_GROUP, on_alert: Callable[[QuotaAlert], None] | None = None,
                  tls: tuple[Path, Path, Path] | None = None, tick_s: float = 15.0,
@@ -165,10 +127,9 @@ class LedgerNode:
         first usage key, right only where one key holds every role (the simulator).
         verifier: each transaction's station signature (hq/tx_verify.py StationKeys.verify);
         the command line always gives one, in-process callers without one accept unsigned."""
-        self.ack_key = ack_key or keys[0]
+        name = name or f"ledger-{uuid.uuid4().hex[:8]}"
+        super().__init__(host, port, name, group, ack_key or keys[0], tls, poll_s=0.05)
         self.verifier = verifier
-        self.name = name or f"ledger-{uuid.uuid4().hex[:8]}"
-        self.host, self.port, self.group = host, port, group
         self.store = LedgerStore(dsn)
         # The feed's publisher is the process's name; its sequences live in the database, so a
         # restarted process goes on where it was (stations keep refusing its old batches).
@@ -176,22 +137,8 @@ class LedgerNode:
         self.on_alert = on_alert
         self.tick_s = tick_s
         self.stats = NodeStats()
-        self._inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
-        self._syncs_due: deque[SyncRequest] = deque()  # the store thread's own
-        self._stop = threading.Event()
-        self._connected = threading.Event()
-        self._worker = threading.Thread(target=self._work, name=f"{self.name}-store", daemon=True)
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"spbu-hq-{self.name}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        if tls is not None:
-            self.client.tls_set(ca_certs=str(tls[0]), certfile=str(tls[1]), keyfile=str(tls[2]))
-        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *args: self._connected.clear()
-        self.client.on_message = lambda client, userdata, m: self._inbox.put((m.topic, bytes(m.payload),
-                                                                               time.monotonic()))
+        self._next_tick = 0.0
+        self._syncs_due: deque[SyncRequest] = deque()  # the worker thread's own
 
     # compatibility with the collector's counters
     @property
@@ -210,76 +157,38 @@ class LedgerNode:
     def rejected(self) -> int:
         return self.stats.rejected
 
+    def subscriptions(self) -> list[str]:
+        return [topics.TX_ALL, "spbu/v1/+/reserve", "spbu/v1/+/usage_sync"]
+
     def start(self, timeout_s: float = 10.0) -> LedgerNode:
-        self._worker.start()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 300  # the shared subscriptions' queue outlives short drops
-        self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False, properties=props)
-        self.client.loop_start()
-        if not self._connected.wait(timeout_s):
-            self.close()
-            raise RuntimeError(f"ledger could not reach the broker at {self.host}:{self.port}")
+        super().start(timeout_s)
         return self
 
     def close(self) -> None:
-        self._stop.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=10)
-        self.client.disconnect()
-        self.client.loop_stop()
+        super().close()
         self.store.close()
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            log.warning("%s: broker refused connection: %s", self.name, reason)
-            return
-        client.subscribe([(f"$share/{self.group}/{topics.TX_ALL}", 1),
-                          (f"$share/{self.group}/spbu/v1/+/reserve", 1),
-                          (f"$share/{self.group}/spbu/v1/+/usage_sync", 1)])
-        self._connected.set()
 
     # --- the worker ---------------------------------------------------------------------------
 
-    def _next_batch(self) -> list[tuple[str, bytes, float]]:
-        try:
-            batch = [self._inbox.get(timeout=0.0 if self._syncs_due else 0.05)]
-        except queue.Empty:
-            return []
-        txs = 0
-        while len(batch) < MAX_BATCH and txs < MAX_TX_PER_BATCH:
-            try:
-                batch.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-            txs += batch[-1][0].endswith("/tx")
-        return batch
+    def between_batches(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_tick and self.connected:
+            self._next_tick = now + self.tick_s
+            self._publish([self.feed.tick()])
+        if self._syncs_due:
+            self._answer_syncs()
 
-    def _work(self) -> None:
-        next_tick = 0.0
-        while not self._stop.is_set() or not self._inbox.empty():
-            now = time.monotonic()
-            if now >= next_tick and self._connected.is_set():
-                next_tick = now + self.tick_s
-                self._publish([self.feed.tick()])
-            batch = self._next_batch()
-            if self._syncs_due:
-                self._answer_syncs()
-            if not batch:
-                continue
-            started = time.monotonic()
-            try:
-                self._handle([(topic, payload) for topic, payload, _ in batch])
-            except psycopg.Error:
-                # Nothing acknowledged: the stations send the transactions again.
-                log.exception("%s: a batch of %d failed", self.name, len(batch))
-            took = time.monotonic() - started
-            self.stats.busy_s += took
-            self.stats.batches += 1
-            if len(self.stats.batch_handle_s) < 1_000_000:  # bounded: a long-running node keeps the first
-                self.stats.batch_wait_s.append(round(started - batch[0][2], 4))
-                self.stats.batch_handle_s.append(round(took, 4))
+    def idle_wait_s(self) -> float:
+        return 0.0 if self._syncs_due else self.poll_s
 
-    def _handle(self, batch: list[tuple[str, bytes]]) -> None:
+    def batch_done(self, seconds: float, waited: float) -> None:
+        self.stats.busy_s += seconds
+        self.stats.batches += 1
+        if len(self.stats.batch_handle_s) < 1_000_000:  # bounded: a long-running node keeps the first
+            self.stats.batch_wait_s.append(round(waited, 4))
+            self.stats.batch_handle_s.append(round(seconds, 4))
+
+    def handle(self, batch: list[tuple[str, bytes]]) -> None:
         txs: list[tuple[dict[str, Any], bytes]] = []
         reservations: list[Reservation] = []
         syncs: list[SyncRequest] = []
@@ -328,18 +237,8 @@ class LedgerNode:
             log.warning("quota exceeded across stations: %s", alert.as_dict())
             if self.on_alert is not None:
                 self.on_alert(alert)
-        self._acknowledge(records)  # stored and committed: now the stations may forget them
+        self.acknowledge(records.values())  # stored and committed: now the stations may forget them
         self._publish_updates(result.touched)
-
-    def _acknowledge(self, records: dict[str, dict[str, Any]]) -> None:
-        by_station: dict[str, list[str]] = {}
-        for record in records.values():
-            by_station.setdefault(record["station"], []).append(record["tx_id"])
-        at = dt.datetime.now(dt.UTC)
-        for station, ids in by_station.items():
-            for start in range(0, len(ids), MAX_BATCH):
-                self.client.publish(topics.ack(station), sign_ack(self.ack_key, station, ids[start:start + MAX_BATCH],
-                                                                  at), qos=1)
 
     def _publish_updates(self, keys: list[Key], only: dict[Key, set[str]] | None = None) -> None:
         if not keys:

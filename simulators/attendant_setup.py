@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agent.attendant.config import AttendantConfig, Person, hash_pin
 from agent.attendant.files import attendant_dir
-from agent.attendant.page_server import PageServer
+from agent.page_server import PageServer
 from hq import pki
 from simulators.broker import AttendantListener
 

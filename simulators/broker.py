@@ -73,7 +73,7 @@ class DashboardListener:
 class AttendantListener:
     """The attendants' phones: MQTT over TLS WebSockets (a camera needs a secure page), one
     broker user per device with the station's ACL. (The page comes from
-    agent/attendant/page_server.py, which says why not from `http_dir`.)"""
+    agent/page_server.py, which says why not from `http_dir`.)"""
 
     station: str
     devices: dict[str, tuple[tuple[int, ...], str]]  # device name -> (its pumps, its key)

@@ -115,15 +115,28 @@ def parse(body: dict[str, Any], raw: bytes) -> Manifest:
                     _blob(body.get("snapshot"), chunk_size, "snapshot"), tuple(deltas), raw)
 
 
-def verify(trust: TrustStore, data: bytes, now: dt.datetime) -> Manifest:
+def verify(trust: TrustStore, data: bytes, now: dt.datetime, reinstall: bool = False,
+           same_as: tuple[int, str] | None = None) -> Manifest:
     """A new manifest, or TrustError naming the check it failed. The floor is the version
-    installed last (reset when the allowlist role's keys rotate)."""
-    body = trust.verify(ROLE, data)
+    installed last (reset when the allowlist role's keys rotate). `reinstall`: nothing is
+    installed (a corrupt version was taken out, agent/allowlist/verify.py), so the version
+    at the floor is wanted again. `same_as`: (version, snapshot digest) of the version taken
+    out; exactly that content is taken again even under an expired root (it brings nothing
+    new: the station trusted it before), so a damaged card can heal while the next root is late."""
+    try:
+        body = trust.verify_new(ROLE, data)
+    except TrustError as exc:
+        if exc.check != "root expired" or same_as is None:
+            raise
+        body = trust.verify(ROLE, data)
+        again = parse(body, data)
+        if (again.version, again.snapshot.sha256) != same_as:
+            raise
     manifest = parse(body, data)
     floor = trust.floor(ROLE)
     if manifest.version < floor:
         raise TrustError("rollback", f"version {manifest.version} < {floor} in force")
-    if manifest.version == floor:
+    if manifest.version == floor and not reinstall:
         raise TrustError("already current", f"version {manifest.version}")
     if now >= manifest.expires:
         raise TrustError("expired", f"manifest expired {manifest.expires.isoformat()}")

@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import disk_guard, topics
 from agent.allowlist import manifest as manifests
+from agent.allowlist import verify
 from agent.allowlist.chunks import ChunkFetcher
 from agent.allowlist.manifest import Blob, Manifest
 from agent.allowlist.repo import AllowListRepo
@@ -44,7 +45,7 @@ MAX_PENDING_ROOTS = 8
 
 @dataclass(frozen=True)
 class SyncEvent:
-    kind: str  # "progress" | "installed" | "rejected" | "root"
+    kind: str  # "progress" | "installed" | "rejected" | "root" | "verified" | "corrupt"
     version: int = 0
     check: str = ""  # the failed check, for "rejected"
     detail: str = ""
@@ -122,6 +123,7 @@ class AllowListSync:
     # --- worker thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._guarded_boot_check()
         while not self._stop.is_set():
             try:
                 # Chunk timers tick only while chunks are awaited; idle, it sleeps.
@@ -149,6 +151,29 @@ class AllowListSync:
             self.fetcher.resubscribe()  # a new session has no subscriptions: ask again
         self.fetcher.request()
 
+    def _guarded_boot_check(self) -> None:
+        try:
+            self.boot_check()
+        except Exception:  # the sync must start whatever the check met
+            log.exception("allow-list boot check failed")
+
+    def boot_check(self) -> None:
+        """The installed version re-hashed in full (boot opens it on cheap checks only):
+        first thing in this thread, so scans are served meanwhile and messages wait. A
+        corrupt version is taken out of service and fetched again (agent/allowlist/verify.py)."""
+        verdict = verify.check_current(self.repo.root, self.trust)
+        if verdict is None:
+            return
+        if verdict.ok:
+            log.info("allow-list v%d verified in full (%.2f s)", verdict.version, verdict.seconds)
+            self.on_event(SyncEvent("verified", verdict.version, detail=f"{verdict.seconds:.2f} s"))
+            return
+        log.error("allow-list v%d is corrupt on disk: %s", verdict.version, verdict.detail)
+        verify.quarantine(self.repo.root, verdict.version, verdict.sha256)
+        self.on_event(SyncEvent("corrupt", verdict.version, verdict.check, verdict.detail))
+        # Fetched again, in full, when headquarters' retained manifest comes: this check runs
+        # first in the worker, so that manifest waits in the inbox and finds nothing installed.
+
     def _reject(self, kind: str, exc: TrustError, version: int = 0) -> None:
         log.warning("%s rejected: %s", kind, exc)
         self.on_event(SyncEvent("rejected", version, exc.check, f"{kind}: {exc}"))
@@ -174,7 +199,12 @@ class AllowListSync:
 
     def _offer_manifest(self, payload: bytes) -> None:
         try:
-            manifest = manifests.verify(self.trust, payload, self.now())
+            # The version at the floor is wanted again when nothing is installed (quarantined)
+            # or what is installed cannot be opened (a manifest that does not verify).
+            reinstall = (self.repo.current_version() is None
+                         or not verify.manifest_verifies(self.repo.root, self.trust))
+            manifest = manifests.verify(self.trust, payload, self.now(), reinstall=reinstall,
+                                        same_as=verify.quarantined(self.repo.root) if reinstall else None)
         except TrustError as exc:
             if exc.check != "already current":
                 self._reject("allowlist manifest", exc)
@@ -238,5 +268,6 @@ class AllowListSync:
         except (StoreError, OSError) as exc:
             self._reject("allowlist", TrustError("malformed", str(exc)), manifest.version)
             return
+        verify.forget_quarantined(self.repo.root)
         log.info("allow-list v%d installed (%d entries)", manifest.version, manifest.count)
         self.on_event(SyncEvent("installed", manifest.version))

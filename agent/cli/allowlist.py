@@ -117,7 +117,9 @@ def _manifest_and_store(args: argparse.Namespace) -> tuple[bytes, Path | None]:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from agent.allowlist import build
     from agent.allowlist import manifest as manifests
+    from agent.allowlist.layers import Layers
     from agent.allowlist.store import StoreError
+    from agent.allowlist.verify import verify_layered
     from agent.trust.root import TrustError, TrustStore
 
     raw, store = _manifest_and_store(args)
@@ -126,8 +128,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         manifest = manifests.parse(trust.verify(manifests.ROLE, raw), raw)
         if dt.datetime.now(dt.UTC) >= manifest.expires:
             raise TrustError("expired", f"manifest expired {manifest.expires.isoformat()}")
-        if store is not None and (store.parent / "layers.json").exists():
-            _verify_layered(store.parent, manifest)
+        layers = Layers.read(store.parent) if store is not None else None
+        if store is not None and layers is not None:
+            verify_layered(store.parent, layers, manifest)  # the station's own boot check
         elif store is not None:
             data = store.read_bytes()
             if len(data) != manifest.snapshot.length:
@@ -146,28 +149,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
           f"{manifest.expires.isoformat()}, signed by {trust.threshold(manifests.ROLE)} of the allowlist role"
           + (f"; store {store} matches" if store is not None else ""))
     return 0
-
-
-def _verify_layered(directory: Path, manifest: Any) -> None:
-    """A station's layered version: base and runs merged as a stream, hashed, compared."""
-    from agent.allowlist.layers import Layers
-    from agent.allowlist.merge import Merge, MergeMismatch, Run, digest
-    from agent.trust.root import TrustError
-
-    layers = Layers.read(directory)
-    assert layers is not None
-    base = Run(directory / "store.bin")
-    runs = [Run(directory / r.file) for r in layers.runs]
-    try:
-        sha, length = digest(Merge(base, runs), manifest.version, manifest.count)
-    except MergeMismatch as exc:
-        raise TrustError("mix-and-match", str(exc)) from exc
-    finally:
-        base.close()
-        for run in runs:
-            run.close()
-    if (sha, length) != (manifest.snapshot.sha256, manifest.snapshot.length):
-        raise TrustError("mix-and-match", "base and runs do not make up the manifest's snapshot")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -59,19 +59,35 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The page's static files over HTTPS/1.1 until stopped (systemd: spbu-attendant-page)."""
+    """The station's pages over HTTPS/1.1 until stopped (systemd: spbu-attendant-page): the
+    attendant's app at /, the manager's dashboard at /dashboard/ when it is built."""
     from agent.attendant.files import AttendantPageMissing, attendant_dir
-    from agent.attendant.page_server import PageServer
+    from agent.cli.dashboard_files import DashboardMissing, dashboard_dir
     from agent.cli.errors import stop_on_signals
+    from agent.page_server import PageServer
 
     try:
         root = args.dir or attendant_dir()
-        server = PageServer(root, args.cert, args.key, host=args.host, port=args.port)
+        dashboard = args.dashboard_dir
+        if dashboard is not None and not (dashboard / "index.html").is_file():
+            print(f"no dashboard in {dashboard} (not built or not installed): serving the attendant's page only",
+                  file=sys.stderr, flush=True)
+            dashboard = None
+        elif dashboard is None:
+            try:
+                dashboard = dashboard_dir()
+            except DashboardMissing:
+                dashboard = None
+        server = PageServer(root, args.cert, args.key, host=args.host, port=args.port,
+                            dashboard=dashboard, dashboard_mqtt_port=args.dashboard_mqtt_port)
     except (AttendantPageMissing, OSError, ValueError) as exc:
-        raise CliError(f"cannot serve the attendant's page: {exc}") from exc
+        raise CliError(f"cannot serve the station's pages: {exc}") from exc
     stop = stop_on_signals()
     server.start()
     print(f"attendant page on https://{args.host}:{server.port}/ from {root}", flush=True)
+    if dashboard is not None:
+        print(f"manager dashboard on https://{args.host}:{server.port}/dashboard/ from {dashboard} "
+              f"(MQTT on port {args.dashboard_mqtt_port})", flush=True)
     try:
         stop.wait()
     finally:
@@ -97,11 +113,16 @@ def add_attendant_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     dev.add_argument("--port", type=int, default=9443, help="the attendants' TLS WebSockets port (MQTT)")
     dev.add_argument("--page-port", type=int, default=9444, help="the port of spbu attendant serve")
     dev.set_defaults(func=cmd_device)
-    serve = att_sub.add_parser("serve", help="serve the attendant's page over HTTPS (HTTP/1.1) with the station's "
-                               "certificate; MQTT stays on the broker's TLS WebSockets")
+    serve = att_sub.add_parser("serve", help="serve the attendant's page (and the manager's dashboard at /dashboard/) "
+                               "over HTTPS (HTTP/1.1) with the station's certificate; MQTT stays on the "
+                               "broker's TLS WebSockets")
     serve.add_argument("--cert", type=Path, required=True, help="the station's TLS server certificate")
     serve.add_argument("--key", type=Path, required=True, help="its key")
     serve.add_argument("--dir", type=Path, help="the page's files (default: /opt/spbu/attendant or the checkout)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument("--port", type=int, default=9444)
+    serve.add_argument("--dashboard-dir", type=Path,
+                       help="the manager's dashboard files (default: /opt/spbu/dashboard or the checkout, if built)")
+    serve.add_argument("--dashboard-mqtt-port", type=int, default=9001,
+                       help="the dashboard's TLS WebSockets port on the broker (spbu keys broker-config --ws-port)")
     serve.set_defaults(func=cmd_serve)

@@ -46,7 +46,6 @@ class StationBroker:
     ws_interface: str = "eth0"
     dashboard_user: str = "dashboard"
     agent_user: str = "spbu-agent"  # the agent's login on the loopback listener
-    http_dir: Path = Path("/opt/spbu/dashboard")  # the dashboard page (deploy/install.sh puts it there)
     # The dashboard's TLS WebSockets listener: the station's server certificate and key.
     ws_certfile: Path | None = None
     ws_keyfile: Path | None = None
@@ -67,8 +66,7 @@ def write_station_broker(cfg: StationBroker, etc: Path, templates: Path = TEMPLA
               "CAFILE": str(cfg.cafile.resolve()), "CERTFILE": str(cfg.certfile.resolve()),
               "KEYFILE": str(cfg.keyfile.resolve()),
               "AGENT_PORT": str(cfg.agent_port), "WS_PORT": str(cfg.ws_port), "WS_INTERFACE": cfg.ws_interface,
-              "DASHBOARD_USER": cfg.dashboard_user, "AGENT_USER": cfg.agent_user, "ETC": str(etc),
-              "HTTP_DIR": str(cfg.http_dir)}
+              "DASHBOARD_USER": cfg.dashboard_user, "AGENT_USER": cfg.agent_user, "ETC": str(etc)}
     if cfg.ws_certfile is None or cfg.ws_keyfile is None:
         raise BrokerConfigError("the dashboard's WebSockets listener needs the station's server certificate and key "
                                 "(TLS: its password must not cross the LAN in clear)")

@@ -138,7 +138,6 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
     With `payments`, the first Pertalite pump also serves card customers on the EDC: postpay,
     prepay with a partial fill (refunded automatically) and a declined card paid in cash."""
     used: set[int] = set()
-    pert, solar = 0x01, 0x02
     script: list[Customer] = []
     grades = grades or {}
     for number, product in pumps.items():
@@ -148,38 +147,60 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
             continue
         if product == "pertalite" and (number in card_pumps if card_pumps is not None else payments):
             payments = False  # one pump per terminal: it answers in script order
-            script += [
-                Customer("card postpay", number, token(_pick(registry, used, "private_car", pert).vehicle_id),
-                         20_000, "ok", "card", ("approve",), "card/paid"),
-                Customer("card prepay, partial fill, refund", number,
-                         token(_pick(registry, used, "private_car", pert).vehicle_id),
-                         6_000, "ok", "card_prepay:100000", ("approve",), "card/paid"),
-                Customer("card declined, paid cash", number,
-                         token(_pick(registry, used, "private_car", pert).vehicle_id),
-                         12_000, "ok", "card", ("decline:51",), "cash/declined"),
-            ]
-        if product == "pertalite":
-            car = _pick(registry, used, "private_car", pert)
-            bike = _pick(registry, used, "motorcycle", pert)
-            truck = _pick(registry, used, "goods_4w", solar)
-            script += [
-                Customer("eligible fill", number, token(car.vehicle_id), 30_000, "ok"),
-                Customer("capped by quota", number, token(bike.vehicle_id), 25_000, "ok"),
-                Customer("over quota", number, token(bike.vehicle_id), 5_000, "quota_exhausted"),
-                Customer("unknown QR", number, "SPBU2:HELLO-WORLD-123", 10_000, "unknown_qr"),
-                Customer("wrong product", number, token(truck.vehicle_id), 20_000, "wrong_product"),
-                Customer("not registered", number, token(UNREGISTERED_ID), 20_000, "not_registered"),
-            ]
-        else:
-            truck = _pick(registry, used, "goods_4w", solar)
-            car = _pick(registry, used, "private_car", solar)
-            bike = _pick(registry, used, "motorcycle", pert)
-            script += [
-                Customer("eligible fill", number, token(truck.vehicle_id), 40_000, "ok"),
-                Customer("capped by quota", number, token(car.vehicle_id), 80_000, "ok"),
-                Customer("over quota", number, token(car.vehicle_id), 10_000, "quota_exhausted"),
-                Customer("wrong product", number, token(bike.vehicle_id), 5_000, "wrong_product"),
-            ]
+            script += _card_customers(registry, used, number, token)
+        script += _required_cases(registry, used, number, product, token)
+    _fill_up(script, registry, used, pumps, grades, token, count)
+    return script
+
+
+def _card_customers(registry: list[RegistryEntry], used: set[int], number: int,
+                    token: Callable[[int], str]) -> list[Customer]:
+    """Card postpay, prepay with a partial fill (refunded) and a declined card paid in cash."""
+    pert = 0x01
+    return [
+        Customer("card postpay", number, token(_pick(registry, used, "private_car", pert).vehicle_id),
+                 20_000, "ok", "card", ("approve",), "card/paid"),
+        Customer("card prepay, partial fill, refund", number,
+                 token(_pick(registry, used, "private_car", pert).vehicle_id),
+                 6_000, "ok", "card_prepay:100000", ("approve",), "card/paid"),
+        Customer("card declined, paid cash", number,
+                 token(_pick(registry, used, "private_car", pert).vehicle_id),
+                 12_000, "ok", "card", ("decline:51",), "cash/declined"),
+    ]
+
+
+def _required_cases(registry: list[RegistryEntry], used: set[int], number: int, product: str,
+                    token: Callable[[int], str]) -> list[Customer]:
+    """Each decision the attendant can see, at least once per pump."""
+    pert, solar = 0x01, 0x02
+    if product == "pertalite":
+        car = _pick(registry, used, "private_car", pert)
+        bike = _pick(registry, used, "motorcycle", pert)
+        truck = _pick(registry, used, "goods_4w", solar)
+        return [
+            Customer("eligible fill", number, token(car.vehicle_id), 30_000, "ok"),
+            Customer("capped by quota", number, token(bike.vehicle_id), 25_000, "ok"),
+            Customer("over quota", number, token(bike.vehicle_id), 5_000, "quota_exhausted"),
+            Customer("unknown QR", number, "SPBU2:HELLO-WORLD-123", 10_000, "unknown_qr"),
+            Customer("wrong product", number, token(truck.vehicle_id), 20_000, "wrong_product"),
+            Customer("not registered", number, token(UNREGISTERED_ID), 20_000, "not_registered"),
+        ]
+    else:
+        truck = _pick(registry, used, "goods_4w", solar)
+        car = _pick(registry, used, "private_car", solar)
+        bike = _pick(registry, used, "motorcycle", pert)
+        return [
+            Customer("eligible fill", number, token(truck.vehicle_id), 40_000, "ok"),
+            Customer("capped by quota", number, token(car.vehicle_id), 80_000, "ok"),
+            Customer("over quota", number, token(car.vehicle_id), 10_000, "quota_exhausted"),
+            Customer("wrong product", number, token(bike.vehicle_id), 5_000, "wrong_product"),
+        ]
+
+
+def _fill_up(script: list[Customer], registry: list[RegistryEntry], used: set[int], pumps: dict[int, str],
+             grades: dict[int, tuple[str, ...]], token: Callable[[int], str], count: int) -> None:
+    """Ordinary fills, round the pumps and their nozzles, until the script has `count` customers."""
+    pert, solar = 0x01, 0x02
     numbers = list(pumps)
     extra = 0
     while len(script) < count:
@@ -193,7 +214,6 @@ def script_customers(registry: list[RegistryEntry], pumps: dict[int, str], count
         script.append(Customer("eligible fill", number, token(entry.vehicle_id),
                                15_000 + 5_000 * (extra % 4), "ok", nozzle=nozzle))
         extra += 1
-    return script
 
 
 class DecisionTracker:
@@ -399,6 +419,24 @@ class DemoStation:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spbu-demo-"))
         self._own_broker = broker is None
+        self._setup_pages(dashboard, attendant, own_broker=broker is None)
+        self.broker = broker or MosquittoBroker(dashboard=self.dashboard,
+                                                attendant=self.attendant.listener if self.attendant else None)
+        self.registry = hq.registry if hq else synthetic_registry(vehicles)
+        self.hq_key = hq.key if hq else Ed25519PrivateKey.generate()  # signs the lists and the QR tokens
+        self._setup_forecourt(pumps, islands, nozzles, flow_lps, pump_kind, tanks, leak, edc)
+        self.tracker = DecisionTracker(list(self.products))
+        self.lines: list[str] = []
+        self.quiet = quiet
+        self.lang = lang
+        self.hq: HeadquartersSim | None = None
+        self.station: Station | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_totals: dict[int, int] = {}
+        self._start_nozzles: dict[tuple[int, int], int] = {}
+
+    def _setup_pages(self, dashboard: bool, attendant: bool, own_broker: bool) -> None:
         # The manager's dashboard: served by the broker's WebSockets listener, one user.
         self.dashboard_user = "manager"
         self.dashboard_password = secrets.token_urlsafe(12)  # the broker login (crosses the LAN)
@@ -407,20 +445,19 @@ class DemoStation:
         if dashboard:
             from agent.cli.dashboard_files import dashboard_dir
 
-            self.dashboard = DashboardListener(dashboard_dir(), station_id,
+            self.dashboard = DashboardListener(dashboard_dir(), self.station_id,
                                                {self.dashboard_user: self.dashboard_password})
-            assert broker is None, "the dashboard needs the demo's own broker"
+            assert own_broker, "the dashboard needs the demo's own broker"
         # The attendants' phones: TLS WebSockets with the station's certificate, one device per two pumps.
         self.attendant = None
         if attendant:
             from simulators.attendant_setup import make_attendant_setup
 
-            assert broker is None, "the attendant's page needs the demo's own broker"
-            self.attendant = make_attendant_setup(station_id, list(self.products), self.workdir)
-        self.broker = broker or MosquittoBroker(dashboard=self.dashboard,
-                                                attendant=self.attendant.listener if self.attendant else None)
-        self.registry = hq.registry if hq else synthetic_registry(vehicles)
-        self.hq_key = hq.key if hq else Ed25519PrivateKey.generate()  # signs the lists and the QR tokens
+            assert own_broker, "the attendant's page needs the demo's own broker"
+            self.attendant = make_attendant_setup(self.station_id, list(self.products), self.workdir)
+
+    def _setup_forecourt(self, pumps: int, islands: int, nozzles: int, flow_lps: float, pump_kind: str,
+                         tanks: bool, leak: bool, edc: bool) -> None:
         # Relay board with retrofitted dispensers, or Wayne DART pumps on one line.
         self.pump_kind = pump_kind
         # --islands N: the pumps split into N islands, each with its own line and EDC terminal.
@@ -441,16 +478,6 @@ class DemoStation:
         self.reconciliations = Reconciliations()
         self.edcs = [EdcSim(self.workdir / f"edc-batch-{i + 1}.json") for i in range(islands)] if edc else []
         self.edc = self.edcs[0] if self.edcs else None
-        self.tracker = DecisionTracker(list(self.products))
-        self.lines: list[str] = []
-        self.quiet = quiet
-        self.lang = lang
-        self.hq: HeadquartersSim | None = None
-        self.station: Station | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_totals: dict[int, int] = {}
-        self._start_nozzles: dict[tuple[int, int], int] = {}
 
     def _line(self, text: str) -> None:
         if self.station_id != STATION_ID:
@@ -685,6 +712,33 @@ class DemoStation:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _intro(demo: DemoStation, pumps: int, version: int, lang: str) -> str:
+    return (f"Stasiun {STATION_ID}: {pumps} pompa, daftar kendaraan v{version}"
+            f" ({len(demo.registry)} kendaraan), broker 127.0.0.1:{demo.broker.port}"
+            if lang == "id" else
+            f"Station {STATION_ID}: {pumps} pumps, vehicle list v{version}"
+            f" ({len(demo.registry)} vehicles), broker 127.0.0.1:{demo.broker.port}")
+
+
+def _judge_customers(result: DemoResult, script: list[Customer], outcomes: list[Outcome]) -> None:
+    """Every scripted customer served, each with the decision the script expects."""
+    unexpected = [o for o in outcomes if not o.as_expected]
+    missing = len(script) - len(outcomes)
+    if unexpected or missing:
+        result.ok = False
+        result.differences += [f"{o.customer.label} on pump {o.customer.pump}: expected "
+                               f"{o.customer.expect}, got {o.decision}" for o in unexpected]
+        if missing:
+            result.differences.append(f"{missing} customers not served in time")
+    result.summary["customers"] = [
+        {"label": o.customer.label, "pump": o.customer.pump, "expected": o.customer.expect,
+         "ok": o.decision["ok"] if o.decision else None,
+         "reason": o.decision["reason"] if o.decision else None,
+         "payment": o.payment_outcome or None,
+         "dispensed_ml": o.transaction["dispensed_ml"] if o.transaction else 0}
+        for o in outcomes]
+
+
 def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: Path | None = None,
              flow_lps: float = 25.0, timeout_s: float = 60.0, pump_kind: str = "relay",
              dashboard: bool = False, attendant: bool = False, nozzles: int = 1, leak: bool = False,
@@ -699,12 +753,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
     try:
         demo.start()
         version = demo.hq.allowlist_version if demo.hq else 0
-        intro = (f"Stasiun {STATION_ID}: {pumps} pompa, daftar kendaraan v{version}"
-                 f" ({len(demo.registry)} kendaraan), broker 127.0.0.1:{demo.broker.port}"
-                 if lang == "id" else
-                 f"Station {STATION_ID}: {pumps} pumps, vehicle list v{version}"
-                 f" ({len(demo.registry)} vehicles), broker 127.0.0.1:{demo.broker.port}")
-        print(intro, flush=True)
+        print(_intro(demo, pumps, version, lang), flush=True)
         script = script_customers(demo.registry, demo.products, customers, demo.token, payments=True,
                                   grades=demo.grades, card_pumps=demo.card_pumps())
         budget = max(5.0, timeout_s - (time.monotonic() - started) - 10)
@@ -720,21 +769,7 @@ def run_demo(pumps: int = 2, customers: int = 12, lang: str = "id", json_path: P
         if not national["ok"]:
             result.ok = False
             result.differences.append(f"national quota: {national['detail']}")
-        unexpected = [o for o in outcomes if not o.as_expected]
-        missing = len(script) - len(outcomes)
-        if unexpected or missing:
-            result.ok = False
-            result.differences += [f"{o.customer.label} on pump {o.customer.pump}: expected "
-                                   f"{o.customer.expect}, got {o.decision}" for o in unexpected]
-            if missing:
-                result.differences.append(f"{missing} customers not served in time")
-        result.summary["customers"] = [
-            {"label": o.customer.label, "pump": o.customer.pump, "expected": o.customer.expect,
-             "ok": o.decision["ok"] if o.decision else None,
-             "reason": o.decision["reason"] if o.decision else None,
-             "payment": o.payment_outcome or None,
-             "dispensed_ml": o.transaction["dispensed_ml"] if o.transaction else 0}
-            for o in outcomes]
+        _judge_customers(result, script, outcomes)
         result.summary["duration_s"] = round(time.monotonic() - started, 2)
         result.summary["topics"] = {"tx": topics.tx(STATION_ID)}
         print_summary(result, lang)

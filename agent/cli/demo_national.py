@@ -59,7 +59,7 @@ def second_station(demo: DemoStation, lang: str, customer: type[Customer]) -> di
         assert other.station is not None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            day = other.station.clock.read(dt.datetime.now(dt.UTC)).quota_day
+            day = other.station.clock.peek(dt.datetime.now(dt.UTC), time.monotonic()).quota_day
             seen = other.station.usage.elsewhere(car.vehicle_id, product, day)
             if seen is not None and seen.used_ml >= took:
                 break

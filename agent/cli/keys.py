@@ -88,6 +88,8 @@ def cmd_keys_broker_config(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     print(f"station broker {conf}\nACLs {args.out / 'station-agent.acl'}, {args.out / 'station-dashboard.acl'}\n"
           f"dashboard user {cfg.dashboard_user}, password {where}\n"
+          f"dashboard page https://<this station>:9444/dashboard/ (spbu-attendant-page.service; its MQTT is "
+          f"on port {cfg.ws_port})\n"
           f"agent login {cfg.agent_user}, password in {agent_secret} (mode 600: give it to the agent's user);"
           f" add to agent.toml [mqtt]: username = \"{cfg.agent_user}\", password_file = \"{agent_secret}\"")
     return 0
@@ -193,6 +195,10 @@ def add_key_commands(keys_sub: argparse._SubParsersAction[argparse.ArgumentParse
     revoke.add_argument("--ca", type=Path, required=True, help="directory with ca.key and ca.crt")
     revoke.add_argument("--cert", type=Path, help="the certificate to revoke")
     revoke.set_defaults(func=cmd_keys_revoke)
+    _add_broker_config(keys_sub)
+
+
+def _add_broker_config(keys_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bconf = keys_sub.add_parser("broker-config", help="the station broker's mosquitto config and ACLs "
                                 "(loopback for the agent, WebSockets for the dashboard, TLS bridge to headquarters)")
     bconf.add_argument("--station", required=True, help="station id, e.g. 34.401.01")

@@ -254,13 +254,8 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spbu", description="SPBU edge agent: offline subsidised-fuel "
-                                     "eligibility, pump control, journal and sync.")
-    parser.add_argument("--version", action="version", version=f"spbu-edge {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """spbu demo: a whole simulated station."""
     demo = sub.add_parser("demo", help="run a whole simulated station on a private broker")
     demo.add_argument("--pumps", type=int, default=2, help="fuelling points (default 2)")
     demo.add_argument("--customers", type=int, default=12,
@@ -287,10 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep the station running and serve the manager's dashboard (prints the URL)")
     demo.set_defaults(func=_cmd_demo)
 
-    from agent.cli.service import add_agent_commands
 
-    add_agent_commands(sub)
-
+def _add_provision_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """spbu provision: make this Pi a station."""
     prov = sub.add_parser("provision", help="make this Pi station N: config, station key and CSR, trust, checks")
     prov.add_argument("--station", required=True, help="station id, e.g. 34.401.01")
     prov.add_argument("--zone", default="WIB", choices=("WIB", "WITA", "WIT"))
@@ -310,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--force", action="store_true", help="replace an existing station's config and key")
     prov.set_defaults(func=_cmd_provision)
 
+
+def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """spbu keys: signing keys, CA and certificates."""
     keys = sub.add_parser("keys", help="signing keys, test CA and TLS certificates")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     gen = keys_sub.add_parser("generate", help="generate an Ed25519 key pair")
@@ -321,14 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(keys_sub)
 
-    from agent.cli.attendant import add_attendant_commands
 
-    add_attendant_commands(sub)
-    from agent.cli.qr import add_scan_parser, add_token_parser
-
-    add_token_parser(sub)
-    add_scan_parser(sub)
-
+def _add_hw_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """spbu hw: the field technician's checks."""
     hw = sub.add_parser("hw", help="hardware checks for field technicians")
     hw_sub = hw.add_subparsers(dest="hw_command", metavar="ACTION", required=True)
     hwtest = hw_sub.add_parser("test", help="step-by-step check of a pump controller: link, relay, nozzle, pulser, "
@@ -344,8 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "deliveries")
     hwtest.set_defaults(func=_cmd_hw_test)
 
+
+def _add_sim_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """spbu sim: the device and headquarters simulators."""
     sim = sub.add_parser("sim", help="device and headquarters simulators")
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)
+    for add in (_add_sim_relay_board, _add_sim_dart, _add_sim_edc, _add_sim_scanner, _add_sim_hq):
+        add(sim_sub)
+
+
+def _add_sim_relay_board(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The relay board with its real firmware."""
     board = sim_sub.add_parser("relay-board", help="relay board (its real firmware) and dispensers, on a "
                                "pseudo-terminal or a serial port")
     board.add_argument("--channels", type=int, default=2)
@@ -357,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=("no_flow", "stuck_valve", "pulser_noise", "overrun"),
                        help="inject a dispenser fault (repeatable)")
     board.set_defaults(func=_cmd_sim_relay_board)
+
+
+def _add_sim_dart(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Wayne DART pumps on one line."""
     dart = sim_sub.add_parser("dart", help="Wayne DART pumps with 1..4 nozzles on one line, on a pseudo-terminal "
                               "or a real RS-485 adapter; keyboard commands lift/hang nozzles and kill pumps")
     dart.add_argument("--pumps", type=int, default=2, help="pumps on the line, addresses 0x50 up (default 2)")
@@ -370,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     dart.add_argument("--fault", action="append", default=[], choices=("no_flow", "overrun"),
                       help="inject a dispenser fault into every pump (repeatable)")
     dart.set_defaults(func=_cmd_sim_dart)
+
+
+def _add_sim_edc(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The bank's EDC terminal."""
     edc = sim_sub.add_parser("edc", help="bank EDC card terminal (ECR protocol) on a pseudo-terminal or serial "
                              "port: approvals, declines, lost answers, power cycles")
     edc.add_argument("--port", help="serial device to serve on (default: a new pseudo-terminal)")
@@ -379,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how to answer the next request, in order (repeatable): approve, decline:51, slow:5, "
                           "no_answer, nak:2, garble, power_cycle:3, offline:10")
     edc.set_defaults(func=_cmd_sim_edc)
+
+
+def _add_sim_scanner(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """A serial QR scanner."""
     scanner = sim_sub.add_parser("scanner", help="serial QR scanner on a pseudo-terminal, fed from stdin")
     scanner.add_argument("--port", help="serial device to type on (default: a new pseudo-terminal)")
     scanner.add_argument("--link", type=Path, help="also make this symlink to the device, like a udev name")
@@ -387,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     scanner.add_argument("--chunk", type=int, default=0, help="bytes per write, like USB packets (0: whole line)")
     scanner.add_argument("--noise", type=float, default=0.0, help="chance of a garbage line before a scan")
     scanner.set_defaults(func=_cmd_sim_scanner)
+
+
+def _add_sim_hq(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Headquarters: documents out, transactions in."""
     hq = sim_sub.add_parser("hq", help="headquarters: publish signed list and policy, collect transactions")
     hq.add_argument("--host", default="127.0.0.1")
     hq.add_argument("--port", type=int, default=1883)
@@ -404,6 +421,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "(*.crt); only records these stations signed are stored")
     hq.add_argument("--ca", type=Path, help="with --station-certs: the CA that must have issued them")
     hq.set_defaults(func=_cmd_sim_hq)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spbu", description="SPBU edge agent: offline subsidised-fuel "
+                                     "eligibility, pump control, journal and sync.")
+    parser.add_argument("--version", action="version", version=f"spbu-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_demo_parser(sub)
+    from agent.cli.service import add_agent_commands
+
+    add_agent_commands(sub)
+
+    _add_provision_parser(sub)
+    _add_keys_parser(sub)
+
+    from agent.cli.attendant import add_attendant_commands
+
+    add_attendant_commands(sub)
+    from agent.cli.qr import add_scan_parser, add_token_parser
+
+    add_token_parser(sub)
+    add_scan_parser(sub)
+
+    _add_hw_parser(sub)
+    _add_sim_parsers(sub)
 
     from agent.cli.allowlist import add_allowlist_commands
 

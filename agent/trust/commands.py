@@ -31,6 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent.trust.root import TrustError
 from agent.trust.signing import SignatureError, load_public_key_hex, sign_document, verify_document
 
 COMMAND_KIND = "command"
@@ -60,6 +61,7 @@ ISSUED_IN_FUTURE = "issued_in_future"
 TOO_LONG = "lifetime_too_long"
 REPLAYED = "replayed"
 NOT_PERMITTED = "not_permitted"
+ROOT_EXPIRED = "root_expired"  # headquarters' commands role, under a root past its expiry
 
 # What the station manager's dashboard key may sign; the rest is headquarters' alone.
 MANAGER_COMMANDS = (LOCK_PUMP, UNLOCK_PUMP, ACK_ALERT, REQUEST_STATE)
@@ -192,8 +194,10 @@ class CommandGate:
 
     def __init__(self, station: str,
                  keyring: dict[str, Ed25519PublicKey] | Callable[[], dict[str, Ed25519PublicKey]],
-                 store: CommandStore, manager_keyring: dict[str, Ed25519PublicKey] | None = None) -> None:
+                 store: CommandStore, manager_keyring: dict[str, Ed25519PublicKey] | None = None,
+                 root_fresh: Callable[[], None] = lambda: None) -> None:
         self.station = station
+        self.root_fresh = root_fresh  # raises TrustError when the root's roles may sign nothing new
         # A callable is asked at every command, so a rotated trust root applies at once.
         self._keyring = keyring
         self.manager_keyring = manager_keyring or {}
@@ -220,6 +224,11 @@ class CommandGate:
         if command.issued > (latest_now or effective_now) + FUTURE_TOLERANCE:
             raise CommandRejected(ISSUED_IN_FUTURE, f"issued {command.issued.isoformat()}, after"
                                   f" {(latest_now or effective_now).isoformat()}")
+        if command.key_id not in managers:  # the station's own manager keys do not hang on the root
+            try:
+                self.root_fresh()
+            except TrustError as exc:
+                raise CommandRejected(ROOT_EXPIRED, str(exc)) from exc
         # The nonce is claimed last: a refused command does not burn it.
         if not self.store.claim(command.nonce, command.expires):
             raise CommandRejected(REPLAYED, f"nonce {command.nonce} already used")

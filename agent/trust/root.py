@@ -12,6 +12,12 @@ A new root must be version N+1, signed by a threshold of the current root's root
 a threshold of its own. When a role's keys change, that role's version floor is reset: the
 recovery from a fast-forward attack (a stolen online key signing version 10**9) that TUF
 prescribes. Other streams take `keyring(role)` and `threshold(role)`.
+
+An expired root vouches for nothing new (TUF): once the station's judged time (`clock`,
+set by the station from agent/clock.py) is past the root's expiry, `verify_new` and
+`check_fresh` refuse every new document of its roles with the check "root expired", until
+headquarters publishes the next root (still accepted: it is the way out). What was
+installed before keeps serving under its own rules (the allow-list's freeze policy).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import binascii
 import contextlib
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +221,7 @@ class TrustStore:
     floors: dict[str, int] = field(default_factory=dict)
     legacy: bool = False
     state_error: str = ""  # the saved state was unreadable (agent/docstore.py restores the floors)
+    clock: Callable[[], dt.datetime] | None = None  # the time expiry is judged by (None: not judged)
 
     @classmethod
     def from_root_file(cls, path: Path, state_path: Path | None = None) -> TrustStore:
@@ -257,6 +265,19 @@ class TrustStore:
 
     def verify(self, role: str, data: bytes) -> dict[str, Any]:
         return self.root.verify(role, data)
+
+    def check_fresh(self, role: str) -> None:
+        """Raise TrustError("root expired") if the root in force has expired: its `role`
+        keys may not bring anything new."""
+        if self.clock is not None and self.clock() >= self.root.expires:
+            raise TrustError("root expired", f"root of trust v{self.root.version} expired "
+                                             f"{self.root.expires.isoformat()}: no new {role} document is "
+                                             f"trusted until headquarters publishes root v{self.root.version + 1}")
+
+    def verify_new(self, role: str, data: bytes) -> dict[str, Any]:
+        """`verify` for a document offered now (not one installed earlier)."""
+        self.check_fresh(role)
+        return self.verify(role, data)
 
     def floor(self, role: str) -> int:
         return self.floors.get(role, 0)

@@ -151,6 +151,7 @@ class ReleaseFetch:
     def judge(self, payload: bytes) -> rm.ReleaseManifest | None:
         """The manifest, if this station should take it now; otherwise why not, reported."""
         try:
+            self.trust.check_fresh(rm.ROLE)  # an expired root vouches for no new release
             manifest = rm.verify(self.trust, payload, self.now())
         except TrustError as exc:
             if exc.check != "already current":

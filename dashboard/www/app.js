@@ -114,7 +114,7 @@ function renderAlerts() {
   list.replaceChildren(...view.alerts.map((a) => {
     const name = t(`alert_names.${a.alert}`);
     const where = a.pump ? ` — ${t("pump")} ${a.pump}` : "";
-    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted", "disk_low"].includes(a.alert) ? "warn" : "bad" });
+    const item = el("li", { "data-alert": a.alert, "data-severity": ["outbox_growing", "clock_untrusted", "clock_provisional", "clock_lag", "disk_low"].includes(a.alert) ? "warn" : "bad" });
     item.append(el("span", {}, el("strong", { text: name + where }), el("br"), el("small", { class: "muted", text: `${clockTime(a.last_at)} ${a.detail || ""}${a.count > 1 ? ` (×${a.count})` : ""}` })));
     const ack = el("button", { type: "button", class: "ack", text: t("acknowledge") });
     ack.addEventListener("click", () => confirmThen(t("confirm_ack", { alert: name }), () => sendCommand("ack_alert", { alert_id: a.id })));
@@ -321,6 +321,21 @@ function handle(topic, payload) {
   }
 }
 
+// MQTT is on the broker's WebSockets port. On a station the page comes from `spbu attendant
+// serve` (HTTPS/1.1; mosquitto's own web server breaks over TLS), which says that port in
+// station.json; served by the broker itself (the demo), MQTT is on the page's own port.
+async function mqttUrl() {
+  let port = new URLSearchParams(location.search).get("mqtt");
+  if (!port) {
+    try {
+      const reply = await fetch("station.json", { cache: "no-store" });
+      if (reply.ok) port = String((await reply.json()).mqtt_port);
+    } catch (err) { console.warn("station.json", err && err.message); }
+  }
+  const host = port ? `${location.hostname}:${port}` : location.host;
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${host}/mqtt`;
+}
+
 async function login(event) {
   event.preventDefault();
   const station = $("#login-station").value.trim();
@@ -330,7 +345,7 @@ async function login(event) {
   // password (sent at every connect) cannot sign anything (docs/dashboard.md).
   const passphrase = $("#login-passphrase").value;
   $("#login-error").textContent = "";
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/mqtt`;
+  const url = await mqttUrl();
   const client = V.mqtt.connect(url, { username, password, protocolVersion: 4, reconnectPeriod: 3000,
                                        clientId: `spbu-dash-${V.nonce().slice(0, 12)}`, clean: true });
   client.on("error", (err) => {

@@ -4,7 +4,11 @@ synced commit comes soon enough."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +47,6 @@ def test_close_synced_by_the_thread_when_no_scan_follows(tmp_path: Path) -> None
     journal.syncer.group_s = 0.05
     try:
         session = open_one(journal, 1)
-        journal.mark_fuelling(session.seq)  # no sync: recovery treats it like authorised
         assert journal.syncer.fsyncs == 0
         close(journal, session)
         assert journal.wait_durable(5)
@@ -121,3 +124,49 @@ def _eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+CHILD = """
+import sys, threading, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from agent.journal import Journal
+j = Journal(Path(sys.argv[1]), group_commit=True)
+j.syncer.group_s = 0.0
+j.syncer.checkpoint_commits = int(sys.argv[2])
+main = threading.get_native_id()
+marks = [time.monotonic()]  # after the schema's commits at start-up
+for i in range(12):
+    s = j.open_session("34.401.01", 1, 100 + i, "B 1 XY", "pertalite", "2026-11-30", 60_000, 0, 10_000, 10_000)
+    j.close_session(s, 5_000, 50_000, "nozzle_hung", (s.tx_id, "spbu/v1/x/tx", {"id": i}))
+    j.wait_durable(5)
+    j.outbox_ack([s.tx_id])
+    deadline = time.monotonic() + 5
+    while j.syncer.checkpoints * 2 < i and time.monotonic() < deadline:
+        time.sleep(0.01)  # the checkpoint (and the WAL's restart) before the next scan
+    time.sleep(0.05)
+    marks.append(time.monotonic())
+print(main, j.syncer.checkpoints, j.syncer.restarts, *marks)
+j.close()
+"""
+
+
+def test_after_a_checkpoint_the_station_loop_syncs_only_its_scans(tmp_path: Path) -> None:
+    """A checkpoint that copies the whole WAL makes the next commit start it over, and SQLite
+    syncs the new WAL header in that commit: the sync thread makes that commit itself, so
+    each scan on the station loop still costs one sync, and nothing else there syncs."""
+    from tests.bench.fsync_shim import build_shim, read_log
+
+    lib = build_shim(tmp_path)
+    log = tmp_path / "syncs.log"
+    env = {**os.environ, "LD_PRELOAD": str(lib), "SPBU_FSYNC_LOG": str(log)}
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "j.sqlite"), "6", str(root)],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    main, checkpoints, restarts, marks = int(out[0]), int(out[1]), int(out[2]), [float(m) for m in out[3:]]
+    assert checkpoints >= 3 and restarts >= 3
+    wal = [(tid, start) for tid, start, _, name in read_log(log) if name.endswith("-wal")]
+    on_loop = [start for tid, start in wal if tid == main]
+    # One sync per scan (12 opens; closes and acknowledgements are synced by the thread).
+    for begin, end in itertools.pairwise(marks):
+        assert sum(begin <= t < end for t in on_loop) == 1

@@ -33,11 +33,9 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent.attendant import topics  # noqa: E402
 from agent.cli.demo import UNREGISTERED_ID, DemoStation  # noqa: E402
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 TARGET_P99_MS = 300.0
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -90,7 +88,7 @@ def run(scans: int) -> tuple[list[float], list[float]]:
         assert demo.attendant is not None
         baseline = Subscriber(demo)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": 360, "height": 740}, ignore_https_errors=True,
                                           is_mobile=True)
             tab = context.new_page()

@@ -112,6 +112,11 @@ def test_wear_benchmark_tiny(tmp_path: Path) -> None:
     assert sync["snapshot"]["installed"] and sync["delta_1pct"]["installed"]
     days = results["daily_deltas"]
     assert days["lookup"]["runs"] >= 1 and days["rows"][-1]["runs"] == 0  # layered, then compacted
+    assert days["lookup"]["lookups"] == 4_000 and days["lookup"]["base_alone"]["p99_us"] > 0
+    latency = results["agent_scan_to_relay_20ms_fsync"]
+    # Every scan is attributed: the station loop's syncs inside it come from the shim's log.
+    assert sum(latency["loop_syncs_per_scan"].values()) == latency["scans"] >= 5
+    assert latency["syncs_by_thread"]["station_loop"] >= latency["scans"]
     targets = report["targets"]
     assert isinstance(targets, dict)
     assert targets["fsyncs_per_fill"]["target"] == 2.0 and targets["scan_to_relay_p99_ms_20ms_fsync"]["target"] == 25.0
@@ -174,3 +179,12 @@ def test_dart_line_benchmark_tiny(tmp_path: Path) -> None:
     assert set(results["fair_master"]) == {"0_dead", "1_dead", "2_dead"}
     targets = report["targets"]
     assert isinstance(targets, dict) and targets["stop_to_wire_p99_ms_2_dead"]["target"] == 250.0
+
+
+def test_boot_verify_benchmark_tiny(tmp_path: Path) -> None:
+    report = run_bench("boot_verify", tmp_path / "boot_verify.json", "--entries", "20000", "--days", "1",
+                       "--runs", "1", "--idle-lookups", "100")
+    results = report["results"]
+    assert isinstance(results, dict) and set(results) == {"plain", "layered"}
+    assert results["plain"]["runs_on_base"] == 0 and results["layered"]["runs_on_base"] == 1
+    assert results["layered"]["lookups_during_check"] >= 1

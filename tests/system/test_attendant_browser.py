@@ -8,7 +8,6 @@ drew the decision in (the page records both; same machine, same clock)."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,34 +18,20 @@ import pytest
 
 from agent.attendant.files import AttendantPageMissing, attendant_dir
 from agent.cli.demo import UNREGISTERED_ID, Customer, DemoStation, script_customers
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, skip_reason
 from tests.conftest import validate
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts" / "attendant"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 SCANS = 50
 P99_TARGET_MS = 300.0
 
 
-def _skip_reason() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[dev]')"
-    if not Path(CHROMIUM).exists():
-        return "Debian's chromium is missing (make test installs it as root: apt-get install chromium)"
-    try:
-        attendant_dir()
-    except AttendantPageMissing as exc:
-        return str(exc)
-    return None
 
 
-if (reason := _skip_reason()) is not None:
+if (reason := skip_reason(attendant_dir, AttendantPageMissing)) is not None:
     pytest.skip(reason, allow_module_level=True)
 
 from playwright.sync_api import Browser, Locator, Page, Playwright, ViewportSize, expect, sync_playwright  # noqa: E402

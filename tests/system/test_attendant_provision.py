@@ -20,8 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.attendant import topics
 from agent.attendant.config import parse_attendant, verify_pin
-from agent.attendant.page_server import PageServer
 from agent.cli.main import main
+from agent.page_server import PageServer
 from hq import pki
 from simulators.broker import MosquittoBroker, free_port
 from tests.helpers import wait_until
@@ -109,11 +109,7 @@ def test_provisioned_station_broker_serves_the_page_and_enforces_device_pumps(
     conf = (etc / "spbu.conf").read_text()
     assert conf.index("listener 9443 lo") < conf.index("connection hq")  # not inside the bridge's settings
     att_port, agent_port = free_port(), free_port()
-    www = tmp_path / "www"
-    www.mkdir()
-    (www / "index.html").write_text("<!doctype html><title>SPBU attendant</title>")
     conf = (conf.replace("listener 9443 lo", f"listener {att_port} 127.0.0.1")
-            .replace("http_dir /opt/spbu/dashboard", f"http_dir {www}")
             .replace("listener 1883 127.0.0.1", f"listener {agent_port} 127.0.0.1"))
     (tmp_path / "broker").mkdir()
     broker = MosquittoBroker(port=agent_port, workdir=tmp_path / "broker", config=conf)
@@ -160,8 +156,11 @@ def test_page_server_speaks_http11_only_with_the_station_certificate(tmp_path: P
     (www / "vendor").mkdir(parents=True)
     (www / "index.html").write_text("<!doctype html><title>SPBU attendant</title>")
     (www / "vendor" / "zxing_reader.wasm").write_bytes(b"\0asm\1\0\0\0")
+    dash = tmp_path / "dash"
+    dash.mkdir()
+    (dash / "index.html").write_text("<!doctype html><title>SPBU dashboard</title>")
     server = PageServer(www, tmp_path / "tls" / "127.0.0.1.crt", tmp_path / "tls" / "127.0.0.1.key",
-                        host="127.0.0.1", port=0).start()
+                        host="127.0.0.1", port=0, dashboard=dash, dashboard_mqtt_port=9123).start()
     try:
         context = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.crt"))
         context.set_alpn_protocols(["h2", "http/1.1"])
@@ -173,7 +172,12 @@ def test_page_server_speaks_http11_only_with_the_station_certificate(tmp_path: P
             assert b"SPBU attendant" in page.read()
         with urllib.request.urlopen(f"{base}/vendor/zxing_reader.wasm", context=context, timeout=5) as wasm:
             assert wasm.headers["Content-Type"] == "application/wasm"  # compiled while it streams in
-        for path in ("/vendor/", "/../etc/passwd"):
+        with urllib.request.urlopen(f"{base}/dashboard/?station={A}", context=context, timeout=5) as page:
+            assert b"SPBU dashboard" in page.read()
+        with urllib.request.urlopen(f"{base}/dashboard/station.json", context=context, timeout=5) as where:
+            assert json.load(where) == {"mqtt_port": 9123}  # the page's MQTT is on the broker, not here
+        for path in ("/vendor/", "/../etc/passwd", "/dashboard/../../etc/passwd", "/dashboard/%2e%2e/%2e%2e/etc/passwd",
+                     "/dashboard/vendor/zxing_reader.wasm"):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(f"{base}{path}", context=context, timeout=5)
             assert refused.value.code == 404

@@ -11,7 +11,6 @@ import json
 import socket
 import ssl
 import threading
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,10 +249,7 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
     etc = tmp_path / "station-etc"
     cfg = StationBroker(A, "localhost", hq_broker.port, certs.ca, certs.certs / f"{A}.crt",
                         certs.certs / f"{A}.key", agent_port=free_port(), ws_port=free_port(), ws_interface="lo",
-                        ws_certfile=certs.certs / "localhost.crt", ws_keyfile=certs.certs / "localhost.key",
-                        http_dir=tmp_path / "www")
-    (tmp_path / "www").mkdir()
-    (tmp_path / "www" / "index.html").write_text("<!doctype html><title>SPBU dashboard</title>")
+                        ws_certfile=certs.certs / "localhost.crt", ws_keyfile=certs.certs / "localhost.key")
     station_broker = start_station_broker(cfg, etc, tmp_path)
     hq = Client("hq", hq_broker.port, certs.tls(SERVICE)).ready()
     agent = Client("agent", cfg.agent_port, login=agent_login(etc)).ready()
@@ -284,10 +280,6 @@ def test_station_broker_dashboard_and_bridge_to_headquarters(certs: Pki, hq_brok
         assert dashboard.publish("hq/v1/allowlist", b"forged") == NOT_AUTHORISED
         assert dashboard.publish(f"hq/v1/cmd/{A}", b"signed command") == 0
         assert wait_until(lambda: agent.payloads(f"hq/v1/cmd/{A}") == [b"signed command"], 5)
-        # The same WebSockets port serves the dashboard page itself.
-        tls = ssl.create_default_context(cafile=str(certs.ca))
-        with urllib.request.urlopen(f"https://localhost:{cfg.ws_port}/index.html", timeout=5, context=tls) as page:
-            assert b"SPBU dashboard" in page.read()
         assert agent.publish(f"spbu/v1/{A}/tx", b"t2") == 0  # sentinel behind the refused ones
         assert wait_until(lambda: hq.payloads(f"spbu/v1/{A}/tx") == [b"t1", b"t2"], 10), hq.topics()
         assert hq.payloads(f"spbu/v1/{B}/tx") == []
@@ -305,8 +297,7 @@ def test_item7_only_the_agent_publishes_on_the_station_and_headquarters_stores_o
     etc = tmp_path / "station-etc"
     cfg = StationBroker(A, "localhost", hq_broker.port, certs.ca, certs.certs / f"{A}.crt",
                         certs.certs / f"{A}.key", agent_port=free_port(), ws_port=free_port(), ws_interface="lo",
-                        ws_certfile=certs.certs / "localhost.crt", ws_keyfile=certs.certs / "localhost.key",
-                        http_dir=tmp_path)
+                        ws_certfile=certs.certs / "localhost.crt", ws_keyfile=certs.certs / "localhost.key")
     station_broker = start_station_broker(cfg, etc, tmp_path)
     keys = StationKeys()
     assert keys.add_certificate((certs.certs / f"{A}.crt").read_bytes(),
@@ -389,8 +380,7 @@ def test_item4_dashboard_password_crosses_the_lan_only_over_tls_and_signs_nothin
         "the dashboard password is stored in clear"
     conf = (etc / "spbu.conf").read_text()
     agent_port, ws_port = (int(line.split()[1]) for line in conf.splitlines() if line.startswith("listener "))
-    station_broker = MosquittoBroker(port=agent_port, workdir=etc, config=conf.replace(
-        "http_dir /opt/spbu/dashboard", f"http_dir {tmp_path}")).start()
+    station_broker = MosquittoBroker(port=agent_port, workdir=etc, config=conf).start()
     try:
         assert wait_until(lambda: listening(ws_port), 10)  # start() waited for the first listener only
         try:  # the password sent over plain ws:// (readable by anyone on the LAN)

@@ -3,7 +3,6 @@ simulated station: a real broker serving the page over WebSockets, the real agen
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -17,31 +16,17 @@ from agent.cli.demo import Customer, DemoStation, Outcome, script_customers, ser
 from agent.trust.manager_keys import manager_key
 from agent.trust.signing import SignatureError, key_id, verify_document
 from simulators.relay_board import RelayBoardSim
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, skip_reason
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts" / "dashboard"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-def _skip_reason() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[dev]')"
-    if not Path(CHROMIUM).exists():
-        return "Debian's chromium is missing (make test installs it as root: apt-get install chromium)"
-    try:
-        dashboard_dir()
-    except DashboardMissing as exc:
-        return str(exc)
-    return None
 
 
-if (reason := _skip_reason()) is not None:
+if (reason := skip_reason(dashboard_dir, DashboardMissing)) is not None:
     pytest.skip(reason, allow_module_level=True)
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402

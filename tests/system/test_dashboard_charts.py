@@ -12,7 +12,8 @@ import pytest
 
 from agent.cli.demo import DemoStation, script_customers
 from agent.tanks import CloseShift
-from tests.system.test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.system.test_dashboard_browser import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
