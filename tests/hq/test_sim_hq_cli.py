@@ -30,12 +30,12 @@ def test_sim_hq_without_db_counts_usage_nationally(fresh_broker: MosquittoBroker
         first = proc.stdout.readline()
         assert "national usage ledger" in first and "private PostgreSQL" in first, first
         recorder = MqttRecorder(fresh_broker, [topics.POLICY, topics.usage("34.401.02")], "test-sim-hq")
-        wait_until(lambda: recorder.received(lambda t: t == topics.POLICY), 10)
+        assert wait_until(lambda: bool(recorder.received(lambda t: t == topics.POLICY)), 10)
         policy = recorder.received(lambda t: t == topics.POLICY)[-1][1]
         assert policy["signed"]["usage_feed"]["offline_share"] == 0.5  # stations switch to the national quota
         sync = {"schema": "spbu.usage_sync/1", "station": "34.401.02", "day": DAY, "zone": "WIB", "since": None}
         recorder.client.publish(topics.usage_sync("34.401.02"), json.dumps(sync), qos=1).wait_for_publish(5)
-        wait_until(lambda: recorder.received(lambda t: t == topics.usage("34.401.02")), 10)
+        assert wait_until(lambda: bool(recorder.received(lambda t: t == topics.usage("34.401.02"))), 10)
         tx = synthetic_tx("34.401.01", 1, vehicle_id=4242, dispensed_ml=30_000, day=DAY, signed=False)
         recorder.client.publish(topics.tx("34.401.01"), json.dumps(tx), qos=1).wait_for_publish(5)
 
@@ -43,7 +43,7 @@ def test_sim_hq_without_db_counts_usage_nationally(fresh_broker: MosquittoBroker
             return any(entry[0] == "4242" and entry[3] == [["34.401.01", 30_000]]
                        for _, body in recorder.received(lambda t: t == topics.usage("34.401.02"))
                        for entry in body["signed"]["entries"])
-        wait_until(told, 10)
+        assert wait_until(told, 10)
     finally:
         if recorder is not None:
             recorder.close()
