@@ -152,6 +152,7 @@ class Station:
         listeners: list[Listener] | None = None,
     ) -> None:
         check_trust_mode(config)
+        self._init_loop_state()
         self.config = config
         self.events: queue.Queue[object] = queue.Queue()
         self.on_line = on_line or (lambda text: print(text, flush=True))
@@ -167,6 +168,42 @@ class Station:
                                           baudrate=config.relay_board_baud, gpio_pins=config.relay_gpio,
                                           active_high=config.relay_active_high)
         self.scanners = [self._open_scanner(p) for p in config.pumps]
+        self._open_links(config)
+        self.clock = ClockGuard(config.zone)
+        # An expired root brings nothing new (agent/trust/root.py), judged by the guarded clock.
+        self.docs.trust.clock = lambda: self.clock.judged(utc_now(), time.monotonic())
+        self.ready = threading.Event()
+        self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
+                             lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
+        self._open_payments(config)
+        self._open_commands(config)
+        self._open_desks(config)
+        self._open_headquarters_feeds(config)
+        # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
+        self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
+        self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
+        self.devices = self._watch_devices(config)
+        self.status = StatusServer(config.data_dir)
+
+    def _init_loop_state(self) -> None:
+        """What the station loop keeps between turns: alarms raised, timers, pending closes."""
+        self._freeze_state = FRESH
+        self.board_connected = False
+        self._clock_trusted = True
+        self._clock_provisional = False
+        self._conditions_mono = 0.0
+        self.heartbeat_s = 30.0
+        self._last_heartbeat = 0.0
+        self.acks_refused = 0
+        self._anchor_saved_mono: float | None = None
+        self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
+        self._floor_journaled = -FLOOR_EVERY_S  # monotonic time the clock floor was last journaled
+        self._disk_alarmed = disk_guard.OK
+        self._close_retry_mono = 0.0
+        self._loop_errors: dict[str, float] = {}
+
+    def _open_links(self, config: StationConfig) -> None:
+        """MQTT: the station's link and the allow-list's own client, both logged in; the station key."""
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
                              subscribe=(attendant_topics.requests(config.station_id),) if config.attendant else ())
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
@@ -178,19 +215,8 @@ class Station:
             self.station_key = load_station_key(config.station_key) if config.station_key else None
         except StationKeyError as exc:
             raise ConfigError(str(exc)) from exc
-        self._freeze_state = FRESH
-        self.board_connected = False
-        self.clock = ClockGuard(config.zone)
-        # An expired root brings nothing new (agent/trust/root.py), judged by the guarded clock.
-        self.docs.trust.clock = lambda: self.clock.judged(utc_now(), time.monotonic())
-        self._clock_trusted = True
-        self._clock_provisional = False
-        self.ready = threading.Event()
-        self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
-                             lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
-        self._conditions_mono = 0.0
-        self._open_payments(config)
-        self._open_commands(config)
+
+    def _open_desks(self, config: StationConfig) -> None:
         # The attendants' phones (agent/attendant/): sign-in, camera scans, payment choice, stop.
         self.attendants = None if config.attendant is None else AttendantDesk(
             config.station_id, config.attendant, self.journal,
@@ -198,24 +224,9 @@ class Station:
             {p.number: p.product for p in config.pumps}, self._price)
         if self.attendants is not None:
             self.listeners.append(self.attendants.on_event)
-        self.heartbeat_s = 30.0
         self.tanks = None if config.tank_gauge is None else TankDesk(
             config.tank_gauge, self.journal, self.events.put, self._publish_station, self._emit,
             lambda: any(p.session is not None for p in self.pumps.values()))
-        self._last_heartbeat = 0.0
-        self.acks_refused = 0
-        self._anchor_saved_mono: float | None = None
-        self._open_headquarters_feeds(config)
-        # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
-        self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
-        self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
-        self._floor_journaled = -FLOOR_EVERY_S  # monotonic time the clock floor was last journaled
-        self._disk_alarmed = disk_guard.OK
-        self._close_retry_mono = 0.0
-        self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
-        self.devices = self._watch_devices(config)
-        self.status = StatusServer(config.data_dir)
-        self._loop_errors: dict[str, float] = {}
 
     def _open_headquarters_feeds(self, config: StationConfig) -> None:
         # Fleet updates (agent/updates/updater.py); exit_code set: the service loop ends, we restart.
