@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", default=SHARE_GROUP, help="shared subscription group")
     parser.add_argument("--tick", type=float, default=15.0, help="seconds between signed heartbeats")
     parser.add_argument("--stats", type=Path, help="write counters as JSON here on exit")
+    parser.add_argument("--max-tx-per-batch", type=int, default=MAX_TX_PER_BATCH,
+                        help="transactions per batch (fewer: fills opening are answered sooner under load)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     # The MQTT thread must not wait 5 ms (the default) for the GIL behind a busy store thread
@@ -316,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     node = LedgerNode(args.host, args.port, args.dsn, [load_private_key(args.key)], name=args.name,
                       group=args.group, tick_s=args.tick, verifier=verifier,
                       ack_key=load_private_key(args.ack_key) if args.ack_key else None)
+    node.max_tx_per_batch = args.max_tx_per_batch
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())

@@ -61,12 +61,14 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from agent import topics  # noqa: E402
 from agent.trust import root as trust  # noqa: E402
 from agent.trust.signing import save_private_key  # noqa: E402
+from hq.ledger_node import MAX_TX_PER_BATCH  # noqa: E402
 from hq.usage_feed import UsageFeed  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
 from simulators.postgres import PostgresServer  # noqa: E402
 
 DAY = "2026-11-30"
 BURST_DAY = "2026-12-01"
+BASELINE_DAY = "2026-12-02"
 LIMITS_ML = {"private_car": 60_000, "goods_4w": 80_000, "public_6w_plus": 200_000}
 CATEGORY_WEIGHTS = {"private_car": 70, "goods_4w": 25, "public_6w_plus": 5}
 STALE_AFTER_S = 900  # simulated seconds (signed in the policy)
@@ -163,14 +165,15 @@ def signed_documents(key: Ed25519PrivateKey) -> tuple[bytes, bytes]:
 
 
 def start_ledgers(count: int, broker: MosquittoBroker, dsn: str, key_path: Path, workdir: Path,
-                  tick_s: float) -> list[tuple[subprocess.Popen[str], Path]]:
+                  tick_s: float, extra: tuple[str, ...] = (), group: str = "fleet",
+                  ) -> list[tuple[subprocess.Popen[str], Path]]:
     procs = []
     for i in range(count):
-        stats = workdir / f"ledger{i}.json"
+        stats = workdir / f"ledger{i}{'-'.join(extra)}.json"
         proc = subprocess.Popen(
             [sys.executable, "-m", "hq.ledger_node", "--host", broker.host, "--port", str(broker.port), "--dsn", dsn,
-             "--key", str(key_path), "--name", f"bench-ledger-{i}-{uuid.uuid4().hex[:4]}", "--group", "fleet",
-             "--tick", str(tick_s), "--stats", str(stats),
+             "--key", str(key_path), "--name", f"bench-ledger-{i}-{uuid.uuid4().hex[:4]}", "--group", group,
+             "--tick", str(tick_s), "--stats", str(stats), *extra,
              "--accept-unsigned"],  # the simulated stations sign nothing: this measures ingest and the feed
             stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=die_with_parent)
         assert proc.stdout is not None
@@ -247,7 +250,8 @@ def run_workers(args: argparse.Namespace, broker: MosquittoBroker, stations: lis
     return reports
 
 
-def burst(broker: MosquittoBroker, dsn: str, stations: list[str], count: int, pids: list[int]) -> dict[str, Any]:
+def burst(broker: MosquittoBroker, dsn: str, stations: list[str], count: int, pids: list[int],
+          day: str = BURST_DAY) -> dict[str, Any]:
     """The ledger's ingest: `count` transactions published as fast as the broker takes them."""
     rng = random.Random(99)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"burst-{uuid.uuid4().hex[:6]}")
@@ -260,8 +264,9 @@ def burst(broker: MosquittoBroker, dsn: str, stations: list[str], count: int, pi
         sid = rng.choice(stations)
         ml = rng.randint(5, 60) * 1000
         payloads.append((topics.tx(sid), json.dumps({
-            "schema": "spbu.tx/1", "tx_id": f"burst-{i}", "station": sid, "vehicle_id": str(rng.getrandbits(63) | 1),
-            "product": "solar", "dispensed_ml": ml, "quota": {"day": BURST_DAY, "limit_ml": 60_000, "before_ml": 0,
+            "schema": "spbu.tx/1", "tx_id": f"burst-{day}-{i}", "station": sid,
+            "vehicle_id": str(rng.getrandbits(63) | 1),
+            "product": "solar", "dispensed_ml": ml, "quota": {"day": day, "limit_ml": 60_000, "before_ml": 0,
                                                               "after_ml": ml}})))
     cpu_before = cpu_s(pids)
     started = time.monotonic()
@@ -271,7 +276,7 @@ def burst(broker: MosquittoBroker, dsn: str, stations: list[str], count: int, pi
     with psycopg.connect(dsn, autocommit=True) as db:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            row = db.execute("SELECT count(*) FROM tx WHERE day = %s", (BURST_DAY,)).fetchone()
+            row = db.execute("SELECT count(*) FROM tx WHERE day = %s", (day,)).fetchone()
             stored = int(row[0]) if row else 0
             if stored >= count:
                 break
@@ -466,6 +471,8 @@ def main() -> int:
     parser.add_argument("--ledgers", type=int, default=2, help="ledger processes (shared subscription)")
     parser.add_argument("--partitioned", type=float, default=0.10, help="fraction of stations cut 10:00-14:00")
     parser.add_argument("--burst", type=int, default=20_000, help="transactions for the ingest measurement")
+    parser.add_argument("--baseline-batch", type=int, default=1000,
+                        help="the ingest burst again through ledgers taking this many transactions a batch (0: skip)")
     parser.add_argument("--sample-mod", type=int, default=10, help="propagation measured for 1 vehicle in N")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--journals", choices=("tmpfs", "disk"), default="tmpfs",
@@ -500,8 +507,20 @@ def main() -> int:
         reports = run_workers(args, broker, stations, categories, events, partitions, root, policy, workdir,
                               journal_dir)
         pids = [p.pid for p, _ in ledgers] + pg_pids(pg)
-        ingest = burst(broker, dsn, stations, args.burst, pids)
+        ingest = {"max_tx_per_batch": MAX_TX_PER_BATCH, **burst(broker, dsn, stations, args.burst, pids)}
         ledger_stats = stop_ledgers(ledgers)
+        ledgers = []
+        if args.baseline_batch:
+            # The same burst through ledgers that take bigger batches: what the cap on
+            # transactions per batch costs in throughput, measured in this run.
+            # A group of their own: the first ledgers' persistent sessions (5 min) would
+            # still be handed their share of the burst.
+            ledgers = start_ledgers(args.ledgers, broker, dsn, workdir / "usage.key", workdir, tick_s,
+                                    ("--max-tx-per-batch", str(args.baseline_batch)), group="fleet-baseline")
+            pids = [p.pid for p, _ in ledgers] + pg_pids(pg)
+            ingest["baseline"] = {"max_tx_per_batch": args.baseline_batch,
+                                  **burst(broker, dsn, stations, args.burst, pids, BASELINE_DAY)}
+            stop_ledgers(ledgers)
         ledgers = []
         with psycopg.connect(dsn, autocommit=True) as db:
             row = db.execute("SELECT count(*) FROM tx WHERE day = %s", (DAY,)).fetchone()
