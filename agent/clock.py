@@ -251,7 +251,7 @@ class ClockGuard:
         ahead = dt.date.fromisoformat(reading.quota_day) - dt.date.fromisoformat(certain_day)
         if ahead.days > MAX_PROVISIONAL_DAYS:  # not believed at all: the certain time stands in
             self.last_trusted_day = before
-            return ClockReading(now, False, max(certain, self.floor), certain_day)
+            return ClockReading(now, False, self.lower_bound(mono), certain_day)
         return dataclasses.replace(reading, since_day=certain_day)
 
     def _read(self, now: dt.datetime, mono: float) -> ClockReading:

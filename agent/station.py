@@ -152,6 +152,7 @@ class Station:
         listeners: list[Listener] | None = None,
     ) -> None:
         check_trust_mode(config)
+        self._init_loop_state()
         self.config = config
         self.events: queue.Queue[object] = queue.Queue()
         self.on_line = on_line or (lambda text: print(text, flush=True))
@@ -167,6 +168,42 @@ class Station:
                                           baudrate=config.relay_board_baud, gpio_pins=config.relay_gpio,
                                           active_high=config.relay_active_high)
         self.scanners = [self._open_scanner(p) for p in config.pumps]
+        self._open_links(config)
+        self.clock = ClockGuard(config.zone)
+        # An expired root brings nothing new (agent/trust/root.py), judged by the guarded clock.
+        self.docs.trust.clock = lambda: self.clock.judged(utc_now(), time.monotonic())
+        self.ready = threading.Event()
+        self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
+                             lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
+        self._open_payments(config)
+        self._open_commands(config)
+        self._open_desks(config)
+        self._open_headquarters_feeds(config)
+        # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
+        self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
+        self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
+        self.devices = self._watch_devices(config)
+        self.status = StatusServer(config.data_dir)
+
+    def _init_loop_state(self) -> None:
+        """What the station loop keeps between turns: alarms raised, timers, pending closes."""
+        self._freeze_state = FRESH
+        self.board_connected = False
+        self._clock_trusted = True
+        self._clock_provisional = False
+        self._conditions_mono = 0.0
+        self.heartbeat_s = 30.0
+        self._last_heartbeat = 0.0
+        self.acks_refused = 0
+        self._anchor_saved_mono: float | None = None
+        self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
+        self._floor_journaled = -FLOOR_EVERY_S  # monotonic time the clock floor was last journaled
+        self._disk_alarmed = disk_guard.OK
+        self._close_retry_mono = 0.0
+        self._loop_errors: dict[str, float] = {}
+
+    def _open_links(self, config: StationConfig) -> None:
+        """MQTT: the station's link and the allow-list's own client, both logged in; the station key."""
         self.link = MqttLink(config.station_id, config.broker_host, config.broker_port, self.events.put,
                              subscribe=(attendant_topics.requests(config.station_id),) if config.attendant else ())
         self.allowlist_sync = AllowListSync(config.broker_host, config.broker_port, config.station_id,
@@ -178,19 +215,8 @@ class Station:
             self.station_key = load_station_key(config.station_key) if config.station_key else None
         except StationKeyError as exc:
             raise ConfigError(str(exc)) from exc
-        self._freeze_state = FRESH
-        self.board_connected = False
-        self.clock = ClockGuard(config.zone)
-        # An expired root brings nothing new (agent/trust/root.py), judged by the guarded clock.
-        self.docs.trust.clock = lambda: self.clock.judged(utc_now(), time.monotonic())
-        self._clock_trusted = True
-        self._clock_provisional = False
-        self.ready = threading.Event()
-        self.live = LiveView(config.station_id, {p.number: p.product for p in config.pumps},
-                             lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain))
-        self._conditions_mono = 0.0
-        self._open_payments(config)
-        self._open_commands(config)
+
+    def _open_desks(self, config: StationConfig) -> None:
         # The attendants' phones (agent/attendant/): sign-in, camera scans, payment choice, stop.
         self.attendants = None if config.attendant is None else AttendantDesk(
             config.station_id, config.attendant, self.journal,
@@ -198,24 +224,9 @@ class Station:
             {p.number: p.product for p in config.pumps}, self._price)
         if self.attendants is not None:
             self.listeners.append(self.attendants.on_event)
-        self.heartbeat_s = 30.0
         self.tanks = None if config.tank_gauge is None else TankDesk(
             config.tank_gauge, self.journal, self.events.put, self._publish_station, self._emit,
             lambda: any(p.session is not None for p in self.pumps.values()))
-        self._last_heartbeat = 0.0
-        self.acks_refused = 0
-        self._anchor_saved_mono: float | None = None
-        self._open_headquarters_feeds(config)
-        # Free space, read-only disk and the reserve that lets running fills close (agent/disk_guard.py).
-        self.disk = disk_guard.DiskGuard(config.data_dir, config.disk)
-        self._pending_closes: dict[int, tuple[SessionRow, int, str, bool]] = {}
-        self._floor_journaled = -FLOOR_EVERY_S  # monotonic time the clock floor was last journaled
-        self._disk_alarmed = disk_guard.OK
-        self._close_retry_mono = 0.0
-        self.retention = Retention(self.journal, config.retention)  # plates masked, old sales pruned
-        self.devices = self._watch_devices(config)
-        self.status = StatusServer(config.data_dir)
-        self._loop_errors: dict[str, float] = {}
 
     def _open_headquarters_feeds(self, config: StationConfig) -> None:
         # Fleet updates (agent/updates/updater.py); exit_code set: the service loop ends, we restart.
@@ -1202,8 +1213,9 @@ class Station:
 
     def _command(self, payload: bytes) -> None:
         reading = self._read_clock()
-        # Nothing issued after the latest moment the station believes in passes.
-        latest = reading.effective if reading.ahead else max(reading.now, self.clock.floor)
+        # Nothing issued after the latest moment the station believes in passes (never behind
+        # the floor or the certain time, even with the clock set back; headquarters' time if ahead).
+        latest = reading.effective
         try:
             command = self.command_gate.admit(payload, reading.effective, latest)
         except CommandRejected as exc:
@@ -1241,6 +1253,23 @@ class Station:
             self.attendants.pump(pump.config.number, state, live.dispensed_ml if live else None,
                                  s.tx_id if s else None, s.preset_ml if s else 0)
 
+    def _expiry_conditions(self, mono: float) -> None:
+        """Standing alarms judged by the guarded clock (a clock set back hides none of them)."""
+        reading = self._read_clock()
+        allowlist = self.docs.allowlist
+        expired = allowlist is not None and reading.effective >= allowlist.expires
+        self.live.condition("allowlist_expired", expired,
+                            f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
+        self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
+        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
+        self.live.condition("root_expired", reading.effective >= root.expires,
+                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
+        lag = self.clock.lag(reading.effective, mono)  # agent/clock.py: grows with each offline reboot
+        self.live.condition("clock_lag", lag > CLOCK_LAG_ALERT,
+                            f"the certain time trails the clock by {lag.total_seconds() / 3600:.1f} h: "
+                            f"for that long after each midnight, yesterday's litres count against today's "
+                            f"quota, until headquarters' signed time comes (link, acknowledgement)")
+
     def _live_tick(self, now: float) -> None:
         self.live.tick(now)
         if now - self._conditions_mono < CONDITIONS_EVERY_S:
@@ -1250,20 +1279,7 @@ class Station:
         depth = self.journal.outbox_depth()
         self.live.condition("outbox_growing", depth >= OUTBOX_ALERT_DEPTH,
                             f"{depth} transactions not yet acknowledged by headquarters")
-        allowlist = self.docs.allowlist
-        expired = allowlist is not None and utc_now() >= allowlist.expires
-        self.live.condition("allowlist_expired", expired,
-                            f"expired {allowlist.expires.isoformat()}" if allowlist is not None else "")
-        self.live.condition("no_allowlist", allowlist is None, "no signed vehicle list received yet")
-        root = self.docs.trust.root  # headquarters must publish the next root before this one expires
-        reading = self._read_clock()
-        self.live.condition("root_expired", reading.effective >= root.expires,
-                            f"root of trust v{root.version} expired {root.expires.isoformat()}")
-        lag = self.clock.lag(reading.effective, now)  # agent/clock.py: grows with each offline reboot
-        self.live.condition("clock_lag", lag > CLOCK_LAG_ALERT,
-                            f"the certain time trails the clock by {lag.total_seconds() / 3600:.1f} h: "
-                            f"for that long after each midnight, yesterday's litres count against today's "
-                            f"quota, until headquarters' signed time comes (link, acknowledgement)")
+        self._expiry_conditions(now)
         self._disk_tick()
         certain = self.clock.certain_json(now)
         if certain is not None and now - self._floor_journaled >= CERTAIN_EVERY_S:  # no fill carried it lately

@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS station (
     last_seen timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS station_area ON station (area);
+-- The usage feed's sequences per publisher (a ledger process's name) and slot (station
+-- batches, ticks): stations refuse a batch not above the last they took, so a restarted
+-- ledger must go on above anything it signed before.
+CREATE TABLE IF NOT EXISTS feed_seq (
+    publisher text NOT NULL,
+    slot text NOT NULL,
+    high bigint NOT NULL,
+    PRIMARY KEY (publisher, slot)
+);
 CREATE TABLE IF NOT EXISTS alerts (
     vehicle_id bigint NOT NULL,
     product text NOT NULL,

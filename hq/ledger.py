@@ -213,19 +213,30 @@ class LedgerStore:
 
     def _reserve(self, items: list[Reservation]) -> list[Key]:
         changed: dict[tuple[int, str, str], int] = {}
+        opened: list[str] = []
         for item in sorted(items, key=lambda r: (r.tx_id, not r.open)):
             vid = to_db_id(item.vehicle_id)
             if item.open:
                 sql = ("INSERT INTO reservation (tx_id, station, vehicle_id, product, day, ml, rev, open)"
-                       " VALUES (%s, %s, %s, %s, %s, %s, nextval('usage_rev'), true) ON CONFLICT (tx_id) DO NOTHING")
+                       " VALUES (%s, %s, %s, %s, %s, %s, 0, true) ON CONFLICT (tx_id) DO NOTHING")
             else:
                 sql = ("INSERT INTO reservation (tx_id, station, vehicle_id, product, day, ml, rev, open)"
                        " VALUES (%s, %s, %s, %s, %s, %s, 0, false) ON CONFLICT (tx_id) DO UPDATE SET open = false"
                        " WHERE reservation.open")
             if self.db.execute(sql, (item.tx_id, item.station, vid, item.product, item.day, item.ml)).rowcount:
                 changed[(vid, item.product, item.day)] = 0
+                if item.open:
+                    opened.append(item.tx_id)
         if changed:
             self._bump(changed)
+        if opened:
+            # A fill's revision is drawn only now, holding its vehicle-day's row (the bump
+            # above): two processes opening fills of one vehicle at once then draw them in the
+            # order they commit, so the one committed second sees the first in its snapshot
+            # with a lower revision and is told to yield. Drawn at the insert, the order could
+            # invert, and neither would be told (a copied QR filling twice).
+            self.db.execute("UPDATE reservation SET rev = nextval('usage_rev') WHERE tx_id = ANY(%s)",
+                            (sorted(opened),))
         return [(from_db_id(v), p, d) for v, p, d in sorted(changed)]
 
     # --- what the usage feed reads ---------------------------------------------------------
@@ -258,15 +269,29 @@ class LedgerStore:
     def area_keys(self, area: str, day: str, since: dt.datetime | None) -> list[Key]:
         """Vehicle-days with usage or fills in progress at any station of `area` on `day`,
         changed since `since` (a reconnecting station's catch-up)."""
+        # Station by station through the (station, day) indexes: a day's whole usage is
+        # millions of rows nationally, an area's a few thousand.
         rows = self.db.execute(
-            "SELECT DISTINCT v.vehicle_id, v.product, v.day::text FROM vehicle_day v"
-            " JOIN (SELECT vehicle_id, product, day, station FROM usage WHERE day = %(day)s"
-            "       UNION ALL SELECT vehicle_id, product, day, station FROM reservation WHERE day = %(day)s AND open)"
-            " AS x USING (vehicle_id, product, day) JOIN station s ON s.station = x.station"
-            " WHERE s.area = %(area)s AND v.day = %(day)s AND (%(since)s::timestamptz IS NULL"
-            "       OR v.updated_at > %(since)s::timestamptz)",
+            "SELECT DISTINCT v.vehicle_id, v.product, v.day::text FROM station s"
+            " CROSS JOIN LATERAL (SELECT vehicle_id, product, day FROM usage u"
+            "                     WHERE u.station = s.station AND u.day = %(day)s"
+            "                     UNION ALL SELECT vehicle_id, product, day FROM reservation r"
+            "                     WHERE r.station = s.station AND r.day = %(day)s AND r.open) AS x"
+            " JOIN vehicle_day v ON (v.vehicle_id, v.product, v.day) = (x.vehicle_id, x.product, x.day)"
+            " WHERE s.area = %(area)s AND (%(since)s::timestamptz IS NULL OR v.updated_at > %(since)s::timestamptz)",
             {"day": day, "area": area, "since": since}).fetchall()
         return sorted((from_db_id(v), p, d) for v, p, d in rows)
+
+    # --- the feed's sequences ----------------------------------------------------------------
+
+    def reserve_seqs(self, publisher: str, slot: str, count: int) -> int:
+        """The highest number of a new block of `count` for this publisher's slot (committed
+        before any of it is used: a crash can only skip numbers, never reuse one)."""
+        row = self._retrying(lambda: self.db.execute(
+            "INSERT INTO feed_seq (publisher, slot, high) VALUES (%s, %s, %s) ON CONFLICT (publisher, slot)"
+            " DO UPDATE SET high = feed_seq.high + excluded.high RETURNING high",
+            (publisher, slot, count)).fetchone())
+        return int(row[0])
 
     # --- stations ----------------------------------------------------------------------------
 

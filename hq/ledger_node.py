@@ -19,14 +19,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
@@ -41,6 +44,15 @@ from hq.usage_feed import Message, UsageFeed
 log = logging.getLogger(__name__)
 
 SYNC_MARGIN = dt.timedelta(seconds=60)  # longer than any ledger transaction: nothing slips between
+SWITCH_INTERVAL_S = 0.001  # as the station's (agent/station.py)
+# Sync answers (a reconnecting station's catch-up: a query and a signed answer of its area's
+# day each) are answered a few at a time between batches: when a hundred stations come back
+# at once, the fills opening meanwhile must still hear of usage elsewhere before fuel flows.
+SYNCS_PER_TURN = 2
+# Transactions per batch: a batch is stored, acknowledged and fanned out before the next is
+# taken, so its size bounds how long a fill opening meanwhile waits for its answer (a
+# reconnecting station drains hours of outbox at once). 250 still commits in bulk.
+MAX_TX_PER_BATCH = 250
 
 
 def parse_reservation(topic: str, payload: bytes) -> Reservation:
@@ -95,10 +107,15 @@ class NodeStats:
     feed_bytes: int = 0
     feed_messages: int = 0
     per_station_bytes: dict[str, int] = field(default_factory=dict)
+    # Per batch: seconds its oldest message waited in this process, and seconds to handle it
+    # (store, commit, acknowledge, publish): the ledger's share of the feed's propagation.
+    batch_wait_s: list[float] = field(default_factory=list)
+    batch_handle_s: list[float] = field(default_factory=list)
 
 
 class LedgerNode(SharedSubscriber):
     role = "ledger"
+    max_tx_per_batch = MAX_TX_PER_BATCH
 
     def __init__(self, host: str, port: int, dsn: str, keys: list[Ed25519PrivateKey], name: str | None = None,
                  group: str = SHARE_GROUP, on_alert: Callable[[QuotaAlert], None] | None = None,
@@ -114,11 +131,14 @@ class LedgerNode(SharedSubscriber):
         super().__init__(host, port, name, group, ack_key or keys[0], tls, poll_s=0.05)
         self.verifier = verifier
         self.store = LedgerStore(dsn)
-        self.feed = UsageFeed(keys, publisher=f"{self.name}-{uuid.uuid4().hex[:6]}")
+        # The feed's publisher is the process's name; its sequences live in the database, so a
+        # restarted process goes on where it was (stations keep refusing its old batches).
+        self.feed = UsageFeed(keys, publisher=self.name, seq_source=self.store.reserve_seqs)
         self.on_alert = on_alert
         self.tick_s = tick_s
         self.stats = NodeStats()
         self._next_tick = 0.0
+        self._syncs_due: deque[SyncRequest] = deque()  # the worker thread's own
 
     # compatibility with the collector's counters
     @property
@@ -155,10 +175,18 @@ class LedgerNode(SharedSubscriber):
         if now >= self._next_tick and self.connected:
             self._next_tick = now + self.tick_s
             self._publish([self.feed.tick()])
+        if self._syncs_due:
+            self._answer_syncs()
 
-    def batch_done(self, seconds: float) -> None:
+    def idle_wait_s(self) -> float:
+        return 0.0 if self._syncs_due else self.poll_s
+
+    def batch_done(self, seconds: float, waited: float) -> None:
         self.stats.busy_s += seconds
         self.stats.batches += 1
+        if len(self.stats.batch_handle_s) < 1_000_000:  # bounded: a long-running node keeps the first
+            self.stats.batch_wait_s.append(round(waited, 4))
+            self.stats.batch_handle_s.append(round(seconds, 4))
 
     def handle(self, batch: list[tuple[str, bytes]]) -> None:
         txs: list[tuple[dict[str, Any], bytes]] = []
@@ -179,12 +207,21 @@ class LedgerNode(SharedSubscriber):
             except (RecordError, TxSignatureError) as exc:
                 self.stats.rejected += 1
                 log.warning("%s: message on %s refused: %s", self.name, topic, exc)
-        if syncs:
-            self._syncs(syncs)
+        # Fills opening first (their answer must beat the nozzle), then transactions; sync
+        # answers wait for the turns between batches (_answer_syncs).
         if reservations:
             self._reservations(reservations)
         if txs:
             self._transactions(txs)
+        self._syncs_due.extend(syncs)
+
+    def _answer_syncs(self) -> None:
+        turn = [self._syncs_due.popleft() for _ in range(min(SYNCS_PER_TURN, len(self._syncs_due)))]
+        try:
+            self._syncs(turn)
+        except psycopg.Error:
+            # Unanswered: the station asks again (agent/usage_link.RESYNC_EVERY_S).
+            log.exception("%s: %d sync requests failed", self.name, len(turn))
 
     def _transactions(self, txs: list[tuple[dict[str, Any], bytes]]) -> None:
         records: dict[str, dict[str, Any]] = {}
@@ -241,6 +278,12 @@ class LedgerNode(SharedSubscriber):
             self.client.publish(topic, payload, qos=1)
 
 
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values) or [0.0]
+    return {"n": len(values), "p50": ordered[len(ordered) // 2], "p99": ordered[int(0.99 * (len(ordered) - 1))],
+            "max": ordered[-1]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m hq.ledger_node`: one ledger process (run several for the load)."""
     import argparse
@@ -264,12 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", default=SHARE_GROUP, help="shared subscription group")
     parser.add_argument("--tick", type=float, default=15.0, help="seconds between signed heartbeats")
     parser.add_argument("--stats", type=Path, help="write counters as JSON here on exit")
+    parser.add_argument("--max-tx-per-batch", type=int, default=MAX_TX_PER_BATCH,
+                        help="transactions per batch (fewer: fills opening are answered sooner under load)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # The MQTT thread must not wait 5 ms (the default) for the GIL behind a busy store thread
+    # at every socket read: under load that convoy alone delays the feed by whole seconds.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     verifier = None if args.accept_unsigned else StationKeys.from_directory(args.station_certs, args.ca).verify
     node = LedgerNode(args.host, args.port, args.dsn, [load_private_key(args.key)], name=args.name,
                       group=args.group, tick_s=args.tick, verifier=verifier,
                       ack_key=load_private_key(args.ack_key) if args.ack_key else None)
+    node.max_tx_per_batch = args.max_tx_per_batch
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
@@ -280,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     node.close()
     if args.stats is not None:
         stats = {k: v for k, v in vars(node.stats).items() if k != "per_station_bytes"}
+        for name in ("batch_wait_s", "batch_handle_s"):
+            stats[name] = _summary(stats[name])
         args.stats.write_text(json.dumps(stats))
     return 0
 

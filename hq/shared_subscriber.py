@@ -39,6 +39,7 @@ class SharedSubscriber:
     """Subclasses say what they subscribe to and handle each batch (in the worker thread)."""
 
     role = "collector"  # for the log and the error when the broker is out of reach
+    max_tx_per_batch = MAX_BATCH  # transactions per batch (a smaller batch answers what waits behind it sooner)
 
     def __init__(self, host: str, port: int, name: str, group: str, ack_key: Ed25519PrivateKey,
                  tls: tuple[Path, Path, Path] | None = None, poll_s: float = 0.1) -> None:
@@ -47,7 +48,7 @@ class SharedSubscriber:
         self.name, self.host, self.port, self.group = name, host, port, group
         self.ack_key = ack_key
         self.poll_s = poll_s
-        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()  # topic, payload, arrived
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._worker = threading.Thread(target=self._work, name=f"{name}-store", daemon=True)
@@ -58,7 +59,8 @@ class SharedSubscriber:
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *args: self._connected.clear()
-        self.client.on_message = lambda client, userdata, m: self._inbox.put((m.topic, bytes(m.payload)))
+        self.client.on_message = lambda client, userdata, m: self._inbox.put((m.topic, bytes(m.payload),
+                                                                               time.monotonic()))
 
     # --- what a subclass provides ------------------------------------------------------------
 
@@ -71,6 +73,10 @@ class SharedSubscriber:
 
     def between_batches(self) -> None:
         """Called in the worker before each wait for messages (timers such as a heartbeat)."""
+
+    def idle_wait_s(self) -> float:
+        """How long the worker waits for a first message (0 while it has work of its own)."""
+        return self.poll_s
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -105,16 +111,18 @@ class SharedSubscriber:
 
     # --- the worker ---------------------------------------------------------------------------
 
-    def _next_batch(self) -> list[tuple[str, bytes]]:
+    def _next_batch(self) -> list[tuple[str, bytes, float]]:
         try:
-            batch = [self._inbox.get(timeout=self.poll_s)]
+            batch = [self._inbox.get(timeout=self.idle_wait_s())]
         except queue.Empty:
             return []
-        while len(batch) < MAX_BATCH:
+        txs = int(batch[0][0].endswith("/tx"))
+        while len(batch) < MAX_BATCH and txs < self.max_tx_per_batch:
             try:
                 batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+            txs += batch[-1][0].endswith("/tx")
         return batch
 
     def _work(self) -> None:
@@ -125,14 +133,14 @@ class SharedSubscriber:
                 continue
             started = time.monotonic()
             try:
-                self.handle(batch)
+                self.handle([(topic, payload) for topic, payload, _ in batch])
             except psycopg.Error:
                 # Nothing acknowledged: the stations send the transactions again.
                 log.exception("%s: a batch of %d failed", self.name, len(batch))
-            self.batch_done(time.monotonic() - started)
+            self.batch_done(time.monotonic() - started, started - batch[0][2])
 
-    def batch_done(self, seconds: float) -> None:
-        """After each batch, with the time it took (counters)."""
+    def batch_done(self, seconds: float, waited: float) -> None:
+        """After each batch, with the time it took and how long its oldest message waited."""
 
     def acknowledge(self, records: Iterable[dict[str, Any]]) -> None:
         """Signed acknowledgements of stored and committed transactions, per station: only now

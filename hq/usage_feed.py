@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +27,11 @@ from hq.db import area_of
 from hq.ledger import Key, VehicleDayRow
 
 MAX_ENTRIES = 2_000  # per batch; stations refuse more than 20,000
+SEQ_BLOCK = 10_000  # sequence numbers taken from the database at a time
+
+# (publisher, slot, count) -> the highest number of a fresh block of `count` (the ledger's
+# database keeps it: a restarted publisher goes on above anything it ever signed).
+SeqSource = Callable[[str, str, int], int]
 
 Message = tuple[str, bytes]  # (topic, payload)
 
@@ -43,16 +49,37 @@ def tailored(row: VehicleDayRow, recipient: str) -> tuple[list[list[Any]], list[
     return used, [[s, ml] for s, ml in sorted(reserved.items())]
 
 
+class _Counter:
+    """A publisher's sequence for one slot: from `source` in blocks, else from 1 in memory."""
+
+    def __init__(self, publisher: str, slot: str, source: SeqSource | None) -> None:
+        self.publisher, self.slot, self.source = publisher, slot, source
+        self.value = 0
+        self.high = 0 if source is not None else 1 << 62
+
+    def next(self) -> int:
+        if self.value >= self.high:
+            assert self.source is not None
+            self.high = self.source(self.publisher, self.slot, SEQ_BLOCK)
+            self.value = self.high - SEQ_BLOCK  # the rest of an earlier block is skipped: gaps are fine
+        self.value += 1
+        return self.value
+
+
 class UsageFeed:
-    """One ledger process's publisher: its own id and sequence (stations refuse replays)."""
+    """One ledger process's publisher: its id and sequences (stations refuse replays: a batch
+    whose sequence is not above the last they took from that publisher). With `seq_source`
+    the sequences live in the ledger's database, so a publisher keeps its id across restarts
+    and a batch it signed before a restart is still a replay after it; without, they start at
+    1 and the id must be new each time."""
 
     def __init__(self, keys: list[Ed25519PrivateKey], publisher: str | None = None,
-                 max_entries: int = MAX_ENTRIES) -> None:
+                 max_entries: int = MAX_ENTRIES, seq_source: SeqSource | None = None) -> None:
         self.keys = keys
         self.publisher = publisher or f"ledger-{uuid.uuid4().hex[:12]}"
         self.max_entries = max_entries
-        self._seq = 0
-        self._tick_seq = 0
+        self._seq = _Counter(self.publisher, "station", seq_source)
+        self._tick_seq = _Counter(self.publisher, "tick", seq_source)
         self.bytes_out = 0
         self.messages_out = 0
 
@@ -68,8 +95,7 @@ class UsageFeed:
         for day, entries in sorted(by_day.items()):
             chunks = [entries[i:i + self.max_entries] for i in range(0, len(entries), self.max_entries)] or [[]]
             for index, chunk in enumerate(chunks):
-                self._seq += 1
-                body = {"kind": kind, "station": station, "day": day, "seq": self._seq,
+                body = {"kind": kind, "station": station, "day": day, "seq": self._seq.next(),
                         "last": index == len(chunks) - 1, "entries": chunk}
                 out.append((topics.usage(station), self._sign(body)))
         return out
@@ -105,6 +131,5 @@ class UsageFeed:
 
     def tick(self) -> Message:
         """A signed heartbeat for every station: the feed is alive even when nothing moves."""
-        self._tick_seq += 1
-        body = {"kind": "tick", "station": "*", "day": "", "seq": self._tick_seq, "last": True, "entries": []}
+        body = {"kind": "tick", "station": "*", "day": "", "seq": self._tick_seq.next(), "last": True, "entries": []}
         return topics.USAGE_TICK, self._sign(body)

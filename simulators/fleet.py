@@ -4,10 +4,19 @@ agent/national_usage.py), eligibility decision (agent/eligibility.py), journal a
 (agent/journal.py, agent/outbox.py, SQLite on disk), over one shared MQTT connection.
 
 Time is compressed: one simulated quota day passes in `day_s` wall seconds, and the
-stations' freshness clock runs on simulated seconds. Pumps are not simulated byte by byte:
-a fill flows at a fixed rate from a nozzle-lift delay on. Fills of copied QR codes used at
-several stations at once flow in real time (a real fill takes a minute or more; compressing
-it would compare it with uncompressed network delays).
+stations' freshness clock runs on simulated seconds. Journals are group-committed as at a
+station (agent/journal_sync.py: a close's record leaves once its commit is durable); the
+benchmark may put them on a tmpfs (the SD card's fsync cost is the wear benchmark's).
+
+The harness measures its own lag, so a reader can tell whether a figure is the design's or
+the simulator's: how late each scheduled event ran (wall seconds behind its simulated
+time), and how long each incoming message waited in this process before a station took it
+in (its propagation is measured to that moment: counted at B, not merely delivered).
+
+Pumps are not simulated byte by byte: a fill flows at a fixed rate from a nozzle-lift delay
+on. Fills of copied QR codes used at several stations at once flow in real time (a real
+fill takes a minute or more; compressing it would compare it with uncompressed network
+delays).
 
     python -m simulators.fleet SPEC.json OUT.json
 """
@@ -18,10 +27,12 @@ import datetime as dt
 import heapq
 import json
 import queue
+import statistics
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +52,9 @@ from agent.usage_link import UsageLink, fill_cap
 PRODUCT = "solar"
 FLOW_ML_PER_S = 40_000 / 60  # 40 L/min
 REAL_NOZZLE_S = 8.0  # scan to nozzle lifted for real-time (copied QR) fills, wall seconds
+SWITCH_INTERVAL_S = 0.001  # as the station (agent/station.py): the MQTT thread is not held back
+SUBSCRIBE_CHUNK = 100  # topics per SUBSCRIBE packet
+DURABLE = "$durable"  # inbox marker: a journal's group commit reached the disk
 
 
 class Registry:
@@ -105,29 +119,41 @@ class Fleet:
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
         self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload), time.time()))
-        self.connect(spec["host"], int(spec["port"]))
+        self.connect(spec["host"], int(spec["port"]), list(spec["stations"]))
         self.sample_mod = int(spec.get("sample_mod", 10))
         # Scan to nozzle lifted, in wall seconds: network delays are not compressed, so neither
         # is this (a real one takes 10-20 s; a short one here is the harder case).
         self.nozzle_s = float(spec.get("nozzle_s", 2.0))
+        # Flow of the real-time fills (copies): faster than a pump only shortens a small run,
+        # and makes it stricter (a late answer lets more through).
+        self.real_flow = float(spec.get("real_flow_ml_per_s", FLOW_ML_PER_S))
         self.stations: dict[str, SimStation] = {}
+        journals = Path(spec.get("journal_dir") or workdir)
         for sid in spec["stations"]:
-            directory = workdir / sid
+            directory = journals / sid
             directory.mkdir(parents=True, exist_ok=True)
-            journal = Journal(directory / "journal.sqlite")
+            journal = Journal(directory / "journal.sqlite", group_commit=True, on_durable=self._durable(sid))
             self.stations[sid] = SimStation(sid, journal, OutboxSender(journal), UsageLink(
                 sid, "WIB", self.trust, self._publisher(sid), lambda e: self.refusals.append(e),
                 lambda: self.policy, clock=self.sim_now))
         self.events: list[tuple[float, int, str, dict[str, Any]]] = []
         self._n = 0
         self.log: list[dict[str, Any]] = []
-        self.observations: list[tuple[str, str, int, str, float]] = []  # vid, station A, ml, at B, wall
+        # vid, station A, ml, at B, wall delivered (MQTT thread), wall counted (merged at B)
+        self.observations: list[tuple[str, str, int, str, float, float]] = []
         self.refusals: list[dict[str, Any]] = []
+        self.lateness: list[float] = []  # per scheduled event: wall seconds it ran behind its time
+        self.worst_by_hour = [0.0] * 25  # the worst of those per simulated hour (where it fell behind)
+        self.inbox_wait: list[float] = []  # per incoming message: wall seconds queued in this process
+        self.timeline: dict[str, float] = {}
 
     # --- clocks and MQTT -------------------------------------------------------------------
 
     def sim_now(self) -> float:
         return (time.monotonic() - self.t0_wall) * self.factor
+
+    def _durable(self, sid: str) -> Callable[[], None]:
+        return lambda: self.inbox.put((DURABLE, sid.encode(), time.time()))
 
     def _publisher(self, sid: str) -> Any:
         def publish(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
@@ -138,22 +164,34 @@ class Fleet:
             return self.client.publish(topic, payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS
         return publish
 
-    def connect(self, host: str, port: int) -> None:
-        """One connection for all the process's stations: wildcard subscriptions, and the
-        messages for stations hosted elsewhere are dropped here (hundreds of per-station
-        subscriptions sent before the broker's CONNACK made paho drop the connection)."""
+    def connect(self, host: str, port: int, stations: list[str]) -> None:
+        """One connection for all the process's stations, subscribed to exactly their topics
+        (as each station is), so the broker sends this process only what its stations get.
+        Subscribed after the CONNACK, in chunks (hundreds of subscriptions sent before it
+        made paho drop the connection), and ready when every SUBACK is in."""
+        wanted = [topics.USAGE_TICK] + [t for sid in stations for t in (topics.usage(sid), topics.ack(sid))]
+        chunks = [wanted[i:i + SUBSCRIBE_CHUNK] for i in range(0, len(wanted), SUBSCRIBE_CHUNK)]
+        pending: set[int] = set()
+        lock = threading.Lock()
         ready = threading.Event()
 
-        def connected(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-            client.subscribe([(topics.USAGE_PREFIX + "+", 1), ("hq/v1/ack/+", 1)])  # + covers the tick
-            ready.set()
+        def subscribed(client: mqtt.Client, userdata: Any, mid: int, *rest: Any) -> None:
+            with lock:
+                pending.discard(mid)
+                if not pending:
+                    ready.set()
 
+        def connected(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            with lock:
+                for chunk in chunks:
+                    pending.add(int(client.subscribe([(t, 1) for t in chunk])[1] or 0))
+
+        self.client.on_subscribe = subscribed
         self.client.on_connect = connected
         self.client.connect(host, port, keepalive=60)
         self.client.loop_start()
-        if not ready.wait(30):
-            raise RuntimeError("the fleet's MQTT connection was not accepted")
-        time.sleep(0.5)
+        if not ready.wait(60):
+            raise RuntimeError("the fleet's MQTT subscriptions were not accepted")
 
     # --- the schedule --------------------------------------------------------------------
 
@@ -170,12 +208,14 @@ class Fleet:
                 self.at(float(end), "mend", station=sid)
 
     def run(self) -> None:
+        started = time.monotonic()
         for station in self.stations.values():
             station.link.on_link(True, self.day, 0.0)
         deadline = time.monotonic() + float(self.spec.get("sync_wait_s", 120))
         while time.monotonic() < deadline and not all(s.link.national.synced for s in self.stations.values()):
             self._drain(0.05)
         self.t0_wall = time.monotonic()
+        self.timeline["sync_s"] = round(self.t0_wall - started, 2)
         self.load_schedule()
         end = float(self.spec["day_s"]) + float(self.spec.get("tail_s", 10))
         # A loaded machine may fall behind the schedule: finish the day's events late rather
@@ -186,7 +226,12 @@ class Fleet:
                or (self.events and time.monotonic() - self.t0_wall < hard_end)):
             now_sim = self.sim_now()
             while self.events and self.events[0][0] <= now_sim:
-                _, _, kind, data = heapq.heappop(self.events)
+                due, _, kind, data = heapq.heappop(self.events)
+                if kind in ("scan", "end"):
+                    late = (self.sim_now() - due) / self.factor
+                    self.lateness.append(late)
+                    hour = min(24, max(0, int(due // 3600)))
+                    self.worst_by_hour[hour] = max(self.worst_by_hour[hour], late)
                 self._event(kind, data)
             wall = time.monotonic()
             if wall >= next_tick:
@@ -194,6 +239,7 @@ class Fleet:
                 self._tick()
             wait = 0.02 if not self.events else max(0.0, min(0.02, (self.events[0][0] - now_sim) / self.factor))
             self._drain(wait)
+        self.timeline["day_done_s"] = round(time.monotonic() - self.t0_wall, 2)
 
     def _tick(self) -> None:
         for station in self.stations.values():
@@ -251,11 +297,13 @@ class Fleet:
         fill.end_event = 1
         station.fills[vid] = fill
         station.link.opened(session, station.connected)
+        if station.connected:  # the session row's sync covered any close held back: send it (as the station)
+            station.outbox.pump(time.monotonic(), self._publish2(station))
         self.log.append(entry)
         self._schedule_end(station, fill)
 
     def _schedule_end(self, station: SimStation, fill: Fill) -> None:
-        duration = min(fill.want_ml, fill.stop_ml) / FLOW_ML_PER_S
+        duration = min(fill.want_ml, fill.stop_ml) / (self.real_flow if fill.real_time else FLOW_ML_PER_S)
         if fill.real_time:
             end_sim = self.sim_now() + max(0.0, fill.flow_at + duration - time.monotonic()) * self.factor
         else:
@@ -264,7 +312,7 @@ class Fleet:
 
     def _flowed(self, fill: Fill) -> int:
         now = time.monotonic() if fill.real_time else self.sim_now()
-        return int(max(0.0, now - fill.flow_at) * FLOW_ML_PER_S)
+        return int(max(0.0, now - fill.flow_at) * (self.real_flow if fill.real_time else FLOW_ML_PER_S))
 
     def _close(self, station: SimStation, fill: Fill) -> None:
         vid = fill.session.vehicle_id
@@ -300,6 +348,12 @@ class Fleet:
             self._incoming(*item)
 
     def _incoming(self, topic: str, payload: bytes, wall: float) -> None:
+        self.inbox_wait.append(time.time() - wall)
+        if topic == DURABLE:  # a close is on the disk: its record may leave (as the station's loop)
+            durable = self.stations[payload.decode()]
+            if durable.connected:
+                durable.outbox.pump(time.monotonic(), self._publish2(durable))
+            return
         if topic == topics.USAGE_TICK:
             for each in self.stations.values():
                 if each.connected:
@@ -347,11 +401,14 @@ class Fleet:
             for other, ml in known.used.items():
                 if ml > seen.get(other, 0):
                     seen[other] = ml
-                    self.observations.append((str(vid), other, ml, station.sid, wall))
+                    self.observations.append((str(vid), other, ml, station.sid, wall, time.time()))
 
     def report(self) -> dict[str, Any]:
         return {"log": self.log, "observations": self.observations, "events_left": len(self.events),
-                "lag_s": round(max(0.0, time.monotonic() - self.t0_wall - float(self.spec["day_s"])), 1),
+                "overrun_s": round(max(0.0, time.monotonic() - self.t0_wall - float(self.spec["day_s"])), 1),
+                "lateness_s": summary(self.lateness), "inbox_wait_s": summary(self.inbox_wait),
+                "timeline": self.timeline, "cpu_s": round(time.process_time(), 1),
+                "worst_lateness_by_hour_s": [round(x, 3) for x in self.worst_by_hour],
                 "refused_batches": len(self.refusals),
                 "stations": {s.sid: {"bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "bytes_ack": s.bytes_ack,
                                      "bytes_tick": s.bytes_tick,
@@ -367,7 +424,17 @@ class Fleet:
             station.journal.close()
 
 
+def summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0, "p50": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
+    ordered = sorted(values)
+    return {"n": len(ordered), "p50": round(ordered[len(ordered) // 2], 4),
+            "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
+            "max": round(ordered[-1], 4), "mean": round(statistics.fmean(ordered), 4)}
+
+
 def main(argv: list[str]) -> int:
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     spec = json.loads(Path(argv[0]).read_text())
     out = Path(argv[1])
     fleet = Fleet(spec, Path(spec["workdir"]))

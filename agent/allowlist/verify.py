@@ -10,7 +10,10 @@ and runs, agent/allowlist/layers.py) by streaming the merged list through the sa
 It runs in the allow-list worker thread right after start (agent/allowlist/sync.py), not
 before the first scan: the plain SHA-256 of a 50M list is ~0.5 s on x86 and 2-3 s on a
 Pi 4, a layered one tens of seconds (the merge), both beyond the 2 s start-up budget. A
-version found corrupt is taken out of service (`quarantine`) and fetched afresh.
+version found corrupt is taken out of service (`quarantine`) and fetched afresh. A
+`manifest.json` that no longer verifies is corrupt too, unless it is intact and the content
+is exactly what it names (the allowlist key rotated since: a new list replaces it). Boot
+serves neither, and the sync takes headquarters' manifest of the same version again.
 
 `spbu allowlist verify --station` uses the same check.
 """

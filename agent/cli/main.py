@@ -204,6 +204,12 @@ def _cmd_sim_hq(args: argparse.Namespace) -> int:
             publisher.close()
     if args.collect_only:
         raise CliError("--collect-only needs --db")
+    if not args.local:
+        from agent.cli.sim_hq import run_with_private_ledger
+
+        done = run_with_private_ledger(args)
+        if done is not None:
+            return done
     key = load_private_key(args.key) if args.key else None
     hq = HeadquartersSim(args.host, args.port, synthetic_registry(args.vehicles), key=key)
     hq.start()
@@ -409,6 +415,8 @@ def _add_sim_hq(sim_sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     hq.add_argument("--collect-only", action="store_true", help="with --db: one more collector process, "
                     "no documents published")
     hq.add_argument("--name", help="collector name (default: random)")
+    hq.add_argument("--local", action="store_true", help="without --db: collect in memory, no national ledger "
+                    "(each station counts only its own sales; the default runs the ledger on a private PostgreSQL)")
     hq.add_argument("--station-certs", type=Path, help="with --db: directory of the stations' certificates "
                     "(*.crt); only records these stations signed are stored")
     hq.add_argument("--ca", type=Path, help="with --station-certs: the CA that must have issued them")

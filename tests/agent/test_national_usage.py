@@ -13,10 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.eligibility import OFFLINE_SHARE_USED, QUOTA_EXHAUSTED, QUOTA_USED_ELSEWHERE, decide
+from agent.journal import SessionRow
 from agent.national_usage import Elsewhere, NationalUsage, UsageRefused
 from agent.trust import root as trust
 from agent.trust.documents import QuotaPolicy
 from agent.trust.root import Root, TrustStore
+from agent.usage_link import fill_cap
 
 ME = "34.401.01"
 DAY = "2026-11-30"
@@ -241,3 +243,21 @@ def test_the_station_link_reports_a_refused_batch_and_keeps_selling(keys: dict[s
     assert events[-1]["alert"] == "usage_rejected" and events[-1]["check"] == "own station"
     seen = link.elsewhere(VID, "solar", DAY)
     assert seen is not None and seen.used_ml == 25_000 and not seen.stale
+
+
+def _session(before_ml: int, preset_ml: int, limit_ml: int = 60_000) -> SessionRow:
+    return SessionRow(1, "34.401.01-00000001", 1, VID, "B 1 SIM", "solar", DAY, limit_ml, before_ml, preset_ml,
+                      preset_ml, 6800, "fuelling", 0.0)
+
+
+@pytest.mark.parametrize(("before", "preset", "elsewhere", "cap"), [
+    (0, 60_000, None, None),  # no feed: the preset stands
+    (0, 30_000, Elsewhere(20_000, 10_000), None),  # 30 L left: the preset still fits
+    (0, 60_000, Elsewhere(20_000, 30_000), 10_000),  # reservations elsewhere count as used
+    (15_000, 45_000, Elsewhere(0, 40_000), 5_000),  # this station's earlier litres count too
+    (0, 60_000, Elsewhere(60_000, 0), 0),  # already taken elsewhere: stop now
+    (0, 60_000, Elsewhere(50_000, 40_000), 0),  # never below zero
+])
+def test_a_fill_in_progress_is_capped_where_the_national_quota_ends(
+        before: int, preset: int, elsewhere: Elsewhere | None, cap: int | None) -> None:
+    assert fill_cap(_session(before, preset), elsewhere) == cap

@@ -13,6 +13,16 @@ Links: all up, except a stated fraction of stations partitioned from 10:00 to 14
 station sees its link drop). After the day, a burst of transactions measures the ledger's
 ingest rate and CPU.
 
+The simulated stations' journals are real SQLite files, group-committed as at a station; by
+default they sit on a tmpfs (/dev/shm): 1,000 stations' fsyncs on one disk measure the
+disk, not the design (the SD card's cost is tests/bench/wear.py's). `--journals disk` puts
+them in the work directory instead.
+
+The harness reports its own lag (`harness`): how late the scheduled scans and fill ends ran
+behind their simulated time, and how long messages queued in a fleet process before a
+station took them in. The figures describe the design only while that lag is small
+(`targets.harness_keeps_up`); propagation is measured to the moment B counted the fill.
+
 Reported: propagation from a fill closing at A to being counted at B (p50/p99, wall time);
 overspend per abuser with links up and with partitions against the stated bound
 (docs/national-quota.md): quota x (1 + share x stale stations visited); false refusals of
@@ -51,18 +61,21 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from agent import topics  # noqa: E402
 from agent.trust import root as trust  # noqa: E402
 from agent.trust.signing import save_private_key  # noqa: E402
+from hq.ledger_node import MAX_TX_PER_BATCH  # noqa: E402
 from hq.usage_feed import UsageFeed  # noqa: E402
 from simulators.broker import MosquittoBroker, die_with_parent  # noqa: E402
 from simulators.postgres import PostgresServer  # noqa: E402
 
 DAY = "2026-11-30"
 BURST_DAY = "2026-12-01"
+BASELINE_DAY = "2026-12-02"
 LIMITS_ML = {"private_car": 60_000, "goods_4w": 80_000, "public_6w_plus": 200_000}
 CATEGORY_WEIGHTS = {"private_car": 70, "goods_4w": 25, "public_6w_plus": 5}
 STALE_AFTER_S = 900  # simulated seconds (signed in the policy)
 OFFLINE_SHARE = 0.5
 PARTITION = (10 * 3600, 14 * 3600)
 NATIONAL = {"stations": 7400, "fills_per_day": 5_000_000, "area_size": 8, "tick_s": 60}
+HARNESS_LAG_S = 0.5  # wall seconds (p99): a quarter of the 2 s propagation target
 TARGETS = {"stations": 1000, "vehicles": 100_000, "propagation_p99_s": 2.0, "bytes_per_station_day": 5_000_000,
            "ledger_fills_per_s": 2000}
 
@@ -152,14 +165,15 @@ def signed_documents(key: Ed25519PrivateKey) -> tuple[bytes, bytes]:
 
 
 def start_ledgers(count: int, broker: MosquittoBroker, dsn: str, key_path: Path, workdir: Path,
-                  tick_s: float) -> list[tuple[subprocess.Popen[str], Path]]:
+                  tick_s: float, extra: tuple[str, ...] = (), group: str = "fleet",
+                  ) -> list[tuple[subprocess.Popen[str], Path]]:
     procs = []
     for i in range(count):
-        stats = workdir / f"ledger{i}.json"
+        stats = workdir / f"ledger{i}{'-'.join(extra)}.json"
         proc = subprocess.Popen(
             [sys.executable, "-m", "hq.ledger_node", "--host", broker.host, "--port", str(broker.port), "--dsn", dsn,
-             "--key", str(key_path), "--name", f"bench-ledger-{i}-{uuid.uuid4().hex[:4]}", "--group", "fleet",
-             "--tick", str(tick_s), "--stats", str(stats),
+             "--key", str(key_path), "--name", f"bench-ledger-{i}-{uuid.uuid4().hex[:4]}", "--group", group,
+             "--tick", str(tick_s), "--stats", str(stats), *extra,
              "--accept-unsigned"],  # the simulated stations sign nothing: this measures ingest and the feed
             stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=die_with_parent)
         assert proc.stdout is not None
@@ -209,7 +223,8 @@ def pg_pids(server: PostgresServer) -> list[int]:
 
 
 def run_workers(args: argparse.Namespace, broker: MosquittoBroker, stations: list[str], categories: dict[int, str],
-                events: list[Any], partitions: list[Any], root: bytes, policy: bytes, workdir: Path) -> list[Any]:
+                events: list[Any], partitions: list[Any], root: bytes, policy: bytes, workdir: Path,
+                journal_dir: Path) -> list[Any]:
     groups = [stations[i::args.workers] for i in range(args.workers)]
     procs = []
     for i, group in enumerate(groups):
@@ -218,8 +233,9 @@ def run_workers(args: argparse.Namespace, broker: MosquittoBroker, stations: lis
                 "root_hex": root.hex(), "policy_hex": policy.hex(), "stations": group,
                 "categories": {str(k): v for k, v in categories.items()},
                 "events": [e for e in events if e[2] in mine], "partitions": partitions,
-                "workdir": str(workdir / f"w{i}"), "sample_mod": args.sample_mod, "sync_wait_s": 120,
-                "nozzle_s": args.nozzle_s}
+                "workdir": str(workdir / f"w{i}"), "journal_dir": str(journal_dir / f"w{i}"),
+                "sample_mod": args.sample_mod, "sync_wait_s": 120,
+                "nozzle_s": args.nozzle_s, "real_flow_ml_per_s": args.copy_flow_l_min * 1000 / 60}
         spec_path = workdir / f"w{i}.spec.json"
         spec_path.write_text(json.dumps(spec))
         procs.append((subprocess.Popen([sys.executable, "-m", "simulators.fleet", str(spec_path),
@@ -234,7 +250,8 @@ def run_workers(args: argparse.Namespace, broker: MosquittoBroker, stations: lis
     return reports
 
 
-def burst(broker: MosquittoBroker, dsn: str, stations: list[str], count: int, pids: list[int]) -> dict[str, Any]:
+def burst(broker: MosquittoBroker, dsn: str, stations: list[str], count: int, pids: list[int],
+          day: str = BURST_DAY) -> dict[str, Any]:
     """The ledger's ingest: `count` transactions published as fast as the broker takes them."""
     rng = random.Random(99)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"burst-{uuid.uuid4().hex[:6]}")
@@ -247,8 +264,9 @@ def burst(broker: MosquittoBroker, dsn: str, stations: list[str], count: int, pi
         sid = rng.choice(stations)
         ml = rng.randint(5, 60) * 1000
         payloads.append((topics.tx(sid), json.dumps({
-            "schema": "spbu.tx/1", "tx_id": f"burst-{i}", "station": sid, "vehicle_id": str(rng.getrandbits(63) | 1),
-            "product": "solar", "dispensed_ml": ml, "quota": {"day": BURST_DAY, "limit_ml": 60_000, "before_ml": 0,
+            "schema": "spbu.tx/1", "tx_id": f"burst-{day}-{i}", "station": sid,
+            "vehicle_id": str(rng.getrandbits(63) | 1),
+            "product": "solar", "dispensed_ml": ml, "quota": {"day": day, "limit_ml": 60_000, "before_ml": 0,
                                                               "after_ml": ml}})))
     cpu_before = cpu_s(pids)
     started = time.monotonic()
@@ -258,7 +276,7 @@ def burst(broker: MosquittoBroker, dsn: str, stations: list[str], count: int, pi
     with psycopg.connect(dsn, autocommit=True) as db:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            row = db.execute("SELECT count(*) FROM tx WHERE day = %s", (BURST_DAY,)).fetchone()
+            row = db.execute("SELECT count(*) FROM tx WHERE day = %s", (day,)).fetchone()
             stored = int(row[0]) if row else 0
             if stored >= count:
                 break
@@ -282,10 +300,15 @@ def percentile(values: list[float], q: float) -> float:
 
 def propagation(log: list[dict[str, Any]], observations: list[Any], cut: set[str],
                 stations_by_area: dict[str, list[str]], sample_mod: int) -> dict[str, Any]:
-    seen: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)  # (vid, A, B) -> [(ml, wall)]
-    for vid, a, ml, b, wall in observations:
-        seen[(vid, a, b)].append((ml, wall))
+    """From the fill closing at A (its journal commit) to B counting it (merged into B's view,
+    what B's next scan reads); `delivered` stops at B's MQTT thread (without the fleet
+    process's own queueing, which `harness.inbox_wait_s` reports)."""
+    # (vid, A, B) -> [(ml, wall delivered, wall counted)]
+    seen: dict[tuple[str, str, str], list[tuple[int, float, float]]] = defaultdict(list)
+    for vid, a, ml, b, delivered, counted in observations:
+        seen[(vid, a, b)].append((ml, delivered, counted))
     delays: list[float] = []
+    delivery: list[float] = []
     missed = 0
     for fill in log:
         if not fill.get("closed") or fill["ml"] <= 0 or (fill["vid"] >> 8) % sample_mod or fill["station"] in cut:
@@ -295,13 +318,35 @@ def propagation(log: list[dict[str, Any]], observations: list[Any], cut: set[str
             if b == a or b in cut:
                 continue
             obs = sorted(seen.get((str(fill["vid"]), a, b), []))
-            i = bisect_left(obs, (fill["after"], 0.0))
+            i = bisect_left(obs, (fill["after"], 0.0, 0.0))
             if i < len(obs):
-                delays.append(max(0.0, min(w for _, w in obs[i:]) - fill["wall"]))
+                delays.append(max(0.0, min(o[2] for o in obs[i:]) - fill["wall"]))
+                delivery.append(max(0.0, min(o[1] for o in obs[i:]) - fill["wall"]))
             else:
                 missed += 1
     return {"pairs": len(delays), "missed": missed, "p50_s": round(percentile(delays, 0.5), 4),
-            "p99_s": round(percentile(delays, 0.99), 4), "max_s": round(max(delays, default=float("nan")), 4)}
+            "p99_s": round(percentile(delays, 0.99), 4), "max_s": round(max(delays, default=float("nan")), 4),
+            "delivered_p50_s": round(percentile(delivery, 0.5), 4),
+            "delivered_p99_s": round(percentile(delivery, 0.99), 4)}
+
+
+def hops(closes: list[dict[str, Any]], quota: int) -> list[tuple[float, int]]:
+    """Per fill after the vehicle's first: (hop gap, litres beyond what the quota left).
+
+    The gap runs from the latest close of the vehicle's earlier fills (those scanned before
+    this one) to this fill's scan; it is negative when an earlier fill was still flowing (a
+    copied QR, not a hop). After a hop slower than propagation every earlier fill could be
+    known at the scan, so any litres beyond quota - earlier litres are the design's fault."""
+    fills = sorted(closes, key=lambda e: e["scan_wall"])
+    out = []
+    for i, fill in enumerate(fills):
+        earlier = fills[:i]
+        if not earlier:
+            continue
+        gap = fill["scan_wall"] - max(e["wall"] for e in earlier)
+        left = max(0, quota - sum(e["ml"] for e in earlier))
+        out.append((gap, max(0, fill["ml"] - left)))
+    return out
 
 
 def overspend(log: list[dict[str, Any]], kinds: dict[int, str], categories: dict[int, str],
@@ -315,7 +360,7 @@ def overspend(log: list[dict[str, Any]], kinds: dict[int, str], categories: dict
         kind = kinds[vid]
         quota = LIMITS_ML[categories[vid]]
         scans = [e for e in entries if "closed" not in e]
-        closes = sorted((e for e in entries if e.get("closed")), key=lambda e: e["wall"])
+        closes = [e for e in entries if e.get("closed")]
         total = sum(e["ml"] for e in closes)
         if kind in ("honest", "traveller"):
             out["honest_fills"] += len(closes)
@@ -324,15 +369,14 @@ def overspend(log: list[dict[str, Any]], kinds: dict[int, str], categories: dict
                 (s["want"] for s in scans if s["ok"] and s["station"] == e["station"]), 0))
             continue
         stale = {e["station"] for e in scans if e["ok"] and e["stale"]}
-        gaps = []  # from a fill closing to the vehicle's next scan elsewhere (a hop)
-        for scan in scans:
-            before = [c["wall"] for c in closes if c["wall"] <= scan["wall"]]
-            if before:
-                gaps.append(scan["wall"] - max(before))
+        gaps = hops(closes, quota)
         record = {"vid": vid, "kind": kind, "quota_ml": quota, "total_ml": total,
                   "overspend_ml": max(0, total - quota), "stale_stations": len(stale),
                   "bound_ml": int(quota * OFFLINE_SHARE * len(stale)),
-                  "min_hop_s": round(min(gaps), 3) if gaps else None}
+                  "min_hop_s": round(min(g for g, _ in gaps), 3) if gaps else None,
+                  "hops": len(gaps), "slow_hops": sum(1 for g, _ in gaps if g > p99_s),
+                  "excess_after_slow_hops_ml": sum(x for g, x in gaps if g > p99_s),
+                  "excess_after_fast_hops_ml": sum(x for g, x in gaps if g <= p99_s)}
         if stale:
             groups["with_partitions"].append(record)
         elif kind == "copy":
@@ -340,20 +384,27 @@ def overspend(log: list[dict[str, Any]], kinds: dict[int, str], categories: dict
         else:
             groups["hoppers_links_up"].append(record)
     for name, records in groups.items():
-        # The bound assumes every hop between stations that can reach headquarters takes longer
-        # than the feed's propagation; copies are simultaneous by design (their own row).
-        slow = [r for r in records if name == "copies_links_up" or r["min_hop_s"] is None or r["min_hop_s"] > p99_s]
-        out[name] = {
-            "vehicles": len(records),
-            "overspend_l_total": round(sum(r["overspend_ml"] for r in records) / 1000, 2),
-            "overspend_l_max": round(max((r["overspend_ml"] for r in records), default=0) / 1000, 2),
-            "overspend_l_mean": round(statistics.fmean(r["overspend_ml"] for r in records) / 1000, 3) if records else 0,
-            "over_bound": sum(1 for r in records if r["overspend_ml"] > r["bound_ml"]),
-            "over_bound_slower_than_p99": sum(1 for r in slow if r["overspend_ml"] > r["bound_ml"]),
-            "slower_than_p99": len(slow), "overspend_l_slower_than_p99": round(
-                sum(r["overspend_ml"] for r in slow) / 1000, 2),
-            "max_stale_stations": max((r["stale_stations"] for r in records), default=0)}
+        out[name] = _group(name, records, p99_s)
     return out
+
+
+def _group(name: str, records: list[dict[str, Any]], p99_s: float) -> dict[str, Any]:
+    # An abuser whose every hop was slower than the measured propagation (or who bought once);
+    # copies are simultaneous by design (their own row): the bound's premise does not apply.
+    slow = [r for r in records if name == "copies_links_up" or r["min_hop_s"] is None or r["min_hop_s"] > p99_s]
+    return {
+        "vehicles": len(records),
+        "overspend_l_total": round(sum(r["overspend_ml"] for r in records) / 1000, 2),
+        "overspend_l_max": round(max((r["overspend_ml"] for r in records), default=0) / 1000, 2),
+        "overspend_l_mean": round(statistics.fmean(r["overspend_ml"] for r in records) / 1000, 3) if records else 0,
+        "over_bound": sum(1 for r in records if r["overspend_ml"] > r["bound_ml"]),
+        "over_bound_slower_than_p99": sum(1 for r in slow if r["overspend_ml"] > r["bound_ml"]),
+        "slower_than_p99": len(slow),
+        "overspend_l_slower_than_p99": round(sum(r["overspend_ml"] for r in slow) / 1000, 2),
+        "hops": sum(r["hops"] for r in records), "hops_slower_than_p99": sum(r["slow_hops"] for r in records),
+        "excess_l_after_hops_slower_than_p99": round(sum(r["excess_after_slow_hops_ml"] for r in records) / 1000, 2),
+        "excess_l_after_hops_faster_than_p99": round(sum(r["excess_after_fast_hops_ml"] for r in records) / 1000, 2),
+        "max_stale_stations": max((r["stale_stations"] for r in records), default=0)}
 
 
 def volumes(reports: list[dict[str, Any]], ledger_stats: list[dict[str, Any]], fills: int, area_size: int,
@@ -385,7 +436,24 @@ def volumes(reports: list[dict[str, Any]], ledger_stats: list[dict[str, Any]], f
                          "bytes_out_reservations_and_transactions": round(fills_nat * out_per_fill),
                          "bytes_total": round(in_nat + fills_nat * out_per_fill)},
             "ledger_feed_messages": sum(s.get("feed_messages", 0) for s in ledger_stats),
+            "ledger_batches": [{k: s.get(k) for k in ("batches", "busy_s", "batch_wait_s", "batch_handle_s")}
+                               for s in ledger_stats],
             "ledger_feed_bytes": sum(s.get("feed_bytes", 0) for s in ledger_stats)}
+
+
+def harness_lag(reports: list[dict[str, Any]], day_s: float) -> dict[str, Any]:
+    """The simulator's own lag, per fleet process and worst of them: how late scheduled scans
+    and fill ends ran, and how long incoming messages queued before a station took them in."""
+    def worst(name: str, field: str) -> float:
+        return max(float(r[name][field]) for r in reports)
+    lateness = {f: worst("lateness_s", f) for f in ("p50", "p99", "max")}
+    inbox = {f: worst("inbox_wait_s", f) for f in ("p50", "p99", "max")}
+    hours = [max(r["worst_lateness_by_hour_s"][h] for r in reports) for h in range(25)]
+    return {"lateness_s": lateness, "inbox_wait_s": inbox, "worst_lateness_by_sim_hour_s": hours,
+            "per_process": [{"lateness_s": r["lateness_s"], "inbox_wait_s": r["inbox_wait_s"],
+                             "timeline": r["timeline"], "cpu_s": r["cpu_s"]} for r in reports],
+            "keeps_up": lateness["p99"] <= HARNESS_LAG_S and inbox["p99"] <= HARNESS_LAG_S,
+            "criterion": f"p99 of both <= {HARNESS_LAG_S} s in every fleet process (day {day_s:g} s)"}
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -396,18 +464,27 @@ def main() -> int:
     parser.add_argument("--vehicles", type=int, default=100_000)
     parser.add_argument("--area-size", type=int, default=8, help="stations per area (the usage feed's scope)")
     parser.add_argument("--nozzle-s", type=float, default=2.0, help="scan to nozzle lifted, wall seconds")
+    parser.add_argument("--copy-flow-l-min", type=float, default=40.0,
+                        help="flow of copied-QR fills, which run in real time (faster: a quicker, stricter small run)")
     parser.add_argument("--day-s", type=float, default=600.0, help="wall seconds for the simulated day")
     parser.add_argument("--workers", type=int, default=2, help="processes hosting the stations")
     parser.add_argument("--ledgers", type=int, default=2, help="ledger processes (shared subscription)")
     parser.add_argument("--partitioned", type=float, default=0.10, help="fraction of stations cut 10:00-14:00")
     parser.add_argument("--burst", type=int, default=20_000, help="transactions for the ingest measurement")
+    parser.add_argument("--baseline-batch", type=int, default=1000,
+                        help="the ingest burst again through ledgers taking this many transactions a batch (0: skip)")
     parser.add_argument("--sample-mod", type=int, default=10, help="propagation measured for 1 vehicle in N")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--journals", choices=("tmpfs", "disk"), default="tmpfs",
+                        help="where the simulated stations' SQLite journals live: /dev/shm or the work directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for a look")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="spbu-bench-fleet-"))
+    shm = Path("/dev/shm")
+    journal_dir = (Path(tempfile.mkdtemp(prefix="spbu-bench-fleet-journals-", dir=shm))
+                   if args.journals == "tmpfs" and shm.is_dir() else workdir / "journals")
     stations = station_ids(args.stations, args.area_size)
     categories, kinds, events = schedule(stations, args.vehicles, args.seed)
     rng = random.Random(args.seed + 1)
@@ -427,10 +504,23 @@ def main() -> int:
         pg.start()
         dsn = pg.create_database("ledger")
         ledgers = start_ledgers(args.ledgers, broker, dsn, workdir / "usage.key", workdir, tick_s)
-        reports = run_workers(args, broker, stations, categories, events, partitions, root, policy, workdir)
+        reports = run_workers(args, broker, stations, categories, events, partitions, root, policy, workdir,
+                              journal_dir)
         pids = [p.pid for p, _ in ledgers] + pg_pids(pg)
-        ingest = burst(broker, dsn, stations, args.burst, pids)
+        ingest = {"max_tx_per_batch": MAX_TX_PER_BATCH, **burst(broker, dsn, stations, args.burst, pids)}
         ledger_stats = stop_ledgers(ledgers)
+        ledgers = []
+        if args.baseline_batch:
+            # The same burst through ledgers that take bigger batches: what the cap on
+            # transactions per batch costs in throughput, measured in this run.
+            # A group of their own: the first ledgers' persistent sessions (5 min) would
+            # still be handed their share of the burst.
+            ledgers = start_ledgers(args.ledgers, broker, dsn, workdir / "usage.key", workdir, tick_s,
+                                    ("--max-tx-per-batch", str(args.baseline_batch)), group="fleet-baseline")
+            pids = [p.pid for p, _ in ledgers] + pg_pids(pg)
+            ingest["baseline"] = {"max_tx_per_batch": args.baseline_batch,
+                                  **burst(broker, dsn, stations, args.burst, pids, BASELINE_DAY)}
+            stop_ledgers(ledgers)
         ledgers = []
         with psycopg.connect(dsn, autocommit=True) as db:
             row = db.execute("SELECT count(*) FROM tx WHERE day = %s", (DAY,)).fetchone()
@@ -443,6 +533,7 @@ def main() -> int:
             print(f"work directory kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(journal_dir, ignore_errors=True)
     log = [e for r in reports for e in r["log"]]
     observations = [o for r in reports for o in r["observations"]]
     by_area: dict[str, list[str]] = defaultdict(list)
@@ -454,27 +545,34 @@ def main() -> int:
     tick_bytes = float(len(UsageFeed([key]).tick()[1]) + len(topics.USAGE_TICK) + 4)
     vol = volumes(reports, ledger_stats, fills, args.area_size, tick_bytes)
     decide_us = [e["decide_us"] for e in log if "decide_us" in e]
+    harness = harness_lag(reports, args.day_s)
     results = {
         "national_quota": {
             "fills": fills, "scans": sum(1 for e in log if "closed" not in e), "ledger_stored_day": stored_day,
             "refused_batches": sum(r["refused_batches"] for r in reports),
-            "events_left": sum(r["events_left"] for r in reports), "schedule_lag_s": max(r["lag_s"] for r in reports),
+            "events_left": sum(r["events_left"] for r in reports),
+            "day_overrun_s": max(r["overrun_s"] for r in reports),
             "outbox_left": sum(s["outbox_left"] for r in reports for s in r["stations"].values()),
-            "propagation": prop, "overspend": spend, "volume": vol, "ledger_ingest": ingest,
+            "harness": harness, "propagation": prop, "overspend": spend, "volume": vol, "ledger_ingest": ingest,
             "decide_us_p99": round(percentile(decide_us, 0.99), 1),
             "kinds": {k: sum(1 for v in kinds.values() if v == k) for k in ("honest", "traveller", "hopper", "copy")},
             "wall_s": round(time.monotonic() - started, 1)},
     }
     up = spend.get("hoppers_links_up", {})
+    copies = spend.get("copies_links_up", {})
     parted = spend.get("with_partitions", {})
     national_bytes = vol["national"]["feed_bytes_in"]
     targets = {
         "stations": {"measured": len(stations), "target": TARGETS["stations"], "met": len(stations) >= 1000},
         "vehicles": {"measured": args.vehicles, "target": TARGETS["vehicles"], "met": args.vehicles >= 100_000},
         "propagation_p99_s": {"measured": prop["p99_s"], "target": 2.0, "met": prop["p99_s"] <= 2.0},
+        # Litres beyond the quota sold after a hop slower than the measured p99 (hoppers and
+        # copies, links up): every earlier fill could be known at that scan.
         "overspend_l_hops_slower_than_p99_links_up": {
-            "measured": up.get("overspend_l_slower_than_p99", 0), "target": 0,
-            "met": up.get("overspend_l_slower_than_p99", 0) == 0},
+            "measured": round(up.get("excess_l_after_hops_slower_than_p99", 0)
+                              + copies.get("excess_l_after_hops_slower_than_p99", 0), 2), "target": 0,
+            "met": up.get("excess_l_after_hops_slower_than_p99", 0) == 0
+            and copies.get("excess_l_after_hops_slower_than_p99", 0) == 0},
         "abusers_over_bound_with_partitions": {"measured": parted.get("over_bound_slower_than_p99", 0), "target": 0,
                                                "met": parted.get("over_bound_slower_than_p99", 0) == 0},
         "honest_false_refusals": {"measured": spend["honest_false_refusals"], "target": 0,
@@ -483,12 +581,18 @@ def main() -> int:
                                                 "met": national_bytes <= 5_000_000},
         "ledger_fills_per_s": {"measured": ingest["fills_per_s"], "target": 2000,
                                "met": ingest["fills_per_s"] >= 2000},
+        # Not a design target: whether the figures above describe the design at all.
+        "harness_keeps_up": {"measured": {"lateness_p99_s": harness["lateness_s"]["p99"],
+                                          "inbox_wait_p99_s": harness["inbox_wait_s"]["p99"]},
+                             "target": {"lateness_p99_s": HARNESS_LAG_S, "inbox_wait_p99_s": HARNESS_LAG_S},
+                             "met": harness["keeps_up"]},
     }
     report = {"machine": machine(),
               "params": {**{k: v for k, v in vars(args).items() if k != "json"}, "day": DAY,
                          "stale_after_s_sim": STALE_AFTER_S, "offline_share": OFFLINE_SHARE,
                          "partition_sim_h": [PARTITION[0] / 3600, PARTITION[1] / 3600], "tick_s": tick_s,
-                         "partitioned_stations": len(cut)},
+                         "partitioned_stations": len(cut), "journal_dir": str(journal_dir.parent),
+                         "journals_on": "tmpfs" if str(journal_dir).startswith("/dev/shm") else "disk"},
               "results": results, "targets": targets}
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"targets": targets, "wall_s": results["national_quota"]["wall_s"]}, indent=2))

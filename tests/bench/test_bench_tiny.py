@@ -146,13 +146,15 @@ def test_attendant_benchmark_tiny(tmp_path: Path) -> None:
 def test_fleet_benchmark_tiny(tmp_path: Path) -> None:
     """The national quota across a small fleet: real ledger, PostgreSQL and broker."""
     report = run_bench("fleet", tmp_path / "fleet.json", "--stations", "16", "--vehicles", "300", "--day-s", "25",
-                       "--burst", "500", "--sample-mod", "2")
+                       "--burst", "500", "--sample-mod", "2",
+                       "--copy-flow-l-min", "600")
     results = report["results"]
     assert isinstance(results, dict)
     national = results["national_quota"]
     assert national["fills"] > 250 and national["ledger_stored_day"] == national["fills"]
     assert national["outbox_left"] == 0 and national["refused_batches"] == 0
     assert national["propagation"]["pairs"] > 0
+    assert national["harness"]["lateness_s"]["max"] >= 0 and "keeps_up" in national["harness"]
     targets = report["targets"]
     assert isinstance(targets, dict)
     for name in ("honest_false_refusals", "abusers_over_bound_with_partitions",

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
-from agent.national_usage import NationalUsage
+from agent.national_usage import NationalUsage, UsageRefused
 from agent.trust import root as trust
 from agent.trust.acks import verify_ack
 from agent.trust.root import Root, TrustStore
@@ -112,6 +112,38 @@ def test_a_reconnecting_station_gets_its_areas_usage(pg_dsn: str) -> None:
         store.close()
 
 
+def test_two_processes_opening_one_vehicle_at_once_tell_the_one_that_committed_second(pg_dsn: str) -> None:
+    """A copied QR opened at two stations, each reservation taken by another ledger process:
+    the one that drew its sequence first but committed second must still be told of the other
+    (revisions are drawn holding the vehicle-day's row, so they follow the commit order)."""
+    vid = 17_000_000_000_000_000_000 + uuid.uuid4().int % 1_000_000
+    first, second = LedgerStore(pg_dsn), LedgerStore(pg_dsn)
+    paused, go = threading.Event(), threading.Event()
+    bump = second._bump
+
+    def slow_bump(limits: dict[tuple[int, str, str], int]) -> None:
+        paused.set()  # its reservation row is written; its commit waits
+        go.wait(10)
+        bump(limits)
+
+    second._bump = slow_bump  # type: ignore[method-assign]
+    late = threading.Thread(target=second.reserve,
+                            args=([Reservation("34.401.02", f"b-{vid}", vid, "solar", DAY, 60_000, True)],))
+    try:
+        late.start()
+        assert paused.wait(10)
+        first.reserve([Reservation("34.402.01", f"a-{vid}", vid, "solar", DAY, 60_000, True)])  # commits first
+        go.set()
+        late.join(10)
+        row = first.snapshot([(vid, "solar", DAY)])[(vid, "solar", DAY)]
+        assert tailored(row, "34.401.02") == ([], [["34.402.01", 60_000]])  # told: it yields
+        assert tailored(row, "34.402.01") is None  # the first carries on
+    finally:
+        go.set()
+        first.close()
+        second.close()
+
+
 def station_view(station: str, key: Ed25519PrivateKey) -> NationalUsage:
     far = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     body = trust.root_body(1, far, {r: [key.public_key()] for r in trust.ALL_ROLES}, {})
@@ -130,6 +162,34 @@ def test_feed_batches_verify_at_the_station(pg_dsn: str) -> None:
         view = station_view("34.401.02", key)
         view.offer(messages[0][1], DAY)
         assert view.elsewhere(VID, "solar", DAY, 60, None).used_ml == 45_000
+    finally:
+        store.close()
+
+
+def test_a_restarted_publisher_goes_on_above_its_old_batches_which_stay_replays(pg_dsn: str) -> None:
+    """The feed's sequences live in PostgreSQL: a ledger process restarted under its name
+    keeps its publisher id, its new batches are taken, and a batch signed before the restart
+    is still refused as a replay once a newer one has been taken."""
+    key = Ed25519PrivateKey.generate()
+    publisher = f"n-{uuid.uuid4().hex[:6]}"
+    store = LedgerStore(pg_dsn)
+    try:
+        store.register({"34.401.01": "WIB", "34.401.02": "WIB"})
+        touched = store.store([record("34.401.01", 20_000)], "c").touched
+        areas = store.stations_in(["34.401"])
+        before = UsageFeed([key], publisher=publisher, seq_source=store.reserve_seqs)
+        old = [before.updates(store.snapshot(touched), areas)[0][1] for _ in range(3)]
+        old_tick = before.tick()[1]
+        after = UsageFeed([key], publisher=publisher, seq_source=store.reserve_seqs)  # the restart
+        new = after.updates(store.snapshot(touched), areas)[0][1]
+        view = station_view("34.401.02", key)
+        view.offer(old[0], DAY)
+        view.offer(old_tick, DAY)
+        view.offer(new, DAY)  # same publisher, above everything before the restart
+        view.offer(after.tick()[1], DAY)
+        for replay in (old[1], old[2], old_tick):
+            with pytest.raises(UsageRefused, match="replayed"):
+                view.offer(replay, DAY)
     finally:
         store.close()
 
