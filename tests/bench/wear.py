@@ -271,18 +271,33 @@ class Rig:
 # --- phases ---------------------------------------------------------------------------------
 
 
-def phase_fills(rig: Rig, fills: int) -> dict[str, Any]:
-    pid = rig.start_agent()
+def phase_fills(rig: Rig, fills: int, gap_s: float = 0.0) -> dict[str, Any]:
+    """`gap_s`: an extra pause after each fill; beyond the group-commit wait (0.2 s) each close
+    is synced on its own, as at a station where fills come minutes apart (two syncs a
+    fill), instead of riding on the next scan's sync. The journal's checkpoints in the
+    window are counted from the shim's log (the database file is synced only by them)."""
+    log = rig.work / "fills-syncs.log"
+    log.unlink(missing_ok=True)
+    os.environ["SPBU_FSYNC_LOG"] = str(log)
+    try:
+        pid = rig.start_agent()
+    finally:
+        del os.environ["SPBU_FSYNC_LOG"]
     for i in range(4):  # warm-up: first pages of every table, first checkpoint of the day
         rig.fill(1 + i % 2)
     wait_until(lambda: rig.delivered() >= 4, 20)
     time.sleep(1.0)
-    start_tx, bytes0, fsync0 = rig.delivered(), written(pid), rig.shim.count()
-    done = sum(rig.fill(1 + i % 2) is not None for i in range(fills))
+    start_tx, bytes0, fsync0, t0 = rig.delivered(), written(pid), rig.shim.count(), time.monotonic()
+    done = 0
+    for i in range(fills):
+        done += rig.fill(1 + i % 2) is not None
+        time.sleep(gap_s)
     wait_until(lambda: rig.delivered() >= start_tx + done, 60, 0.05)
     time.sleep(1.5)  # acknowledgements applied
-    return {"fills": done, "bytes_per_fill": round((written(pid) - bytes0) / max(done, 1)),
-            "fsyncs_per_fill": round((rig.shim.count() - fsync0) / max(done, 1), 3)}
+    checkpoints = sum(start > t0 and name.endswith("journal.sqlite") for _, start, _, name in read_log(log))
+    return {"fills": done, "gap_s": gap_s, "bytes_per_fill": round((written(pid) - bytes0) / max(done, 1)),
+            "fsyncs_per_fill": round((rig.shim.count() - fsync0) / max(done, 1), 3),
+            "journal_checkpoints_in_window": checkpoints}
 
 
 def phase_idle(rig: Rig, idle_s: float) -> dict[str, Any]:
@@ -414,6 +429,8 @@ def latency_report(scans: list[dict[str, Any]], refused: int, syncs: list[tuple[
             "loop_syncs_per_scan": {str(k): sum(r["loop_syncs"] == k for r in rows)
                                     for k in sorted({r["loop_syncs"] for r in rows})},
             "syncs_by_thread": {"station_loop": len(loop_wal), "group_commit_thread": len(thread_wal)},
+            "journal_checkpoints": sum(name.endswith("journal.sqlite") and start > scans[0]["t0"]
+                                       for _, start, _, name in syncs) if scans else 0,
             "board_stalls_over_2ms_in_scans": sum(r["board_stall_ms"] > 2 for r in rows),
             "worst": [{"ms": round(r["ms"], 1), "loop_syncs": r["loop_syncs"], "overlap": r["overlap"],
                        "board_stall_ms": r["board_stall_ms"],
@@ -648,14 +665,30 @@ def journal_child(mode: str, path: Path, fills: int) -> dict[str, Any]:
             journal.outbox_ack([s.tx_id])
     for i in range(50):
         fill(i)
+    cycle = mode == "ours" and fills >= 100  # (a tiny run measures its fills only)
+    if cycle:
+        # Its checkpoints come every CHECKPOINT_COMMITS commits (about 330 fills): measured
+        # from one to the next, so a whole checkpoint is in the figure, once. Each close is
+        # synced on its own (group_s 0: no scan follows soon, as at a quiet station).
+        journal.syncer.group_s = 0.0
+        at = journal.syncer.checkpoints
+        while journal.syncer.checkpoints == at:
+            fill(0)
+        time.sleep(0.5)  # its WAL restart
     os.sync()
     from_counter = Path(os.environ.get("SPBU_FSYNC_COUNTER", "/nonexistent"))
     count0 = int.from_bytes(from_counter.read_bytes()[:8], "little")
     before = written("self")
-    for i in range(fills):
-        fill(i)
-    return {"bytes_per_fill": round((written("self") - before) / fills),
-            "fsyncs_per_fill": round((int.from_bytes(from_counter.read_bytes()[:8], "little") - count0) / fills, 3)}
+    done = 0
+    at = journal.syncer.checkpoints if cycle else 0
+    while (journal.syncer.checkpoints == at) if cycle else done < fills:
+        fill(done)
+        done += 1
+    if cycle:
+        time.sleep(0.5)  # the checkpoint that ends the cycle, whole
+    return {"fills": done, "bytes_per_fill": round((written("self") - before) / done),
+            "fsyncs_per_fill": round((int.from_bytes(from_counter.read_bytes()[:8], "little") - count0) / done, 3),
+            "checkpoint_cycle": cycle}
 
 
 def _before(path: Path) -> Any:
@@ -707,6 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=200_000, help="allow-list size for the sync and deltas")
     parser.add_argument("--fills", type=int, default=100)
+    parser.add_argument("--fill-gap-s", type=float, default=0.0,
+                        help="pause after each fill (0.3: each close synced alone)")
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--latency-fills", type=int, default=100)
     parser.add_argument("--days", type=int, default=8, help="daily deltas before the forced compaction")
@@ -742,7 +777,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             rig.start()
             if "fills" in phases:
                 step(f"agent: {args.fills} fills", results)
-                results["agent_fills"] = phase_fills(rig, args.fills)
+                results["agent_fills"] = phase_fills(rig, args.fills, args.fill_gap_s)
             if "idle" in phases:
                 step(f"agent: idle {args.idle_s} s", results)
                 if rig.agent is None:
