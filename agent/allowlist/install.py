@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -197,11 +197,12 @@ def _compact(tmp: Path, runs: list[RunInfo], manifest: Manifest) -> None:
         (tmp / r.filter_file).unlink(missing_ok=True)
 
 
-def _verify(tmp: Path, runs: list[RunInfo], manifest: Manifest, base_version: int) -> None:
+def _verify(tmp: Path, runs: Sequence[RunInfo], manifest: Manifest, base_version: int) -> None:
     """The merged content must be the manifest's snapshot, byte for byte (streamed)."""
     base = Run(tmp / "store.bin")
-    opened = [Run(tmp / r.file) for r in runs]
+    opened: list[Run] = []
     try:
+        opened.extend(Run(tmp / r.file) for r in runs)
         if base.version != base_version:
             raise TrustError("mix-and-match", "base is not the version the runs start from")
         sha, length = digest(Merge(base, opened), manifest.version, manifest.count)

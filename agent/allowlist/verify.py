@@ -76,25 +76,14 @@ def verify_content(directory: Path, manifest: Manifest) -> None:
 def verify_layered(directory: Path, layers: Layers, manifest: Manifest) -> None:
     """A layered version: base and runs merged as a stream, hashed, compared (numpy)."""
     from agent.allowlist import install
-    from agent.allowlist.merge import Merge, MergeMismatch, Run, digest
 
     if (layers.version, layers.count) != (manifest.version, manifest.count):
         raise TrustError("mix-and-match", f"{LAYERS_FILE} and manifest are of different versions")
     install._bounded_heap()  # numpy's arrays given back after the check, as after an install
-    base = Run(directory / "store.bin")
-    runs: list[Run] = []
     try:
-        runs.extend(Run(directory / r.file) for r in layers.runs)
-        sha, length = digest(Merge(base, runs), manifest.version, manifest.count)
-    except MergeMismatch as exc:
-        raise TrustError("mix-and-match", str(exc)) from exc
+        install._verify(directory, layers.runs, manifest, layers.base_version)
     finally:
-        base.close()
-        for run in runs:
-            run.close()
         install._give_back()
-    if (sha, length) != (manifest.snapshot.sha256, manifest.snapshot.length):
-        raise TrustError("mix-and-match", "base and runs do not make up the manifest's snapshot")
 
 
 def check_current(root: Path, trust: TrustStore) -> Verdict | None:
