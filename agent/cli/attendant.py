@@ -81,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = PageServer(root, args.cert, args.key, host=args.host, port=args.port,
                             dashboard=dashboard, dashboard_mqtt_port=args.dashboard_mqtt_port)
     except (AttendantPageMissing, OSError, ValueError) as exc:
-        raise CliError(f"cannot serve the station's pages: {exc}") from exc
+        raise CliError(f"cannot serve the station's pages (certificate {args.cert}, key {args.key}): {exc}") from exc
     stop = stop_on_signals()
     server.start()
     print(f"attendant page on https://{args.host}:{server.port}/ from {root}", flush=True)
