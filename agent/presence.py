@@ -48,8 +48,9 @@ def pump_states(station: StationView) -> dict[str, str]:
             for n, p in station.pumps.items()}
 
 
-def heartbeat(station: StationView, now: dt.datetime) -> dict[str, Any]:
-    mono = time.monotonic()
+def heartbeat(station: StationView, now: dt.datetime, mono: float | None = None) -> dict[str, Any]:
+    """now, mono: the wall and monotonic times of this report (default: the monotonic clock's)."""
+    mono = time.monotonic() if mono is None else mono
     allowlist = station.docs.allowlist
     policy = station.docs.policy
     reading = station.clock.peek(now, mono)  # a report: it changes no state of the clock

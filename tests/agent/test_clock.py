@@ -188,7 +188,8 @@ def test_item2_heartbeat_reading_changes_nothing(monkeypatch: pytest.MonkeyPatch
         outbox=SimpleNamespace(in_flight=0, drain_rate=lambda mono: 0.0, resends=0),
         link=SimpleNamespace(connected=True), updates=None,
         disk=SimpleNamespace(state=SimpleNamespace(as_dict=lambda: {})))
-    beat = heartbeat(station, wib(10, 22) + dt.timedelta(days=100))
+    # Two minutes into the new boot (the guard's monotonic time started at 0 with it).
+    beat = heartbeat(station, wib(10, 22) + dt.timedelta(days=100), mono=120.0)
     assert not beat["clock"]["trusted"] and beat["clock"]["quota_day"] == "2026-12-10"
     assert guard.last_trusted_day == "2026-12-10"
     corrected = guard.read(wib(10, 22, 5), 300.0)
