@@ -97,6 +97,16 @@ def rebooted(saved: str, monkeypatch: pytest.MonkeyPatch, boot: str) -> ClockGua
     return guard
 
 
+def certain_at_ten_pm(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Boot A saw headquarters' time at 22:00 WIB on the 10th and saved it a minute later."""
+    monkeypatch.setattr(agent.clock, "boot_id", lambda: "A")
+    guard = ClockGuard("WIB")
+    guard.observe(wib(10, 22), wib(10, 22), mono=0.0)
+    saved = guard.certain_json(60.0)
+    assert saved is not None
+    return saved
+
+
 def test_item9_clock_set_back_does_not_revive_an_expired_root(tmp_path: Path) -> None:
     hq = Headquarters(tmp_path / "hq")
     store = TrustStore.from_root_file(hq.root_file())
@@ -156,11 +166,7 @@ def test_item2_certain_time_lag_stays_offline_and_adds_up_over_reboots(monkeypat
 
 
 def test_item2_provisional_reading_is_never_journaled_as_the_floor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent.clock, "boot_id", lambda: "A")
-    guard = ClockGuard("WIB")
-    guard.observe(wib(10, 22), wib(10, 22), mono=0.0)
-    saved = guard.certain_json(60.0)
-    assert saved is not None
+    saved = certain_at_ten_pm(monkeypatch)
     guard = rebooted(saved, monkeypatch, "B")
     forward = guard.read(wib(10, 22) + dt.timedelta(days=40), 120.0)  # a clock 40 days ahead: provisional
     assert forward.trusted and forward.since_day == "2026-12-10"
@@ -174,11 +180,7 @@ def test_item2_provisional_reading_is_never_journaled_as_the_floor(monkeypatch: 
 def test_item2_heartbeat_reading_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """The heartbeat reads the clock (agent/presence.py): with a clock 100 days ahead after
     an offline reboot, the quota day must not move to it and stay there once corrected."""
-    monkeypatch.setattr(agent.clock, "boot_id", lambda: "A")
-    guard = ClockGuard("WIB")
-    guard.observe(wib(10, 22), wib(10, 22), mono=0.0)
-    saved = guard.certain_json(60.0)
-    assert saved is not None
+    saved = certain_at_ten_pm(monkeypatch)
     guard = rebooted(saved, monkeypatch, "B")
     guard.last_trusted_day = "2026-12-10"
     station = SimpleNamespace(

@@ -102,6 +102,15 @@ def rejected(demo: DemoStation, events: list[dict[str, Any]]) -> list[str]:
     return [e["reason"] for e in events if e.get("type") == "command_rejected"]
 
 
+def station_with_a_list(tmp_path: Path) -> tuple[Headquarters, Station, int]:
+    """Headquarters, and a station that installed its first list (200 vehicles)."""
+    hq = Headquarters(tmp_path / "hq")
+    site = Station(tmp_path / "st", hq.root_file())
+    version = hq.release(registry(200))
+    site.offer(hq.manifest(version), hq.chunks(version))
+    return hq, site, version
+
+
 def test_item1_future_dated_time_does_not_freeze_the_station(demo: DemoStation) -> None:
     station = demo.station
     assert station is not None and demo.hq is not None
@@ -404,10 +413,7 @@ def damage_manifest(path: Path, field: str) -> None:
 
 
 def test_item9_damaged_manifest_is_taken_out_and_the_same_version_fetched_again(tmp_path: Path) -> None:
-    hq = Headquarters(tmp_path / "hq")
-    site = Station(tmp_path / "st", hq.root_file())
-    version = hq.release(registry(200))
-    site.offer(hq.manifest(version), hq.chunks(version))
+    hq, site, version = station_with_a_list(tmp_path)
     current = (tmp_path / "st" / "allowlist" / "current").resolve()
     damage_manifest(current / "manifest.json", "sha256")  # the snapshot's digest: the content no longer matches
     assert not DocumentStore(tmp_path / "st", {}, hq.root_file()).reload_allowlist().accepted  # boot cannot open it
@@ -422,10 +428,7 @@ def test_item9_damaged_manifest_is_taken_out_and_the_same_version_fetched_again(
 
 def test_item9_manifest_that_fails_its_signature_alone_is_reinstalled_and_a_rotated_key_is_not_corrupt(
         tmp_path: Path) -> None:
-    hq = Headquarters(tmp_path / "hq")
-    site = Station(tmp_path / "st", hq.root_file())
-    version = hq.release(registry(200))
-    site.offer(hq.manifest(version), hq.chunks(version))
+    hq, site, version = station_with_a_list(tmp_path)
     current = (tmp_path / "st" / "allowlist" / "current").resolve()
     damage_manifest(current / "manifest.json", "salt")  # the content still matches its digest
     site = Station(tmp_path / "st", hq.root_file())
@@ -442,10 +445,7 @@ def test_item9_manifest_that_fails_its_signature_alone_is_reinstalled_and_a_rota
 
 def test_item9_list_corrupt_while_the_root_is_expired_heals_with_exactly_the_content_trusted_before(
         tmp_path: Path) -> None:
-    hq = Headquarters(tmp_path / "hq")
-    site = Station(tmp_path / "st", hq.root_file())
-    version = hq.release(registry(200))
-    site.offer(hq.manifest(version), hq.chunks(version))
+    hq, site, version = station_with_a_list(tmp_path)
     newer = hq.release(registry(220))
     current = (tmp_path / "st" / "allowlist" / "current").resolve()
     flip_entry_byte(current / "store.bin")
