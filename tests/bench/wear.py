@@ -483,55 +483,84 @@ def phase_sync(rig: Rig, entries: int, seed: int) -> dict[str, Any]:
 # --- daily deltas on the station's repository (child process) -------------------------------
 
 
-def days_child(work: Path, days: int, entries: int, seed: int) -> dict[str, Any]:
+def days_child(work: Path, days: int, entries: int, seed: int, cycle: bool = False,
+               hq_dir: Path | None = None) -> dict[str, Any]:
     """Headquarters releases day after day; the station repo installs each (as the sync's
-    worker does). Only the install is measured: /proc/thread-self/io of this thread."""
-    import datetime as dt
+    worker does). Only the install is measured: /proc/thread-self/io of this thread.
 
-    from agent.allowlist import manifest as manifests
+    `cycle`: one whole tier cycle with the repository's own tiers ((TIER0 + 1) x (TIER1 + 1)
+    days, its last day the compaction the tiers make by themselves); lookups just before
+    that day, when the most runs stand in front of the base. Otherwise `days` daily deltas
+    and then a compaction forced by setting the tiers to 0. Headquarters' releases (not
+    measured) go to `hq_dir`, on tmpfs when there is one: a 50M snapshot a day is not the
+    station's wear and would only load the shared disk."""
+    import resource
+
     from agent.allowlist.repo import AllowListRepo
     from agent.trust.root import TrustStore
     from hq.releases import Releases
     from tests.allowlist_fixtures import Headquarters
 
     hq = Headquarters(work / "hq", chunk_size=256 * 1024)
-    releases = Releases(work / "hq" / "rel")
+    releases = Releases((hq_dir or work / "hq") / "rel")
     trust = TrustStore.from_root_file(hq.root_file(), work / "st" / "trust.json")
     repo = AllowListRepo(work / "st" / "allowlist", trust)
-    keys = hq.role_keys["allowlist"]
+    tiers = {"tier0": repo.tier0, "tier1": repo.tier1}  # the repository's own (a forced compaction zeroes them)
+    last = (repo.tier0 + 1) * (repo.tier1 + 1) if cycle else days + 1
     table = previous = al.registry(entries, seed)
     rows: list[dict[str, Any]] = []
     lookup: dict[str, Any] = {}
-    for day in range(days + 2):
-        if day == days + 1:
-            repo.tier0 = repo.tier1 = 0  # the cycle's compaction, measured once
+    for day in range(last + 1):
+        if day == last and not cycle:
+            repo.tier0 = repo.tier1 = 0  # the forced compaction, measured once
+        t0 = time.perf_counter()
         if day:
             table = al.one_percent_delta(table, seed + day)
-        version = releases.release(table, keys, dt.timedelta(days=30))
-        raw = releases.manifest_path(version).read_bytes()
-        manifest = manifests.verify(trust, raw, dt.datetime.now(dt.UTC))
-        blobs = releases.blobs(version)
-        chain = manifest.plan(repo.current_version())  # what the sync fetches: the deltas, or the snapshot
-        needed = {d for ref in chain for d in ref.blob.chunks} if chain else set(manifest.snapshot.chunks)
-        if day == days + 1:  # the runs as they stand before the compaction
+        manifest, blobs, needed = release_day(releases, hq, trust, repo, table)
+        hq_s = time.perf_counter() - t0
+        if day == last:  # the runs as they stand before the compaction
             lookup = lookups_on(repo, previous, samples=min(100_000, max(2_000, entries // 10)))
-        before = written("thread-self")
-        for digest in needed:
-            repo.put_chunk(digest, len(blobs[digest]), blobs[digest])  # as the sync writes them (no fsync)
-        t0 = time.perf_counter()
-        repo.install_fetched(manifest)
-        seconds = time.perf_counter() - t0
-        layers_file = repo.root / "current" / "layers.json"
-        levels = [r["level"] for r in json.loads(layers_file.read_bytes())["runs"]] if layers_file.exists() else []
-        delta = releases.delta_path(version)
-        rows.append({"day": day, "version": version, "written": written("thread-self") - before,
-                     "install_s": round(seconds, 3), **repo.last_install,
-                     "runs": len(levels), "level1": levels.count(1),
-                     "delta_bytes": delta.stat().st_size if day and delta.exists() else 0})
+        rows.append({"day": day, **install_day(repo, manifest, blobs, needed), "hq_s": round(hq_s, 2),
+                     "delta_bytes": delta_size(releases, manifest.version) if day else 0})
         for old in releases.versions()[:-2]:
             releases.delta_path(old).unlink(missing_ok=True)
         previous = table
-    return {"rows": rows, "lookup": lookup}
+    maxrss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return {"rows": rows, "lookup": lookup, "cycle": cycle, **tiers, "peak_rss_mb_bench_process": maxrss_mb}
+
+
+def release_day(releases: Any, hq: Any, trust: Any, repo: Any, table: Any) -> tuple[Any, dict[str, bytes], set[str]]:
+    """Headquarters' release of `table` and what the station's sync would fetch for it."""
+    import datetime as dt
+
+    from agent.allowlist import manifest as manifests
+
+    version = releases.release(table, hq.role_keys["allowlist"], dt.timedelta(days=30))
+    raw = releases.manifest_path(version).read_bytes()
+    manifest = manifests.verify(trust, raw, dt.datetime.now(dt.UTC))
+    blobs = releases.blobs(version)
+    chain = manifest.plan(repo.current_version())  # what the sync fetches: the deltas, or the snapshot
+    needed = {d for ref in chain for d in ref.blob.chunks} if chain else set(manifest.snapshot.chunks)
+    return manifest, blobs, needed
+
+
+def install_day(repo: Any, manifest: Any, blobs: dict[str, bytes], needed: set[str]) -> dict[str, Any]:
+    """The station's part, measured: chunks as the sync writes them, then the install."""
+    before = written("thread-self")
+    for digest in needed:
+        repo.put_chunk(digest, len(blobs[digest]), blobs[digest])  # as the sync writes them (no fsync)
+    t0 = time.perf_counter()
+    repo.install_fetched(manifest)
+    seconds = time.perf_counter() - t0
+    layers_file = repo.root / "current" / "layers.json"
+    levels = [r["level"] for r in json.loads(layers_file.read_bytes())["runs"]] if layers_file.exists() else []
+    return {"version": manifest.version, "written": written("thread-self") - before,
+            "install_s": round(seconds, 3), **repo.last_install, "runs": len(levels), "level1": levels.count(1)}
+
+
+def delta_size(releases: Any, version: int) -> int:
+    delta = releases.delta_path(version)
+    return delta.stat().st_size if delta.exists() else 0
 
 
 def lookups_on(repo: Any, table: Any, samples: int = 100_000) -> dict[str, Any]:
@@ -584,34 +613,69 @@ def lookups_on(repo: Any, table: Any, samples: int = 100_000) -> dict[str, Any]:
             "p99_ratio_to_base": round(figures(layered)["p99_us"] / max(figures(base)["p99_us"], 1e-9), 2)}
 
 
-def phase_days(work: Path, days: int, entries: int, seed: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--days-child", str(work), str(days), str(entries), str(seed)],
-                         check=True, capture_output=True, text=True, cwd=ROOT, timeout=7200)
+def phase_days(work: Path, days: int, entries: int, seed: int, cycle: bool = False) -> dict[str, Any]:
+    shm = Path("/dev/shm")
+    hq_dir = Path(tempfile.mkdtemp(prefix="spbu-bench-hq-", dir=shm if shm.is_dir() else work.parent))
+    try:
+        out = subprocess.run([sys.executable, __file__, "--days-child", str(work), str(days), str(entries), str(seed),
+                              "cycle" if cycle else "days", str(hq_dir)],
+                             check=True, capture_output=True, text=True, cwd=ROOT, timeout=7200)
+    finally:
+        shutil.rmtree(hq_dir, ignore_errors=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["summary"] = days_summary(result)
+    return result
+
+
+def days_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Per kind of day: plain (a run added), compose (daily runs -> a level-1 run), the
+    compaction (last row). Over a measured cycle the amortised figure is the sum of every
+    day's bytes over the sum of the deltas; otherwise the cycle is estimated from the
+    medians of the kinds seen (a kind not seen counted as a plain day)."""
     rows = result["rows"]
     daily = [r for r in rows[1:-1] if r["runs"]]
     composes = [r for prev, r in itertools.pairwise(rows[:-1]) if r["level1"] > prev["level1"]]
+    plains = [r for r in daily if r not in composes]
     compaction = rows[-1]
-    from agent.allowlist.repo import TIER0, TIER1
-
+    tier0, tier1 = result["tier0"], result["tier1"]
     delta = statistics.median(r["delta_bytes"] for r in rows[1:])
-    plain = statistics.median(r["written"] for r in daily if r not in composes) if daily else 0
+    plain = statistics.median(r["written"] for r in plains) if plains else 0
     compose = statistics.median(r["written"] for r in composes) if composes else plain
     # One cycle: every (TIER0 + 1)-th day composes the daily runs into a level-1 run; the
     # (TIER1 + 1)-th such day compacts everything into a new base.
-    cycle_days = (TIER0 + 1) * (TIER1 + 1)
-    cycle = (cycle_days - TIER1 - 1) * plain + TIER1 * compose + compaction["written"]
-    result["summary"] = {
+    cycle_days = (tier0 + 1) * (tier1 + 1)
+    measured = bool(result.get("cycle")) and len(rows) - 1 == cycle_days and compaction.get("compacted") is True
+    if measured:
+        total, total_delta = sum(r["written"] for r in rows[1:]), sum(r["delta_bytes"] for r in rows[1:])
+        amortised, x_delta = total / cycle_days, total / total_delta
+    else:
+        amortised = ((cycle_days - tier1 - 1) * plain + tier1 * compose + compaction["written"]) / cycle_days
+        x_delta = amortised / delta if delta else 0.0
+    return {
         "delta_bytes": delta, "daily_written": plain, "compose_day_written": compose,
         "compaction_written": compaction["written"], "compaction_s": compaction["install_s"],
-        "cycle_days": cycle_days, "amortised_written_per_day": round(cycle / cycle_days),
-        "amortised_x_delta": round(cycle / cycle_days / delta, 2) if delta else None,
+        "cycle_days": cycle_days, "cycle_measured": measured, "days_run": len(rows) - 1,
+        "amortised_written_per_day": round(amortised), "amortised_x_delta": round(x_delta, 2) if delta else None,
         "daily_x_delta": round(plain / delta, 2) if delta else None,
+        "by_kind": {kind: kind_figures(sel) for kind, sel in
+                    (("plain", plains), ("compose", composes), ("compaction", [compaction]))},
         "daily_install_s": statistics.median(r["install_s"] for r in daily) if daily else None,
         "daily_apply_s": statistics.median(r.get("apply_s", r["install_s"]) for r in daily) if daily else None,
         "daily_verify_s": statistics.median(r.get("verify_s", 0.0) for r in daily) if daily else None,
     }
-    return result
+
+
+def kind_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Days of one kind: how many, bytes written (total, median, range) against their deltas."""
+    if not rows:
+        return {"days": 0}
+    written_ = [r["written"] for r in rows]
+    deltas = sum(r["delta_bytes"] for r in rows)
+    return {"days": len(rows), "written_total": sum(written_), "written_median": statistics.median(written_),
+            "written_min": min(written_), "written_max": max(written_),
+            "x_delta": round(sum(written_) / deltas, 2) if deltas else None,
+            "install_s_median": statistics.median(r["install_s"] for r in rows),
+            "verify_s_median": statistics.median(r.get("verify_s", 0.0) for r in rows)}
 
 
 def baseline_deltas(work: Path, entries: int, seed: int) -> dict[str, Any]:
@@ -735,7 +799,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(journal_child(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))))
         return 0
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--days-child":
-        print(json.dumps(days_child(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+        print(json.dumps(days_child(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+                                    sys.argv[6] == "cycle", Path(sys.argv[7]))))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=200_000, help="allow-list size for the sync and deltas")
@@ -745,6 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--latency-fills", type=int, default=100)
     parser.add_argument("--days", type=int, default=8, help="daily deltas before the forced compaction")
+    parser.add_argument("--cycle", action="store_true",
+                        help="days phase: one whole tier cycle with the repository's own tiers (49 days; "
+                             "--days is then not used), every day measured, lookups before its compaction")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--phases", default="journal,fills,idle,latency,sync,days,baselines",
                         help="which phases to run (comma-separated; the report's targets cover those run)")
@@ -792,8 +860,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
         finally:
             rig.close()
     if "days" in phases:
-        step(f"station repository: {args.days} daily deltas and a compaction", results)
-        results["daily_deltas"] = phase_days(work / "days", args.days, args.entries, args.seed)
+        step(f"station repository: {'a whole tier cycle' if args.cycle else f'{args.days} daily deltas'} "
+             "and a compaction", results)
+        results["daily_deltas"] = phase_days(work / "days", args.days, args.entries, args.seed, args.cycle)
     if "baselines" in phases:
         step("baselines: SQLite and LMDB applying the same delta", results)
         results["baseline_delta"] = baseline_deltas(work, args.entries, args.seed)
