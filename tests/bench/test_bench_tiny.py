@@ -122,6 +122,23 @@ def test_wear_benchmark_tiny(tmp_path: Path) -> None:
     assert targets["fsyncs_per_fill"]["target"] == 2.0 and targets["scan_to_relay_p99_ms_20ms_fsync"]["target"] == 25.0
 
 
+def test_wear_benchmark_tiny_tier_cycle(tmp_path: Path) -> None:
+    """--cycle: every day of one tier cycle installed and measured, the amortised figure is
+    their sum (not an estimate), lookups with the most runs the tiers allow."""
+    report = run_bench("wear", tmp_path / "cycle.json", "--entries", "20000", "--cycle", "--phases", "days")
+    results = report["results"]
+    assert isinstance(results, dict)
+    days = results["daily_deltas"]
+    summary, rows = days["summary"], days["rows"]
+    assert summary["cycle_measured"] and summary["days_run"] == summary["cycle_days"] == 49 == len(rows) - 1
+    kinds = summary["by_kind"]
+    assert (kinds["plain"]["days"], kinds["compose"]["days"], kinds["compaction"]["days"]) == (42, 6, 1)
+    assert rows[-1]["compacted"] and not any(r.get("compacted") for r in rows[1:-1])
+    total = sum(r["written"] for r in rows[1:]) / sum(r["delta_bytes"] for r in rows[1:])
+    assert summary["amortised_x_delta"] == round(total, 2)
+    assert days["lookup"]["runs"] == 12  # 6 level-1 + 6 daily runs in front of the base
+
+
 def test_attendant_benchmark_tiny(tmp_path: Path) -> None:
     import shutil
 
