@@ -21,9 +21,12 @@ fdatasync and can make each take 20 ms before calling the real one (an SD card's
    each sync (sampled every 20 ms; the mmap'd list's page cache is not counted) and the
    bytes it wrote for the delta.
 5. Daily deltas on the station's repository (its own process): --days days of 1% churn
-   (tier merges included), then a compaction; bytes written per day amortised over one
-   full tier cycle, apply and verify times, lookups on the layered list. Baselines:
-   SQLite and LMDB applying the same delta (their build is not timed).
+   (tier merges included), then a forced compaction, the cycle's bytes estimated from the
+   medians of each kind of day; or, with --cycle, one whole tier cycle (49 days with the
+   repository's own tiers, ending in the compaction they make), every day measured and
+   the amortised figure their sum. Apply and verify times; lookups on the layered list as
+   it stands before the compaction (with --cycle: the most runs the tiers allow).
+   Baselines: SQLite and LMDB applying the same delta (their build is not timed).
 """
 
 from __future__ import annotations
