@@ -233,9 +233,11 @@ class Station:
         self.updates = UpdateAgent(config.update, self) if config.update is not None else None
         self.exit_code: int | None = None
         # National quota: usage at other stations, from headquarters' signed feed.
+        # Reservations and sync requests are signed with the station key and dated by
+        # headquarters' time as this station knows it (a clock set wrong must not get them refused).
         self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
                                lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
-                               self._emit, lambda: self.docs.policy)
+                               self._emit, lambda: self.docs.policy, key=self.station_key, hq_now=self._hq_now)
 
     def _open_payments(self, config: StationConfig) -> None:
         # One EDC terminal per island (agent/islands.py), each paying for its own pumps.
@@ -1201,6 +1203,12 @@ class Station:
         self._hq_time(ack.at)
         if self.outbox.on_ack(list(ack.ids)):
             killpoint("ack_applied")
+
+    def _hq_now(self) -> dt.datetime:
+        """Headquarters' time as this station knows it: its signed time carried forward, else
+        the local clock as judged (never behind what is proven past)."""
+        mono = time.monotonic()
+        return self.clock.estimate(mono) or self.clock.judged(utc_now(), mono)
 
     def _hq_time(self, moment: dt.datetime) -> None:
         """Headquarters' signed time (an acknowledgement, a usage tick): the clock's floor
