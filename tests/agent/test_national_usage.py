@@ -171,6 +171,23 @@ def test_freshness_needs_a_sync_after_each_reconnect(keys: dict[str, Ed25519Priv
     assert b'"since":' in usage.sync_request(DAY, "WIB", dt.datetime.now(dt.UTC))
 
 
+def test_only_an_answer_to_a_request_sent_since_the_last_reconnect_syncs(keys: dict[str, Ed25519PrivateKey]) -> None:
+    usage = NationalUsage(ME, store_for(keys), Clock())
+    feed = Feed(keys["usage"])
+    before = ask(usage)
+    usage.link_changed(False)
+    usage.link_changed(True)
+    usage.offer(feed.batch([entry({"34.401.02": 5_000})], kind="sync", nonce=before), DAY)
+    usage.offer(feed.batch([], kind="sync"), DAY)  # no nonce at all
+    usage.offer(feed.batch([], kind="sync", nonce="x" * 24), DAY)  # one it never sent
+    assert usage.stale(60) and not usage.synced
+    assert usage.elsewhere(VID, "solar", DAY, 60, None).used_ml == 5_000  # data is still merged (by maximum)
+    usage.offer(feed.batch([], kind="sync", nonce=ask(usage)), DAY)
+    assert usage.synced and not usage.stale(60)
+    with pytest.raises(UsageRefused, match="malformed"):
+        usage.offer(feed.batch([], kind="sync", nonce="short"), DAY)
+
+
 def policy(share: float | None = 0.5) -> QuotaPolicy:
     now = dt.datetime.now(dt.UTC)
     return QuotaPolicy(1, now, now + dt.timedelta(days=1), {"solar": {"private_car": 60_000}}, {},
