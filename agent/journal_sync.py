@@ -62,6 +62,7 @@ class WalSyncer:
         self._committed = 0  # commits counted by the journal (lazy or durable)
         self._durable = 0  # every commit up to this one is on the card
         self._wanted = 0  # a lazy commit that must become durable
+        self._urgent = 0  # a lazy commit that must become durable without the group wait
         self._stop = False
         self.fsyncs = 0  # our own fdatasyncs (the durable commits' are SQLite's)
         self.checkpoints = 0
@@ -73,9 +74,11 @@ class WalSyncer:
 
     # --- called by the journal (station loop) ----------------------------------------------
 
-    def committed(self, durable: bool, wanted: bool) -> int:
+    def committed(self, durable: bool, wanted: bool, urgent: bool = False) -> int:
         """Count a commit. `durable`: SQLite synced the WAL in it (so every commit before is
-        durable too). `wanted`: a lazy commit to make durable soon. Returns its number."""
+        durable too). `wanted`: a lazy commit to make durable soon; `urgent`: at once, not
+        after the group wait (something waits on it: a request to the payment terminal).
+        Returns its number."""
         with self._cond:
             self._committed += 1
             number = self._committed
@@ -83,6 +86,8 @@ class WalSyncer:
                 self._durable = number
             elif wanted:
                 self._wanted = number
+                if urgent:
+                    self._urgent = number
             self._cond.notify_all()
             return number
 
@@ -117,10 +122,12 @@ class WalSyncer:
                 if self._stop and not owed:
                     return
                 target = self._wanted
-                if owed and not self._stop:
-                    # Group commit: a durable commit within group_s covers this one as well.
-                    self._cond.wait_for(lambda: self._durable >= target, self.group_s)  # noqa: B023
-                need_sync = self._durable < target
+                if owed and not self._stop and self._urgent <= self._durable:
+                    # Group commit: a durable commit within group_s covers this one as well
+                    # (cut short when an urgent commit comes meanwhile).
+                    self._cond.wait_for(lambda: self._durable >= target or self._urgent > self._durable,  # noqa: B023
+                                        self.group_s)
+                need_sync = self._durable < max(target, self._urgent)
                 target = self._committed  # what is in the WAL now: a sync covers all of it
             if need_sync:
                 self._sync_wal()

@@ -708,7 +708,7 @@ def _before(path: Path) -> Any:
             self._db.execute("PRAGMA wal_autocheckpoint=1000")
 
         @contextmanager
-        def _tx(self, durable: bool = True, outbox_from: list[int] | None = None) -> Any:
+        def _tx(self, durable: bool = True, outbox_from: list[int] | None = None, urgent: bool = False) -> Any:
             with super()._tx(True, None) as db:
                 yield db
 
