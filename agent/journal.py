@@ -203,18 +203,19 @@ class Journal:
         return self._tx()
 
     @contextmanager
-    def lazy(self) -> Iterator[sqlite3.Connection]:
+    def lazy(self, urgent: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction whose effects can wait for it to reach the card (payments: a
         request goes to the terminal only once its step row is durable). With group
         commit it commits without a sync, so the station loop never waits on the card: the
-        sync thread makes it durable at once, outbox rows it queued are held until then,
-        and `is_durable(last_commit)` tells when. Without group commit: synced in place."""
+        sync thread makes it durable (at once if `urgent`, else within the group-commit
+        window), outbox rows it queued are held until then, and `is_durable(last_commit)`
+        tells when. Without group commit: synced in place."""
         if not self.group_commit:
             with self._tx() as db:
                 yield db
             return
         first: list[int] = []
-        with self._tx(durable=False, outbox_from=first, urgent=True) as db:
+        with self._tx(durable=False, outbox_from=first, urgent=urgent) as db:
             top = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
             yield db
             first.append(top + 1)  # rows this transaction queued, if any, come after `top`

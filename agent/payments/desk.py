@@ -174,7 +174,7 @@ class PaymentDesk:
         return self.store.charging_on(pump)
 
     def start_prepay(self, pump: int, scan_text: str, choice: PaymentChoice, charge: int, preset_ml: int) -> None:
-        with self._write() as db:
+        with self._write(urgent=True) as db:
             # The QR's text stays in memory only (no token at rest): after a crash a prepayment
             # without its session is refunded, never re-authorised, so it is not needed again.
             pay_id = self._insert_payment(db, pump, choice, CHARGING, None, preset_ml, "")
@@ -291,7 +291,7 @@ class PaymentDesk:
         target = int(pay["target_idr"] or 0)
         sales = [s for s in steps if s["kind"] in ("sale", "qris_sale")]
         if pay["mode"] == "postpay" and pay["state"] == SETTLING and not sales and target > 0:
-            with self._write() as db:
+            with self._write(urgent=True) as db:
                 self._insert_step(db, pay_id, "qris_sale" if pay["method"] == "qris" else "sale", target)
             self._dirty = True
             killpoint("pay_before_charge")
@@ -306,7 +306,7 @@ class PaymentDesk:
             self._finish(pay_id)
             return False
         kind, amount = action
-        with self._write() as db:
+        with self._write(urgent=True) as db:
             self._insert_step(db, pay_id, kind, amount, invoice=sale["invoice"] if sale else "")
         killpoint("pay_before_compensation")
         self.tick(time.monotonic())  # sent once its row is on the card
@@ -533,11 +533,12 @@ class PaymentDesk:
     # --- journal rows -------------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, urgent: bool = False) -> Iterator[sqlite3.Connection]:
         """Every write of the desk: committed without stalling the station loop on the card
-        (the journal's sync thread makes it durable); `_written_durable` gates what goes to
-        the terminal on it."""
-        with self.journal.lazy() as db:
+        (the journal's sync thread makes it durable: `urgent` for a request the terminal
+        waits for, else within the group-commit window, which the next urgent or scan's
+        sync cuts short); `_written_durable` gates what goes to the terminal on it."""
+        with self.journal.lazy(urgent) as db:
             yield db
         self._written = self.journal.last_commit
 

@@ -172,8 +172,10 @@ class Customers:
 
 class Campaign:
     def __init__(self, workdir: Path, pumps: int = 2, seed: int = 1, vehicles: int = 2000,
-                 pump_kind: str = "relay", payments: bool = False, nozzles: int = 1) -> None:
+                 pump_kind: str = "relay", payments: bool = False, nozzles: int = 1,
+                 scan_payments: tuple[str, ...] = ("card_prepay:30000", "card", "card_prepay:20000")) -> None:
         self.workdir = workdir
+        self.scan_payments = scan_payments  # with payments: how the scans pay, in turn
         self.nozzles = nozzles
         self.edc = EdcSim(workdir / "edc-batch.json", ack_timeout_ms=300) if payments else None
         self.points = PAYMENT_POINTS if payments else POINTS
@@ -232,7 +234,7 @@ class Campaign:
             timeouts=Timeouts(scan_to_nozzle_s=1.0, no_flow_s=5, duplicate_scan_s=0.5),
             edc=None if self.edc is None else EdcConfig(
                 self.edc.path, ack_timeout_s=0.3, response_timeout_s=2.0,
-                scan_payments=("card_prepay:30000", "card", "card_prepay:20000")),
+                scan_payments=self.scan_payments),
         )
         self.config_path.write_text(render_config(config))
 

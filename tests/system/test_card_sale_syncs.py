@@ -35,8 +35,8 @@ class Noting(Journal):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
         self.lazy_at = []
-    def lazy(self):
-        outer = super().lazy()
+    def lazy(self, urgent=False):
+        outer = super().lazy(urgent)
         journal = self
         class Ctx:
             def __enter__(self):
