@@ -22,8 +22,8 @@ The same thread checkpoints the WAL into the database file every `checkpoint_com
 commits (about 1,000 fills, a WAL of ~10 MB: a checkpoint costs three syncs, the WAL's, the
 database file's and the restarted WAL's header, and rewrites the hot pages once, so fewer
 checkpoints mean fewer syncs and fewer bytes per fill) (SQLite's automatic checkpoint is
-off: it would run inside whichever commit crossed the limit, often a scan's). A checkpoint is a PASSIVE one on a connection
-of its own: the station loop keeps writing meanwhile.
+off: it would run inside whichever commit crossed the limit, often a scan's). A checkpoint
+is a PASSIVE one on a connection of its own: the station loop keeps writing meanwhile.
 
 After a checkpoint that copied the whole WAL, the next commit starts the WAL over, and
 SQLite then syncs the new WAL header before writing any frame (a second sync in that
