@@ -538,9 +538,11 @@ class PaymentDesk:
         (the journal's sync thread makes it durable: `urgent` for a request the terminal
         waits for, else within the group-commit window, which the next urgent or scan's
         sync cuts short); `_written_durable` gates what goes to the terminal on it."""
+        before = self.journal.last_commit
         with self.journal.lazy(urgent) as db:
             yield db
-        self._written = self.journal.last_commit
+        if self.journal.last_commit != before:  # it wrote something (else it is not a commit of ours)
+            self._written = self.journal.last_commit
 
     def _written_durable(self) -> bool:
         """Everything the desk wrote is on the card: a request may go to the terminal (a
