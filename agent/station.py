@@ -669,11 +669,14 @@ class Station:
         pump_no = pump.config.number
         preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
+        extra = (self.payments.link_prepaid(prepaid) if prepaid is not None
+                 else self.payments.postpay_with_session(pump_no, payment, preset_ml) if payment.electronic
+                 else None)
         try:
             session = self.journal.open_session(
                 self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
                 decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
-                pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
+                pump.device_total, extra=extra,
             )
         except Exception as exc:
             if not disk_guard.is_disk_error(exc):
@@ -681,8 +684,6 @@ class Station:
             log.error("journal cannot be written, sale refused: %s", exc)
             return self._refuse(pump, Decision(False, "journal_unwritable", decision.vehicle, decision.vehicle_id),
                                 str(exc), plate=plate)
-        if prepaid is None and payment.electronic:
-            self.payments.open_postpay(session, payment)
         self._relay_on(pump, session, product, preset_pulses)
         self._announce_authorised(pump, session, decision, plate, product, preset_ml, requested_ml)
         return decision

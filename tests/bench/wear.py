@@ -187,12 +187,13 @@ class TimedBoard(RelayBoardSim):
 
 
 class Rig:
-    def __init__(self, work: Path, shim: Shim) -> None:
+    def __init__(self, work: Path, shim: Shim, card: bool = False) -> None:
         from tests.reliability.crash_campaign import Campaign
 
         self.work = work
         self.shim = shim
-        self.campaign = Campaign(work / "station", seed=11, vehicles=400)
+        # card: every customer pays by card after the fill (EDC terminal simulator on a pty)
+        self.campaign = Campaign(work / "station", seed=11, vehicles=400, payments=card, scan_payments=("card",))
         self.campaign.board = TimedBoard(channels=2, flow_lps=10.0, seed=11)
         self.board: TimedBoard = self.campaign.board
         self.agent: subprocess.Popen[bytes] | None = None
@@ -378,6 +379,26 @@ def phase_latency(rig: Rig, fills: int, seed: int) -> dict[str, Any]:
     prioritise_self(10)
     sys.setswitchinterval(switch)
     return latency_report(scans, refused, read_log(log), pid, closes_of(rig, wall), raised, rig.board.stalls)
+
+
+def card_payments(rig: Rig) -> dict[str, Any]:
+    """What the card customers' payments did: the terminal's approved sales against the
+    fills, and payments the journal still holds open (there should be none)."""
+    import sqlite3
+
+    from hal import ecr_proto as ecr
+
+    assert rig.campaign.edc is not None
+    sales = [r for r in rig.campaign.edc.ledger() if r["type"] == ecr.SALE and r["response"] == ecr.APPROVED]
+    db = sqlite3.connect(f"file:{rig.campaign.journal}?mode=ro", uri=True, timeout=5)
+    try:
+        fills = int(db.execute("SELECT COUNT(*) FROM sessions WHERE dispensed_ml > 0").fetchone()[0])
+        open_ = int(db.execute("SELECT COUNT(*) FROM payments WHERE state != 'done'").fetchone()[0])
+        paid = int(db.execute("SELECT COUNT(*) FROM payments").fetchone()[0])
+    finally:
+        db.close()
+    return {"fills_with_fuel": fills, "payments": paid, "approved_card_sales": len(sales),
+            "payments_unsettled": open_}
 
 
 def closes_of(rig: Rig, wall: float) -> dict[int, list[float]]:
@@ -708,7 +729,7 @@ def _before(path: Path) -> Any:
             self._db.execute("PRAGMA wal_autocheckpoint=1000")
 
         @contextmanager
-        def _tx(self, durable: bool = True, outbox_from: list[int] | None = None) -> Any:
+        def _tx(self, durable: bool = True, outbox_from: list[int] | None = None, urgent: bool = False) -> Any:
             with super()._tx(True, None) as db:
                 yield db
 
@@ -744,6 +765,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="pause after each fill (0.3: each close synced alone)")
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--latency-fills", type=int, default=100)
+    parser.add_argument("--card", action="store_true",
+                        help="the agent's customers pay by card after the fill (EDC terminal simulator)")
     parser.add_argument("--days", type=int, default=8, help="daily deltas before the forced compaction")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--phases", default="journal,fills,idle,latency,sync,days,baselines",
@@ -772,7 +795,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         step("journal alone: ours, before, plain inserts")
         results["journal"] = phase_journal(shim, work, args.fills)
     if phases & {"fills", "idle", "latency", "sync"}:
-        rig = Rig(work, shim)
+        rig = Rig(work, shim, card=args.card)
         try:
             rig.start()
             if "fills" in phases:
@@ -786,6 +809,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
             if "latency" in phases:
                 step(f"agent with 20 ms fsyncs: {args.latency_fills} scans while the other pump closes", results)
                 results["agent_scan_to_relay_20ms_fsync"] = phase_latency(rig, args.latency_fills, args.seed)
+                if args.card:
+                    results["agent_scan_to_relay_20ms_fsync"]["card_payments"] = card_payments(rig)
             if "sync" in phases:
                 step(f"agent: allow-list sync of {args.entries} entries, then a 1% delta", results)
                 results["agent_allowlist_sync"] = phase_sync(rig, args.entries, args.seed)
