@@ -76,6 +76,10 @@ class IslandPayments:
     def link_prepaid(self, pay_id: int) -> Callable[[sqlite3.Connection, int, str], None]:
         return self.desks[0].link_prepaid(pay_id)  # a journal update: any desk does it
 
+    def postpay_with_session(self, pump: int, choice: PaymentChoice,
+                             preset_ml: int) -> Callable[[sqlite3.Connection, int, str], None]:
+        return self.desk(pump).postpay_with_session(pump, choice, preset_ml)
+
     def open_postpay(self, session: SessionRow, choice: PaymentChoice) -> None:
         self.desk(session.pump).open_postpay(session, choice)
 

@@ -163,6 +163,7 @@ class Journal:
                                  checkpoint_commits=CHECKPOINT_COMMITS if group_commit else 1 << 62)
         # Outbox rows of closes not yet durable: (commit number, first outbox seq), in order.
         self._held: list[tuple[int, int]] = []
+        self._last_commit = 0
         self._meta_seen: dict[str, str] = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def _sync_wal_at_open(self) -> None:
@@ -197,15 +198,43 @@ class Journal:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def atomic(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """One transaction for modules that keep their own tables in this journal (payments)."""
+        """One transaction for modules that keep their own tables in this journal, synced
+        before it returns (rare writes: an attendant's sign-in)."""
         return self._tx()
 
     @contextmanager
-    def _tx(self, durable: bool = True, outbox_from: list[int] | None = None) -> Iterator[sqlite3.Connection]:
+    def lazy(self, urgent: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction whose effects can wait for it to reach the card (payments: a
+        request goes to the terminal only once its step row is durable). With group
+        commit it commits without a sync, so the station loop never waits on the card: the
+        sync thread makes it durable (at once if `urgent`, else within the group-commit
+        window), outbox rows it queued are held until then, and `is_durable(last_commit)`
+        tells when. Without group commit: synced in place."""
+        if not self.group_commit:
+            with self._tx() as db:
+                yield db
+            return
+        first: list[int] = []
+        with self._tx(durable=False, outbox_from=first, urgent=urgent) as db:
+            top = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])
+            yield db
+            first.append(top + 1)  # rows this transaction queued, if any, come after `top`
+
+    @property
+    def last_commit(self) -> int:
+        """Number of the latest commit that wrote something (see `is_durable`)."""
+        return self._last_commit
+
+    def is_durable(self, number: int) -> bool:
+        return self._syncer.is_durable(number)
+
+    @contextmanager
+    def _tx(self, durable: bool = True, outbox_from: list[int] | None = None,
+            urgent: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction. `durable`: SQLite syncs the WAL before COMMIT returns; else the
         commit is synced later (by the group-commit thread when `outbox_from` is given,
-        which then receives the first outbox seq the transaction inserted, else by whatever
-        sync comes next)."""
+        which then receives the first outbox seq the transaction inserted; at once if
+        `urgent`; else by whatever sync comes next)."""
         level = int(self._db.execute("PRAGMA synchronous").fetchone()[0]) if not durable else 0
         lowered = level > 1  # FULL (2) or EXTRA (3) -> NORMAL (1) for this commit only
         if lowered:
@@ -226,7 +255,8 @@ class Journal:
         if self._db.total_changes == changes:
             return  # nothing written, nothing synced
         wanted = bool(outbox_from) and not durable
-        number = self._syncer.committed(durable, wanted)
+        number = self._syncer.committed(durable, wanted, urgent)
+        self._last_commit = number
         if wanted and outbox_from:
             self._held.append((number, outbox_from[0]))
 

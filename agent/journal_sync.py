@@ -10,7 +10,8 @@ makes it durable:
 - if another durable commit (the next scan's session row) syncs the WAL within
   `group_s`, that sync covers the close too (the WAL is one append-only file): no fsync
   of its own;
-- otherwise it fdatasyncs the WAL itself.
+- otherwise it fdatasyncs the WAL itself; at once, without the group wait, for an
+  `urgent` commit (a payment step the terminal is waiting for, `Journal.lazy`).
 
 Until then the journal holds the close's outbox rows back (`Journal.outbox_pending`), so
 headquarters never hears of a sale the station could still lose. A power cut before the
@@ -18,9 +19,11 @@ sync leaves the session open, and recovery closes it from the board's own count,
 any crash before the close.
 
 The same thread checkpoints the WAL into the database file every `checkpoint_commits`
-commits (about 250 fills, a WAL of ~5 MB) (SQLite's automatic checkpoint is off: it would run inside whichever
-commit crossed the limit, often a scan's). A checkpoint is a PASSIVE one on a connection
-of its own: the station loop keeps writing meanwhile.
+commits (about 1,000 fills, a WAL of ~10 MB: a checkpoint costs three syncs, the WAL's, the
+database file's and the restarted WAL's header, and rewrites the hot pages once, so fewer
+checkpoints mean fewer syncs and fewer bytes per fill) (SQLite's automatic checkpoint is
+off: it would run inside whichever commit crossed the limit, often a scan's). A checkpoint
+is a PASSIVE one on a connection of its own: the station loop keeps writing meanwhile.
 
 After a checkpoint that copied the whole WAL, the next commit starts the WAL over, and
 SQLite then syncs the new WAL header before writing any frame (a second sync in that
@@ -44,7 +47,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 GROUP_S = 0.2
-CHECKPOINT_COMMITS = 1000
+CHECKPOINT_COMMITS = 3000
 
 
 class WalSyncer:
@@ -62,6 +65,7 @@ class WalSyncer:
         self._committed = 0  # commits counted by the journal (lazy or durable)
         self._durable = 0  # every commit up to this one is on the card
         self._wanted = 0  # a lazy commit that must become durable
+        self._urgent = 0  # a lazy commit that must become durable without the group wait
         self._stop = False
         self.fsyncs = 0  # our own fdatasyncs (the durable commits' are SQLite's)
         self.checkpoints = 0
@@ -73,9 +77,11 @@ class WalSyncer:
 
     # --- called by the journal (station loop) ----------------------------------------------
 
-    def committed(self, durable: bool, wanted: bool) -> int:
+    def committed(self, durable: bool, wanted: bool, urgent: bool = False) -> int:
         """Count a commit. `durable`: SQLite synced the WAL in it (so every commit before is
-        durable too). `wanted`: a lazy commit to make durable soon. Returns its number."""
+        durable too). `wanted`: a lazy commit to make durable soon; `urgent`: at once, not
+        after the group wait (something waits on it: a request to the payment terminal).
+        Returns its number."""
         with self._cond:
             self._committed += 1
             number = self._committed
@@ -83,6 +89,8 @@ class WalSyncer:
                 self._durable = number
             elif wanted:
                 self._wanted = number
+                if urgent:
+                    self._urgent = number
             self._cond.notify_all()
             return number
 
@@ -117,10 +125,12 @@ class WalSyncer:
                 if self._stop and not owed:
                     return
                 target = self._wanted
-                if owed and not self._stop:
-                    # Group commit: a durable commit within group_s covers this one as well.
-                    self._cond.wait_for(lambda: self._durable >= target, self.group_s)  # noqa: B023
-                need_sync = self._durable < target
+                if owed and not self._stop and self._urgent <= self._durable:
+                    # Group commit: a durable commit within group_s covers this one as well
+                    # (cut short when an urgent commit comes meanwhile).
+                    self._cond.wait_for(lambda: self._durable >= target or self._urgent > self._durable,  # noqa: B023
+                                        self.group_s)
+                need_sync = self._durable < max(target, self._urgent)
                 target = self._committed  # what is in the WAL now: a sync covers all of it
             if need_sync:
                 self._sync_wal()

@@ -13,9 +13,13 @@ sequence for that vehicle-day) is higher.
 
 Freshness: the feed is *fresh* while the station is synced with headquarters (a sync
 answer since the last reconnect) and has heard from it within the policy's signed
-threshold. When it is stale, eligibility sells each vehicle at most the policy's signed
-offline share of its quota per day (agent/eligibility.py), which bounds what a vehicle can
-take while stations are partitioned (docs/national-quota.md).
+threshold. A sync answer counts only if it echoes a nonce this station put in a request
+since its last (re)connect, and a batch refreshes the feed only if headquarters signed it no
+earlier than that answer: the sequence guard is in memory, so after a restart a replayed
+answer or batch could otherwise make a feed cut off look fresh. When it is stale,
+eligibility sells each vehicle at most the policy's signed offline share of its quota per
+day (agent/eligibility.py), which bounds what a vehicle can take while stations are
+partitioned (docs/national-quota.md).
 """
 
 from __future__ import annotations
@@ -23,13 +27,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from agent.domain import PRODUCTS
 from agent.trust.root import TrustError, TrustStore, check_signatures, parse_envelope
+from agent.trust.tx_sign import RESERVE_DOMAIN, USAGE_SYNC_DOMAIN, sign_record
 
 USAGE_TYPE = "usage"
 KIND_UPDATE = "update"
@@ -42,6 +51,8 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 RESERVATION_TTL_S = 30 * 60  # a reservation nobody closed stops counting after this
 _STATION_RE = re.compile(r"^[0-9A-Za-z._-]{1,32}$")
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NONCE_RE = re.compile(r"^[0-9A-Za-z_-]{16,64}$")
+NONCES_KEPT = 16  # requests sent since the last (re)connect whose answers still count
 
 
 class UsageRefused(ValueError):
@@ -92,6 +103,7 @@ class Batch:
     issued: str
     last: bool
     entries: tuple[Entry, ...]
+    nonce: str | None = None  # a sync answer's: the nonce of the request it answers
 
 
 def usage_keyring_role(trust: TrustStore) -> str:
@@ -171,8 +183,11 @@ def parse_batch(signed: dict[str, Any], own: str, today: str) -> Batch:
         raise UsageRefused("malformed", "entries must be a list")
     if len(entries) > MAX_ENTRIES or (kind == KIND_TICK and entries):
         raise UsageRefused("absurd size", f"{len(entries)} entries")
+    nonce = signed.get("nonce")
+    if nonce is not None and not (isinstance(nonce, str) and _NONCE_RE.match(nonce)):
+        raise UsageRefused("malformed", "nonce must be 16-64 URL-safe characters")
     return Batch(str(kind), str(day), publisher, seq, issued, bool(signed.get("last", True)),
-                 tuple(_entry(e, own) for e in entries))
+                 tuple(_entry(e, own) for e in entries), nonce)
 
 
 class NationalUsage:
@@ -189,6 +204,8 @@ class NationalUsage:
         self.synced = False  # a sync answer came since the last (re)connect
         self.heard_at: float | None = None  # monotonic time of the last batch while synced
         self.hq_since: str | None = None  # headquarters' time of the last update taken in
+        self._nonces: deque[str] = deque(maxlen=NONCES_KEPT)  # sync requests since the last (re)connect
+        self._synced_at: dt.datetime | None = None  # headquarters' signed time of that sync answer
         self.accepted = 0
         self.refused = 0
 
@@ -196,12 +213,23 @@ class NationalUsage:
 
     def link_changed(self, connected: bool) -> None:
         """Anything may have been missed while the link was down: synced again only when
-        headquarters answers the sync request (sync_request) sent on reconnect."""
+        headquarters answers a sync request (sync_request) sent since: an answer to one sent
+        before (in flight, or replayed) proves nothing about the link now."""
         self.synced = False
+        self._nonces.clear()
 
-    def sync_request(self, day: str, zone: str) -> bytes:
-        body = {"schema": "spbu.usage_sync/1", "station": self.station_id, "day": day, "zone": zone,
-                "since": self.hq_since if day == self.day else None}
+    def sync_request(self, day: str, zone: str, at: dt.datetime,
+                     key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+        """at: the station's best estimate of headquarters' time (headquarters refuses a
+        request far from its own clock: a replay). A fresh nonce each time, which the
+        answer must echo; signed with the station key when there is one."""
+        nonce = secrets.token_urlsafe(18)
+        self._nonces.append(nonce)
+        body: dict[str, Any] = {"schema": "spbu.usage_sync/1", "station": self.station_id, "day": day,
+                                "zone": zone, "since": self.hq_since if day == self.day else None,
+                                "at": at.isoformat(), "nonce": nonce}
+        if key is not None:
+            body = sign_record(body, key, USAGE_SYNC_DOMAIN)
         return json.dumps(body, separators=(",", ":")).encode()
 
     def age_s(self) -> float | None:
@@ -228,9 +256,12 @@ class NationalUsage:
         now = self.clock()
         for entry in batch.entries:
             self._merge(entry, now)
-        if batch.kind == KIND_SYNC and batch.last:
-            self.synced = True
-        if self.synced:
+        issued = signed_moment(batch.issued)
+        if batch.kind == KIND_SYNC and batch.last and batch.nonce in self._nonces and issued is not None:
+            self.synced, self._synced_at = True, issued
+        if self.synced and issued is not None and self._synced_at is not None and issued >= self._synced_at:
+            # Signed before the answer that synced us, a batch carries nothing newer than it:
+            # replayed (after a restart the sequence guard is empty), it must not look fresh.
             self.heard_at = now
             if batch.kind != KIND_TICK and (self.hq_since is None or batch.issued > self.hq_since):
                 self.hq_since = batch.issued
@@ -275,8 +306,22 @@ class NationalUsage:
 
 
 def reservation(station: str, tx_id: str, vehicle_id: int, product: str, day: str, ml: int, op: str,
-                now: dt.datetime) -> bytes:
-    """A fill opening (op "open", ml = its preset) or closing ("close") at this station."""
-    body = {"schema": "spbu.reserve/1", "station": station, "tx_id": tx_id, "vehicle_id": str(vehicle_id),
-            "product": product, "day": day, "ml": ml, "op": op, "at": now.isoformat()}
+                now: dt.datetime, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+    """A fill opening (op "open", ml = its preset) or closing ("close") at this station; `now`
+    is the station's best estimate of headquarters' time (headquarters refuses one far from
+    its own clock: a replay); signed with the station key when there is one."""
+    body: dict[str, Any] = {"schema": "spbu.reserve/1", "station": station, "tx_id": tx_id,
+                            "vehicle_id": str(vehicle_id), "product": product, "day": day, "ml": ml, "op": op,
+                            "at": now.isoformat()}
+    if key is not None:
+        body = sign_record(body, key, RESERVE_DOMAIN)
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def signed_moment(text: str) -> dt.datetime | None:
+    """An aware time from headquarters' `issued` (None if it is not one)."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None

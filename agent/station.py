@@ -233,9 +233,11 @@ class Station:
         self.updates = UpdateAgent(config.update, self) if config.update is not None else None
         self.exit_code: int | None = None
         # National quota: usage at other stations, from headquarters' signed feed.
+        # Reservations and sync requests are signed with the station key and dated by
+        # headquarters' time as this station knows it (a clock set wrong must not get them refused).
         self.usage = UsageLink(config.station_id, config.zone, self.docs.trust,
                                lambda topic, payload, qos, retain: self.link.publish(topic, payload, qos, retain),
-                               self._emit, lambda: self.docs.policy)
+                               self._emit, lambda: self.docs.policy, key=self.station_key, hq_now=self._hq_now)
 
     def _open_payments(self, config: StationConfig) -> None:
         # One EDC terminal per island (agent/islands.py), each paying for its own pumps.
@@ -667,11 +669,14 @@ class Station:
         pump_no = pump.config.number
         preset_pulses = decision.preset_ml * pump.config.pulses_per_litre // 1000
         preset_ml = preset_pulses * 1000 // pump.config.pulses_per_litre
+        extra = (self.payments.link_prepaid(prepaid) if prepaid is not None
+                 else self.payments.postpay_with_session(pump_no, payment, preset_ml) if payment.electronic
+                 else None)
         try:
             session = self.journal.open_session(
                 self.config.station_id, pump_no, decision.vehicle_id, plate, product, day,
                 decision.limit_ml, used, preset_ml, self.docs.policy.prices_idr.get(product, 0),
-                pump.device_total, extra=None if prepaid is None else self.payments.link_prepaid(prepaid),
+                pump.device_total, extra=extra,
             )
         except Exception as exc:
             if not disk_guard.is_disk_error(exc):
@@ -679,8 +684,6 @@ class Station:
             log.error("journal cannot be written, sale refused: %s", exc)
             return self._refuse(pump, Decision(False, "journal_unwritable", decision.vehicle, decision.vehicle_id),
                                 str(exc), plate=plate)
-        if prepaid is None and payment.electronic:
-            self.payments.open_postpay(session, payment)
         self._relay_on(pump, session, product, preset_pulses)
         self._announce_authorised(pump, session, decision, plate, product, preset_ml, requested_ml)
         return decision
@@ -1201,6 +1204,12 @@ class Station:
         self._hq_time(ack.at)
         if self.outbox.on_ack(list(ack.ids)):
             killpoint("ack_applied")
+
+    def _hq_now(self) -> dt.datetime:
+        """Headquarters' time as this station knows it: its signed time carried forward, else
+        the local clock as judged (never behind what is proven past)."""
+        mono = time.monotonic()
+        return self.clock.estimate(mono) or self.clock.judged(utc_now(), mono)
 
     def _hq_time(self, moment: dt.datetime) -> None:
         """Headquarters' signed time (an acknowledgement, a usage tick): the clock's floor

@@ -1,6 +1,8 @@
 """The station's side of the national quota on the MQTT link: asks headquarters for its
 area's usage on every (re)connect, takes signed usage batches in (agent/national_usage.py),
 publishes its own fills in progress (reservations), and watches the feed's freshness.
+Reservations and sync requests are signed with the station key, as transaction records are
+(headquarters' ledger refuses unsigned ones when it checks signatures).
 
 Nothing here waits on the network: a scan reads the merged view from memory.
 """
@@ -13,9 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from agent import topics
 from agent.journal import SessionRow
-from agent.national_usage import Elsewhere, NationalUsage, UsageRefused, reservation
+from agent.national_usage import Elsewhere, NationalUsage, UsageRefused, reservation, signed_moment
 from agent.trust.documents import QuotaPolicy
 from agent.trust.root import TrustStore
 
@@ -36,14 +40,19 @@ def fill_cap(session: SessionRow, elsewhere: Elsewhere | None) -> int | None:
 class UsageLink:
     def __init__(self, station_id: str, zone: str, trust: TrustStore, publish: Publish,
                  emit: Callable[[dict[str, Any]], None], policy: Callable[[], QuotaPolicy | None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """clock: the station's monotonic clock (a benchmark compresses time through it)."""
+                 clock: Callable[[], float] = time.monotonic, key: ec.EllipticCurvePrivateKey | None = None,
+                 hq_now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        """clock: the station's monotonic clock (a benchmark compresses time through it).
+        key: the station key that signs reservations and sync requests (None: unsigned).
+        hq_now: the station's best estimate of headquarters' time, which dates them."""
         self.station_id = station_id
         self.zone = zone
         self.national = NationalUsage(station_id, trust, clock)
         self._publish = publish
         self._emit = emit
         self._policy = policy
+        self._key = key
+        self._hq_now = hq_now
         self._asked_at: float | None = None
         self.was_stale: bool | None = None
         self.last_issued: dt.datetime | None = None  # the latest accepted batch's signed time
@@ -65,7 +74,8 @@ class UsageLink:
 
     def _ask(self, day: str, now: float) -> None:
         self._asked_at = now
-        self._publish(topics.usage_sync(self.station_id), self.national.sync_request(day, self.zone), 1, False)
+        request = self.national.sync_request(day, self.zone, self._hq_now(), self._key)
+        self._publish(topics.usage_sync(self.station_id), request, 1, False)
 
     def on_message(self, payload: bytes, day: str) -> set[tuple[int, str]]:
         """Vehicles (id, product) whose usage elsewhere changed; a refused batch changes nothing
@@ -76,7 +86,7 @@ class UsageLink:
             log.warning("usage batch refused: %s", exc)
             self._emit({"type": "alert", "alert": "usage_rejected", "check": exc.check, "detail": str(exc)})
             return set()
-        self.last_issued = _moment(batch.issued)  # headquarters' signed time (agent/clock.py)
+        self.last_issued = signed_moment(batch.issued)  # headquarters' signed time (agent/clock.py)
         return {(e.vehicle_id, e.product) for e in batch.entries}
 
     def elsewhere(self, vehicle_id: int | None, product: str, day: str) -> Elsewhere | None:
@@ -96,7 +106,7 @@ class UsageLink:
         # the outbox) closes the reservation at headquarters, and reservations expire.
         if connected and self.enabled:
             payload = reservation(self.station_id, session.tx_id, session.vehicle_id, session.product,
-                                  session.quota_day, ml, op, dt.datetime.now(dt.UTC))
+                                  session.quota_day, ml, op, self._hq_now(), self._key)
             self._publish(topics.reserve(self.station_id), payload, 1, False)
 
     def tick(self, now: float, day: str, connected: bool) -> tuple[bool, str] | None:
@@ -117,10 +127,3 @@ class UsageLink:
                   f"{'never' if age is None else f'{age:.0f} s ago'}, threshold {stale_after:g} s")
         return stale, detail
 
-
-def _moment(text: str) -> dt.datetime | None:
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None

@@ -9,7 +9,12 @@ message to one of them. For each batch of what arrived:
   changed vehicle-days are published, signed, to the stations that need them;
 - reservations (fills opening and closing) are recorded; a station that opens a fill for
   a vehicle with usage or fills elsewhere is told at once;
-- a (re)connecting station's sync request is answered with its area's usage of the day.
+- a (re)connecting station's sync request is answered with its area's usage of the day,
+  echoing the request's nonce (the station counts its feed as synced only on that answer).
+
+With a verifier (every production process), reservations and sync requests must carry their
+station's signature like transactions, and their signed time `at` must be within
+MAX_CLOCK_GAP of headquarters' clock: a captured message replayed later is refused.
 
 A signed tick every `tick_s` tells stations the feed is alive when nothing moves.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -34,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import topics
 from agent.domain import PRODUCTS, ZONES
+from agent.trust.tx_sign import RESERVE_DOMAIN, USAGE_SYNC_DOMAIN
 from hq.db import area_of
 from hq.ledger import Key, LedgerStore, QuotaAlert, Reservation
 from hq.records import DAY_RE, RecordError, json_object, parse_record
@@ -53,13 +60,43 @@ SYNCS_PER_TURN = 2
 # taken, so its size bounds how long a fill opening meanwhile waits for its answer (a
 # reconnecting station drains hours of outbox at once). 250 still commits in bulk.
 MAX_TX_PER_BATCH = 250
+# A signed reservation or sync request whose `at` is further than this from headquarters'
+# clock is refused (a replay, or a station whose time is badly wrong: it asks again, dated by
+# headquarters' signed time once it has heard any). Well inside a reservation's 30 minutes
+# (hq/ledger.RESERVATION_TTL), the station clock's own tolerance (agent/clock.MAX_DRIFT),
+# and a station asks for a sync again every 30 s while unanswered.
+MAX_CLOCK_GAP = dt.timedelta(minutes=10)
+_NONCE_RE = re.compile(r"^[0-9A-Za-z_-]{16,64}$")
 
 
-def parse_reservation(topic: str, payload: bytes) -> Reservation:
+def check_signed(body: dict[str, Any], domain: bytes, verifier: Verifier | None, now: dt.datetime) -> None:
+    """With a verifier: the station's signature (TxSignatureError) and a signed time near
+    headquarters' own (RecordError). Without one (lab and load runs) anything passes."""
+    if verifier is None:
+        return
+    verifier(body, domain)
+    at = _aware(body.get("at"))
+    if at is None:
+        raise RecordError("at missing or not an ISO time with a UTC offset")
+    if abs(now - at) > MAX_CLOCK_GAP:
+        raise RecordError(f"at {at.isoformat()} is {abs(now - at).total_seconds():.0f} s from headquarters' clock")
+
+
+def _aware(value: object) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
+
+def parse_reservation(topic: str, payload: bytes, verifier: Verifier | None = None,
+                      now: dt.datetime | None = None) -> Reservation:
     body = json_object(payload)
     station = topics.station_of(topic)
     if station is None or body.get("station") != station:
         raise RecordError("station in the reservation is not the topic's")
+    check_signed(body, RESERVE_DOMAIN, verifier, now or dt.datetime.now(dt.UTC))
     vid, ml, day = body.get("vehicle_id"), body.get("ml"), body.get("day")
     if (not isinstance(body.get("tx_id"), str) or not isinstance(vid, str) or not vid.isdigit()
             or not 0 < int(vid) < 2**64 or body.get("product") not in PRODUCTS
@@ -75,23 +112,28 @@ class SyncRequest:
     day: str
     zone: str
     since: dt.datetime | None
+    nonce: str | None = None  # echoed in the answer
 
 
-def parse_sync(topic: str, payload: bytes) -> SyncRequest:
+def parse_sync(topic: str, payload: bytes, verifier: Verifier | None = None,
+               now: dt.datetime | None = None) -> SyncRequest:
     body = json_object(payload)
     station = topics.station_of(topic)
     if station is None or body.get("station") != station:
         raise RecordError("station in the sync request is not the topic's")
-    day, zone, since = body.get("day"), body.get("zone"), body.get("since")
+    check_signed(body, USAGE_SYNC_DOMAIN, verifier, now or dt.datetime.now(dt.UTC))
+    day, zone, since, nonce = body.get("day"), body.get("zone"), body.get("since"), body.get("nonce")
     if not isinstance(day, str) or not DAY_RE.match(day) or zone not in ZONES:
         raise RecordError("day or zone missing or mistyped")
+    if nonce is not None and not (isinstance(nonce, str) and _NONCE_RE.match(nonce)):
+        raise RecordError("nonce must be 16-64 URL-safe characters")
     try:
         when = None if since is None else dt.datetime.fromisoformat(str(since))
     except ValueError as exc:
         raise RecordError("since is not an ISO time") from exc
     if when is not None and when.tzinfo is None:
         raise RecordError("since needs a UTC offset")
-    return SyncRequest(station, day, str(zone), when)
+    return SyncRequest(station, day, str(zone), when, nonce)
 
 
 @dataclass
@@ -125,8 +167,9 @@ class LedgerNode(SharedSubscriber):
         `usage` role). tls: (CA, certificate, key) for a broker that wants client certificates.
         ack_key: signs acknowledgements (the root's `acks` role, else `commands`); default the
         first usage key, right only where one key holds every role (the simulator).
-        verifier: each transaction's station signature (hq/tx_verify.py StationKeys.verify);
-        the command line always gives one, in-process callers without one accept unsigned."""
+        verifier: each transaction's, reservation's and sync request's station signature
+        (hq/tx_verify.py StationKeys.verify); the command line gives one unless told
+        --accept-unsigned, in-process callers without one accept unsigned."""
         name = name or f"ledger-{uuid.uuid4().hex[:8]}"
         super().__init__(host, port, name, group, ack_key or keys[0], tls, poll_s=0.05)
         self.verifier = verifier
@@ -192,6 +235,7 @@ class LedgerNode(SharedSubscriber):
         txs: list[tuple[dict[str, Any], bytes]] = []
         reservations: list[Reservation] = []
         syncs: list[SyncRequest] = []
+        now = dt.datetime.now(dt.UTC)  # headquarters' clock: the judge of a signed message's time
         for topic, payload in batch:
             self.stats.received += 1
             try:
@@ -201,9 +245,9 @@ class LedgerNode(SharedSubscriber):
                         self.verifier(record)  # stored and acknowledged only if its station signed it
                     txs.append((record, payload))
                 elif topic.endswith("/reserve"):
-                    reservations.append(parse_reservation(topic, payload))
+                    reservations.append(parse_reservation(topic, payload, self.verifier, now))
                 elif topic.endswith("/usage_sync"):
-                    syncs.append(parse_sync(topic, payload))
+                    syncs.append(parse_sync(topic, payload, self.verifier, now))
             except (RecordError, TxSignatureError) as exc:
                 self.stats.rejected += 1
                 log.warning("%s: message on %s refused: %s", self.name, topic, exc)
@@ -267,7 +311,7 @@ class LedgerNode(SharedSubscriber):
             since = None if request.since is None else request.since - SYNC_MARGIN
             keys = self.store.area_keys(area_of(request.station), request.day, since)
             rows = self.store.snapshot(keys)
-            self._publish(self.feed.sync_answer(request.station, request.day, rows))
+            self._publish(self.feed.sync_answer(request.station, request.day, rows, request.nonce))
 
     def _publish(self, messages: list[Message]) -> None:
         for topic, payload in messages:
@@ -299,9 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ack-key", type=Path, help="the acks role's key (PEM) for acknowledgements (default --key)")
     signed = parser.add_mutually_exclusive_group(required=True)
     signed.add_argument("--station-certs", type=Path,
-                        help="directory of the stations' certificates (*.crt): only records they signed are stored")
+                        help="directory of the stations' certificates (*.crt): only records, reservations"
+                             " and sync requests they signed are taken")
     signed.add_argument("--accept-unsigned", action="store_true",
-                        help="store records without checking their station signature (load benchmarks only)")
+                        help="take records, reservations and sync requests without checking their station"
+                             " signature or time (load benchmarks and the lab only)")
     parser.add_argument("--ca", type=Path, help="the CA that must have issued the station certificates")
     parser.add_argument("--name", help="process name (default: random)")
     parser.add_argument("--group", default=SHARE_GROUP, help="shared subscription group")

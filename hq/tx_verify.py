@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.trust.tx_sign import ALG, key_fingerprint, signed_bytes
+from agent.trust.tx_sign import ALG, DOMAIN, key_fingerprint, signed_bytes
 
 
 class TxSignatureError(ValueError):
@@ -67,8 +66,9 @@ class StationKeys:
             found.add_certificate(path.read_bytes(), ca)
         return found
 
-    def verify(self, record: dict[str, Any]) -> None:
-        """Raise TxSignatureError unless the record carries its station's valid signature."""
+    def verify(self, record: dict[str, Any], domain: bytes = DOMAIN) -> None:
+        """Raise TxSignatureError unless the record carries its station's valid signature
+        (domain: what kind of message it is, agent/trust/tx_sign.py)."""
         station = record.get("station")
         public = self.keys.get(station) if isinstance(station, str) else None
         if public is None:
@@ -80,9 +80,12 @@ class StationKeys:
             raise TxSignatureError("signed with another key than the station's certificate")
         try:
             value = base64.b64decode(str(sig.get("value", "")), validate=True)
-            public.verify(value, signed_bytes(record), ec.ECDSA(hashes.SHA256()))
+            public.verify(value, signed_bytes(record, domain), ec.ECDSA(hashes.SHA256()))
         except (binascii.Error, ValueError, InvalidSignature) as exc:
             raise TxSignatureError("signature does not verify") from exc
 
 
-Verifier = Callable[[dict[str, Any]], None]
+class Verifier(Protocol):
+    """StationKeys.verify, or anything that checks a station's message the same way."""
+
+    def __call__(self, record: dict[str, Any], domain: bytes = DOMAIN) -> None: ...

@@ -90,13 +90,14 @@ class UsageFeed:
         self.messages_out += 1
         return data
 
-    def _batches(self, station: str, kind: str, by_day: dict[str, list[list[Any]]]) -> list[Message]:
+    def _batches(self, station: str, kind: str, by_day: dict[str, list[list[Any]]],
+                 extra: dict[str, Any] | None = None) -> list[Message]:
         out: list[Message] = []
         for day, entries in sorted(by_day.items()):
             chunks = [entries[i:i + self.max_entries] for i in range(0, len(entries), self.max_entries)] or [[]]
             for index, chunk in enumerate(chunks):
                 body = {"kind": kind, "station": station, "day": day, "seq": self._seq.next(),
-                        "last": index == len(chunks) - 1, "entries": chunk}
+                        "last": index == len(chunks) - 1, "entries": chunk, **(extra or {})}
                 out.append((topics.usage(station), self._sign(body)))
         return out
 
@@ -120,14 +121,17 @@ class UsageFeed:
             out += self._batches(station, "update", per_station[station])
         return out
 
-    def sync_answer(self, station: str, day: str, rows: dict[Key, VehicleDayRow]) -> list[Message]:
-        """The catch-up a (re)connecting station asked for; its last batch says `last`."""
+    def sync_answer(self, station: str, day: str, rows: dict[Key, VehicleDayRow],
+                    nonce: str | None = None) -> list[Message]:
+        """The catch-up a (re)connecting station asked for; its last batch says `last`. Each
+        batch echoes the request's nonce, signed: the station counts itself synced only on
+        an answer to a request it sent since its last (re)connect, never on a replay."""
         entries: list[list[Any]] = []
         for (vid, product, _day), row in sorted(rows.items()):
             view = tailored(row, station)
             if view is not None:
                 entries.append([str(vid), product, row.rev, view[0], view[1]])
-        return self._batches(station, "sync", {day: entries})
+        return self._batches(station, "sync", {day: entries}, None if nonce is None else {"nonce": nonce})
 
     def tick(self) -> Message:
         """A signed heartbeat for every station: the feed is alive even when nothing moves."""

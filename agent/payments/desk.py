@@ -23,7 +23,8 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,7 @@ class PaymentDesk:
         # One desk per island terminal (agent/islands.py): each works only its own pumps' payments.
         self.store = PaymentStore(journal, pumps)
         self._scan_texts: dict[int, str] = {}  # pay_id -> the QR a prepayment waits to authorise
+        self._written = 0  # the journal's number of the desk's latest commit
 
     # --- what the station asks ---------------------------------------------------------
 
@@ -172,7 +174,7 @@ class PaymentDesk:
         return self.store.charging_on(pump)
 
     def start_prepay(self, pump: int, scan_text: str, choice: PaymentChoice, charge: int, preset_ml: int) -> None:
-        with self.journal.atomic() as db:
+        with self._write(urgent=True) as db:
             # The QR's text stays in memory only (no token at rest): after a crash a prepayment
             # without its session is refunded, never re-authorised, so it is not needed again.
             pay_id = self._insert_payment(db, pump, choice, CHARGING, None, preset_ml, "")
@@ -189,10 +191,19 @@ class PaymentDesk:
                        (tx_id, DELIVERING, pay_id, CHARGING))
         return link
 
+    def postpay_with_session(self, pump: int, choice: PaymentChoice,
+                             preset_ml: int) -> Callable[[sqlite3.Connection, int, str], None]:
+        """The journal hook that opens a postpayment in the session's own transaction: one
+        sync before the relay closes, not two, and never a session without its payment."""
+        def open_payment(db: sqlite3.Connection, seq: int, tx_id: str) -> None:
+            self._insert_payment(db, pump, choice, DELIVERING, tx_id, preset_ml, "")
+        return open_payment
+
     def open_postpay(self, session: SessionRow, choice: PaymentChoice) -> None:
+        """A postpayment chosen while the fill runs (the attendant's 'pay by card')."""
         # A crash before this row leaves a session without a payment: it is paid in cash,
         # never charged twice.
-        with self.journal.atomic() as db:
+        with self._write() as db:
             self._insert_payment(db, session.pump, choice, DELIVERING, session.tx_id, session.preset_ml, "")
 
     def on_close(self, session: SessionRow, dispensed_ml: int, amount: int,
@@ -220,7 +231,7 @@ class PaymentDesk:
         """After a restart: unanswered steps are unknown (ask before acting); a prepayment
         whose pump never got its session will never get it (no re-authorisation after a
         restart), so whatever it charged goes back."""
-        with self.journal.atomic() as db:
+        with self._write() as db:
             db.execute(f"UPDATE payment_steps SET state='unknown' WHERE {OPEN_STEPS} AND state='sent'")
             db.execute(f"UPDATE payments SET state='orphan', target_idr=0 WHERE {OPEN_PAYMENTS} AND state='charging'")
             # a prepayment approved and journaled, but the crash came before its session opened
@@ -242,6 +253,8 @@ class PaymentDesk:
         if not self.terminal.idle:
             self._next_try = now + 1.0
             return
+        if not self._written_durable():
+            return  # the journal's sync thread wakes the station loop when it is
         self._dirty = False
         self._next_try = now + RETRY_S
         unknown = self.store.first_open_step(UNKNOWN)
@@ -278,7 +291,7 @@ class PaymentDesk:
         target = int(pay["target_idr"] or 0)
         sales = [s for s in steps if s["kind"] in ("sale", "qris_sale")]
         if pay["mode"] == "postpay" and pay["state"] == SETTLING and not sales and target > 0:
-            with self.journal.atomic() as db:
+            with self._write(urgent=True) as db:
                 self._insert_step(db, pay_id, "qris_sale" if pay["method"] == "qris" else "sale", target)
             self._dirty = True
             killpoint("pay_before_charge")
@@ -293,10 +306,10 @@ class PaymentDesk:
             self._finish(pay_id)
             return False
         kind, amount = action
-        with self.journal.atomic() as db:
-            step_id = self._insert_step(db, pay_id, kind, amount, invoice=sale["invoice"] if sale else "")
+        with self._write(urgent=True) as db:
+            self._insert_step(db, pay_id, kind, amount, invoice=sale["invoice"] if sale else "")
         killpoint("pay_before_compensation")
-        self._send(step_id)
+        self.tick(time.monotonic())  # sent once its row is on the card
         return True
 
     def _same_day(self, iso: str) -> bool:
@@ -348,7 +361,7 @@ class PaymentDesk:
             self._mark_unknown(in_flight)
 
     def _mark_unknown(self, step_id: int) -> None:
-        with self.journal.atomic() as db:
+        with self._write() as db:
             db.execute("UPDATE payment_steps SET state=? WHERE step_id=? AND state=?", (UNKNOWN, step_id, SENT))
         step = self._step(step_id)
         pay = self._payment(int(step["pay_id"]))
@@ -376,7 +389,7 @@ class PaymentDesk:
             self._dirty = False  # ask again in RETRY_S, not at once
             self._next_try = time.monotonic() + RETRY_S
             return
-        with self.journal.atomic() as db:
+        with self._write() as db:
             self._insert_answered(db, int(step["pay_id"]), "inquiry", answer.amount_idr, answer)
         if step["state"] != UNKNOWN:
             return
@@ -388,7 +401,7 @@ class PaymentDesk:
                                                 response=NOT_RECEIVED))
 
     def _answered(self, step_id: int, answer: ecr.Message) -> None:
-        with self.journal.atomic() as db:
+        with self._write() as db:
             db.execute("UPDATE payment_steps SET state=?, response_code=?, approval_code=?, rrn=?, invoice=?, at=?"
                        " WHERE step_id=?",
                        (ANSWERED, answer.response, answer.approval or None, answer.rrn or None,
@@ -428,11 +441,11 @@ class PaymentDesk:
         self._dirty = True
 
     def _orphan(self, pay_id: int) -> None:
-        with self.journal.atomic() as db:
+        with self._write() as db:
             db.execute("UPDATE payments SET state=?, target_idr=0 WHERE pay_id=?", (ORPHAN, pay_id))
 
     def _abandon_prepay(self, pay: dict[str, Any], reason: str, code: str = "") -> None:
-        with self.journal.atomic() as db:
+        with self._write() as db:
             db.execute("UPDATE payments SET state=?, target_idr=0, status=? WHERE pay_id=?",
                        (ORPHAN, "declined" if code else "unpaid", pay["pay_id"]))
         text = ecr.RESPONSE_TEXT.get(code, code)
@@ -444,7 +457,7 @@ class PaymentDesk:
         """Postpay the card did not pay: the attendant collects cash; anything the terminal
         charged after all goes back."""
         pay = self._payment(pay_id)
-        with self.journal.atomic() as db:
+        with self._write() as db:
             db.execute("UPDATE payments SET state=?, final_method='cash', status=? WHERE pay_id=?",
                        (ORPHAN, "declined" if code and code != NOT_RECEIVED else "unpaid", pay_id))
             db.execute("UPDATE payments SET target_idr=0 WHERE pay_id=?", (pay_id,))
@@ -458,7 +471,7 @@ class PaymentDesk:
     def _finish(self, pay_id: int) -> None:
         pay = self._payment(pay_id)
         self._publish(pay_id)
-        with self.journal.atomic() as db:
+        with self._write() as db:
             db.execute("UPDATE payments SET state=? WHERE pay_id=?", (DONE, pay_id))
         killpoint("pay_settled")
         steps = self._steps(pay_id)
@@ -474,7 +487,7 @@ class PaymentDesk:
             return
         record = json.loads(pay["record"])
         record["payment"] = self.payment_object(pay_id)
-        with self.journal.atomic() as db:
+        with self._write() as db:
             self._publish_record(db, record)
             db.execute("UPDATE payments SET record=NULL WHERE pay_id=?", (pay_id,))
         text = render_receipt(record, self.lang)
@@ -518,6 +531,24 @@ class PaymentDesk:
         }
 
     # --- journal rows -------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, urgent: bool = False) -> Iterator[sqlite3.Connection]:
+        """Every write of the desk: committed without stalling the station loop on the card
+        (the journal's sync thread makes it durable: `urgent` for a request the terminal
+        waits for, else within the group-commit window, which the next urgent or scan's
+        sync cuts short); `_written_durable` gates what goes to the terminal on it."""
+        before = self.journal.last_commit
+        with self.journal.lazy(urgent) as db:
+            yield db
+        if self.journal.last_commit != before:  # it wrote something (else it is not a commit of ours)
+            self._written = self.journal.last_commit
+
+    def _written_durable(self) -> bool:
+        """Everything the desk wrote is on the card: a request may go to the terminal (a
+        step row lost to a power cut after its request went out would be a charge nobody
+        knows of)."""
+        return self.journal.is_durable(self._written)
 
     def _insert_payment(self, db: sqlite3.Connection, pump: int, choice: PaymentChoice, state: str,
                         tx_id: str | None, preset_ml: int, scan_text: str) -> int:

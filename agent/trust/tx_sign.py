@@ -26,15 +26,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 ALG = "ES256"
 DOMAIN = b"spbu/tx\n"
+# The national quota's messages from stations are signed the same way, each under its own
+# domain, so none can pass for another (a reservation for a transaction, or the reverse).
+RESERVE_DOMAIN = b"spbu/reserve\n"
+USAGE_SYNC_DOMAIN = b"spbu/usage_sync\n"
 
 
 class StationKeyError(ValueError):
     pass
 
 
-def signed_bytes(record: dict[str, Any]) -> bytes:
+def signed_bytes(record: dict[str, Any], domain: bytes = DOMAIN) -> bytes:
     body = {k: v for k, v in record.items() if k != "sig"}
-    return DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return domain + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def key_fingerprint(public: ec.EllipticCurvePublicKey) -> str:
@@ -52,8 +56,9 @@ def load_station_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def sign_record(record: dict[str, Any], key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+def sign_record(record: dict[str, Any], key: ec.EllipticCurvePrivateKey,
+                domain: bytes = DOMAIN) -> dict[str, Any]:
     """The record with its `sig` (a new dict; the caller's stays as it was)."""
-    value = key.sign(signed_bytes(record), ec.ECDSA(hashes.SHA256()))
+    value = key.sign(signed_bytes(record, domain), ec.ECDSA(hashes.SHA256()))
     return {**record, "sig": {"alg": ALG, "key": key_fingerprint(key.public_key()),
                               "value": base64.b64encode(value).decode()}}

@@ -174,3 +174,25 @@ def test_after_a_checkpoint_the_station_loop_syncs_only_its_scans(tmp_path: Path
     # One sync per scan (12 opens; closes and acknowledgements are synced by the thread).
     for begin, end in itertools.pairwise(marks):
         assert sum(begin <= t < end for t in on_loop) == 1
+
+
+def test_lazy_commits_wait_for_the_group_unless_urgent_and_their_outbox_rows_are_held(tmp_path: Path) -> None:
+    """The payment desk's writes: no sync on the caller's thread; a plain one waits for the
+    group window (here far away), an urgent one is synced at once and carries the earlier."""
+    journal = Journal(tmp_path / "j.sqlite", group_commit=True)
+    journal.syncer.group_s = 30.0
+    try:
+        with journal.lazy() as db:
+            db.execute("INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES ('r1', 't', X'7b7d', 0)")
+        plain = journal.last_commit
+        time.sleep(0.3)
+        assert not journal.is_durable(plain) and journal.syncer.fsyncs == 0
+        assert journal.outbox_pending() == []  # queued, not yet on the card: held
+        with journal.lazy(urgent=True) as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+        urgent = journal.last_commit
+        assert journal.syncer.wait_durable(urgent, 5) and journal.is_durable(plain)
+        assert journal.syncer.fsyncs == 1
+        assert [r.msg_id for r in journal.outbox_pending()] == ["r1"]
+    finally:
+        journal.close()

@@ -7,6 +7,7 @@ model that forwards each connected station's counter to every connected station.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
@@ -43,7 +44,8 @@ class Model:
         self.rev += 1
         others = {s: ml for s, ml in self.ledger.items() if s != STATIONS[i]}
         batch = [entry(others, rev=self.rev)] if others else []
-        self.views[i].offer(self.feed.batch(batch, kind="sync", station=STATIONS[i]), DAY)
+        request = json.loads(self.views[i].sync_request(DAY, "WIB", dt.datetime.now(dt.UTC)))
+        self.views[i].offer(self.feed.batch(batch, kind="sync", station=STATIONS[i], nonce=request["nonce"]), DAY)
 
     def push(self) -> None:
         for i in range(len(STATIONS)):

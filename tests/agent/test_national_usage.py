@@ -5,6 +5,7 @@ freshness and the offline share in the eligibility decision."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -68,8 +69,13 @@ def entry(used: dict[str, int], rev: int = 1, reserved: dict[str, int] | None = 
             [[s, ml] for s, ml in (reserved or {}).items()]]
 
 
+def ask(usage: NationalUsage) -> str:
+    """A sync request as the station sends it; returns the nonce the answer must echo."""
+    return str(json.loads(usage.sync_request(DAY, "WIB", dt.datetime.now(dt.UTC)))["nonce"])
+
+
 def synced(usage: NationalUsage, feed: Feed) -> None:
-    usage.offer(feed.batch([], kind="sync"), DAY)
+    usage.offer(feed.batch([], kind="sync", nonce=ask(usage)), DAY)
 
 
 def test_counters_merge_by_maximum_whatever_the_order_and_repeats(keys: dict[str, Ed25519PrivateKey]) -> None:
@@ -162,7 +168,24 @@ def test_freshness_needs_a_sync_after_each_reconnect(keys: dict[str, Ed25519Priv
     assert not usage.stale(60)
     usage.link_changed(False)
     assert usage.stale(60)  # whatever was missed while down is unknown until the next sync
-    assert b'"since":' in usage.sync_request(DAY, "WIB")
+    assert b'"since":' in usage.sync_request(DAY, "WIB", dt.datetime.now(dt.UTC))
+
+
+def test_only_an_answer_to_a_request_sent_since_the_last_reconnect_syncs(keys: dict[str, Ed25519PrivateKey]) -> None:
+    usage = NationalUsage(ME, store_for(keys), Clock())
+    feed = Feed(keys["usage"])
+    before = ask(usage)
+    usage.link_changed(False)
+    usage.link_changed(True)
+    usage.offer(feed.batch([entry({"34.401.02": 5_000})], kind="sync", nonce=before), DAY)
+    usage.offer(feed.batch([], kind="sync"), DAY)  # no nonce at all
+    usage.offer(feed.batch([], kind="sync", nonce="x" * 24), DAY)  # one it never sent
+    assert usage.stale(60) and not usage.synced
+    assert usage.elsewhere(VID, "solar", DAY, 60, None).used_ml == 5_000  # data is still merged (by maximum)
+    usage.offer(feed.batch([], kind="sync", nonce=ask(usage)), DAY)
+    assert usage.synced and not usage.stale(60)
+    with pytest.raises(UsageRefused, match="malformed"):
+        usage.offer(feed.batch([], kind="sync", nonce="short"), DAY)
 
 
 def policy(share: float | None = 0.5) -> QuotaPolicy:
@@ -238,7 +261,9 @@ def test_the_station_link_reports_a_refused_batch_and_keeps_selling(keys: dict[s
     link.on_link(True, DAY, 0.0)
     assert published and published[0][0] == "spbu/v1/34.401.01/usage_sync"
     feed = Feed(keys["usage"])
-    assert link.on_message(feed.batch([entry({"34.401.02": 25_000})], kind="sync"), DAY) == {(VID, "solar")}
+    nonce = json.loads(published[0][1])["nonce"]
+    assert link.on_message(feed.batch([entry({"34.401.02": 25_000})], kind="sync", nonce=nonce),
+                           DAY) == {(VID, "solar")}
     assert link.on_message(feed.batch([entry({ME: 99_000}, rev=2)]), DAY) == set()
     assert events[-1]["alert"] == "usage_rejected" and events[-1]["check"] == "own station"
     seen = link.elsewhere(VID, "solar", DAY)

@@ -3,7 +3,9 @@ counter file), can make each take a fixed time before the real call (an SD card'
 and can log each one (thread, file, start and end on the monotonic clock).
 
 Environment of the process it is preloaded into: SPBU_FSYNC_COUNTER (a 4 KiB file),
-SPBU_FSYNC_DELAY_US, SPBU_FSYNC_LOG (a file to append lines to).
+SPBU_FSYNC_DELAY_US, SPBU_FSYNC_LOG (a file to append lines to), SPBU_FSYNC_SHADOW (a path
+prefix: after each sync of a file under it, the file's whole content is copied to
+`<file>.synced`, what a power cut could not take; `power_cut` puts those copies back).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ SHIM_C = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -44,6 +48,29 @@ static void trace(int fd, double start) {
     int len = snprintf(line, sizeof line, "%ld %.6f %.6f %s\n", (long)syscall(SYS_gettid), start, now_s(), path);
     if (write(log_fd, line, len) < 0) {}
 }
+/* SPBU_FSYNC_SHADOW: the synced content of each file under the prefix, kept beside it. */
+static pthread_mutex_t shadow_mu = PTHREAD_MUTEX_INITIALIZER;
+static void shadow(int fd) {
+    const char *prefix = getenv("SPBU_FSYNC_SHADOW");
+    if (!prefix) return;
+    char path[512], link[64], tmp[600], dst[600], buf[65536];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n <= 0) return;
+    path[n] = 0;
+    if (strncmp(path, prefix, strlen(prefix)) != 0 || strstr(path, ".synced")) return;
+    snprintf(tmp, sizeof tmp, "%s.synced.tmp", path);
+    snprintf(dst, sizeof dst, "%s.synced", path);
+    pthread_mutex_lock(&shadow_mu);
+    int in = open(path, O_RDONLY);
+    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ssize_t r;
+    while (in >= 0 && out >= 0 && (r = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, r) != r) break;
+    if (in >= 0) close(in);
+    if (out >= 0) { close(out); rename(tmp, dst); }
+    pthread_mutex_unlock(&shadow_mu);
+}
 static void before(void) {
     if (delay_us < 0) {
         const char *d = getenv("SPBU_FSYNC_DELAY_US");
@@ -70,6 +97,7 @@ int fsync(int fd) {
     double start = now_s();
     before();
     int rc = real(fd);
+    shadow(fd);
     trace(fd, start);
     return rc;
 }
@@ -79,6 +107,7 @@ int fdatasync(int fd) {
     double start = now_s();
     before();
     int rc = real(fd);
+    shadow(fd);
     trace(fd, start);
     return rc;
 }
@@ -89,8 +118,28 @@ def build_shim(work: Path) -> Path:
     src = work / "fsyncshim.c"
     src.write_text(SHIM_C)
     lib = work / "libfsyncshim.so"
-    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(src), "-ldl"], check=True)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(src), "-ldl", "-lpthread"], check=True)
     return lib
+
+
+def power_cut(prefix: Path) -> list[str]:
+    """After the process under SPBU_FSYNC_SHADOW=prefix was killed: every file under the
+    prefix goes back to what its last sync made durable (a file never synced is gone, and
+    so is SQLite's shared-memory index, which lives in RAM on a real card). The worst a
+    power cut can do short of tearing pages, which SQLite's WAL checksums are made for.
+    Returns the files changed."""
+    changed = []
+    for path in sorted(prefix.parent.glob(prefix.name + "*")):
+        if path.name.endswith((".synced", ".synced.tmp")):
+            continue
+        synced = path.with_name(path.name + ".synced")
+        if path.name.endswith("-shm") or not synced.exists():
+            path.unlink()
+            changed.append(path.name)
+        elif synced.read_bytes() != path.read_bytes():
+            path.write_bytes(synced.read_bytes())
+            changed.append(path.name)
+    return changed
 
 
 def read_log(path: Path) -> list[tuple[int, float, float, str]]:

@@ -204,8 +204,9 @@ def test_ledger_processes_share_the_load_without_double_counting(mosquitto: Mosq
     recorder = MqttRecorder(mosquitto, ["hq/v1/ack/#", "hq/v1/usage/#"], f"rec-{group}")
     sender = MqttRecorder(mosquitto, [], f"send-{group}")
     try:
-        sync = {"schema": "spbu.usage_sync/1", "station": "34.401.02", "day": DAY, "zone": "WIB", "since": None}
-        sender.client.publish(topics.usage_sync("34.401.02"), json.dumps(sync), qos=1).wait_for_publish(5)
+        view = station_view("34.401.02", key)  # unsigned: these nodes check no station signature
+        sync = view.sync_request(DAY, "WIB", dt.datetime.now(dt.UTC))
+        sender.client.publish(topics.usage_sync("34.401.02"), sync, qos=1).wait_for_publish(5)
         time.sleep(0.5)
         records = [record("34.401.01", 10_000, tx_id=f"t{i}") for i in range(20)]
         for _ in range(2):  # everything twice: resent after a lost acknowledgement
@@ -221,7 +222,6 @@ def test_ledger_processes_share_the_load_without_double_counting(mosquitto: Mosq
         acked = {i for _, m in recorder.raw(lambda t: t == topics.ack("34.401.01"))
                  for i in verify_ack(m, "34.401.01", ring).ids}
         assert acked == {r["tx_id"] for r in records}
-        view = station_view("34.401.02", key)
         for _, payload in recorder.raw(lambda t: t == topics.usage("34.401.02")):
             view.offer(payload, DAY)
         assert view.elsewhere(VID, "solar", DAY, 60, None).used_ml == 200_000

@@ -19,6 +19,12 @@ With --pump dart --nozzles 2 every DART pump carries two grades: customers scan 
 lift either nozzle (or lift first and scan), wrong grades included, and after each kill the
 pumps' own totals per nozzle must equal the litres journaled for that pump and grade.
 
+With --power-cut each kill is a power cut of the Pi for the journal: the agent runs under
+an fsync shim that copies each journal file as its last sync left it, and after the kill
+every journal file goes back to that copy (writes not yet synced are lost; the devices,
+with their own power, keep what they did). Then, besides the above, headquarters must hold
+no record the station lost, and with --payments the terminal no charge the journal lost.
+
 With --payments an EDC terminal simulator joins: scans are paid by card, prepay and
 postpay in turn, and the named kills land around payment steps (PAYMENT_POINTS). After
 each kill, once the restarted agent has settled every payment, the terminal's own ledger
@@ -85,6 +91,7 @@ class CampaignResult:
     hq_duplicates: int = 0
     card_sales: int = 0  # approved at the terminal
     compensations: int = 0  # voids and refunds approved at the terminal
+    power_cuts_losing_writes: int = 0  # cuts that took unsynced writes from the journal
     violations: list[Violation] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -172,8 +179,15 @@ class Customers:
 
 class Campaign:
     def __init__(self, workdir: Path, pumps: int = 2, seed: int = 1, vehicles: int = 2000,
-                 pump_kind: str = "relay", payments: bool = False, nozzles: int = 1) -> None:
+                 pump_kind: str = "relay", payments: bool = False, nozzles: int = 1,
+                 scan_payments: tuple[str, ...] = ("card_prepay:30000", "card", "card_prepay:20000"),
+                 power_cut: bool = False) -> None:
         self.workdir = workdir
+        self.power_cut = power_cut
+        self.cuts_losing_writes = 0
+        self.cut_faults: list[str] = []
+        self._shim: Path | None = None
+        self.scan_payments = scan_payments  # with payments: how the scans pay, in turn
         self.nozzles = nozzles
         self.edc = EdcSim(workdir / "edc-batch.json", ack_timeout_ms=300) if payments else None
         self.points = PAYMENT_POINTS if payments else POINTS
@@ -210,6 +224,10 @@ class Campaign:
         self.start_nozzles: dict[tuple[int, int], int] = {}
 
     def start(self) -> None:
+        if self.power_cut:
+            from tests.bench.fsync_shim import build_shim
+
+            self._shim = build_shim(self.workdir)
         self.broker.start()
         self.hq = HeadquartersSim(self.broker.host, self.broker.port, self.registry, key=self.hq_key)
         self.hq.start()
@@ -232,7 +250,7 @@ class Campaign:
             timeouts=Timeouts(scan_to_nozzle_s=1.0, no_flow_s=5, duplicate_scan_s=0.5),
             edc=None if self.edc is None else EdcConfig(
                 self.edc.path, ack_timeout_s=0.3, response_timeout_s=2.0,
-                scan_payments=("card_prepay:30000", "card", "card_prepay:20000")),
+                scan_payments=self.scan_payments),
         )
         self.config_path.write_text(render_config(config))
 
@@ -256,6 +274,9 @@ class Campaign:
         env.pop("SPBU_KILLPOINT", None)
         if killpoint:
             env["SPBU_KILLPOINT"] = killpoint
+        if self._shim is not None:
+            # syncs as slow as an SD card's: writes wait unsynced as long as they would there
+            env.update(LD_PRELOAD=str(self._shim), SPBU_FSYNC_SHADOW=str(self.journal), SPBU_FSYNC_DELAY_US="20000")
         hellos = self.board.host_hellos()
         with open(self.log, "ab") as log:
             self.agent = subprocess.Popen(
@@ -268,10 +289,38 @@ class Campaign:
         return wait_until(lambda: self.board.host_hellos() > hellos or agent.poll() is not None, 10)
 
     def kill_agent(self) -> None:
-        if self.agent is not None and self.agent.poll() is None:
+        if self.agent is None:
+            return
+        if self.agent.poll() is None:
             self.agent.send_signal(signal.SIGKILL)
-        if self.agent is not None:
-            self.agent.wait(10)
+        self.agent.wait(10)
+        self.agent = None
+        if self.power_cut:  # the agent is gone (killed, or ended itself at a kill point): the power goes
+            from tests.bench.fsync_shim import power_cut
+
+            time.sleep(0.3)  # what was in flight to headquarters lands
+            if power_cut(self.journal):
+                self.cuts_losing_writes += 1
+            self.cut_faults += [f for f in self._lost_what_left() if f not in self.cut_faults]
+
+    def _lost_what_left(self) -> list[str]:
+        """Right after a power cut, before the agent recovers anything: every record
+        headquarters holds is a close the journal kept, and every request the terminal
+        received is a step the journal kept (else the station lost what it told others)."""
+        assert self.hq is not None
+        db = self._db()
+        try:
+            closed = {str(r[0]) for r in db.execute("SELECT tx_id FROM sessions WHERE state='closed'")}
+            steps = ({str(r[0]) for r in db.execute("SELECT ecr_ref FROM payment_steps")}
+                     if self.edc is not None else set())
+        finally:
+            db.close()
+        faults = [f"headquarters holds {tx_id}, the journal lost its close"
+                  for tx_id in sorted({t["tx_id"] for t in self.hq.transactions()} - closed)]
+        if self.edc is not None:
+            sent = {m.ecr_ref for m in list(self.edc.requests) if m.trans_type != "05"}  # not inquiries
+            faults += [f"the terminal received {ref}, the journal lost its step" for ref in sorted(sent - steps)]
+        return faults
 
     # --- checks --------------------------------------------------------------------------
 
@@ -435,14 +484,17 @@ class Campaign:
         self.check_delivery(result)
         self.kill_agent()
         result.duration_s = round(time.monotonic() - started, 1)
+        result.power_cuts_losing_writes = self.cuts_losing_writes
+        result.violations += [Violation(-1, "power cut", "lost_what_left", f) for f in self.cut_faults]
         return result
 
 
 def run_campaign(kills: int, seed: int = 1, deadline_s: float = 3600.0,
                  workdir: Path | None = None, pump_kind: str = "relay", payments: bool = False,
-                 nozzles: int = 1) -> CampaignResult:
+                 nozzles: int = 1, power_cut: bool = False) -> CampaignResult:
     tmp = workdir or Path(tempfile.mkdtemp(prefix="spbu-crash-"))
-    campaign = Campaign(tmp, seed=seed, pump_kind=pump_kind, payments=payments, nozzles=nozzles)
+    campaign = Campaign(tmp, seed=seed, pump_kind=pump_kind, payments=payments, nozzles=nozzles,
+                        power_cut=power_cut)
     try:
         campaign.start()
         return campaign.run(kills, deadline_s)
@@ -462,19 +514,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="an EDC terminal joins; card prepay/postpay; kills around payment steps")
     parser.add_argument("--nozzles", type=int, default=1, choices=(1, 2),
                         help="grades per DART pump (with --pump dart): the nozzle lifted decides the product")
+    parser.add_argument("--power-cut", action="store_true",
+                        help="each kill also loses the journal's writes not yet synced (needs cc)")
     args = parser.parse_args(argv)
     result = run_campaign(args.kills, args.seed, args.deadline, pump_kind=args.pump, payments=args.payments,
-                          nozzles=args.nozzles)
+                          nozzles=args.nozzles, power_cut=args.power_cut)
     report: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
         "params": {"kills": args.kills, "seed": args.seed, "pump": args.pump, "payments": args.payments,
-                   "nozzles": args.nozzles},
+                   "nozzles": args.nozzles, "power_cut": args.power_cut},
         "results": {"kills": result.kills, "random_kills": result.random_kills,
                     "killpoint_kills": result.killpoint_kills, "idle_kills": result.idle_kills,
                     "sessions": result.sessions, "litres": result.litres_ml / 1000,
                     "hq_duplicate_deliveries_dropped": result.hq_duplicates,
                     "card_sales_approved": result.card_sales, "voids_and_refunds": result.compensations,
+                    "power_cuts_losing_writes": result.power_cuts_losing_writes,
                     "violations": len(result.violations), "duration_s": result.duration_s},
         "violations": [v.__dict__ for v in result.violations],
         "targets": {"violations": {"measured": len(result.violations), "target": 0,

@@ -100,9 +100,11 @@ def assert_wire_matches_schemas(recorder: MqttRecorder) -> None:
     for topic, body in recorder.received():
         if topic.endswith("/reserve"):
             validate("reserve", body)
+            assert "sig" in body  # signed with the station key (the ledger checks it)
             seen["reserve"] += 1
         elif topic.endswith("/usage_sync"):
             validate("usage-sync", body)
+            assert "sig" in body and "nonce" in body
             seen["usage_sync"] += 1
         else:
             validate("usage", body)
@@ -183,3 +185,4 @@ def test_a_copied_qr_at_a_station_in_another_area_is_stopped_before_fuel_flows(f
     assert stopped is not None and stopped["dispensed_ml"] == 0
     assert any("DIHENTIKAN" in line and "SPBU lain" in line for line in second.lines[before:])
     assert first.station is not None and first.station.pumps[SOLAR_PUMP].session is not None  # carries on
+    assert fleet2.ledger.stats.rejected == 0  # every station's signed reservation and sync request was taken
