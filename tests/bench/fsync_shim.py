@@ -127,13 +127,15 @@ def power_cut(prefix: Path) -> list[str]:
     prefix goes back to what its last sync made durable (a file never synced is gone, and
     so is SQLite's shared-memory index, which lives in RAM on a real card). The worst a
     power cut can do short of tearing pages, which SQLite's WAL checksums are made for.
-    Returns the files changed."""
+    Returns the files whose content the cut took back (the index is not counted)."""
     changed = []
     for path in sorted(prefix.parent.glob(prefix.name + "*")):
         if path.name.endswith((".synced", ".synced.tmp")):
             continue
         synced = path.with_name(path.name + ".synced")
-        if path.name.endswith("-shm") or not synced.exists():
+        if path.name.endswith("-shm"):
+            path.unlink()
+        elif not synced.exists():
             path.unlink()
             changed.append(path.name)
         elif synced.read_bytes() != path.read_bytes():
