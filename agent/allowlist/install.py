@@ -137,6 +137,11 @@ def _filters(tmp: Path, runs: list[RunInfo]) -> None:
 def _tiers(repo: Any, tmp: Path, runs: list[RunInfo], manifest: Manifest,
            base_version: int) -> tuple[list[RunInfo], bool]:
     level0 = [r for r in runs if r.level == 0]
+    if len(level0) > repo.tier0 and sum(1 for r in runs if r.level == 1) >= repo.tier1:
+        # The composed run would go into a new base at once: compact straight away rather
+        # than write (and sync) a level-1 run only to merge it (~28 MB of card at 50M).
+        _compact(tmp, runs, manifest)
+        return [], True
     if len(level0) > repo.tier0:
         composed = _compose(tmp, level0)
         runs = [r for r in runs if r.level != 0] + [composed]
