@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -517,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--power-cut", action="store_true",
                         help="each kill also loses the journal's writes not yet synced (needs cc)")
     args = parser.parse_args(argv)
+    if args.power_cut and shutil.which("cc") is None:
+        parser.error("--power-cut builds an fsync shim and needs a C compiler (cc)")
     result = run_campaign(args.kills, args.seed, args.deadline, pump_kind=args.pump, payments=args.payments,
                           nozzles=args.nozzles, power_cut=args.power_cut)
     report: dict[str, Any] = {
