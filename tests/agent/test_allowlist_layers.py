@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -137,13 +138,29 @@ print("finished", station.rejected())
 """
 
 
-@pytest.mark.parametrize(("point", "tier1"), [("allowlist_composed", 1), ("allowlist_compacting:1", 0),
-                                              ("allowlist_compacting:4", 0)])
-def test_kill_during_compaction_leaves_a_valid_list(tmp_path: Path, point: str, tier1: int) -> None:
-    """The agent dies (SIGKILL: the sync's worker is in the agent) in the middle of a tier
-    merge or of writing the new base: the list in use is the old version, whole; the next
-    start cleans up and the same release installs. (A day that would compose the level-1
-    run its compaction then merges compacts at once: tier1 0 never composes.)"""
+@dataclass
+class NextDay:
+    """A station on its first delta, the next release offered by a separate process."""
+
+    hq: Headquarters
+    st: Path
+    before: dict[int, Entry]  # the list the station holds
+    after: dict[int, Entry]  # the release offered
+    version: int
+
+    def offer(self, tmp_path: Path, tier1: int, killpoint: str) -> subprocess.CompletedProcess[str]:
+        chunks = tmp_path / "chunks"
+        chunks.mkdir()
+        for name, data in self.hq.chunks(self.version).items():
+            (chunks / name).write_bytes(data)
+        (tmp_path / "m.json").write_bytes(self.hq.manifest(self.version))
+        script = COMPACT_SCRIPT.format(root=str(ROOT), st=str(self.st), root_file=str(self.hq.root_file()),
+                                       manifest=str(tmp_path / "m.json"), chunks=str(chunks), tier1=tier1)
+        env = {**os.environ, "SPBU_KILLPOINT": killpoint}
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+
+
+def next_day(tmp_path: Path) -> NextDay:
     hq = Headquarters(tmp_path / "hq")
     st = tmp_path / "st"
     station = Station(st, hq.root_file())
@@ -152,52 +169,39 @@ def test_kill_during_compaction_leaves_a_valid_list(tmp_path: Path, point: str, 
     station.offer(hq.manifest(v1), hq.chunks(v1))
     history = days(hq, station, 1, first)
     nxt = churn(history[-1], 99)
-    v3 = hq.release(nxt)
-    chunks = tmp_path / "chunks"
-    chunks.mkdir()
-    for name, data in hq.chunks(v3).items():
-        (chunks / name).write_bytes(data)
-    (tmp_path / "m.json").write_bytes(hq.manifest(v3))
-    script = COMPACT_SCRIPT.format(root=str(ROOT), st=str(st), root_file=str(hq.root_file()),
-                                   manifest=str(tmp_path / "m.json"), chunks=str(chunks), tier1=tier1)
-    env = {**os.environ, "SPBU_KILLPOINT": point}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    return NextDay(hq, st, history[-1], nxt, hq.release(nxt))
+
+
+@pytest.mark.parametrize(("point", "tier1"), [("allowlist_composed", 1), ("allowlist_compacting:1", 0),
+                                              ("allowlist_compacting:4", 0)])
+def test_kill_during_compaction_leaves_a_valid_list(tmp_path: Path, point: str, tier1: int) -> None:
+    """The agent dies (SIGKILL: the sync's worker is in the agent) in the middle of a tier
+    merge or of writing the new base: the list in use is the old version, whole; the next
+    start cleans up and the same release installs. (A day that would compose the level-1
+    run its compaction then merges compacts at once: tier1 0 never composes.)"""
+    day = next_day(tmp_path)
+    done = day.offer(tmp_path, tier1, point)
     assert done.returncode == -signal.SIGKILL, (done.returncode, done.stdout, done.stderr)
-    assert list(st.glob("allowlist/v*.tmp")), "killed before it wrote anything"
+    assert list(day.st.glob("allowlist/v*.tmp")), "killed before it wrote anything"
     # After the "power cut": the old version, whole and verifiable.
-    restarted = Station(st, hq.root_file())
-    assert not list(st.glob("allowlist/v*.tmp"))  # cleaned at start
-    assert restarted.current() == v3 - 1
-    check_lookups(restarted, history[-1], set())
+    restarted = Station(day.st, day.hq.root_file())
+    assert not list(day.st.glob("allowlist/v*.tmp"))  # cleaned at start
+    assert restarted.current() == day.version - 1
+    check_lookups(restarted, day.before, set())
     restarted.repo.tier0, restarted.repo.tier1 = 1, tier1
-    restarted.offer(hq.manifest(v3), hq.chunks(v3))
-    assert restarted.rejected() == [] and restarted.current() == v3
-    check_lookups(restarted, nxt, set(history[-1]) - set(nxt))
+    restarted.offer(day.hq.manifest(day.version), day.hq.chunks(day.version))
+    assert restarted.rejected() == [] and restarted.current() == day.version
+    check_lookups(restarted, day.after, set(day.before) - set(day.after))
 
 
 def test_a_compaction_day_writes_no_level_one_run_first(tmp_path: Path) -> None:
     """The day whose tier merge would fill the level-1 tier compacts straight away: the
     composed run it used to write and sync first (~28 MB at 50M) is never made."""
-    hq = Headquarters(tmp_path / "hq")
-    st = tmp_path / "st"
-    station = Station(st, hq.root_file())
-    first = registry(3000)
-    v1 = hq.release(first)
-    station.offer(hq.manifest(v1), hq.chunks(v1))
-    history = days(hq, station, 1, first)
-    v3 = hq.release(churn(history[-1], 99))
-    chunks = tmp_path / "chunks"
-    chunks.mkdir()
-    for name, data in hq.chunks(v3).items():
-        (chunks / name).write_bytes(data)
-    (tmp_path / "m.json").write_bytes(hq.manifest(v3))
-    script = COMPACT_SCRIPT.format(root=str(ROOT), st=str(st), root_file=str(hq.root_file()),
-                                   manifest=str(tmp_path / "m.json"), chunks=str(chunks), tier1=0)
-    env = {**os.environ, "SPBU_KILLPOINT": "allowlist_composed"}  # would end it, were it reached
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    day = next_day(tmp_path)
+    done = day.offer(tmp_path, 0, "allowlist_composed")  # would end it, were it reached
     assert done.returncode == 0 and "finished []" in done.stdout, (done.returncode, done.stdout, done.stderr)
-    assert Station(st, hq.root_file()).current() == v3
-    assert not list(st.glob(f"allowlist/v{v3:012d}/run-*.bin"))  # all in the new base
+    assert Station(day.st, day.hq.root_file()).current() == day.version
+    assert not list(day.st.glob(f"allowlist/v{day.version:012d}/run-*.bin"))  # all in the new base
 
 
 def test_power_cut_during_compaction_rename_keeps_the_old_version(tmp_path: Path,
