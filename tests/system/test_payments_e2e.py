@@ -232,7 +232,8 @@ def test_restart_while_charging_voids_the_approval(station: PayStation) -> None:
     station.station.events.put(PaymentSelect(1, PaymentChoice.parse(who.payment)))
     station.scanners[1].scan(who.qr)
     assert wait_until(lambda: payment_states(station) == ["charging"], 5)
-    assert wait_until(lambda: len(station.edc.requests) == 1, 5)  # the customer is at the PIN pad
+    edc = station.edc
+    assert wait_until(lambda: len(edc.requests) == 1, 5)  # the customer is at the PIN pad
     station._stop.set()
     assert station._thread is not None
     station._thread.join(5)
@@ -274,7 +275,8 @@ def test_terminal_unplugged_while_the_customer_types_the_pin(station: PayStation
     station.station.events.put(PaymentSelect(1, PaymentChoice.parse(who.payment)))
     station.scanners[1].scan(who.qr)
     assert wait_until(lambda: payment_states(station) == ["charging"], 5)
-    assert wait_until(lambda: len(station.edc.requests) == 1, 5)  # the customer is at the PIN pad
+    edc = station.edc
+    assert wait_until(lambda: len(edc.requests) == 1, 5)  # the customer is at the PIN pad
     station.edc.close()  # unplugged before it answered
     decision = station.tracker.next(1, "decision", 10)
     assert decision is not None and not decision["ok"] and decision["reason"] == "edc_unavailable"
